@@ -1,0 +1,198 @@
+"""The VGG family of Simonyan & Zisserman (2015), Table 1, as data plus one builder.
+
+Layer specs use the paper's own notation: ``"3-64"`` is conv3-64, ``"1-256"`` is conv1-256,
+``"M"`` is a 2x2/2 max-pool and ``"LRN"`` is local response normalisation. The module layout and
+state_dict keys equal torchvision's (``features.<i>``, ``classifier.<0|3|6>``), so torchvision
+weights load unchanged. The classifier is kept as Linear layers; the dense (fully-convolutional)
+form of Section 3.2 reuses the same tensors as conv kernels through views, so the two forms can
+never drift apart.
+
+Example:
+    >>> import torch
+    >>> from verydeep.models.vgg import VGG
+    >>> net = VGG("D", num_classes=10, width_mult=0.125, fc_width=64, crop_size=32).eval()
+    >>> net(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+    >>> net.dense_forward(torch.zeros(1, 3, 96, 64)).shape  # class score map
+    torch.Size([1, 10, 3, 2])
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Table 1 of the paper, one column per configuration.
+_TABLE1 = {
+    "A": "3-64 M 3-128 M 3-256 3-256 M 3-512 3-512 M 3-512 3-512 M",
+    "A-LRN": "3-64 LRN M 3-128 M 3-256 3-256 M 3-512 3-512 M 3-512 3-512 M",
+    "B": "3-64 3-64 M 3-128 3-128 M 3-256 3-256 M 3-512 3-512 M 3-512 3-512 M",
+    "C": "3-64 3-64 M 3-128 3-128 M 3-256 3-256 1-256 M 3-512 3-512 1-512 M 3-512 3-512 1-512 M",
+    "D": "3-64 3-64 M 3-128 3-128 M 3-256 3-256 3-256 M 3-512 3-512 3-512 M 3-512 3-512 3-512 M",
+    "E": "3-64 3-64 M 3-128 3-128 M 3-256 3-256 3-256 3-256 M "
+    "3-512 3-512 3-512 3-512 M 3-512 3-512 3-512 3-512 M",
+}
+CFGS: dict[str, list[str]] = {name: spec.split() for name, spec in _TABLE1.items()}
+
+# The usual names; "_bn" may follow any letter but A-LRN (BN replaces what LRN was for).
+ALIASES = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E", "a-lrn": "A-LRN", "a_lrn": "A-LRN"}
+
+# Krizhevsky et al. (2012): n=5, alpha=1e-4, beta=0.75, k=2 in b = a / (k + alpha * sum a^2)^beta.
+# torch's LocalResponseNorm divides alpha by n (Caffe's convention), so alpha_sum = alpha * n there.
+LRN_PARAMS = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
+
+
+def parse_arch(name: str) -> tuple[str, bool]:
+    """Map ``"D"``, ``"vgg16_bn"``, ``"A-LRN"``... to (paper letter, batch_norm)."""
+    key = name.strip().lower().replace(" ", "")
+    bn = key.endswith("_bn") or key.endswith("-bn")
+    if bn:
+        key = key[:-3]
+    letter = ALIASES.get(key, key.upper())
+    if letter not in CFGS:
+        known = ", ".join(list(CFGS) + list(ALIASES)[:4])
+        raise ValueError(f"unknown VGG config {name!r}; known: {known} (add _bn for batch norm)")
+    if bn and letter == "A-LRN":
+        raise ValueError("A-LRN has no batch-norm variant (use A_bn)")
+    return letter, bn
+
+
+def conv_names(letter: str) -> list[str]:
+    """Caffe-style names ``conv<block>_<i>`` of the conv layers of a config, in order."""
+    names, block, i = [], 1, 0
+    for item in CFGS[letter]:
+        if item == "M":
+            block, i = block + 1, 0
+        elif item != "LRN":
+            i += 1
+            names.append(f"conv{block}_{i}")
+    return names
+
+
+def make_layers(
+    letter: str, in_channels: int = 3, width_mult: float = 1.0, batch_norm: bool = False
+) -> nn.Sequential:
+    """Build ``features`` with torchvision's indexing: conv, [bn], relu per conv item."""
+    layers: list[nn.Module] = []
+    c = in_channels
+    for item in CFGS[letter]:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        elif item == "LRN":
+            p = LRN_PARAMS
+            layers.append(nn.LocalResponseNorm(p["size"], p["alpha"] * p["size"], p["beta"], p["k"]))
+        else:
+            k, width = (int(v) for v in item.split("-"))
+            out = max(1, round(width * width_mult))
+            layers.append(nn.Conv2d(c, out, kernel_size=k, padding=k // 2))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(out))
+            layers.append(nn.ReLU(inplace=True))
+            c = out
+    return nn.Sequential(*layers)
+
+
+def final_map_size(crop_size: int) -> int:
+    """Spatial size after the five 2x2/2 max-pools (floor division, like the pools)."""
+    size = crop_size
+    for _ in range(5):
+        size //= 2
+    return size
+
+
+class VGG(nn.Module):
+    """One of the paper's nets; FC form for fixed-size crops, dense form for whole images.
+
+    ``crop_size`` fixes FC6's input: its kernel is the final feature-map size at that crop
+    (7 for 224). There is deliberately no adaptive pooling: a wrong input size is an error in
+    the FC form, and the dense form is the paper's way to run on other sizes.
+    """
+
+    def __init__(
+        self,
+        arch: str = "D",
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        width_mult: float = 1.0,
+        fc_width: int = 4096,
+        crop_size: int = 224,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.letter, self.batch_norm = parse_arch(arch)
+        self.arch = self.letter + ("_bn" if self.batch_norm else "")
+        self.kernel = final_map_size(crop_size)
+        if self.kernel < 1:
+            raise ValueError(f"crop_size {crop_size} is too small: five 2x2 pools need at least 32")
+        self.crop_size, self.num_classes, self.in_channels = crop_size, num_classes, in_channels
+        self.features = make_layers(self.letter, in_channels, width_mult, self.batch_norm)
+        c5 = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
+        self.classifier = nn.Sequential(
+            nn.Linear(c5 * self.kernel * self.kernel, fc_width),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(fc_width, fc_width),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(fc_width, num_classes),
+        )
+
+    # --- FC form -------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (logits) for crops of ``crop_size``; use ``dense_forward`` otherwise."""
+        f = self.features(x)
+        if f.shape[-2:] != (self.kernel, self.kernel):
+            raise ValueError(
+                f"FC form expects {self.crop_size}x{self.crop_size} input (feature map "
+                f"{self.kernel}x{self.kernel}), got {tuple(x.shape[-2:])}; use dense_forward"
+            )
+        return self.classifier(torch.flatten(f, 1))
+
+    # --- dense (fully-convolutional) form, Section 3.2 --------------------------------------
+    def fc_as_conv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """FC6/FC7/FC8 weights viewed as conv kernels (k x k, 1x1, 1x1); no copies."""
+        out = []
+        for i in (0, 3, 6):
+            lin = self.classifier[i]
+            k = self.kernel if i == 0 else 1
+            w = lin.weight.view(lin.out_features, lin.in_features // (k * k), k, k)
+            out.append((w, lin.bias))
+        return out
+
+    def dense_head(self, fmap: torch.Tensor, upto: int = 3) -> torch.Tensor:
+        """Apply FC6..FC<5+upto> as convolutions to a feature map of any size >= kernel.
+
+        ``upto=3`` gives the class score map, ``upto=2`` the FC7 (penultimate) map after ReLU.
+        """
+        if min(fmap.shape[-2:]) < self.kernel:
+            need = self.crop_size
+            raise ValueError(f"image too small for dense evaluation: each side must be >= {need}")
+        x = fmap
+        for j, (w, b) in enumerate(self.fc_as_conv()[:upto]):
+            x = F.conv2d(x, w, b)
+            if j < 2:  # ReLU and dropout modules of the classifier, so train/eval modes agree
+                x = self.classifier[3 * j + 2](self.classifier[3 * j + 1](x))
+        return x
+
+    def dense_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class score map (N, classes, h, w) of a whole image of any size >= crop_size."""
+        return self.dense_head(self.features(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of the last conv block (after pool5)."""
+        return self.features(x)
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per-block feature maps (after each max-pool), like timm's ``features_only``."""
+        maps = []
+        for layer in self.features:
+            x = layer(x)
+            if isinstance(layer, nn.MaxPool2d):
+                maps.append(x)
+        return maps
+
+    def conv_layers(self) -> dict[str, nn.Conv2d]:
+        """Conv layers by Caffe name (conv1_1 ... conv5_4)."""
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        return dict(zip(conv_names(self.letter), convs, strict=True))
