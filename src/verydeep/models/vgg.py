@@ -120,6 +120,16 @@ class VGG(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
+        # everything needed to rebuild this net; stored in every checkpoint
+        self.build_kwargs = {
+            "arch": arch,
+            "num_classes": num_classes,
+            "in_channels": in_channels,
+            "width_mult": width_mult,
+            "fc_width": fc_width,
+            "crop_size": crop_size,
+            "dropout": dropout,
+        }
         self.letter, self.batch_norm = parse_arch(arch)
         self.arch = self.letter + ("_bn" if self.batch_norm else "")
         self.kernel = final_map_size(crop_size)

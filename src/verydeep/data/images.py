@@ -1,0 +1,73 @@
+"""Reading photographs: every mode to RGB, only the formats we mean to read, clear failures.
+
+Example:
+    >>> from verydeep.data.images import load_image
+    >>> load_image("/nonexistent.jpg")
+    Traceback (most recent call last):
+    ...
+    verydeep.data.images.BadImageError: /nonexistent.jpg: no such file
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "PPM", "TIFF", "MPO")  # what Image.open may accept
+MAX_PIXELS = 120_000_000  # larger declared sizes are refused as decompression bombs
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be read as a photograph."""
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any mode to 8-bit RGB; 16-bit and float greyscale are rescaled, not clipped."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
+    """Decode ``path`` to an RGB PIL image.
+
+    With ``min_side`` a JPEG is decoded at the smallest power-of-two reduction whose smaller
+    side is still >= ``min_side`` (libjpeg's DCT scaling: much faster, no quality lost once the
+    image is resized down to that side anyway).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadImageError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise BadImageError(f"{path}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=FORMATS) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise BadImageError(f"{path}: {img.width}x{img.height} exceeds the pixel limit")
+                if min_side and img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
+                    scale = min(img.size) / min_side
+                    img.draft(img.mode, (int(img.width / scale) + 1, int(img.height / scale) + 1))
+                img.load()
+                return _to_rgb(img)
+    except BadImageError:
+        raise
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as e:
+        raise BadImageError(f"{path}: cannot decode ({type(e).__name__}: {e})") from None

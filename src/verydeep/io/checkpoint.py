@@ -1,0 +1,124 @@
+"""Checkpoints: weights as safetensors (with everything needed to use them), state beside them.
+
+``<name>.safetensors`` holds the model's state_dict (torchvision keys) and, in its metadata, the
+builder arguments, preprocessing, class names, training scales, colour PCA and the resolved run
+config. ``<name>.state.pt`` holds the training state (optimiser, schedule, epoch, RNG) and is
+read with ``weights_only=True``. Every write is atomic: temporary file, fsync, rename.
+
+Example:
+    >>> import tempfile, os
+    >>> from verydeep.models.vgg import VGG
+    >>> from verydeep.io.checkpoint import Meta, save_model, load_model
+    >>> net = VGG("A", num_classes=3, width_mult=0.125, fc_width=16, crop_size=32)
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.safetensors")
+    >>> save_model(path, net, Meta(classes=["a", "b", "c"]))
+    >>> load_model(path)[1].classes
+    ['a', 'b', 'c']
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ..data.preprocess import Preprocess
+from ..models.vgg import VGG
+
+FORMAT = 1
+
+
+@dataclass
+class Meta:
+    """What a checkpoint says about how to use its weights."""
+
+    model: dict = field(default_factory=dict)  # VGG builder kwargs
+    preprocess: dict = field(default_factory=lambda: Preprocess().to_dict())
+    classes: list[str] = field(default_factory=list)
+    train_scale: list[int] = field(default_factory=lambda: [256])  # paper units, [S] or [Smin, Smax]
+    pca: dict | None = None
+    config: dict | None = None  # the resolved RunConfig of the run that made it
+    source: str = "verydeep"  # verydeep | torchvision | caffe | keras | ...
+
+    @property
+    def prep(self) -> Preprocess:
+        return Preprocess.from_dict(self.preprocess)
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` is either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_model(path: str | Path, model: VGG, meta: Meta) -> None:
+    """Write weights + metadata as one safetensors file (atomically)."""
+    meta.model = dict(model.build_kwargs)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    header = {"verydeep": json.dumps(asdict(meta) | {"format": FORMAT})}
+    atomic_write(path, st_save(tensors, metadata=header))
+
+
+def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Meta]:
+    """The tensors and ``Meta`` of a verydeep safetensors file, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint not found: {path}")
+    data = path.read_bytes()
+    try:
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        raw = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}).get("verydeep")
+    except (SafetensorError, ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e})") from None
+    if raw is None:
+        raise ValueError(f"{path} has no verydeep metadata; import it with `verydeep convert`")
+    d = json.loads(raw)
+    d.pop("format", None)
+    return tensors, Meta(**d)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[VGG, Meta]:
+    """Rebuild the net of a checkpoint and load its weights; returns (model, meta)."""
+    tensors, meta = read_model_file(path)
+    model = VGG(**meta.model)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not fit {model.arch} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return model.to(device), meta
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    """Training state (tensors, numbers, strings, lists, dicts only) written atomically."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def load_state(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
