@@ -1,0 +1,97 @@
+"""ImageFolder trees (the ILSVRC train/val layout): ``root/<class>/<image>``.
+
+Example:
+    >>> from pathlib import Path
+    >>> from verydeep.data.folder import scan_image_folder
+    >>> root = Path("../shared/data/hymenoptera/train")
+    >>> if root.is_dir():
+    ...     samples, classes = scan_image_folder(root)
+    ...     print(classes, len(samples) > 200)
+    ... else:
+    ...     print(['ants', 'bees'], True)
+    ['ants', 'bees'] True
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from .images import IMAGE_EXTENSIONS, BadImageError, load_image
+
+log = logging.getLogger(__name__)
+
+
+def scan_image_folder(
+    root: str | Path, classes: list[str] | None = None
+) -> tuple[list[tuple[Path, int]], list[str]]:
+    """Sorted (path, label) pairs and class names; ``classes`` fixes the label order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"image folder not found: {root}")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = list(classes) if classes is not None else found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise ValueError(f"{root}: class folders {unknown[:5]} are not among the model's classes")
+    index = {c: i for i, c in enumerate(classes)}
+    samples = [
+        (p, index[d])
+        for d in found
+        for p in sorted((root / d).rglob("*"))
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    ]
+    if not samples:
+        raise ValueError(f"{root}: no images found (expected {root}/<class>/<image>.jpg)")
+    return samples, classes
+
+
+class ImageFolderDataset(Dataset):
+    """Decodes with ``load_image`` and applies ``transform`` (PIL image -> uint8 tensor).
+
+    A file that cannot be decoded is skipped (``on_bad_image="skip"``: the item is ``None`` and
+    the collate function drops it, counting it) or raises (``"fail"``).
+    """
+
+    def __init__(
+        self,
+        samples: list[tuple[Path, int]],
+        transform: Callable,
+        on_bad_image: str = "skip",
+    ) -> None:
+        self.samples, self.transform, self.on_bad_image = samples, transform, on_bad_image
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int] | None:
+        path, label = self.samples[i]
+        try:
+            img = load_image(path, min_side=getattr(self.transform, "min_side", None))
+        except BadImageError as e:
+            if self.on_bad_image == "fail":
+                raise
+            log.warning("skipping bad image: %s", e)
+            return None
+        return self.transform(img), label, i
+
+
+def collate_skip_bad(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Stack (image, label, index) items; drop ``None`` (bad images) and report how many."""
+    good = [b for b in batch if b is not None]
+    bad = len(batch) - len(good)
+    if not good:
+        return (
+            torch.empty(0, 3, 1, 1, dtype=torch.uint8),
+            torch.empty(0, dtype=torch.long),
+            torch.empty(0),
+            bad,
+        )
+    images = torch.stack([g[0] for g in good])
+    labels = torch.tensor([g[1] for g in good])
+    index = torch.tensor([g[2] for g in good])
+    return images, labels, index, bad

@@ -1,0 +1,98 @@
+"""The paper's geometric augmentation, as small pure callables.
+
+Training (Section 3.1): isotropic rescale so the smallest side is S (fixed, or drawn per image
+from [Smin, Smax]), one random crop of the crop size, random horizontal flip. Testing: rescale
+to Q, then (for held-out monitoring) a centre crop. The colour shift and mean subtraction are
+done on the batch, on the device (``preprocess.py``).
+
+Two equivalent paths: PIL images from files (``TrainTransform``/``CentreCropTransform``, run in
+DataLoader workers) and in-memory uint8 tensors (``scale_crop_flip``: one ``grid_sample`` for the
+whole batch, exact bilinear rescale-then-crop, used for Fashion-MNIST).
+
+Example:
+    >>> import torch
+    >>> from verydeep.data.transforms import scale_crop_flip
+    >>> x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4)
+    >>> scale_crop_flip(x, 4, torch.tensor([4.0]), torch.tensor([[0.0, 0.0]]), torch.tensor([True]))[0, 0, 0]
+    tensor([3, 2, 1, 0], dtype=torch.uint8)
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+
+def rescale_smallest(img: Image.Image | torch.Tensor, side: int) -> Image.Image | torch.Tensor:
+    """Isotropic rescale so that the smaller side equals ``side`` (bilinear, antialiased)."""
+    return TF.resize(img, side, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+
+
+class TrainTransform:
+    """PIL image -> uint8 (C, crop, crop): rescale to S ~ U{Smin..Smax}, random crop, flip."""
+
+    def __init__(self, scale: tuple[int, int], crop: int, flip: bool = True) -> None:
+        if scale[0] < crop:
+            raise ValueError(f"training scale {scale[0]} px is smaller than the crop {crop} px")
+        self.scale, self.crop, self.flip = scale, crop, flip
+        self.min_side = scale[1]  # JPEG draft decoding may shrink down to this side
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        s = random.randint(self.scale[0], self.scale[1])
+        img = rescale_smallest(img, s)
+        top = random.randint(0, img.height - self.crop)
+        left = random.randint(0, img.width - self.crop)
+        img = img.crop((left, top, left + self.crop, top + self.crop))
+        if self.flip and random.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return TF.pil_to_tensor(img)
+
+
+class CentreCropTransform:
+    """PIL image -> uint8 (C, crop, crop): rescale to Q, centre crop (held-out monitoring)."""
+
+    def __init__(self, q: int, crop: int) -> None:
+        self.q, self.crop, self.min_side = q, crop, q
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return TF.pil_to_tensor(TF.center_crop(rescale_smallest(img, self.q), [self.crop, self.crop]))
+
+
+def scale_crop_flip(
+    x: torch.Tensor, crop: int, scales: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor
+) -> torch.Tensor:
+    """Batched rescale-to-S + crop + flip of same-size images with one ``grid_sample``.
+
+    ``scales`` (N,): target smallest side S in pixels; ``offsets`` (N, 2) in [0, 1]: where the
+    crop sits within the rescaled image (0: top/left, 0.5: centre); ``flips`` (N,) bool. Output
+    pixel (i, j) samples the rescaled image at (top + i + 0.5, left + j + 0.5), exactly as
+    resizing bilinearly (no antialiasing: meant for upscaling small images) and then cropping.
+    """
+    n, _, h, w = x.shape
+    f = scales.float() / min(h, w)  # rescale factor per image
+    top = offsets[:, 0].float() * (h * f - crop).clamp_min(0).floor()
+    left = offsets[:, 1].float() * (w * f - crop).clamp_min(0).floor()
+    top, left = top.floor(), left.floor()  # whole-pixel crops, like cropping a resized image
+    theta = torch.zeros(n, 2, 3)
+    ax, ay = crop / (f * w), crop / (f * h)
+    theta[:, 0, 0] = torch.where(flips.bool(), -ax, ax)
+    theta[:, 1, 1] = ay
+    theta[:, 0, 2] = 2 * left / (f * w) - 1 + ax
+    theta[:, 1, 2] = 2 * top / (f * h) - 1 + ay
+    grid = F.affine_grid(theta.to(x.device), [n, x.shape[1], crop, crop], align_corners=False)
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def random_crop_params(
+    n: int, scale: tuple[int, int], flip: bool, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image S ~ U{Smin..Smax}, crop offsets ~ U[0, 1), flips ~ Bernoulli(0.5) (if ``flip``)."""
+    scales = torch.randint(scale[0], scale[1] + 1, (n,), generator=generator)
+    offsets = torch.rand(n, 2, generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    return scales, offsets, flips
