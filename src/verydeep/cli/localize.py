@@ -1,0 +1,151 @@
+"""``verydeep localize``: box-regression nets of Appendix A (train, eval, predict, train-cls)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..io.checkpoint import save_model
+
+
+def _dense_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--loc", action="append", required=True, help="localisation net (repeat: union of nets)")
+    p.add_argument("--cls", required=True, help="classification net that scores the boxes")
+    p.add_argument("--scales", default="384", help="test scales Q in paper units, e.g. 256,384")
+    p.add_argument("--flip", action="store_true", help="add the boxes of the mirrored image")
+    p.add_argument("--measure", default="iou", choices=["iou", "centre"], help="merge closeness")
+    p.add_argument("--threshold", type=float, default=0.5, help="merge while IoU >= t (centre: dist <= t)")
+    p.add_argument("--average", default="count", choices=["count", "pair", "score"])
+    p.add_argument("--merged-score", default="sum", choices=["sum", "max"])
+    p.add_argument("--rank", default="class", choices=["class", "box"], help="how guesses are ordered")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("localize", help="object localisation (Appendix A): train, eval, predict")
+    s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    t = s.add_parser("train", help="fine-tune a box-regression net from a classification checkpoint")
+    t.add_argument("--data", required=True, help="VOC-layout dataset root")
+    t.add_argument("--init", required=True, help="classification checkpoint (.safetensors)")
+    t.add_argument("--out", required=True, help="output .safetensors")
+    t.add_argument("--head", default="pcr", choices=["scr", "pcr"])
+    t.add_argument("--finetune", default="all", choices=["all", "fc"])
+    for name, typ, default in (
+        ("scale", int, 384),
+        ("steps", int, 300),
+        ("batch-size", int, 32),
+        ("lr", float, 1e-3),
+        ("seed", int, 0),
+    ):
+        t.add_argument(f"--{name}", type=typ, default=default)
+    t.set_defaults(func=run_train)
+    c = s.add_parser("train-cls", help="stopgap: train a small classifier on a VOC set's image labels")
+    c.add_argument("--data", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--arch", default="D_bn")
+    c.add_argument("--width-mult", type=float, default=0.25)
+    c.add_argument("--fc-width", type=int, default=256)
+    c.add_argument("--crop-size", type=int, default=64)
+    for name, typ, default in (
+        ("scale", int, 384),
+        ("steps", int, 600),
+        ("lr", float, 0.01),
+        ("seed", int, 0),
+    ):
+        c.add_argument(f"--{name}", type=typ, default=default)
+    c.set_defaults(func=run_train_cls)
+    e = s.add_parser("eval", help="centre-crop and dense localisation error, with baselines")
+    e.add_argument("--data", required=True)
+    e.add_argument("--split", default="val")
+    e.add_argument("--json", help="also write the report here")
+    _dense_args(e)
+    e.set_defaults(func=run_eval)
+    pr = s.add_parser("predict", help="localise the object in one photograph")
+    pr.add_argument("image")
+    pr.add_argument("--draw", help="write the photograph with its boxes to this PNG")
+    pr.add_argument("--top", type=int, default=1, help="guesses to print and draw")
+    _dense_args(pr)
+    pr.set_defaults(func=run_predict)
+
+
+def _bar(total: int, desc: str):
+    bar = tqdm(total=total, desc=desc, leave=False)
+
+    def step(_i: int, loss: float) -> None:
+        bar.update(1)
+        if loss:
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+    return step
+
+
+def _dense_cfg(args: argparse.Namespace):
+    from ..localization.api import parse_scales
+    from ..localization.merge import MergeConfig
+    from ..localization.protocol import DenseConfig
+
+    merge = MergeConfig(args.measure, args.threshold, args.average, args.merged_score)
+    return DenseConfig(parse_scales(args.scales), args.flip, 5, args.rank, merge)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..localization.api import fit_localizer
+    from ..localization.net import LocTrainConfig
+
+    cfg = LocTrainConfig(args.head, args.finetune, args.scale, args.steps, args.batch_size, args.lr)
+    cfg.seed = args.seed
+    net, meta, hist = fit_localizer(args.data, args.init, cfg, _bar(cfg.steps, "localize train"))
+    save_model(args.out, net, meta)
+    tail = hist["loss"][-20:]
+    print(
+        f"{args.out}: {cfg.head} {cfg.finetune}, last-20 mean loss {sum(tail) / len(tail):.4f}, "
+        f"CPU {hist['cpu_s']:.0f} s"
+    )
+    return 0
+
+
+def run_train_cls(args: argparse.Namespace) -> int:
+    from ..localization.api import fit_classifier
+    from ..localization.classifier import ClsTrainConfig
+
+    cfg = ClsTrainConfig(args.arch, args.width_mult, args.fc_width, args.crop_size, args.scale, args.steps)
+    cfg.lr, cfg.seed = args.lr, args.seed
+    net, meta, hist = fit_classifier(args.data, cfg, _bar(cfg.steps, "train-cls"))
+    save_model(args.out, net, meta)
+    tail = hist["loss"][-20:]
+    print(f"{args.out}: last-20 mean loss {sum(tail) / len(tail):.4f}, CPU {hist['cpu_s']:.0f} s")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..localization.api import evaluate
+
+    r = evaluate(args.data, args.split, args.loc, args.cls, _dense_cfg(args), _bar(0, "localize eval"))
+    print(f"{r['split']}: {r['images']} images, classes {r['classes']}; localisation error (%)")
+    for path, err in r["centre"].items():
+        print(f"  centre crop, GT class known   {100 * err:5.1f}  {path}")
+    for key, err in r["dense"].items():
+        print(f"  dense + merging, {key:13}{100 * err:5.1f}")
+    for key, err in r["baselines"].items():
+        print(f"  baseline {key:22}{100 * err:5.1f}")
+    print(f"  classification top-1 error    {100 * r['classification_top1_error']:5.1f}")
+    print(f"  skipped {r['skipped']}; CPU {r['cpu_s']:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from ..localization.api import predict
+    from ..localization.draw import draw_guesses
+
+    img, guesses, classes = predict(args.image, args.loc, args.cls, _dense_cfg(args))
+    for rank, g in enumerate(guesses[: args.top], 1):
+        box = ", ".join(f"{v:.0f}" for v in g.box)
+        print(f"{rank}. {classes[g.label]} score {g.score:.3f} box (x0, y0, x1, y1) = ({box})")
+    if args.draw:
+        draw_guesses(img, guesses, classes, args.top).save(args.draw)
+        print(f"drew {args.draw}")
+    return 0

@@ -1,0 +1,140 @@
+"""What the ``verydeep localize`` commands do, as functions (files are read here, never written).
+
+Example:
+    >>> from verydeep.localization.api import parse_scales
+    >>> parse_scales("256,384")
+    [256, 384]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from ..config import pixels
+from ..data.images import BadImageError, load_image
+from ..io.checkpoint import Meta, load_model
+from ..models.vgg import VGG
+from .classifier import ClsTrainConfig, build_classifier, standardiser, train_classifier
+from .data import load_scaled
+from .metrics import baseline_guesses, gt_labels, loc_error, mean_training_box
+from .net import LocTrainConfig, make_loc_net, train_localizer
+from .protocol import DenseConfig, Guess, Net, centre_crop_guesses, localize_image
+from .voc import image_path, load_voc, voc_classes
+
+Progress = Callable[[int, float], None] | None
+
+
+def parse_scales(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"scales must be comma-separated integers, got {text!r}") from None
+
+
+def fit_classifier(root: str, cfg: ClsTrainConfig, progress: Progress = None) -> tuple[VGG, Meta, dict]:
+    """Train the stopgap classifier on ``root``'s train split (image-level labels)."""
+    anns = load_voc(root, "train")
+    classes = voc_classes(anns)
+    ds = load_scaled(root, anns, pixels(cfg.scale, cfg.crop_size), classes)
+    prep = standardiser(ds)
+    net = build_classifier(cfg, len(classes))
+    hist = train_classifier(net, ds, prep, cfg, progress)
+    meta = Meta(
+        preprocess=prep.to_dict(),
+        classes=classes,
+        train_scale=[cfg.scale],
+        config={"classifier": cfg.to_dict(), "dataset": str(root), "skipped": ds.skipped},
+        source="verydeep.localization.classifier",
+    )
+    return net, meta, hist
+
+
+def load_net(path: str) -> tuple[Net, Meta]:
+    """A checkpoint as a test-time ``Net`` (head read from a localisation net's metadata)."""
+    model, meta = load_model(path)
+    loc = (meta.config or {}).get("localization")
+    return Net(model.eval(), meta.prep, loc["head"] if loc else ""), meta
+
+
+def fit_localizer(
+    root: str, cls_path: str, cfg: LocTrainConfig, progress: Progress = None
+) -> tuple[VGG, Meta, dict]:
+    """Initialise a box-regression net from a classifier checkpoint and train it on ``root``."""
+    cls, cls_meta = load_net(cls_path)
+    if cls.head:
+        raise ValueError(f"{cls_path} is a localisation net; pass a classification checkpoint")
+    anns = load_voc(root, "train")
+    classes = cls_meta.classes or voc_classes(anns)
+    if set(voc_classes(anns)) - set(classes):
+        raise ValueError(f"{root} has classes the classifier lacks: {set(voc_classes(anns)) - set(classes)}")
+    ds = load_scaled(root, anns, pixels(cfg.scale, cls.model.crop_size), classes)
+    net = make_loc_net(cls.model, cfg.head, cfg.last_std)
+    hist = train_localizer(net, ds, cls.prep, cfg, progress)
+    meta = Meta(
+        preprocess=cls_meta.preprocess,
+        classes=classes,
+        train_scale=[cfg.scale],
+        config={"localization": cfg.to_dict(), "init_from": str(cls_path), "dataset": str(root)},
+        source="verydeep.localization",
+    )
+    return net, meta, hist
+
+
+def evaluate(
+    root: str,
+    split: str,
+    loc_paths: list[str],
+    cls_path: str,
+    cfg: DenseConfig,
+    progress: Progress = None,
+) -> dict:
+    """Every protocol of the report on one split: centre crop, dense + merging, baselines."""
+    t0 = time.process_time()
+    anns, train = load_voc(root, split), load_voc(root, "train")
+    cls, cls_meta = load_net(cls_path)
+    classes = cls_meta.classes
+    locs = [load_net(p) for p in loc_paths]
+    k = min(5, len(classes))
+    report: dict = {"split": split, "images": len(anns), "classes": classes, "k": k, "centre": {}}
+    for path, (loc, meta) in zip(loc_paths, locs, strict=True):
+        ds = load_scaled(root, anns, pixels(meta.train_scale[0], loc.model.crop_size), classes)
+        report["centre"][path] = loc_error(centre_crop_guesses(ds, loc), anns, classes, 1)
+    preds, skipped = {}, []
+    side = max(pixels(q, n.model.crop_size) for q in cfg.scales for n in [cls] + [n for n, _ in locs])
+    for i, ann in enumerate(anns):
+        try:
+            img = load_image(image_path(root, ann), min_side=side)
+        except BadImageError:
+            skipped.append(ann.image_id)
+            continue
+        preds[ann.image_id] = localize_image(img, (ann.width, ann.height), [n for n, _ in locs], cls, cfg)
+        if progress:
+            progress(i, 0.0)
+    top1 = {i: g[0].label for i, g in preds.items() if g}
+    report["dense"] = {f"top{j}": loc_error(preds, anns, classes, j) for j in sorted({1, k})}
+    truth = gt_labels(anns, classes)
+    report["classification_top1_error"] = sum(top1.get(a, -1) != c for a, c in truth.items()) / len(truth)
+    mean_box = mean_training_box(train)
+    report["baselines"] = {
+        f"{kind}/{lab}": loc_error(baseline_guesses(anns, kind, labels, mean_box), anns, classes, 1)
+        for kind in ("whole", "mean")
+        for lab, labels in (("gt_class", truth), ("classifier_class", top1))
+    }
+    report["skipped"], report["cpu_s"] = skipped, time.process_time() - t0
+    return report
+
+
+def predict(
+    image: str, loc_paths: list[str], cls_path: str, cfg: DenseConfig
+) -> tuple[Image.Image, list[Guess], list[str]]:
+    """The full protocol on one photograph: (the photograph, ranked guesses, class names)."""
+    if not Path(image).is_file():
+        raise ValueError(f"no such image: {image}")
+    img = load_image(image)
+    cls, meta = load_net(cls_path)
+    locs = [load_net(p)[0] for p in loc_paths]
+    return img, localize_image(img, img.size, locs, cls, cfg), meta.classes

@@ -1,0 +1,146 @@
+"""The localisation net of Appendix A: a VGG whose last FC layer regresses a box.
+
+The net is the classification net with ``classifier[6]`` replaced by a Linear layer with 4
+outputs (single-class regression, SCR: one box shared by all classes) or 4 x C outputs
+(per-class regression, PCR: outputs ``4c .. 4c+3`` are class c's box). Everything else keeps
+its trained weights and the torchvision layout, so ``dense_forward`` yields a box map.
+
+Outputs are (centre x, centre y, width, height) of the box in the input crop, divided by the
+crop size (so the crop is the unit square; values outside [0, 1] mean the object extends past
+the crop). The loss is Euclidean, Caffe's ``EuclideanLoss``: ``sum ||pred - target||^2 / 2N``
+over crops that see an object; with PCR only the ground-truth class's 4 outputs get a loss.
+
+Example:
+    >>> import torch
+    >>> from verydeep.models.vgg import VGG
+    >>> from verydeep.localization.net import make_loc_net, class_boxes
+    >>> cls = VGG("A", num_classes=3, width_mult=0.125, fc_width=16, crop_size=32)
+    >>> loc = make_loc_net(cls, "pcr").eval()
+    >>> out = loc(torch.zeros(2, 3, 32, 32))
+    >>> out.shape, class_boxes(out, torch.tensor([0, 2]), "pcr").shape
+    (torch.Size([2, 12]), torch.Size([2, 4]))
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..data.preprocess import Preprocess
+from ..models.vgg import VGG
+from .data import ScaledSet, sample_crops
+
+HEADS = ("scr", "pcr")
+
+
+@dataclass
+class LocTrainConfig:
+    head: str = "pcr"  # scr (4 outputs) | pcr (4 x classes)
+    finetune: str = "all"  # all layers | fc (FC6-FC8 only, the conv body frozen)
+    scale: int = 384  # training S in paper units (pixels at crop 224); the paper used 256 and 384
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 1e-3  # the paper's; short runs on tiny nets may want more
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    last_std: float = 0.01  # the random last layer: N(0, std^2) weights, zero bias
+    target: str = "largest"  # which object a crop regresses: largest (visible area) | random
+    flip: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"head must be scr or pcr, got {self.head!r}")
+        if self.finetune not in ("all", "fc"):
+            raise ValueError(f"finetune must be all or fc, got {self.finetune!r}")
+        if self.target not in ("largest", "random"):
+            raise ValueError(f"target must be largest or random, got {self.target!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_loc_net(cls_model: VGG, head: str, std: float = 0.01) -> VGG:
+    """A copy of the classification net with a random box-regression last layer."""
+    if head not in HEADS:
+        raise ValueError(f"head must be scr or pcr, got {head!r}")
+    net = copy.deepcopy(cls_model)
+    outputs = 4 if head == "scr" else 4 * cls_model.num_classes
+    old = net.classifier[6]
+    new = nn.Linear(old.in_features, outputs).to(old.weight.device)
+    nn.init.normal_(new.weight, 0.0, std)
+    nn.init.zeros_(new.bias)
+    net.classifier[6] = new
+    net.num_classes = outputs
+    net.build_kwargs = dict(net.build_kwargs, num_classes=outputs)
+    return net
+
+
+def class_boxes(out: torch.Tensor, labels: torch.Tensor, head: str) -> torch.Tensor:
+    """The (N, 4) boxes of classes ``labels`` from net outputs (N, 4 or 4C, ...)."""
+    if head == "scr":
+        return out[:, :4]
+    rows = out.view(out.shape[0], -1, 4, *out.shape[2:])
+    return rows[torch.arange(out.shape[0]), labels]
+
+
+def box_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Euclidean loss ``sum ||pred - target||^2 / 2N`` over the valid rows (0 if none)."""
+    if not bool(valid.any()):
+        return pred.sum() * 0.0
+    diff = pred[valid] - target[valid]
+    return (diff**2).sum() / (2 * diff.shape[0])
+
+
+def trainable_params(net: VGG, finetune: str) -> list[nn.Parameter]:
+    """FC layers only, or every layer; the rest is frozen (requires_grad False)."""
+    for p in net.features.parameters():
+        p.requires_grad_(finetune == "all")
+    return [p for p in net.parameters() if p.requires_grad]
+
+
+def train_localizer(
+    net: VGG,
+    ds: ScaledSet,
+    prep: Preprocess,
+    cfg: LocTrainConfig,
+    progress: Callable[[int, float], None] | None = None,
+) -> dict:
+    """SGD on the box loss with random crops of ``ds``; returns a small history dict."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    params = trainable_params(net, cfg.finetune)
+    decay = [p for p in params if p.ndim > 1]
+    rest = [p for p in params if p.ndim <= 1]  # no L2 on biases (Caffe's decay_mult 0)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+    )
+    net.train()
+    if cfg.finetune == "fc":
+        net.features.eval()
+    losses, t0 = [], time.process_time()
+    for step in range(cfg.steps):
+        idx = torch.randint(len(ds), (cfg.batch_size,), generator=gen)
+        b = sample_crops(ds, idx, net.crop_size, cfg.flip, cfg.target, gen)
+        x = prep(b.images)
+        with torch.set_grad_enabled(cfg.finetune == "all"):
+            f = net.features(x)
+        out = net.classifier(torch.flatten(f, 1))
+        loss = box_loss(class_boxes(out, b.labels, cfg.head), b.targets, b.valid)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if progress:
+            progress(step, losses[-1])
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(True)
+    return {"loss": losses, "cpu_s": time.process_time() - t0}

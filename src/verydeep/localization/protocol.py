@@ -1,0 +1,169 @@
+"""Testing the localisation nets: the centre-crop protocol (Table 8) and the full dense one.
+
+Centre crop (Table 8): rescale to S, take the centre crop, read the box of the ground-truth
+class (PCR) or the shared box (SCR), map it back to the photograph.
+
+Dense (Appendix A): the localisation net runs fully-convolutionally over the image rescaled to
+Q. Output position (i, j) of the box map sees the window of ``crop x crop`` input pixels whose
+top-left corner is ``(stride * j, stride * i)``, stride 2^5 = 32 (the five pools); its 4 numbers
+are (cx, cy, w, h) in that window divided by the crop size, exactly like a training crop, so
+the box is ``(stride*j + cx*crop, stride*i + cy*crop, w*crop, h*crop)`` in the rescaled image,
+then divided by the rescale factor Q/min(W, H). (The window is exact for FC6's inputs; the
+zero padding a crop has at its border is real image in the dense form, the paper's known
+difference between dense and crop evaluation.) The classification net, run densely at the same
+Q, gives soft-max posteriors per position (resized bilinearly to the box map's grid if its map
+differs); the image's class ranking is the soft-max of the spatially averaged score map (its
+posteriors averaged over scales and flips). For each of the ``top_classes`` best classes every
+box gets its position's posterior for that class as score; boxes of all scales, flips and nets
+are pooled (the union), clipped to the image and merged greedily (``merge.py``). Guesses:
+``rank="class"`` gives, per class in the classifier's order, its best merged box (so top-1 is
+the classifier's class); ``rank="box"`` ranks all merged boxes of all those classes by score.
+
+A guess is correct when its class is that of some ground-truth object and its IoU with one of
+that class's boxes is > 0.5; an image is a top-k error when none of its first k guesses is.
+
+Example:
+    >>> import torch
+    >>> from verydeep.localization.protocol import window_boxes
+    >>> m = torch.tensor([0.5, 0.5, 1.0, 1.0]).view(4, 1, 1).expand(4, 1, 2).clone()
+    >>> window_boxes(m, crop=64, stride=32)  # two windows, each box = its whole window
+    tensor([[[ 0.,  0., 64., 64.]],
+    <BLANKLINE>
+            [[32.,  0., 96., 64.]]])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from torch import nn
+
+from ..config import pixels
+from ..data.preprocess import Preprocess
+from ..data.transforms import rescale_smallest
+from ..models.vgg import VGG
+from .boxes import clip_boxes, cxcywh_to_xyxy, flip_boxes
+from .data import ScaledSet, centre_crop
+from .merge import MergeConfig, greedy_merge
+from .net import class_boxes
+
+
+@dataclass
+class Net:
+    """A net with what it needs at test time; ``head`` is scr/pcr for localisation nets."""
+
+    model: VGG
+    prep: Preprocess
+    head: str = ""
+
+
+@dataclass
+class DenseConfig:
+    scales: list[int] = field(default_factory=lambda: [384])  # Q, paper units
+    flip: bool = False  # also add the boxes of the mirrored image
+    top_classes: int = 5
+    rank: str = "class"  # class | box
+    merge: MergeConfig = field(default_factory=MergeConfig)
+
+    def __post_init__(self) -> None:
+        if self.rank not in ("class", "box"):
+            raise ValueError(f"rank must be class or box, got {self.rank!r}")
+
+
+@dataclass
+class Guess:
+    label: int
+    box: tuple[float, float, float, float]  # xyxy in the photograph's pixels
+    score: float
+
+
+def stride_of(model: VGG) -> int:
+    return 2 ** sum(isinstance(m, nn.MaxPool2d) for m in model.features)
+
+
+def window_boxes(box_map: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
+    """(4K, h, w) map of normalised cxcywh -> (h*w, K, 4) xyxy boxes in input pixels."""
+    k4, h, w = box_map.shape
+    b = box_map.reshape(k4 // 4, 4, h, w).permute(2, 3, 0, 1).reshape(h * w, k4 // 4, 4) * crop
+    ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    origin = torch.stack([jj.flatten(), ii.flatten()], 1).float() * stride
+    b[..., :2] += origin[:, None, :]
+    return cxcywh_to_xyxy(b)
+
+
+def _side_image(img: Image.Image, side: int, flip: bool) -> torch.Tensor:
+    x = TF.pil_to_tensor(rescale_smallest(img, side))
+    return x.flip(-1) if flip else x
+
+
+@torch.no_grad()
+def dense_pass(
+    img: Image.Image, orig_min_side: int, q: int, flip: bool, loc: Net, cls: Net
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One scale (and flip) of the full protocol.
+
+    Returns the boxes (P, K, 4) of all P positions in the photograph's pixels, each position's
+    class posteriors (P, C) and the image-level posteriors (C,).
+    """
+    crop = loc.model.crop_size
+    side = pixels(q, crop)
+    x = _side_image(img, side, flip)
+    box_map = loc.model.eval().dense_forward(loc.prep(x[None]))[0]
+    h, w = box_map.shape[-2:]
+    boxes = window_boxes(box_map, crop, stride_of(loc.model))
+    if flip:  # back to the unmirrored image
+        boxes = flip_boxes(boxes, x.shape[-1])
+    boxes = boxes * (orig_min_side / side)
+    side_c = pixels(q, cls.model.crop_size)
+    xc = x if side_c == side else _side_image(img, side_c, flip)
+    score_map = cls.model.eval().dense_forward(cls.prep(xc[None]))
+    image_post = score_map.mean((2, 3))[0].softmax(0)
+    post = score_map.softmax(1)
+    if post.shape[-2:] != (h, w):
+        post = F.interpolate(post, size=(h, w), mode="bilinear", align_corners=False)
+    return boxes, post[0].permute(1, 2, 0).reshape(h * w, -1), image_post
+
+
+def localize_image(
+    img: Image.Image, orig_size: tuple[int, int], locs: list[Net], cls: Net, cfg: DenseConfig
+) -> list[Guess]:
+    """The full protocol on one photograph (``orig_size`` = its (W, H) before any decoding shrink)."""
+    width, height = orig_size
+    pooled, image_post = [], []
+    for q in cfg.scales:
+        for flip in (False, True) if cfg.flip else (False,):
+            for loc in locs:
+                boxes, post, ip = dense_pass(img, min(width, height), q, flip, loc, cls)
+                pooled.append((loc.head, boxes, post))
+                image_post.append(ip)
+    ranking = torch.argsort(torch.stack(image_post).mean(0), descending=True, stable=True)
+    guesses = []
+    for c in ranking[: cfg.top_classes].tolist():
+        b = torch.cat([bx[:, 0] if head == "scr" else bx[:, c] for head, bx, _ in pooled])
+        s = torch.cat([post[:, c] for _, _, post in pooled])
+        merged, scores, _ = greedy_merge(clip_boxes(b, width, height), s, cfg.merge)
+        n = 1 if cfg.rank == "class" else len(merged)
+        guesses += [Guess(c, tuple(merged[i].tolist()), float(scores[i])) for i in range(n)]
+    if cfg.rank == "box":
+        guesses.sort(key=lambda g: -g.score)
+    return guesses
+
+
+@torch.no_grad()
+def centre_crop_guesses(ds: ScaledSet, loc: Net) -> dict[str, list[Guess]]:
+    """Table 8's protocol: the centre crop at S, the ground-truth class known (its first object)."""
+    crop = loc.model.crop_size
+    out = {}
+    for i, img in enumerate(ds.images):
+        patch, left, top = centre_crop(img, crop)
+        label = int(ds.labels[i][0])
+        pred = class_boxes(loc.model.eval()(loc.prep(patch[None])), torch.tensor([label]), loc.head)
+        box = cxcywh_to_xyxy(pred[0] * crop) + torch.tensor([left, top, left, top])
+        width, height = ds.sizes[i]
+        box = clip_boxes(box / ds.factors[i], width, height)
+        out[ds.ids[i]] = [Guess(label, tuple(box.tolist()), 1.0)]
+    return out

@@ -1,0 +1,278 @@
+"""Localisation (Appendix A): boxes, merging, the VOC reader, the nets and the protocols.
+
+Oracles: torchvision.ops for IoU and box conversion, pixels drawn into real images and pushed
+through the real image transforms for box transforms, hand-made cases for merging, and the
+critters-voc files for the reader.
+"""
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision.ops as tvops
+import torchvision.transforms.v2.functional as TF
+from PIL import Image, ImageDraw
+
+from verydeep.data.preprocess import Preprocess
+from verydeep.data.transforms import rescale_smallest
+from verydeep.localization.boxes import (
+    box_iou,
+    clip_boxes,
+    cxcywh_to_xyxy,
+    scale_crop_flip_boxes,
+    xyxy_to_cxcywh,
+)
+from verydeep.localization.data import ScaledSet, sample_crops
+from verydeep.localization.merge import MergeConfig, greedy_merge
+from verydeep.localization.metrics import baseline_guesses, loc_error, mean_training_box
+from verydeep.localization.net import LocTrainConfig, box_loss, class_boxes, make_loc_net, train_localizer
+from verydeep.localization.protocol import Guess, window_boxes
+from verydeep.localization.voc import UnsafeXMLError, VocAnnotation, VocObject, load_voc, parse_voc_xml
+from verydeep.models.vgg import VGG
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CRITTERS = DATA / "critters-voc"
+needs_critters = pytest.mark.skipif(not CRITTERS.is_dir(), reason=f"real data absent: {CRITTERS}")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # on a shared, oversubscribed CPU torch's thread pool spins: one thread is ~20x faster here
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def random_boxes(n, gen, size=100.0):
+    xy = torch.rand(n, 2, generator=gen) * size
+    wh = torch.rand(n, 2, generator=gen) * size / 2 + 1
+    return torch.cat([xy, xy + wh], 1)
+
+
+# --- boxes -------------------------------------------------------------------------------
+def test_iou_and_conversions_match_torchvision():
+    gen = torch.Generator().manual_seed(0)
+    a, b = random_boxes(20, gen), random_boxes(30, gen)
+    torch.testing.assert_close(box_iou(a, b), tvops.box_iou(a, b))
+    torch.testing.assert_close(xyxy_to_cxcywh(a), tvops.box_convert(a, "xyxy", "cxcywh"))
+    torch.testing.assert_close(cxcywh_to_xyxy(xyxy_to_cxcywh(a)), a)
+
+
+def test_iou_hand_cases():
+    sq = torch.tensor([[0.0, 0, 10, 10]])
+    assert box_iou(sq, sq).item() == 1.0
+    assert box_iou(sq, torch.tensor([[10.0, 0, 20, 10]])).item() == 0.0  # touching edges
+    assert box_iou(sq, torch.tensor([[0.0, 0, 5, 10]])).item() == 0.5
+    assert box_iou(sq, torch.tensor([[5.0, 5, 5, 5]])).item() == 0.0  # empty box
+
+
+def bright_bbox(img: torch.Tensor) -> list[int]:
+    """xyxy (edges) of the pixels brighter than half in a (C, H, W) uint8 image."""
+    ys, xs = torch.nonzero(img[0] > 127, as_tuple=True)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+@pytest.mark.parametrize("side,flip", [(200, False), (200, True), (130, True)])
+def test_box_follows_rescale_crop_flip_of_the_image(side, flip):
+    # draw a white rectangle, push the image through the real PIL transforms, find it again
+    img = Image.new("RGB", (160, 100))
+    box = torch.tensor([[30.0, 20.0, 90.0, 70.0]])
+    ImageDraw.Draw(img).rectangle((30, 20, 89, 69), fill=(255, 255, 255))
+    scaled = rescale_smallest(img, side)
+    f = side / 100
+    left, top, crop = 37, 11, 120
+    out = scaled.crop((left, top, left + crop, top + crop))
+    if flip:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    found = bright_bbox(TF.pil_to_tensor(out))
+    expect = clip_boxes(scale_crop_flip_boxes(box, f, left, top, crop, flip), crop, crop)[0]
+    assert torch.allclose(torch.tensor(found, dtype=torch.float32), expect, atol=1.0), (found, expect)
+
+
+def test_training_crops_keep_their_boxes():
+    # one object per image, drawn white; every sampled crop's target must frame the white pixels
+    random.seed(0)
+    imgs, boxes = [], []
+    for _ in range(4):
+        img = torch.zeros(3, 80, 120, dtype=torch.uint8)
+        x0, y0 = random.randint(0, 70), random.randint(0, 40)
+        x1, y1 = x0 + random.randint(20, 50), y0 + random.randint(20, 40)
+        img[:, y0:y1, x0:x1] = 255
+        imgs.append(img)
+        boxes.append(torch.tensor([[x0, y0, x1, y1]], dtype=torch.float32))
+    ds = ScaledSet(imgs, boxes, [torch.tensor([0])] * 4, [1.0] * 4, list("abcd"))
+    gen = torch.Generator().manual_seed(1)
+    batch = sample_crops(ds, torch.arange(4).repeat(8), crop=64, generator=gen)
+    checked = 0
+    for crop, target, ok in zip(batch.images, batch.targets, batch.valid, strict=True):
+        if not ok:
+            assert crop.max() == 0
+            continue
+        visible = clip_boxes(cxcywh_to_xyxy(target * 64), 64, 64)
+        assert bright_bbox(crop) == [round(v) for v in visible.tolist()]
+        checked += 1
+    assert checked > 10
+
+
+# --- merging -----------------------------------------------------------------------------
+def test_merge_two_clusters_and_a_loner():
+    b = torch.tensor([[0.0, 0, 10, 10], [1, 0, 11, 10], [0, 1, 10, 11], [30, 30, 40, 40]])
+    s = torch.tensor([0.2, 0.3, 0.1, 0.9])
+    boxes, scores, counts = greedy_merge(b, s)
+    # the cluster of three averages to the mean box and sums its scores (0.6 < 0.9: ranked 2nd)
+    assert counts.tolist() == [1, 3]
+    torch.testing.assert_close(boxes[1], b[:3].mean(0))
+    torch.testing.assert_close(scores, torch.tensor([0.9, 0.6]))
+
+
+def test_merge_threshold_is_respected():
+    a = torch.tensor([[0.0, 0, 10, 10], [5, 0, 15, 10]])  # IoU 1/3
+    s = torch.ones(2)
+    assert len(greedy_merge(a, s, MergeConfig(threshold=0.34))[0]) == 2
+    assert len(greedy_merge(a, s, MergeConfig(threshold=0.33))[0]) == 1
+    # centre measure: centres 5 apart, mean size 10 -> distance 0.5
+    assert len(greedy_merge(a, s, MergeConfig("centre", 0.49))[0]) == 2
+    assert len(greedy_merge(a, s, MergeConfig("centre", 0.51))[0]) == 1
+
+
+def test_merge_pair_vs_count_average_and_max_score():
+    b = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [3, 0, 13, 10]])
+    s = torch.tensor([1.0, 2.0, 3.0])
+    # identical boxes merge first; count averaging weights the pair 2:1, pair averaging 1:1
+    count = greedy_merge(b, s, MergeConfig(average="count", score="max"))
+    pair = greedy_merge(b, s, MergeConfig(average="pair"))
+    torch.testing.assert_close(count[0][0], torch.tensor([1.0, 0, 11, 10]))
+    torch.testing.assert_close(pair[0][0], torch.tensor([1.5, 0, 11.5, 10]))
+    assert count[1].tolist() == [3.0] and pair[1].tolist() == [6.0]
+
+
+def test_merge_nothing_close_keeps_all_sorted():
+    b = torch.tensor([[0.0, 0, 1, 1], [5, 5, 6, 6], [9, 9, 10, 10]])
+    boxes, scores, counts = greedy_merge(b, torch.tensor([0.1, 0.5, 0.3]))
+    assert scores.tolist() == pytest.approx([0.5, 0.3, 0.1]) and counts.tolist() == [1, 1, 1]
+    torch.testing.assert_close(boxes[0], b[1])
+    with pytest.raises(ValueError, match="measure"):
+        MergeConfig(measure="l2")
+
+
+# --- VOC reader --------------------------------------------------------------------------
+@needs_critters
+def test_voc_reader_on_the_real_files():
+    train, val = load_voc(CRITTERS, "train"), load_voc(CRITTERS, "val")
+    assert (len(train), len(val)) == (291, 73)
+    assert sum(len(a.objects) for a in train + val) == 483
+    first = next(a for a in train if a.image_id == "kangaroo-00001")
+    assert (first.width, first.height, len(first.objects)) == (450, 319, 2)
+    assert first.objects[0].box == (232.0, 88.0, 386.0, 262.0)  # 1-based 233..386 -> edges
+    assert {o.name for a in train for o in a.objects} == {"kangaroo", "raccoon"}
+    assert sum(a.depth == 1 for a in train + val) == 3  # the greyscale photographs
+    assert any(o.truncated for a in train for o in a.objects)
+    # boxes and image sizes agree with the JPEG files (via PIL's header)
+    with Image.open(CRITTERS / "JPEGImages" / first.filename) as im:
+        assert im.size == (first.width, first.height)
+
+
+def test_voc_reader_refuses_doctype_and_entities():
+    bomb = b"""<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]>
+    <annotation><filename>&lol2;</filename></annotation>"""
+    with pytest.raises(UnsafeXMLError):
+        parse_voc_xml(bomb, "x")
+    utf16 = '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE a SYSTEM "file:///etc/passwd"><a/>'
+    with pytest.raises(UnsafeXMLError):
+        parse_voc_xml(utf16.encode("utf-16"), "x")
+    with pytest.raises(ValueError, match="size/width"):
+        parse_voc_xml(b"<annotation><filename>a.jpg</filename></annotation>", "x")
+    with pytest.raises(ValueError, match="malformed"):
+        parse_voc_xml(b"<annotation>", "x")
+
+
+# --- nets --------------------------------------------------------------------------------
+TINY = {"num_classes": 3, "width_mult": 0.125, "fc_width": 32, "crop_size": 32}
+
+
+def test_loc_net_keeps_the_body_and_replaces_the_last_layer():
+    torch.manual_seed(0)
+    cls = VGG("A", **TINY).eval()
+    for head, outputs in (("scr", 4), ("pcr", 12)):
+        loc = make_loc_net(cls, head).eval()
+        assert loc.classifier[6].out_features == outputs and loc.build_kwargs["num_classes"] == outputs
+        for key, value in cls.state_dict().items():
+            if not key.startswith("classifier.6"):
+                torch.testing.assert_close(loc.state_dict()[key], value)
+        x = torch.randn(2, 3, 32, 32)
+        torch.testing.assert_close(loc.dense_forward(x).flatten(1), loc(x), rtol=1e-4, atol=1e-6)
+        assert loc.dense_forward(torch.randn(1, 3, 96, 64)).shape == (1, outputs, 3, 2)
+    assert cls.classifier[6].out_features == 3  # the classifier itself is untouched
+
+
+def test_class_boxes_and_euclidean_loss():
+    out = torch.arange(24.0).view(2, 12)
+    torch.testing.assert_close(
+        class_boxes(out, torch.tensor([2, 1]), "pcr"), out.view(2, 3, 4)[[0, 1], [2, 1]]
+    )
+    torch.testing.assert_close(class_boxes(out, torch.tensor([2, 1]), "scr"), out[:, :4])
+    pred, target = torch.tensor([[1.0, 0, 0, 0], [5, 5, 5, 5]]), torch.zeros(2, 4)
+    assert box_loss(pred, target, torch.tensor([True, False])).item() == 0.5  # 1^2 / (2 * 1)
+    assert box_loss(pred, target, torch.tensor([True, True])).item() == (1 + 100) / 4
+    assert box_loss(pred, target, torch.tensor([False, False])).item() == 0.0
+
+
+def test_window_boxes_against_a_loop():
+    gen = torch.Generator().manual_seed(0)
+    m = torch.rand(8, 2, 3, generator=gen)  # two classes' boxes on a 2 x 3 grid
+    got = window_boxes(m, crop=64, stride=32)
+    for i in range(2):
+        for j in range(3):
+            for k in range(2):
+                cx, cy, w, h = (m[4 * k : 4 * k + 4, i, j] * 64).tolist()
+                cx, cy = cx + 32 * j, cy + 32 * i
+                want = torch.tensor([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+                torch.testing.assert_close(got[i * 3 + j, k], want)
+
+
+def synthetic_set(n=6, seed=0):
+    g = random.Random(seed)
+    imgs, boxes, labels = [], [], []
+    for _ in range(n):
+        img = torch.zeros(3, 40, 48, dtype=torch.uint8)
+        x0, y0 = g.randint(0, 20), g.randint(0, 15)
+        x1, y1 = x0 + g.randint(10, 28), y0 + g.randint(10, 25)
+        img[:, y0:y1, x0:x1] = 255
+        imgs.append(img)
+        boxes.append(torch.tensor([[x0, y0, x1, y1]], dtype=torch.float32))
+        labels.append(torch.tensor([g.randint(0, 2)]))
+    return ScaledSet(imgs, boxes, labels, [1.0] * n, [str(i) for i in range(n)])
+
+
+@pytest.mark.parametrize("finetune", ["fc", "all"])
+def test_training_moves_only_what_it_should_and_lowers_the_loss(finetune):
+    torch.manual_seed(0)
+    loc = make_loc_net(VGG("A", **TINY), "pcr")
+    before = {k: v.clone() for k, v in loc.state_dict().items()}
+    cfg = LocTrainConfig(finetune=finetune, steps=40, batch_size=8, lr=0.05)
+    hist = train_localizer(loc, synthetic_set(), Preprocess.preset("torchvision"), cfg)
+    after = loc.state_dict()
+    assert (after["features.0.weight"] != before["features.0.weight"]).any() == (finetune == "all")
+    assert (after["classifier.0.weight"] != before["classifier.0.weight"]).any()
+    assert sum(hist["loss"][-5:]) < sum(hist["loss"][:5]) / 2
+    assert all(p.requires_grad for p in loc.parameters())  # unfrozen afterwards
+
+
+# --- metrics -----------------------------------------------------------------------------
+def test_loc_error_top_k_and_baselines():
+    anns = [
+        VocAnnotation("a", "a.jpg", 100, 100, objects=[VocObject("cat", (0, 0, 50, 50))]),
+        VocAnnotation("b", "b.jpg", 200, 100, objects=[VocObject("dog", (0, 0, 200, 100))]),
+    ]
+    classes = ["cat", "dog"]
+    preds = {"a": [Guess(1, (0, 0, 50, 50), 1.0), Guess(0, (0, 0, 50, 50), 0.5)]}  # wrong class first
+    assert loc_error(preds, anns, classes, 1) == 1.0  # b has no guess: an error
+    assert loc_error(preds, anns, classes, 2) == 0.5
+    whole = baseline_guesses(anns, "whole", {"a": 0, "b": 1})
+    assert loc_error(whole, anns, classes) == 0.5  # a: IoU 0.25, b: IoU 1
+    mean = mean_training_box(anns)
+    assert mean == pytest.approx((0.375, 0.375, 0.75, 0.75))
+    guess = baseline_guesses(anns, "mean", {"b": 1}, mean)["b"][0]
+    assert guess.box == pytest.approx((0.0, 0.0, 150.0, 75.0))
