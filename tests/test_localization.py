@@ -27,7 +27,7 @@ from verydeep.localization.data import ScaledSet, sample_crops
 from verydeep.localization.merge import MergeConfig, greedy_merge
 from verydeep.localization.metrics import baseline_guesses, loc_error, mean_training_box
 from verydeep.localization.net import LocTrainConfig, box_loss, class_boxes, make_loc_net, train_localizer
-from verydeep.localization.protocol import Guess, window_boxes
+from verydeep.localization.protocol import Guess, Net, window_boxes
 from verydeep.localization.voc import UnsafeXMLError, VocAnnotation, VocObject, load_voc, parse_voc_xml
 from verydeep.models.vgg import VGG
 
@@ -232,6 +232,26 @@ def test_window_boxes_against_a_loop():
                 torch.testing.assert_close(got[i * 3 + j, k], want)
 
 
+@pytest.mark.parametrize("flip", [False, True])
+def test_dense_pass_maps_windows_back_to_the_photograph(flip):
+    # a box net whose every output is "the whole window" returns the receptive windows themselves
+    from verydeep.localization.protocol import dense_pass
+
+    torch.manual_seed(0)
+    cls = VGG("A", **TINY).eval()
+    loc = make_loc_net(cls, "scr")
+    torch.nn.init.zeros_(loc.classifier[6].weight)
+    with torch.no_grad():
+        loc.classifier[6].bias.copy_(torch.tensor([0.5, 0.5, 1.0, 1.0]))
+    prep = Preprocess.preset("torchvision")
+    photo = Image.new("RGB", (192, 128))  # rescaled to smallest side 64 (Q = 448 at crop 32): 3 x 2 windows
+    boxes, post, image_post = dense_pass(photo, 128, 448, flip, Net(loc, prep, "scr"), Net(cls, prep))
+    windows = sorted([[64.0 * j, 64.0 * i, 64.0 * j + 64, 64.0 * i + 64] for i in range(2) for j in range(3)])
+    assert sorted(boxes[:, 0].tolist()) == windows  # factor 2 back to the photograph
+    assert post.shape == (6, 3) and torch.allclose(post.sum(1), torch.ones(6))
+    assert image_post.shape == (3,)
+
+
 def synthetic_set(n=6, seed=0):
     g = random.Random(seed)
     imgs, boxes, labels = [], [], []
@@ -276,3 +296,61 @@ def test_loc_error_top_k_and_baselines():
     assert mean == pytest.approx((0.375, 0.375, 0.75, 0.75))
     guess = baseline_guesses(anns, "mean", {"b": 1}, mean)["b"][0]
     assert guess.box == pytest.approx((0.0, 0.0, 150.0, 75.0))
+
+
+# --- end to end on real photographs ------------------------------------------------------
+E2E_IDS = ["kangaroo-00001", "kangaroo-00002", "raccoon-1", "raccoon-150"]  # 2 objects; greyscale
+
+
+@pytest.fixture
+def mini_voc(tmp_path):
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (tmp_path / sub).mkdir(parents=True)
+    for i in E2E_IDS:
+        (tmp_path / "Annotations" / f"{i}.xml").symlink_to(CRITTERS / "Annotations" / f"{i}.xml")
+        (tmp_path / "JPEGImages" / f"{i}.jpg").symlink_to(CRITTERS / "JPEGImages" / f"{i}.jpg")
+    for split in ("train", "val"):
+        (tmp_path / "ImageSets/Main" / f"{split}.txt").write_text("\n".join(E2E_IDS) + "\n")
+    return tmp_path
+
+
+@needs_critters
+def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
+    from verydeep.cli import main
+    from verydeep.localization.api import evaluate, load_net
+    from verydeep.localization.protocol import DenseConfig, localize_image
+
+    root, cls, loc = str(mini_voc), str(tmp_path / "cls.safetensors"), str(tmp_path / "loc.safetensors")
+    net = ["--arch", "A", "--width-mult", "0.125", "--fc-width", "32", "--crop-size", "32"]
+    assert main(["localize", "train-cls", "--data", root, "--out", cls, "--steps", "3", *net]) == 0
+    args = ["--data", root, "--init", cls, "--out", loc, "--steps", "3", "--head", "pcr"]
+    assert main(["localize", "train", *args]) == 0
+    loc_net, meta = load_net(loc)
+    assert loc_net.head == "pcr" and meta.classes == ["kangaroo", "raccoon"]
+    assert loc_net.model.classifier[6].out_features == 8
+    dense = ["--loc", loc, "--cls", cls, "--scales", "256,384"]
+    assert main(["localize", "eval", "--data", root, *dense, "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "dense + merging" in out and "baseline whole/gt_class" in out
+    # the whole-image baseline, recomputed by hand: IoU(whole image, best GT box) > 0.5
+    report = evaluate(root, "val", [loc], cls, DenseConfig(scales=[256, 384]))
+    hits = 0
+    for a in load_voc(root, "val"):
+        whole = torch.tensor([[0.0, 0.0, a.width, a.height]])
+        hits += bool(tvops.box_iou(whole, a.boxes()).max() > 0.5)
+    assert report["baselines"]["whole/gt_class"] == pytest.approx(1 - hits / len(E2E_IDS))
+    assert set(report["centre"]) == {loc} and 0 <= report["dense"]["top1"] <= 1
+    # guesses lie inside the photograph; a drawn PNG has the photograph's size
+    photo = CRITTERS / "JPEGImages" / "raccoon-150.jpg"
+    cls_net, _ = load_net(cls)
+    with Image.open(photo) as im:
+        guesses = localize_image(im.convert("RGB"), im.size, [loc_net], cls_net, DenseConfig(flip=True))
+        size = im.size
+    assert len(guesses) == 2 and {g.label for g in guesses} == {0, 1}
+    for g in guesses:
+        assert 0 <= g.box[0] <= g.box[2] <= size[0] and 0 <= g.box[1] <= g.box[3] <= size[1]
+    png = tmp_path / "out.png"
+    assert main(["localize", "predict", str(photo), *dense, "--draw", str(png), "--top", "2"]) == 0
+    with Image.open(png) as im:
+        assert im.size == size
+    assert main(["localize", "train", "--data", root, "--init", loc, "--out", loc]) == 2  # not a classifier

@@ -28,7 +28,7 @@ def draw_guesses(img: Image.Image, guesses: list[Guess], classes: list[str], k: 
         g = guesses[rank]
         colour = COLOURS[rank % len(COLOURS)]
         x0, y0, x1, y1 = g.box
-        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=width)
+        draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=colour, width=width)
         text = f"{rank + 1}. {classes[g.label]} {g.score:.2f}"
         left, top, right, bottom = draw.textbbox((x0 + width, y0 + width), text, font=font)
         draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=colour)

@@ -92,6 +92,7 @@ def window_boxes(box_map: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
     ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     origin = torch.stack([jj.flatten(), ii.flatten()], 1).float() * stride
     b[..., :2] += origin[:, None, :]
+    b[..., 2:] = b[..., 2:].clamp_min(0)  # a regressed negative size means an empty box
     return cxcywh_to_xyxy(b)
 
 
@@ -162,6 +163,7 @@ def centre_crop_guesses(ds: ScaledSet, loc: Net) -> dict[str, list[Guess]]:
         patch, left, top = centre_crop(img, crop)
         label = int(ds.labels[i][0])
         pred = class_boxes(loc.model.eval()(loc.prep(patch[None])), torch.tensor([label]), loc.head)
+        pred[:, 2:] = pred[:, 2:].clamp_min(0)
         box = cxcywh_to_xyxy(pred[0] * crop) + torch.tensor([left, top, left, top])
         width, height = ds.sizes[i]
         box = clip_boxes(box / ds.factors[i], width, height)
