@@ -346,7 +346,9 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     with Image.open(photo) as im:
         guesses = localize_image(im.convert("RGB"), im.size, [loc_net], cls_net, DenseConfig(flip=True))
         size = im.size
+        by_box = localize_image(im.convert("RGB"), size, [loc_net], cls_net, DenseConfig(rank="box"))
     assert len(guesses) == 2 and {g.label for g in guesses} == {0, 1}
+    assert [g.score for g in by_box] == sorted((g.score for g in by_box), reverse=True)
     for g in guesses:
         assert 0 <= g.box[0] <= g.box[2] <= size[0] and 0 <= g.box[1] <= g.box[3] <= size[1]
     png = tmp_path / "out.png"
