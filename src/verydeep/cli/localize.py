@@ -12,7 +12,13 @@ from ..io.checkpoint import save_model
 
 
 def _dense_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--loc", action="append", required=True, help="localisation net (repeat: union of nets)")
+    p.add_argument(
+        "--loc",
+        action="append",
+        required=True,
+        metavar="PATH[@Q,...]",
+        help="localisation net, optionally with its own test scales (repeat: union of nets)",
+    )
     p.add_argument("--cls", required=True, help="classification net that scores the boxes")
     p.add_argument("--scales", default="384", help="test scales Q in paper units, e.g. 256,384")
     p.add_argument("--flip", action="store_true", help="add the boxes of the mirrored image")
@@ -71,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _bar(total: int, desc: str):
-    bar = tqdm(total=total, desc=desc, leave=False)
+    bar = tqdm(total=total or None, desc=desc, leave=False)
 
     def step(_i: int, loss: float) -> None:
         bar.update(1)

@@ -4,6 +4,8 @@ Example:
     >>> from verydeep.localization.api import parse_scales
     >>> parse_scales("256,384")
     [256, 384]
+    >>> parse_loc("runs/s256.safetensors@256")
+    ('runs/s256.safetensors', [256])
 """
 
 from __future__ import annotations
@@ -33,6 +35,25 @@ def parse_scales(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"scales must be comma-separated integers, got {text!r}") from None
+
+
+def parse_loc(spec: str) -> tuple[str, list[int] | None]:
+    """``PATH`` or ``PATH@Q1,Q2``: a localisation net and, optionally, its own test scales."""
+    path, sep, scales = spec.rpartition("@")
+    return (path, parse_scales(scales)) if sep else (spec, None)
+
+
+def load_locs(specs: list[str]) -> list[tuple[Net, Meta]]:
+    """Localisation nets from ``PATH[@Q1,Q2]`` specs."""
+    out = []
+    for spec in specs:
+        path, scales = parse_loc(spec)
+        net, meta = load_net(path)
+        if not net.head:
+            raise ValueError(f"{path} is not a localisation net (train one with `localize train`)")
+        net.scales = scales
+        out.append((net, meta))
+    return out
 
 
 def fit_classifier(root: str, cfg: ClsTrainConfig, progress: Progress = None) -> tuple[VGG, Meta, dict]:
@@ -97,14 +118,14 @@ def evaluate(
     anns, train = load_voc(root, split), load_voc(root, "train")
     cls, cls_meta = load_net(cls_path)
     classes = cls_meta.classes
-    locs = [load_net(p) for p in loc_paths]
+    locs = load_locs(loc_paths)
     k = min(5, len(classes))
     report: dict = {"split": split, "images": len(anns), "classes": classes, "k": k, "centre": {}}
     for path, (loc, meta) in zip(loc_paths, locs, strict=True):
         ds = load_scaled(root, anns, pixels(meta.train_scale[0], loc.model.crop_size), classes)
         report["centre"][path] = loc_error(centre_crop_guesses(ds, loc), anns, classes, 1)
     preds, skipped = {}, []
-    side = max(pixels(q, n.model.crop_size) for q in cfg.scales for n in [cls] + [n for n, _ in locs])
+    side = max(pixels(q, n.model.crop_size) for n, _ in locs for q in (n.scales or cfg.scales) + cfg.scales)
     for i, ann in enumerate(anns):
         try:
             img = load_image(image_path(root, ann), min_side=side)
@@ -136,5 +157,5 @@ def predict(
         raise ValueError(f"no such image: {image}")
     img = load_image(image)
     cls, meta = load_net(cls_path)
-    locs = [load_net(p)[0] for p in loc_paths]
+    locs = [n for n, _ in load_locs(loc_paths)]
     return img, localize_image(img, img.size, locs, cls, cfg), meta.classes

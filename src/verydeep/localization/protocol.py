@@ -15,7 +15,8 @@ Q, gives soft-max posteriors per position (resized bilinearly to the box map's g
 differs); the image's class ranking is the soft-max of the spatially averaged score map (its
 posteriors averaged over scales and flips). For each of the ``top_classes`` best classes every
 box gets its position's posterior for that class as score; boxes of all scales, flips and nets
-are pooled (the union), clipped to the image and merged greedily (``merge.py``). Guesses:
+(each net at ``Net.scales`` if set) are pooled, clipped to the image and merged greedily
+(``merge.py``). Guesses:
 ``rank="class"`` gives, per class in the classifier's order, its best merged box (so top-1 is
 the classifier's class); ``rank="box"`` ranks all merged boxes of all those classes by score.
 
@@ -59,6 +60,7 @@ class Net:
     model: VGG
     prep: Preprocess
     head: str = ""
+    scales: list[int] | None = None  # this net's test scales Q (paper units); None: DenseConfig's
 
 
 @dataclass
@@ -135,9 +137,9 @@ def localize_image(
     """The full protocol on one photograph (``orig_size`` = its (W, H) before any decoding shrink)."""
     width, height = orig_size
     pooled, image_post = [], []
-    for q in cfg.scales:
-        for flip in (False, True) if cfg.flip else (False,):
-            for loc in locs:
+    for loc in locs:  # the paper's fusion: each net at its own scales (Table 9: S=256/Q=256 + 384/384)
+        for q in loc.scales or cfg.scales:
+            for flip in (False, True) if cfg.flip else (False,):
                 boxes, post, ip = dense_pass(img, min(width, height), q, flip, loc, cls)
                 pooled.append((loc.head, boxes, post))
                 image_post.append(ip)
