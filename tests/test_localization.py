@@ -352,7 +352,9 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     for g in guesses:
         assert 0 <= g.box[0] <= g.box[2] <= size[0] and 0 <= g.box[1] <= g.box[3] <= size[1]
     png = tmp_path / "out.png"
-    assert main(["localize", "predict", str(photo), *dense, "--draw", str(png), "--top", "2"]) == 0
+    per_net = ["--loc", f"{loc}@256,384", "--cls", cls]  # the net's own scales
+    assert main(["localize", "predict", str(photo), *per_net, "--draw", str(png), "--top", "2"]) == 0
+    assert capsys.readouterr().out.startswith("1. ")
     with Image.open(png) as im:
         assert im.size == size
     assert main(["localize", "train", "--data", root, "--init", loc, "--out", loc]) == 2  # not a classifier
