@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "PPM", "TIFF", "MPO")  # what Image.open may accept
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "PPM", "TIFF")  # what Image.open may accept
 MAX_PIXELS = 120_000_000  # larger declared sizes are refused as decompression bombs
 
 
