@@ -213,3 +213,30 @@ def test_channels_are_matched_to_the_net():
     rgb = torch.tensor([[[[255]], [[0]], [[0]]]], dtype=torch.uint8)
     pil_l = Image.new("RGB", (1, 1), (255, 0, 0)).convert("L").getpixel((0, 0))
     assert match_channels(rgb, 1).item() == pil_l
+
+
+def test_bucketing_is_exact_whatever_the_flush_order():
+    """Shape buckets flushed when full, when memory is short (keep=1) or at the end: same sums."""
+    from verydeep.evaluation.runner import _Accumulator
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [(5, 7), (7, 5), (5, 7), (6, 6), (5, 7), (9, 4)] * 3
+    xs = [torch.randint(0, 256, (1, 2, *s), generator=g, dtype=torch.uint8) for s in shapes]
+    owner = torch.tensor([i % 7 for i in range(len(xs))])
+    expect = torch.zeros(7, 2, dtype=torch.float64)
+    count = torch.zeros(7)
+    for x, o in zip(xs, owner, strict=True):
+        expect[o] += x.double().mean((2, 3))[0]
+        count[o] += 1
+    for limit, keep in ((2.0, 8), (100.0, 1), (1e9, 10**9)):
+        calls: list[int] = []
+
+        def fn(b, calls=calls):
+            calls.append(len(b))
+            return b.double().mean((2, 3))
+
+        acc = _Accumulator(fn, 7, limit, 35, torch.device("cpu"), keep)
+        for x, o in zip(xs, owner, strict=True):
+            acc.add(x, o[None])
+        torch.testing.assert_close(acc.result().double(), (expect / count[:, None]).float().double())
+        assert sum(calls) == len(xs) and (limit < 1e9 or len(calls) == 4)  # 4 distinct shapes

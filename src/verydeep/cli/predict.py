@@ -45,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
         panels = []
         for r in results:
             best = r["top"][0]
-            x, m = score_map(model, meta, load_image(r["path"]), best["index"], q, rt)
-            panels.append((x, m, f"{Path(r['path']).name}: {best['class']} {best['prob']:.3f} (Q={q}px)"))
+            img = load_image(r["path"])
+            m = score_map(model, meta, img, best["index"], q, rt)
+            panels.append(
+                (img, q, m, f"{Path(r['path']).name}: {best['class']} {best['prob']:.3f} (Q={q}px)")
+            )
         atomic_write(Path(args.heatmap), heatmap_png(panels, model.crop_size))
     for r in results:
         r.pop("probs")

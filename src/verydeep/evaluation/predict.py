@@ -97,20 +97,19 @@ def predict(nets: Sequence[tuple[VGG, Meta]], paths: Sequence[str | Path], top: 
     return out
 
 
-def score_map(model: VGG, meta: Meta, img: Image.Image, cls: int, q: int, rt: Runtime = CPU):
-    """(rescaled uint8 image (C, H, W), flip-averaged score map (h, w) of class ``cls``)."""
-    x = rescale(img, q)
+def score_map(model: VGG, meta: Meta, img: Image.Image, cls: int, q: int, rt: Runtime = CPU) -> torch.Tensor:
+    """Flip-averaged dense score map (h, w) of class ``cls`` for ``img`` rescaled to ``q``."""
+    x = match_channels(rescale(img, q), model.in_channels)[None]
     with torch.inference_mode():
-        m = dense_maps(model, match_channels(x, model.in_channels)[None], meta.prep, flip=True, rt=rt)
-    return x, m[0, cls].cpu()
+        return dense_maps(model, x, meta.prep, flip=True, rt=rt)[0, cls].cpu()
 
 
-def heatmap_png(panels: Sequence[tuple[torch.Tensor, torch.Tensor, str]], crop: int) -> bytes:
+def heatmap_png(panels: Sequence[tuple[Image.Image, int, torch.Tensor, str]], crop: int) -> bytes:
     """PNG: per image, the photo and the photo under its class score map (jet, 50% alpha).
 
-    ``panels``: (uint8 (C, H, W) image at the test scale, (h, w) map, title). Map cell (i, j)
-    is the window of ``crop`` pixels starting at (32 i, 32 j) (five 2x2 pools: stride 32), drawn
-    as a square of 32 px around the window's centre.
+    ``panels``: (original image, test scale Q it was rescaled to, (h, w) map, title). Map cell
+    (i, j) is the window of ``crop`` pixels at (32 i, 32 j) of the rescaled image (five 2x2 pools:
+    stride 32), drawn as a 32 px square around the window's centre, mapped back onto the photo.
     """
     import matplotlib
 
@@ -118,18 +117,17 @@ def heatmap_png(panels: Sequence[tuple[torch.Tensor, torch.Tensor, str]], crop: 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(panels), 2, figsize=(9, 4 * len(panels)), squeeze=False)
-    for (x, m, title), (a0, a1) in zip(panels, axes, strict=True):
-        rgb = x.expand(3, -1, -1) if x.shape[0] == 1 else x
-        img = rgb.permute(1, 2, 0).numpy()
+    for (img, q, m, title), (a0, a1) in zip(panels, axes, strict=True):
+        f = min(img.size) / q  # photo pixels per rescaled pixel
         h, w = m.shape
         lo = crop / 2 - 16
-        extent = (lo, lo + 32 * w, lo + 32 * h, lo)
+        extent = (f * lo, f * (lo + 32 * w), f * (lo + 32 * h), f * lo)
         a0.imshow(img)
         a0.set_title(title, fontsize=9)
         a1.imshow(img)
         im = a1.imshow(m.numpy(), cmap="jet", alpha=0.5, extent=extent, interpolation="bilinear")
-        a1.set_xlim(0, img.shape[1])
-        a1.set_ylim(img.shape[0], 0)
+        a1.set_xlim(0, img.width)
+        a1.set_ylim(img.height, 0)
         a1.set_title("class score map (dense, flip-averaged)", fontsize=9)
         fig.colorbar(im, ax=a1, fraction=0.04, label="score (logit)")
         for a in (a0, a1):

@@ -112,6 +112,7 @@ def evaluate_models(nets: Sequence[tuple[str, VGG, Meta]], data: EvalData, opts:
             sec = sum(res.seconds[b] for b in parts)
             fwd = forwards_per_image(method, len(res.q_pixels), opts)
             rows.append(_row(name, method, probs, labels, sec, fwd, info))
+            rows[-1]["forward_batches"] = sum(res.batches[b] for b in parts)
             post[(name, method)] = probs
     if len(results) > 1:
         rows += _ensemble_rows(results, valid, labels, opts, post)

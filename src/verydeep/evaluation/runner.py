@@ -93,25 +93,34 @@ class EvalOptions:
 
 
 class _Accumulator:
-    """Collects inputs per key, runs ``fn`` on full batches, sums posteriors per image."""
+    """Collects inputs per shape, runs ``fn`` on full batches, sums posteriors per image.
 
-    def __init__(self, fn: Callable, n: int, limit: float, unit: int, device: torch.device) -> None:
-        self.fn, self.limit, self.unit, self.device = fn, limit, unit, device
+    A batch is full at ``limit`` crop-equivalents (``unit`` pixels each). Shapes that rarely
+    recur would wait forever, so past ``keep`` x ``limit`` pending crop-equivalents the oldest
+    bucket runs as it is: memory stays bounded, results are unchanged (never padded).
+    """
+
+    def __init__(self, fn: Callable, n: int, limit: float, unit: int, device: torch.device, keep: int = 8):
+        self.fn, self.limit, self.unit, self.device, self.keep = fn, limit, unit, device, keep
         self.sum: torch.Tensor | None = None
         self.count = torch.zeros(n)
         self.pending: dict[tuple, list] = {}
-        self.seconds = 0.0
+        self.sizes: dict[tuple, float] = {}
+        self.seconds, self.batches = 0.0, 0
 
     def add(self, x: torch.Tensor, idx: torch.Tensor) -> None:
         key = tuple(x.shape[1:])
-        items = self.pending.setdefault(key, [])
-        items.append((x, idx))
-        size = sum(len(a) for a, _ in items) * key[-1] * key[-2] / self.unit
-        if size >= self.limit:
+        self.pending.setdefault(key, []).append((x, idx))
+        self.sizes[key] = self.sizes.get(key, 0.0) + len(x) * key[-1] * key[-2] / self.unit
+        if self.sizes[key] >= self.limit:
             self.flush(key)
+        while self.pending and sum(self.sizes.values()) > self.keep * self.limit:
+            self.flush(next(iter(self.pending)))
 
     def flush(self, key: tuple) -> None:
         items = self.pending.pop(key)
+        self.sizes.pop(key)
+        self.batches += 1
         x, idx = torch.cat([a for a, _ in items]), torch.cat([b for _, b in items])
         t0 = time.perf_counter()
         p = self.fn(x)
@@ -127,6 +136,8 @@ class _Accumulator:
     def result(self) -> torch.Tensor:
         for key in list(self.pending):
             self.flush(key)
+        if self.sum is None:
+            raise ValueError("no readable images to evaluate")
         return (self.sum / self.count.clamp_min(1)[:, None].double()).float()
 
 
@@ -148,6 +159,7 @@ class NetPosteriors:
     valid: torch.Tensor  # bool (N,): image was readable
     seconds: dict[str, float]
     q_pixels: list[int]
+    batches: dict[str, int]  # forward calls per base method (fewer = better bucketing)
     bad: int = 0
 
 
@@ -180,7 +192,8 @@ def evaluate_net(
                     _feed(accs, x, idx, model.crop_size, opts.grid)
             bar.update(len(index) + n_bad)
         probs = {m: acc.result() for m, acc in accs.items()}
-    return NetPosteriors(probs, valid, {m: a.seconds for m, a in accs.items()}, list(q_pixels), bad)
+    seconds = {m: a.seconds for m, a in accs.items()}
+    return NetPosteriors(probs, valid, seconds, list(q_pixels), {m: a.batches for m, a in accs.items()}, bad)
 
 
 def _feed(accs: dict[str, _Accumulator], x: torch.Tensor, idx: torch.Tensor, crop: int, grid: int) -> None:
