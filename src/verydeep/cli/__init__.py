@@ -17,7 +17,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["info", "train", "eval", "predict"]
+COMMANDS = ["info", "train", "eval", "predict", "study"]
 
 
 def build_parser() -> argparse.ArgumentParser:
