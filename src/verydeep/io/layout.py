@@ -121,7 +121,8 @@ def infer_kwargs(sd: dict[str, torch.Tensor], arch: str | None = None) -> dict:
 def build_model(sd: dict[str, torch.Tensor], arch: str | None = None) -> VGG:
     """A ``VGG`` carrying exactly the weights in ``sd`` (float32), in eval mode."""
     kwargs = infer_kwargs(sd, arch)
-    model = VGG(**kwargs)
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
-    model.load_state_dict(sd, strict=True)
+    with torch.device("meta"):  # no random init of 138M parameters that are replaced anyway
+        model = VGG(**kwargs)
+    sd = {k: v.float().contiguous() if v.is_floating_point() else v for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=True)
     return model.eval()
