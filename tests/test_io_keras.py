@@ -59,6 +59,7 @@ def _close(ours: torch.Tensor, want: np.ndarray) -> None:
     [
         ("VGG16", "D", "weights.h5"),
         ("VGG19", "E", "h5"),
+        pytest.param("VGG16", "D", "keras", marks=pytest.mark.slow),
         pytest.param("VGG16", "D", "h5", marks=pytest.mark.slow),
         pytest.param("VGG19", "E", "weights.h5", marks=pytest.mark.slow),
     ],

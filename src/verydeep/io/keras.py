@@ -1,9 +1,9 @@
 """Read ``keras.applications.VGG16`` / ``VGG19`` weights from HDF5 (Keras 2 and Keras 3).
 
 Three layouts are understood: Keras 3 ``.weights.h5`` (``layers/<key>/vars/0|1``, the layer
-name in the ``vars`` group's ``name`` attribute), and the legacy whole-model or weights-only
-``.h5`` of Keras 2/3 (``[model_weights/]<layer>`` groups listed in ``layer_names``, each with a
-``weight_names`` attribute). Keras is not needed, only ``h5py``.
+name in the ``vars`` group's ``name`` attribute; also inside a ``.keras`` zip), and the legacy
+whole-model or weights-only ``.h5`` of Keras 2/3 (``[model_weights/]<layer>`` groups listed
+in ``layer_names``, each with a ``weight_names`` attribute). Keras is not needed, only ``h5py``.
 
 Keras stores conv kernels as (kh, kw, in, out) and Dense kernels as (in, out); ours are
 (out, in, kh, kw) and (out, in). Keras' ``Flatten`` runs on channels-last maps, so FC6's inputs
@@ -18,9 +18,12 @@ Example:
 
 from __future__ import annotations
 
+import io
 import math
 import re
+import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -76,6 +79,17 @@ def _layers_legacy(f: object, size: int) -> dict[str, list[np.ndarray]]:
     return out
 
 
+def _open(path: Path, size: int) -> BinaryIO:
+    """The HDF5 bytes: the file itself, or ``model.weights.h5`` inside a Keras 3 ``.keras`` zip."""
+    if not zipfile.is_zipfile(path):
+        return path.open("rb")
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("model.weights.h5")  # KeyError: not a .keras archive
+        if info.file_size > (size if info.compress_type == zipfile.ZIP_STORED else MAX_COMPRESSED):
+            raise ValueError(f"model.weights.h5 declares {info.file_size} bytes, more than the file can hold")
+        return io.BytesIO(z.read(info))
+
+
 def read_keras_h5(path: str | Path) -> dict[str, list[np.ndarray]]:
     """Keras layer name -> [kernel, bias] as stored (Keras layouts)."""
     try:
@@ -84,11 +98,11 @@ def read_keras_h5(path: str | Path) -> dict[str, list[np.ndarray]]:
         raise ValueError("reading Keras .h5 files needs h5py: pip install h5py") from None
 
     path = Path(path)
+    size = path.stat().st_size
     try:
-        with h5py.File(path, "r") as f:
-            size = path.stat().st_size
+        with _open(path, size) as source, h5py.File(source, "r") as f:
             layers = _layers_keras3(f, size) if "layers" in f else _layers_legacy(f, size)
-    except (OSError, KeyError, TypeError) as e:
+    except (OSError, KeyError, TypeError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a readable Keras HDF5 weights file ({e})") from None
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
