@@ -54,6 +54,10 @@ def _messages() -> dict:
     _field(layer, "bottom", 3, F.TYPE_STRING, rep)
     _field(layer, "top", 4, F.TYPE_STRING, rep)
     _field(layer, "blobs", 7, F.TYPE_MESSAGE, rep, ".caffe.BlobProto")
+    v0 = fd.message_type.add(name="V0LayerParameter")
+    _field(v0, "name", 1, F.TYPE_STRING)
+    _field(v0, "type", 2, F.TYPE_STRING)
+    _field(v0, "blobs", 50, F.TYPE_MESSAGE, rep, ".caffe.BlobProto")
     v1 = fd.message_type.add(name="V1LayerParameter")
     enum = v1.enum_type.add(name="LayerType")
     for name, number in [("NONE", 0), *V1_TYPES.values()]:
@@ -63,6 +67,7 @@ def _messages() -> dict:
     _field(v1, "name", 4, F.TYPE_STRING)
     _field(v1, "type", 5, F.TYPE_ENUM, type_name=".caffe.V1LayerParameter.LayerType")
     _field(v1, "blobs", 6, F.TYPE_MESSAGE, rep, ".caffe.BlobProto")
+    _field(v1, "layer", 1, F.TYPE_MESSAGE, type_name=".caffe.V0LayerParameter")
     net = fd.message_type.add(name="NetParameter")
     _field(net, "name", 1, F.TYPE_STRING)
     _field(net, "layers", 2, F.TYPE_MESSAGE, rep, ".caffe.V1LayerParameter")
@@ -71,7 +76,7 @@ def _messages() -> dict:
     _field(net, "layer", 100, F.TYPE_MESSAGE, rep, ".caffe.LayerParameter")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fd)
-    names = ("BlobProto", "LayerParameter", "V1LayerParameter", "NetParameter")
+    names = ("BlobProto", "LayerParameter", "V0LayerParameter", "V1LayerParameter", "NetParameter")
     return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"caffe.{n}")) for n in names}
 
 
@@ -103,15 +108,24 @@ def caffe_layers(net: VGG) -> list[tuple[str, str, list[np.ndarray]]]:
     return out
 
 
-def encode(net: VGG, legacy: bool = False) -> bytes:
-    """A binary NetParameter of ``net``: ``layer`` (shape blobs) or legacy ``layers`` (4-D)."""
+V0_TYPES = {"Convolution": "conv", "InnerProduct": "innerproduct", "LRN": "lrn", "Pooling": "pool"}
+
+
+def encode(net: VGG, legacy: bool = False, v0: bool = False) -> bytes:
+    """A binary NetParameter of ``net``: ``layer`` (shape blobs) or legacy ``layers`` (4-D);
+    ``v0``: each legacy layer holds only a nested V0LayerParameter (Caffe before 2014)."""
     msg = MSG["NetParameter"](name="VGG_test")
     msg.input.append("data")
     msg.input_dim.extend([1, 3, net.crop_size, net.crop_size])
+    legacy = legacy or v0
     for name, kind, blobs in caffe_layers(net):
         layer = msg.layers.add() if legacy else msg.layer.add()
+        if v0:
+            layer = layer.layer
+            layer.type = V0_TYPES.get(kind, kind.lower())
+        else:
+            layer.type = V1_TYPES[kind][1] if legacy else kind
         layer.name = name
-        layer.type = V1_TYPES[kind][1] if legacy else kind
         for arr in blobs:
             blob = layer.blobs.add()
             blob.data.extend(arr.ravel().tolist())
@@ -161,12 +175,14 @@ def _images(n: int = 2, size: int = 64) -> torch.Tensor:
     )
 
 
-@pytest.mark.parametrize("legacy", [False, True], ids=["layer", "legacy-layers"])
+@pytest.mark.parametrize(
+    ("legacy", "v0"), [(False, False), (True, False), (True, True)], ids=["layer", "layers", "v0"]
+)
 @pytest.mark.parametrize("arch", ["D", "C", "E", "A-LRN"])
-def test_round_trip_identical(tmp_path, arch, legacy):
+def test_round_trip_identical(tmp_path, arch, legacy, v0):
     net = _net(arch)
     src = tmp_path / "net.caffemodel"
-    src.write_bytes(encode(net, legacy))
+    src.write_bytes(encode(net, legacy, v0))
     convert(src, tmp_path / "net.safetensors")
     back, meta = load_model(tmp_path / "net.safetensors")
     back.eval()

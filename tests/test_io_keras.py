@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -89,6 +90,18 @@ def test_keras_rgb_and_errors(tmp_path):
     with torch.no_grad():
         got = ours(meta.prep(torch.from_numpy(images).permute(0, 3, 1, 2)))
     _close(got, _keras_logits(model, "VGG16", images))
+    # the Keras 2 layout (layers at the root, ':0' names), written here from the same weights
+    with h5py.File(tmp_path / "keras2.h5", "w") as f:
+        f.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
+        for layer in model.layers:
+            g = f.create_group(layer.name)
+            names = [f"{layer.name}/{v}:0" for v in ("kernel", "bias")] if layer.weights else []
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for n, value in zip(names, layer.get_weights(), strict=True):
+                g.create_dataset(n, data=value)
+    keras2, _ = load_weights(tmp_path / "keras2.h5", rgb=True)
+    for (k, a), b in zip(ours.state_dict().items(), keras2.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
     # a truncated HDF5 file, and a headless (include_top=False) model
     data = path.read_bytes()
     (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
@@ -102,8 +115,6 @@ def test_keras_rgb_and_errors(tmp_path):
 
 
 def test_keras_oversized_dataset_rejected(tmp_path):
-    import h5py
-
     path = tmp_path / "huge.h5"
     with h5py.File(path, "w") as f:
         f.attrs["layer_names"] = [b"fc1"]

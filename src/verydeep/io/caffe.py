@@ -47,6 +47,8 @@ V1_TYPES = {
     5: "Data",
     1: "Accuracy",
 }
+# V0LayerParameter's lower-case type strings
+V0_TYPES = {"conv": "Convolution", "innerproduct": "InnerProduct", "lrn": "LRN", "pool": "Pooling"}
 MAX_DIMS = 32  # Caffe's kMaxBlobAxes
 
 
@@ -94,7 +96,8 @@ def parse_layer(buf: memoryview, spec: tuple[int, int, int], legacy: bool) -> Ca
             layer.blobs.append(parse_blob(as_message(f)))
         elif legacy and f.number == 1 and f.wire == LEN:
             old = parse_layer(as_message(f), V0_FIELDS, legacy=False)
-            layer.name, layer.type = layer.name or old.name, layer.type or old.type
+            old_type = V0_TYPES.get(old.type, old.type)
+            layer.name, layer.type = layer.name or old.name, layer.type or old_type
             layer.blobs += old.blobs
     return layer
 
