@@ -176,9 +176,16 @@ def _images(n: int = 2, size: int = 64) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    ("legacy", "v0"), [(False, False), (True, False), (True, True)], ids=["layer", "layers", "v0"]
+    ("arch", "legacy", "v0"),
+    [
+        ("D", False, False),  # current `layer` format
+        ("D", True, False),  # legacy `layers` format of the 2014 release
+        ("D", True, True),  # V0 layers nested in V1
+        ("C", True, False),  # 1x1 convs: told apart from D by kernel size
+        ("E", False, False),
+        ("A-LRN", True, False),  # told apart from A by the LRN layer
+    ],
 )
-@pytest.mark.parametrize("arch", ["D", "C", "E", "A-LRN"])
 def test_round_trip_identical(tmp_path, arch, legacy, v0):
     net = _net(arch)
     src = tmp_path / "net.caffemodel"
