@@ -107,6 +107,12 @@ def test_malformed_and_unsafe_rejected(tmp_path, capsys):
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="not a loadable state_dict"):
         load_weights(tmp_path / "cut.pth")
+    # a record whose central-directory entry claims 2 GB in a file of a few hundred KB
+    cd = data.index(b"PK\x01\x02")
+    big = data[: cd + 24] + (0x7FFFFFFF).to_bytes(4, "little") + data[cd + 28 :]
+    (tmp_path / "big.pth").write_bytes(big)
+    with pytest.raises(ValueError, match="declares more bytes"):
+        load_weights(tmp_path / "big.pth")
     # weights_only=True: arbitrary pickled objects are refused, never executed
     (tmp_path / "evil.pth").write_bytes(pickle.dumps({"features.0.weight": Evil()}, protocol=2))
     with pytest.raises(ValueError):

@@ -77,8 +77,23 @@ def _zip_has(path: Path, name: str) -> bool:
         return False
 
 
+def _check_zip_sizes(path: Path) -> None:
+    """torch.save stores records uncompressed: none may declare more bytes than the file has."""
+    if not zipfile.is_zipfile(path):
+        return
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as z:
+            big = [i.filename for i in z.infolist() if i.file_size > size]
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{path} is not a loadable state_dict ({e})") from None
+    if big:
+        raise ValueError(f"{path}: record {big[0]} declares more bytes than the file holds")
+
+
 def read_torchvision(path: str | Path) -> dict[str, torch.Tensor]:
     """A torchvision-keyed state_dict from ``torch.save``; never unpickles code."""
+    _check_zip_sizes(Path(path))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
