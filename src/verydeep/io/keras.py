@@ -73,9 +73,8 @@ def _layers_legacy(f: object, size: int) -> dict[str, list[np.ndarray]]:
         group = root[name]
         names = [_text(w) for w in group.attrs.get("weight_names", [])]
         if names:
-            # kernel before bias whatever the stored order (Keras 2 appends ':0')
-            names.sort(key=lambda w: not w.split("/")[-1].startswith("kernel"))
-            out[name] = [_read(group[w], size) for w in names]
+            # kernel before bias by rank, whatever the names ("kernel:0", Keras 1's "_W_1:0")
+            out[name] = sorted((_read(group[w], size) for w in names), key=lambda a: -a.ndim)
     return out
 
 
