@@ -10,12 +10,16 @@ import numpy as np
 import pytest
 import torch
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from verydeep.cli import main
 from verydeep.data.preprocess import Preprocess
-from verydeep.io.caffe import parse_net
+from verydeep.io.caffe import caffe_weights, parse_net
 from verydeep.io.checkpoint import load_model
 from verydeep.io.convert import convert, load_weights
+from verydeep.io.layout import build_model, state_dict_from_named
+from verydeep.io.prototxt import check_against, parse
 from verydeep.models.vgg import VGG
 
 F = descriptor_pb2.FieldDescriptorProto
@@ -254,6 +258,14 @@ def test_cli_convert_rgb_classes(tmp_path, capsys):
     assert meta.classes == ["n0", "n1", "n2", "n3", "n4"] and not meta.prep.bgr
 
 
+def _tiny_net() -> VGG:
+    torch.manual_seed(5)
+    return VGG("A", num_classes=2, width_mult=1 / 64, fc_width=2, crop_size=32)
+
+
+FUZZ_BASE = encode(_tiny_net(), legacy=True)  # about 5 KB: every byte gets its chance
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
@@ -304,3 +316,32 @@ def test_wrong_weights_rejected(tmp_path):
     with pytest.raises(ValueError, match="conv layers"):
         src.write_bytes(encode(net))
         load_weights(src, arch="E")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_caffemodels_only_raise_value_error(data):
+    """Truncated, bit-flipped or spliced files: a net or a ValueError, nothing else."""
+    good = FUZZ_BASE
+    cut = data.draw(st.integers(0, len(good)))
+    blob = bytearray(good[:cut])
+    for _ in range(data.draw(st.integers(0, 4))):
+        if blob:
+            i = data.draw(st.integers(0, len(blob) - 1))
+            blob[i] = data.draw(st.integers(0, 255))
+    blob += data.draw(st.binary(max_size=16))
+    try:
+        sd, letter = state_dict_from_named(caffe_weights(parse_net(bytes(blob))))
+        build_model(sd, letter)
+    except ValueError:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(alphabet='layer{}: "name#\n12_-.x', max_size=200))
+def test_fuzzed_prototxt_only_raises_value_error(text):
+    try:
+        net = parse(text)
+        check_against(net, {})
+    except ValueError:
+        pass

@@ -148,7 +148,7 @@ def caffe_weights(layers: list[CaffeLayer]) -> dict[str, tuple[torch.Tensor, tor
         w, b = (torch.from_numpy(np.array(x, dtype=np.float32)) for x in layer.blobs)
         out = b.numel()
         # legacy blobs are 4-D (1, 1, out, in) for FC layers and (1, 1, 1, out) for biases
-        if w.numel() % max(out, 1) or (conv and w.dim() != 4):
+        if out == 0 or w.numel() == 0 or w.numel() % out or (conv and w.dim() != 4):
             raise ValueError(f"layer {layer.name}: weight shape {tuple(w.shape)} does not fit {out} outputs")
         named[layer.name] = (w if conv else w.reshape(out, -1), b.reshape(out))
     return named

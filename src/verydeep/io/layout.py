@@ -94,7 +94,7 @@ def infer_kwargs(sd: dict[str, torch.Tensor], arch: str | None = None) -> dict:
         raise ValueError("not VGG weights: features.0 must be a conv kernel and classifier.* matrices")
     convs = sorted(int(k.split(".")[1]) for k in sd if k.startswith("features.") and sd[k].dim() == 4)
     c5 = sd[f"features.{convs[-1]}.weight"].shape[0]
-    kernel = math.isqrt(fc6[1] // c5)
+    kernel = math.isqrt(fc6[1] // c5) if c5 > 0 else 0
     if kernel < 1 or kernel * kernel * c5 != fc6[1]:
         raise ValueError(f"FC6 has {fc6[1]} inputs, not {c5} x k x k for the last conv's {c5} channels")
     base = {
