@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -112,8 +113,13 @@ def export_onnx(
     info = asdict(meta) | {"model": model.build_kwargs, "form": form, "input_is_pixels": include_preprocess}
     program.model.metadata_props["verydeep"] = json.dumps(info)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # one self-contained file: VGG-19 is 575 MB, under protobuf's 2 GB limit
-    program.save(str(out), external_data=False)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:  # like checkpoints: the old file or the complete new one, never half of one
+        # one self-contained file: VGG-19 is 575 MB, under protobuf's 2 GB limit
+        program.save(str(tmp), external_data=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
