@@ -221,6 +221,10 @@ def test_rgb_conversion_same_predictions(tmp_path):
     torch.testing.assert_close(rgb(meta_rgb.prep(img)), bgr(meta_bgr.prep(img)), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="BGR"):
         load_weights(src, rgb=True, preprocess="caffe")
+    with pytest.raises(ValueError, match="RGB"):
+        load_weights(src, preprocess="paper")
+    # `paper` on RGB-converted Caffe weights keeps their mean pixel (the paper's "training-set mean")
+    assert load_weights(src, rgb=True, preprocess="paper")[1].prep == meta_rgb.prep
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["layer", "legacy-layers"])

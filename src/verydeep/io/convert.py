@@ -163,6 +163,9 @@ def choose_preprocess(native: Preprocess, preset: str | None) -> Preprocess:
     if preset is None:
         return native
     prep = Preprocess.preset(preset)
+    if preset == "paper" and native.pixel_range == 255.0 and not native.bgr:
+        # the paper subtracts the training set's mean pixel: for imported weights, theirs
+        return Preprocess.preset("paper", mean=native.mean)
     if prep.bgr != native.bgr:
         order = "BGR" if native.bgr else "RGB"
         raise ValueError(f"preset {preset!r} is {'BGR' if prep.bgr else 'RGB'}; these weights expect {order}")
