@@ -17,7 +17,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["info", "train", "eval", "predict", "study"]
+COMMANDS = ["info", "train", "eval", "predict", "convert", "export", "study"]
 
 
 def build_parser() -> argparse.ArgumentParser:
