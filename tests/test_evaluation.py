@@ -240,3 +240,17 @@ def test_bucketing_is_exact_whatever_the_flush_order():
             acc.add(x, o[None])
         torch.testing.assert_close(acc.result().double(), (expect / count[:, None]).float().double())
         assert sum(calls) == len(xs) and (limit < 1e9 or len(calls) == 4)  # 4 distinct shapes
+
+
+def test_bf16_and_channels_last_runtime_agree_with_fp32():
+    from verydeep.evaluation import Runtime
+
+    net = trained_tiny()
+    x = torch.randint(0, 256, (3, 3, 40, 52), dtype=torch.uint8)
+    with torch.inference_mode():
+        ref = dense_probs(net, x, PREP)
+        cl = dense_probs(net, x, PREP, rt=Runtime("cpu", channels_last=True))
+        bf = multicrop_probs(net, x, PREP, rt=Runtime("cpu", amp=True, channels_last=True))
+        bf_ref = multicrop_probs(net, x, PREP)
+    torch.testing.assert_close(cl, ref, atol=1e-5, rtol=0)
+    assert bf.dtype == torch.float32 and (bf - bf_ref).abs().max() < 0.05
