@@ -254,3 +254,18 @@ def test_bf16_and_channels_last_runtime_agree_with_fp32():
         bf_ref = multicrop_probs(net, x, PREP)
     torch.testing.assert_close(cl, ref, atol=1e-5, rtol=0)
     assert bf.dtype == torch.float32 and (bf - bf_ref).abs().max() < 0.05
+
+
+def test_forward_pass_counts_and_method_parsing():
+    from verydeep.evaluation.runner import forwards_per_image, parse_methods
+
+    opts = EvalOptions()
+    assert forwards_per_image("dense+multicrop", 3, opts) == 156  # paper: 2 + 50 per scale
+    assert forwards_per_image("multicrop", 3, EvalOptions(flip=False, grid=3)) == 27
+    assert parse_methods(" centre , dense+multicrop") == ["centre", "dense+multicrop"]
+    for bad in ("dens", "dense+", ""):
+        try:
+            parse_methods(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} must be refused")
