@@ -240,3 +240,32 @@ def test_bucketing_is_exact_whatever_the_flush_order():
             acc.add(x, o[None])
         torch.testing.assert_close(acc.result().double(), (expect / count[:, None]).float().double())
         assert sum(calls) == len(xs) and (limit < 1e9 or len(calls) == 4)  # 4 distinct shapes
+
+
+def test_bf16_and_channels_last_runtime_agree_with_fp32():
+    from verydeep.evaluation import Runtime
+
+    net = trained_tiny()
+    x = torch.randint(0, 256, (3, 3, 40, 52), dtype=torch.uint8)
+    with torch.inference_mode():
+        ref = dense_probs(net, x, PREP)
+        cl = dense_probs(net, x, PREP, rt=Runtime("cpu", channels_last=True))
+        bf = multicrop_probs(net, x, PREP, rt=Runtime("cpu", amp=True, channels_last=True))
+        bf_ref = multicrop_probs(net, x, PREP)
+    torch.testing.assert_close(cl, ref, atol=1e-5, rtol=0)
+    assert bf.dtype == torch.float32 and (bf - bf_ref).abs().max() < 0.05
+
+
+def test_forward_pass_counts_and_method_parsing():
+    from verydeep.evaluation.runner import forwards_per_image, parse_methods
+
+    opts = EvalOptions()
+    assert forwards_per_image("dense+multicrop", 3, opts) == 156  # paper: 2 + 50 per scale
+    assert forwards_per_image("multicrop", 3, EvalOptions(flip=False, grid=3)) == 27
+    assert parse_methods(" centre , dense+multicrop") == ["centre", "dense+multicrop"]
+    for bad in ("dens", "dense+", ""):
+        try:
+            parse_methods(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} must be refused")

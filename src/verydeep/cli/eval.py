@@ -7,10 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from ..evaluation import EvalOptions, evaluate, format_csv, format_table
-from ..io.checkpoint import atomic_write
+# heavy imports (torch, torchvision) happen in run(): building the parser must stay cheap
 
 
 def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
@@ -34,7 +31,7 @@ def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
     )
     p.add_argument("--no-flip", action="store_true", help="do not average in horizontal flips")
     p.add_argument("--grid", type=int, default=5, help="multi-crop grid side (default 5: 5x5x2 = 50 crops)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine)")
@@ -57,14 +54,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def options(args: argparse.Namespace) -> EvalOptions:
+def setup(args: argparse.Namespace) -> str:
+    """Apply --threads; resolve --device auto."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return args.device
+
+
+def options(args: argparse.Namespace, device: str):
+    from ..evaluation import EvalOptions
+
     return EvalOptions(
         methods=args.method,
         scales=args.scales,
         average=args.average,
         flip=not args.no_flip,
         grid=args.grid,
-        device=args.device,
+        device=device,
         amp=args.bf16,
         channels_last=args.channels_last,
         batch_size=getattr(args, "batch_size", 64),
@@ -76,9 +86,10 @@ def options(args: argparse.Namespace) -> EvalOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    res = evaluate(args.checkpoints, args.data, options(args))
+    from ..evaluation import evaluate, format_csv, format_table
+    from ..io.checkpoint import atomic_write
+
+    res = evaluate(args.checkpoints, args.data, options(args, setup(args)))
     res.pop("posteriors")
     res.pop("labels")
     if args.csv:

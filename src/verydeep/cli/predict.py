@@ -6,14 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from ..data.images import load_image
-from ..evaluation.core import Runtime
-from ..evaluation.predict import heatmap_png, predict, score_map
-from ..evaluation.runner import scales_for
-from ..io.checkpoint import atomic_write, load_model
-from .eval import add_method_args
+from .eval import add_method_args, setup
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,27 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rt = Runtime(args.device, args.bf16, args.channels_last)
-    nets = [load_model(m, args.device) for m in args.model]
+    from ..evaluation.core import Runtime
+    from ..evaluation.predict import predict
+    from ..io.checkpoint import load_model
+
+    device = setup(args)
+    rt = Runtime(device, args.bf16, args.channels_last)
+    nets = [load_model(m, device) for m in args.model]
     for m, _ in nets:
         m.eval()
     kw = dict(scales=args.scales, flip=not args.no_flip, average=args.average, grid=args.grid, rt=rt)
     results = predict(nets, args.images, top=args.top, method=args.method, **kw)
     if args.heatmap:
-        model, meta = nets[0]
-        _, q_px = scales_for(meta.train_scale, model.crop_size, args.scales)
-        q = sorted(q_px)[len(q_px) // 2]  # the middle test scale
-        panels = []
-        for r in results:
-            best = r["top"][0]
-            img = load_image(r["path"])
-            m = score_map(model, meta, img, best["index"], q, rt)
-            panels.append(
-                (img, q, m, f"{Path(r['path']).name}: {best['class']} {best['prob']:.3f} (Q={q}px)")
-            )
-        atomic_write(Path(args.heatmap), heatmap_png(panels, model.crop_size))
+        write_heatmap(args, nets[0], results, rt)
     for r in results:
         r.pop("probs")
     if args.json:
@@ -63,3 +48,22 @@ def run(args: argparse.Namespace) -> int:
     if args.heatmap:
         print(f"heat map: {args.heatmap}")
     return 0
+
+
+def write_heatmap(args: argparse.Namespace, net: tuple, results: list[dict], rt) -> None:
+    """The top class's dense score map of each image, at the middle test scale, as one PNG."""
+    from ..data.images import load_image
+    from ..evaluation.predict import heatmap_png, score_map
+    from ..evaluation.runner import scales_for
+    from ..io.checkpoint import atomic_write
+
+    model, meta = net
+    _, q_px = scales_for(meta.train_scale, model.crop_size, args.scales)
+    q = sorted(q_px)[len(q_px) // 2]  # the middle test scale
+    panels = []
+    for r in results:
+        best = r["top"][0]
+        img = load_image(r["path"])
+        m = score_map(model, meta, img, best["index"], q, rt)
+        panels.append((img, q, m, f"{Path(r['path']).name}: {best['class']} {best['prob']:.3f} (Q={q}px)"))
+    atomic_write(Path(args.heatmap), heatmap_png(panels, model.crop_size))

@@ -9,8 +9,9 @@ Example:
     >>> import torch
     >>> d = EvalData(classes=["a", "b"], images=torch.zeros(3, 1, 28, 28, dtype=torch.uint8),
     ...              labels=torch.tensor([0, 1, 1]))
-    >>> [(tuple(x.shape) for x in per_q) for per_q, *_ in batches(d, [37])][0].__next__()
-    (3, 1, 37, 37)
+    >>> per_q, labels, index, bad = next(batches(d, [32, 37]))
+    >>> [tuple(x.shape) for x in per_q], labels.tolist(), bad
+    ([(3, 1, 32, 32), (3, 1, 37, 37)], [0, 1, 1], 0)
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def format_table(rows: list[dict], methods: list[str]) -> str:
         line = f"{n:<{width}}"
         for m in methods:
             r = cell.get((n, m))
-            txt = f"{r['images_per_s']:.1f}, {r['forwards_per_image']:g}" if r else "-"
+            txt = f"{r['images_per_s'] or 0:.1f}, {r['forwards_per_image']:g}" if r else "-"
             line += f" {txt:>{mw + 6}}"
         lines.append(line)
     return "\n".join(lines)

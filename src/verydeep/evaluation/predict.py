@@ -76,6 +76,8 @@ def predict(nets: Sequence[tuple[VGG, Meta]], paths: Sequence[str | Path], top: 
     """Top-``top`` (clipped to the classes) names and posteriors per image; several nets are
     averaged as an ensemble. Unreadable files raise ``BadImageError`` (a ``ValueError``)."""
     names = class_names(nets[0][1], nets[0][0].num_classes)
+    if any(class_names(meta, m.num_classes) != names for m, meta in nets[1:]):
+        raise ValueError("an ensemble needs nets with the same classes")
     out = []
     for path in paths:
         img = load_image(path)

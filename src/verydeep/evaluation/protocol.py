@@ -63,10 +63,19 @@ def _row(net: str, method: str, probs, labels, seconds: float, fwd: float, info:
         "method": method,
         **info,
         **m,
-        "images_per_s": n / seconds if seconds > 0 else float("inf"),
+        "images_per_s": n / seconds if seconds > 0 else None,
         "forwards_per_image": fwd,
         "seconds": seconds,
     }
+
+
+def _check_classes(name: str, model: VGG, meta: Meta, data: EvalData) -> None:
+    if meta.classes and list(meta.classes) != list(data.classes):
+        raise ValueError(
+            f"{name}: its classes differ from the data's ({meta.classes[:3]} vs {data.classes[:3]})"
+        )
+    if model.num_classes != len(data.classes):
+        raise ValueError(f"{name}: {model.num_classes} outputs but the data has {len(data.classes)} classes")
 
 
 def evaluate_models(nets: Sequence[tuple[str, VGG, Meta]], data: EvalData, opts: EvalOptions) -> dict:
@@ -83,14 +92,7 @@ def evaluate_models(nets: Sequence[tuple[str, VGG, Meta]], data: EvalData, opts:
     labels_all = data.label_tensor()
     results, rows, post = [], [], {}
     for name, model, meta in nets:
-        if meta.classes and list(meta.classes) != list(data.classes):
-            raise ValueError(
-                f"{name}: its classes differ from the data's ({meta.classes[:3]} vs {data.classes[:3]})"
-            )
-        if model.num_classes != len(data.classes):
-            raise ValueError(
-                f"{name}: {model.num_classes} outputs but the data has {len(data.classes)} classes"
-            )
+        _check_classes(name, model, meta, data)
         model.eval().to(opts.device)
         if opts.channels_last:
             model.to(memory_format=torch.channels_last)
