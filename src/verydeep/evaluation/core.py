@@ -87,9 +87,8 @@ def rescale(img: Image.Image | torch.Tensor, q: int) -> torch.Tensor:
     if img.shape[-1] == img.shape[-2]:
         batch = img if img.dim() == 4 else img[None]
         n = len(batch)
-        out = scale_crop_flip(
-            batch, q, torch.full((n,), float(q)), torch.zeros(n, 2), torch.zeros(n, dtype=torch.bool)
-        )
+        zero = torch.zeros(n, dtype=torch.long)
+        out = scale_crop_flip(batch, q, torch.full((n,), q), zero, zero, torch.zeros(n, dtype=torch.bool))
         return out if img.dim() == 4 else out[0]
     return rescale_smallest(img, q)
 
