@@ -17,7 +17,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["info"]
+COMMANDS = ["info", "features", "transfer"]
 
 
 def build_parser() -> argparse.ArgumentParser:
