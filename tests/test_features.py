@@ -211,3 +211,12 @@ def test_describe_dataset_voc_split():
     assert v.task == "multilabel" and v.labels.shape == (73, 2) and v.features.shape == (73, 24)
     assert v.info["descriptor"]["scales"] == (256,) and v.info["skipped"] == []
     assert v.paths[0].endswith("JPEGImages/kangaroo-00149.jpg")
+
+
+def test_grey_input_equals_grey_image():
+    net = small_net()
+    img = random_images([(96, 64)])[0]
+    cfg = DescriptorConfig(scales=(64,), units="pixels")
+    grey = describe_images(net, PREP, [img], DescriptorConfig(scales=(64,), units="pixels", grey=True))
+    torch.testing.assert_close(grey, describe_images(net, PREP, [img.convert("L").convert("RGB")], cfg))
+    assert not torch.allclose(grey, describe_images(net, PREP, [img], cfg))

@@ -76,6 +76,7 @@ class DescriptorConfig:
     normalise_each_scale: bool = False  # also L2-normalise per scale before combining
     batch_size: int = 32
     size_step: int = 1  # round the long side to a multiple of this (1: exact aspect ratio)
+    grey: bool = False  # feed grey replicated to RGB (for nets trained on grey images, e.g. Fashion-MNIST)
     extra: dict = field(default_factory=dict, compare=False)  # free-form provenance
 
     def __post_init__(self) -> None:
@@ -129,9 +130,14 @@ def rescaled_size(width: int, height: int, side: int, step: int = 1) -> tuple[in
     return (side, new_long) if height <= width else (new_long, side)
 
 
-def _rescale(img: Image.Image, sides: list[int], step: int, channels: int) -> list[torch.Tensor]:
-    if channels == 1:
+def _colour_mode(model: VGG, cfg: DescriptorConfig) -> str:
+    return "L" if model.in_channels == 1 else ("LRGB" if cfg.grey else "RGB")
+
+
+def _rescale(img: Image.Image, sides: list[int], step: int, mode: str) -> list[torch.Tensor]:
+    if mode != "RGB":
         img = img.convert("L")
+        img = img.convert("RGB") if mode == "LRGB" else img
     out = []
     for side in sides:
         h, w = rescaled_size(img.width, img.height, side, step)
@@ -143,8 +149,8 @@ def _rescale(img: Image.Image, sides: list[int], step: int, channels: int) -> li
 class _PathImages(torch.utils.data.Dataset):
     """Decode once, rescale to every scale: item i -> (i, [uint8 (C, H, W) per scale] or None)."""
 
-    def __init__(self, paths: Sequence[str | Path], sides: list[int], step: int, channels: int, fail: bool):
-        self.paths, self.sides, self.step, self.channels, self.fail = paths, sides, step, channels, fail
+    def __init__(self, paths: Sequence[str | Path], sides: list[int], step: int, mode: str, fail: bool):
+        self.paths, self.sides, self.step, self.mode, self.fail = paths, sides, step, mode, fail
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -157,7 +163,7 @@ class _PathImages(torch.utils.data.Dataset):
                 raise
             log.warning("skipping bad image: %s", e)
             return i, None
-        return i, _rescale(img, self.sides, self.step, self.channels)
+        return i, _rescale(img, self.sides, self.step, self.mode)
 
 
 def _first(batch: list) -> object:
@@ -207,7 +213,9 @@ def describe_images(
     model.eval()
     device = next(model.parameters()).device
     sides = cfg.sides(model.crop_size)
-    items = ((i, _rescale(img, sides, cfg.size_step, model.in_channels)) for i, img in enumerate(images))
+    items = (
+        (i, _rescale(img, sides, cfg.size_step, _colour_mode(model, cfg))) for i, img in enumerate(images)
+    )
     return _assemble(_run_buckets(model, prep, items, cfg, len(sides), device), cfg)[0]
 
 
@@ -228,7 +236,8 @@ def describe_paths(
     model.eval()
     device = next(model.parameters()).device
     sides = cfg.sides(model.crop_size)
-    ds = _PathImages(list(paths), sides, cfg.size_step, model.in_channels, on_bad_image == "fail")
+    mode = _colour_mode(model, cfg)
+    ds = _PathImages(list(paths), sides, cfg.size_step, mode, on_bad_image == "fail")
     loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=workers, collate_fn=_first)
     items = progress(loader) if progress else loader
     return _assemble(_run_buckets(model, prep, items, cfg, len(sides), device), cfg)

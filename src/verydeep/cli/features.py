@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--normalise-each-scale", action="store_true", help="L2 per scale before combining")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--size-step", type=int, default=1, help="round long sides to a multiple (bigger batches)")
+    p.add_argument("--grey", action="store_true", help="feed grey images (nets trained on grey data)")
     p.add_argument("--classes-from", help="descriptor file whose class order to use (e.g. the train file)")
     p.add_argument("--workers", type=int, default=0, help="image-decoding processes")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -43,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model, meta = load_model(args.checkpoint, args.device)
     cfg = DescriptorConfig(
-        tuple(args.scales), args.units, args.combine, not args.no_flip, args.layer,
-        args.normalise_each_scale, args.batch_size, args.size_step, extra={"checkpoint": args.checkpoint},
+        scales=tuple(args.scales), units=args.units, combine=args.combine, flip=not args.no_flip,
+        layer=args.layer, normalise_each_scale=args.normalise_each_scale, batch_size=args.batch_size,
+        size_step=args.size_step, grey=args.grey, extra={"checkpoint": args.checkpoint},
     )  # fmt: skip
     classes = None
     if args.classes_from:
