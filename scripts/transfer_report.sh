@@ -29,3 +29,19 @@ for net in fmnist random; do
     vd transfer $v-train.safetensors $v-val.safetensors --ap voc07 --json $v-voc07.json
   done
 done
+
+# Ablation: grey input (the Fashion-MNIST net only ever saw R = G = B), stacked scales.
+for net in fmnist random; do
+  ck=runs/transfer-fmnist/$net.safetensors
+  for split in train val; do
+    vd features "$ck" $D/hymenoptera --split $split --out $OUT/hym-$net-grey-$split.safetensors \
+      ${SCALES[stack]} --grey --threads 1
+    vd features "$ck" $D/critters-voc --split $split --out $OUT/voc-$net-grey-$split.safetensors \
+      ${SCALES[stack]} --grey --threads 1
+  done
+  h=$OUT/hym-$net-grey; v=$OUT/voc-$net-grey
+  vd transfer $h-train.safetensors $h-val.safetensors --json $h.json
+  vd transfer $h-train.safetensors $h-val.safetensors --per-class 30 --splits 3 --json $h-caltech.json
+  vd transfer $v-train.safetensors $v-val.safetensors --ap area --json $v.json
+  vd transfer $v-train.safetensors $v-val.safetensors --ap voc07 --json $v-voc07.json
+done
