@@ -9,6 +9,8 @@ D=../shared/data
 OUT=runs/transfer-report
 mkdir -p "$OUT"
 TIMEFORMAT='    CPU %3U s user + %3S s sys, wall %3R s'
+DATASETS=${DATASETS:-"hym voc"}  # e.g. DATASETS=voc to redo the critters-voc half only
+want() { [[ " $DATASETS " == *" $1 "* ]]; }
 vd() { echo "\$ verydeep $*"; time "$PY" -m verydeep "$@" 2>/dev/null; }
 
 declare -A SCALES=([single]="--scales 256" [stack]="--scales 256 384 512 --combine stack"
@@ -17,16 +19,16 @@ for net in fmnist random; do
   ck=runs/transfer-fmnist/$net.safetensors
   for mode in single stack average; do
     for split in train val; do
-      vd features "$ck" $D/hymenoptera --split $split --out $OUT/hym-$net-$mode-$split.safetensors \
+      want hym && vd features "$ck" $D/hymenoptera --split $split --out $OUT/hym-$net-$mode-$split.safetensors \
         ${SCALES[$mode]} --threads 1
-      vd features "$ck" $D/critters-voc --split $split --out $OUT/voc-$net-$mode-$split.safetensors \
+      want voc && vd features "$ck" $D/critters-voc --split $split --out $OUT/voc-$net-$mode-$split.safetensors \
         ${SCALES[$mode]} --threads 1
     done
     h=$OUT/hym-$net-$mode; v=$OUT/voc-$net-$mode
-    vd transfer $h-train.safetensors $h-val.safetensors --json $h.json
-    vd transfer $h-train.safetensors $h-val.safetensors --per-class 30 --splits 3 --json $h-caltech.json
-    vd transfer $v-train.safetensors $v-val.safetensors --ap area --json $v.json
-    vd transfer $v-train.safetensors $v-val.safetensors --ap voc07 --json $v-voc07.json
+    want hym && vd transfer $h-train.safetensors $h-val.safetensors --json $h.json
+    want hym && vd transfer $h-train.safetensors $h-val.safetensors --per-class 30 --splits 3 --json $h-caltech.json
+    want voc && vd transfer $v-train.safetensors $v-val.safetensors --ap area --json $v.json
+    want voc && vd transfer $v-train.safetensors $v-val.safetensors --ap voc07 --json $v-voc07.json
   done
 done
 
@@ -34,14 +36,14 @@ done
 for net in fmnist random; do
   ck=runs/transfer-fmnist/$net.safetensors
   for split in train val; do
-    vd features "$ck" $D/hymenoptera --split $split --out $OUT/hym-$net-grey-$split.safetensors \
+    want hym && vd features "$ck" $D/hymenoptera --split $split --out $OUT/hym-$net-grey-$split.safetensors \
       ${SCALES[stack]} --grey --threads 1
-    vd features "$ck" $D/critters-voc --split $split --out $OUT/voc-$net-grey-$split.safetensors \
+    want voc && vd features "$ck" $D/critters-voc --split $split --out $OUT/voc-$net-grey-$split.safetensors \
       ${SCALES[stack]} --grey --threads 1
   done
   h=$OUT/hym-$net-grey; v=$OUT/voc-$net-grey
-  vd transfer $h-train.safetensors $h-val.safetensors --json $h.json
-  vd transfer $h-train.safetensors $h-val.safetensors --per-class 30 --splits 3 --json $h-caltech.json
-  vd transfer $v-train.safetensors $v-val.safetensors --ap area --json $v.json
-  vd transfer $v-train.safetensors $v-val.safetensors --ap voc07 --json $v-voc07.json
+  want hym && vd transfer $h-train.safetensors $h-val.safetensors --json $h.json
+  want hym && vd transfer $h-train.safetensors $h-val.safetensors --per-class 30 --splits 3 --json $h-caltech.json
+  want voc && vd transfer $v-train.safetensors $v-val.safetensors --ap area --json $v.json
+  want voc && vd transfer $v-train.safetensors $v-val.safetensors --ap voc07 --json $v-voc07.json
 done

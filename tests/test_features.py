@@ -187,8 +187,8 @@ def test_describe_real_photos_skips_bad_files(tmp_path):
     net = small_net(crop=32)
     paths, _, _ = labelled_images(DATA / "critters-voc", "val")
     grey = [p for p in paths if Image.open(p).mode == "L"][:1]
-    bad = tmp_path / "truncated.jpg"  # a real JPEG cut short: opens, fails to decode
-    bad.write_bytes(paths[0].read_bytes()[:3000])
+    bad = tmp_path / "garbage.jpg"  # not an image at all
+    bad.write_bytes(bytes(range(256)) * 4)
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     files = [*paths[:3], bad, empty, *grey]
@@ -220,3 +220,15 @@ def test_grey_input_equals_grey_image():
     grey = describe_images(net, PREP, [img], DescriptorConfig(scales=(64,), units="pixels", grey=True))
     torch.testing.assert_close(grey, describe_images(net, PREP, [img.convert("L").convert("RGB")], cfg))
     assert not torch.allclose(grey, describe_images(net, PREP, [img], cfg))
+
+
+def test_agrees_with_evaluation_dense_fc7():
+    """Cross-check with the evaluation engine's pooled FC7 (another implementation of the same path)."""
+    from verydeep.evaluation.core import dense_scores_batch
+
+    net = small_net()
+    imgs = random_images([(120, 80), (80, 80), (80, 120)])
+    for combine, theirs in (("stack", "stack"), ("average", "mean")):
+        cfg = DescriptorConfig(scales=(64, 96), units="pixels", combine=combine)
+        other = dense_scores_batch(net, imgs, [64, 96], PREP, output="fc7", combine=theirs)
+        torch.testing.assert_close(describe_images(net, PREP, imgs, cfg), F.normalize(other, dim=1))

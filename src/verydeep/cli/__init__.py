@@ -17,7 +17,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["info", "features", "transfer"]
+COMMANDS = ["info", "train", "eval", "predict", "study", "features", "transfer"]
 
 
 def build_parser() -> argparse.ArgumentParser:
