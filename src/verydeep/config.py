@@ -32,7 +32,7 @@ def pixels(s: float, crop_size: int) -> int:
 class ModelConfig:
     arch: str = "D"  # paper letter (A, A-LRN, B, C, D, E) or vgg11/13/16/19, "_bn" for batch norm
     num_classes: int = 0  # 0: take it from the dataset
-    in_channels: int = 3
+    in_channels: int = 0  # 0: take it from the dataset (1 for Fashion-MNIST unless grey_to_rgb)
     width_mult: float = 1.0  # conv widths are 64..512 times this
     fc_width: int = 4096
     crop_size: int = 224
@@ -119,6 +119,7 @@ class TrainConfig:
     resume: bool = True  # continue from out_dir's last checkpoint if there is one
     init_from: str = ""  # fine-tune from this checkpoint (e.g. S=384 from S=256, new classes allowed)
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for smoke runs
+    checkpoint_every: int = 0  # also checkpoint every N optimiser steps mid-epoch (0: per epoch only)
     eval_test: bool = True  # report test error at the end (never used for decisions)
     on_nonfinite: str = "stop"  # stop | skip
 

@@ -17,7 +17,9 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["info", "localize"]
+COMMANDS = [
+    "info", "train", "eval", "predict", "features", "transfer", "convert", "export", "study", "localize",
+]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

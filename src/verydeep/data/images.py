@@ -10,14 +10,17 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "PPM", "TIFF", "MPO")  # what Image.open may accept
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "PPM", "TIFF")  # what Image.open may accept
 MAX_PIXELS = 120_000_000  # larger declared sizes are refused as decompression bombs
 
 
@@ -59,7 +62,7 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
                 if min_side and img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
                     scale = min(img.size) / min_side
                     img.draft(img.mode, (int(img.width / scale) + 1, int(img.height / scale) + 1))
-                img.load()
+                _load_tolerating_truncation(img, path)
                 return _to_rgb(img)
     except BadImageError:
         raise
@@ -71,3 +74,22 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
         Image.DecompressionBombWarning,
     ) as e:
         raise BadImageError(f"{path}: cannot decode ({type(e).__name__}: {e})") from None
+
+
+def _load_tolerating_truncation(img: Image.Image, path: Path) -> None:
+    """Decode pixels; a JPEG missing only its tail is kept (rest filled grey) with a warning.
+
+    Photos with a few lost bytes at the end are common in real collections (one is in
+    critters-voc); refusing them would lose data, while random bytes still fail to decode.
+    """
+    try:
+        img.load()
+    except OSError as e:
+        if "truncated" not in str(e) or img.format != "JPEG":
+            raise
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            img.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+        log.warning("%s: truncated JPEG decoded, missing part filled", path)

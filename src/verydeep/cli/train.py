@@ -1,0 +1,31 @@
+"""``verydeep train``: build the RunConfig from --config/--set and call ``train.fit``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import RunConfig
+from . import add_config_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a net with the paper's recipe (works under torchrun)")
+    add_config_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = RunConfig.from_sources(args.config, args.set)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=1))
+        return 0
+    from ..train import fit  # torch-heavy import only when training
+
+    result = fit(cfg, progress=not args.no_progress)
+    test = result.get("test")
+    if test:
+        print(f"test top-1 error: {100 * test['top1_err']:.2f}%  top-5 error: {100 * test['top5_err']:.2f}%")
+    return 0

@@ -1,0 +1,185 @@
+"""From a ``RunConfig`` to batches: datasets, held-out split, training statistics, augmentation.
+
+The held-out split that drives the learning-rate schedule is cut from the training split with a
+fixed seed; the test split is only ever used for the final report. The mean pixel and colour PCA
+are computed on the training part only, once, and travel with every checkpoint.
+
+Example:
+    >>> from verydeep.data.build import split_indices
+    >>> train, val = split_indices(100, 0.1)
+    >>> len(train), len(val), len(set(train.tolist()) & set(val.tolist()))
+    (90, 10, 0)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig, pixels
+from ..distributed import DistEnv
+from .fashion_mnist import CLASSES as FMNIST_CLASSES
+from .fashion_mnist import load_fashion_mnist
+from .folder import ImageFolderDataset, scan_image_folder
+from .images import BadImageError, load_image
+from .loaders import EpochOrder, FolderBatches, TensorBatches
+from .preprocess import ColourPCA, Preprocess
+from .transforms import (
+    CentreCropTransform,
+    TrainTransform,
+    centre_crop_params,
+    random_crop_params,
+    rescale_smallest,
+    scale_crop_flip,
+)
+
+SPLIT_SEED = 1234  # the held-out split never changes with the training seed
+
+
+@dataclass
+class DataBundle:
+    classes: list[str]
+    channels: int
+    train: TensorBatches | FolderBatches
+    val: TensorBatches | FolderBatches | None
+    test: TensorBatches | FolderBatches | None
+    train_prepare: Callable[[torch.Tensor], torch.Tensor]  # device uint8 batch -> net input
+    eval_prepare: Callable[[torch.Tensor], torch.Tensor]
+    preprocess: Preprocess
+    pca: ColourPCA
+
+
+def split_indices(n: int, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    n_val = round(n * val_fraction)
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def pixel_stats(pixels_: torch.Tensor) -> tuple[tuple[float, ...], ColourPCA]:
+    """Mean RGB (0-255) and colour PCA of (P, C) pixel samples."""
+    return tuple(pixels_.float().mean(0).tolist()), ColourPCA.fit(pixels_)
+
+
+def _sample_folder_pixels(samples: list, n_images: int = 500, side: int = 64) -> torch.Tensor:
+    """Pixels of up to ``n_images`` training photos, shrunk to ``side`` (mean and PCA barely move)."""
+    rng = random.Random(SPLIT_SEED)
+    picked = rng.sample(samples, min(n_images, len(samples)))
+    chunks = []
+    for path, _ in picked:
+        try:
+            img = rescale_smallest(load_image(path, min_side=side), side)
+        except BadImageError:
+            continue
+        chunks.append(torch.as_tensor(bytearray(img.tobytes()), dtype=torch.uint8).view(-1, 3))
+    if not chunks:
+        raise ValueError("no readable training images to compute the mean pixel from")
+    return torch.cat(chunks)
+
+
+def _micro_batch(cfg: RunConfig, env: DistEnv) -> tuple[int, int]:
+    """(per-rank micro-batch, accumulation steps) for the global batch."""
+    b = cfg.optim.batch_size
+    if b % env.world_size:
+        raise ValueError(f"optim.batch_size {b} is not divisible by {env.world_size} processes")
+    per_rank = b // env.world_size
+    micro = cfg.optim.micro_batch or per_rank
+    if per_rank % micro:
+        raise ValueError(f"per-process batch {per_rank} is not a multiple of optim.micro_batch {micro}")
+    return micro, per_rank // micro
+
+
+def build_data(cfg: RunConfig, env: DistEnv, device: torch.device) -> tuple[DataBundle, int]:
+    """The ``DataBundle`` for this rank, and the gradient accumulation steps."""
+    micro, accum = _micro_batch(cfg, env)
+    if cfg.data.dataset == "fashion-mnist":
+        return _fashion_mnist(cfg, env, micro, device), accum
+    return _image_folder(cfg, env, micro, device), accum
+
+
+def _fashion_mnist(cfg: RunConfig, env: DistEnv, micro: int, device: torch.device) -> DataBundle:
+    d, crop = cfg.data, cfg.model.crop_size
+    images, labels = load_fashion_mnist(d.root, "train")
+    if d.subset:
+        images, labels = images[: d.subset], labels[: d.subset]
+    tr, va = split_indices(len(images), d.val_fraction)
+    if d.grey_to_rgb:  # an explicit choice: 3-channel nets (e.g. for transfer) see grey as RGB
+        images = images.expand(-1, 3, -1, -1).contiguous()
+    mean, pca = pixel_stats(images[tr].permute(0, 2, 3, 1).reshape(-1, images.shape[1]))
+    prep = Preprocess.preset("paper", mean=mean)
+    scale = (pixels(d.scale[0], crop), pixels(d.scale[-1], crop))
+    q = pixels(d.eval_scale, crop)
+
+    def train_prepare(x: torch.Tensor) -> torch.Tensor:
+        params = random_crop_params(len(x), tuple(x.shape[-2:]), scale, crop, d.flip)
+        colour = pca.sample(len(x), d.colour_shift).to(x.device) if d.colour_shift else None
+        return prep(scale_crop_flip(x, crop, *params), colour)
+
+    def eval_prepare(x: torch.Tensor) -> torch.Tensor:
+        return prep(scale_crop_flip(x, crop, *centre_crop_params(len(x), tuple(x.shape[-2:]), q, crop)))
+
+    def batches(imgs: torch.Tensor, lbls: torch.Tensor, train: bool) -> TensorBatches:
+        order = EpochOrder(len(imgs), micro, cfg.train.seed, env.rank, env.world_size, shuffle=train)
+        return TensorBatches(imgs, lbls, order)
+
+    test = None
+    if cfg.train.eval_test:
+        ti, tl = load_fashion_mnist(d.root, "test")
+        test = batches(ti.expand(-1, images.shape[1], -1, -1), tl, False)
+    val = batches(images[va], labels[va], False) if len(va) else None
+    return DataBundle(
+        FMNIST_CLASSES,
+        images.shape[1],
+        batches(images[tr], labels[tr], True),
+        val,
+        test,
+        train_prepare,
+        eval_prepare,
+        prep,
+        pca,
+    )
+
+
+def _image_folder(cfg: RunConfig, env: DistEnv, micro: int, device: torch.device) -> DataBundle:
+    d, crop = cfg.data, cfg.model.crop_size
+    root = Path(d.root)
+    samples, classes = scan_image_folder(root / "train" if (root / "train").is_dir() else root)
+    if d.subset:
+        samples = samples[: d.subset]
+    tr, va = split_indices(len(samples), d.val_fraction)
+    train_samples = [samples[i] for i in tr.tolist()]
+    mean, pca = pixel_stats(_sample_folder_pixels(train_samples))
+    prep = Preprocess.preset("paper", mean=mean)
+    workers = d.workers if d.workers >= 0 else min(8, os.cpu_count() or 1)
+    pin = device.type == "cuda"
+    scale = (pixels(d.scale[0], crop), pixels(d.scale[-1], crop))
+    centre = CentreCropTransform(pixels(d.eval_scale, crop), crop)
+
+    def batches(subset: list, transform: Callable, train: bool) -> FolderBatches:
+        order = EpochOrder(len(subset), micro, cfg.train.seed, env.rank, env.world_size, shuffle=train)
+        return FolderBatches(ImageFolderDataset(subset, transform, d.on_bad_image), order, workers, pin)
+
+    def train_prepare(x: torch.Tensor) -> torch.Tensor:
+        colour = pca.sample(len(x), d.colour_shift).to(x.device) if d.colour_shift else None
+        return prep(x, colour)
+
+    val_samples = [samples[i] for i in va.tolist()]
+    test = None
+    test_root = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
+    if cfg.train.eval_test and test_root is not None:
+        test = batches(scan_image_folder(test_root, classes)[0], centre, False)
+    return DataBundle(
+        classes,
+        3,
+        batches(train_samples, TrainTransform(scale, crop, d.flip), True),
+        batches(val_samples, centre, False) if val_samples else None,
+        test,
+        train_prepare,
+        prep,
+        prep,
+        pca,
+    )

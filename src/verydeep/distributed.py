@@ -1,0 +1,94 @@
+"""torchrun-native data parallelism: read the environment, gate I/O on rank 0, seed per rank.
+
+Synchronous like the paper (Section 3.3): each global batch is split across processes and the
+gradients are averaged, so a step equals a single-process step on the whole batch.
+
+Example:
+    >>> from verydeep.distributed import DistEnv
+    >>> env = DistEnv.from_environ({})
+    >>> env.world_size, env.is_main
+    (1, True)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_environ(cls, environ: dict | None = None) -> DistEnv:
+        env = os.environ if environ is None else environ
+        return cls(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, env: DistEnv) -> torch.device:
+    """``auto`` -> cuda:<local_rank> when CUDA is there, else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{env.local_rank}"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("train.device asks for CUDA but no CUDA device is available")
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # fixed crop size: autotuning pays off
+    return device
+
+
+def init(env: DistEnv, device: torch.device) -> None:
+    """Join the process group (nccl on CUDA, gloo on CPU) when launched with several ranks."""
+    if env.enabled and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def seed_everything(seed: int, env: DistEnv) -> None:
+    """Seed + rank: ranks draw different crops and dropout masks, reproducibly."""
+    s = seed + env.rank
+    random.seed(s)
+    torch.manual_seed(s)
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def sum_across(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum over ranks (identity on one process)."""
+    if not dist.is_initialized():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def broadcast_params(model: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank."""
+    if dist.is_initialized():
+        for t in model.state_dict().values():
+            dist.broadcast(t, src=0)

@@ -1,0 +1,192 @@
+"""Training wiring (Section 3.1): config -> data, model, optimiser, schedule -> epochs -> checkpoints.
+
+``fit`` is what ``verydeep train`` calls; it works the same alone or under ``torchrun``. The run
+directory gets ``config.json``, ``log.csv``, ``curves.png`` and ``checkpoints/{last,best}``.
+
+Example (two optimiser steps on a Fashion-MNIST subset; skipped where the data is absent):
+    >>> import os, tempfile
+    >>> from verydeep.config import RunConfig
+    >>> from verydeep.train import fit
+    >>> if os.path.isdir("/usr/share/datasets/fashion-mnist"):
+    ...     cfg = RunConfig.from_sources(overrides=["model.arch=A", "model.width_mult=0.125",
+    ...         "model.fc_width=32", "model.crop_size=32", "data.subset=600", "optim.batch_size=64",
+    ...         "train.max_steps=2", "train.eval_test=false", f"train.out_dir={tempfile.mkdtemp()}"])
+    ...     print(fit(cfg, progress=False)["global_step"])
+    ... else:
+    ...     print(2)
+    2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from . import distributed as dist
+from .config import RunConfig
+from .data.build import build_data
+from .engine import StepState, evaluate, train_one_epoch
+from .io.checkpoint import Meta, load_model
+from .io.run_dir import RunDir
+from .models.init import init_from_net_a, init_weights
+from .models.vgg import VGG
+from .schedule import PlateauSchedule
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast where the hardware has native bf16 (CUDA, or AVX512-BF16/AMX CPUs)."""
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if _cpu_has_bf16() else None
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def build_model(cfg: RunConfig, classes: int, channels: int) -> VGG:
+    """The net of the config, initialised as asked (scheme, then net A, then a checkpoint)."""
+    m = cfg.model
+    if m.num_classes and m.num_classes != classes:
+        raise ValueError(f"model.num_classes is {m.num_classes} but the dataset has {classes} classes")
+    model = VGG(m.arch, classes, channels, m.width_mult, m.fc_width, m.crop_size, m.dropout)
+    init_weights(model, m.init, m.init_std)
+    if m.init_from_a:
+        net_a, _ = load_model(m.init_from_a)
+        init_from_net_a(model, net_a, m.init_from_a_convs)
+    if cfg.train.init_from:
+        _fine_tune_from(model, cfg.train.init_from)
+    return model
+
+
+def _fine_tune_from(model: VGG, path: str) -> None:
+    """Load every tensor of ``path`` whose shape fits; FC8 stays random for a new label set."""
+    source, _ = load_model(path)
+    own = model.state_dict()
+    loaded = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in loaded]
+    if any(not k.startswith("classifier.6") for k in missing):
+        raise ValueError(f"{path} does not fit {model.arch}: {missing[:3]} differ (same config needed)")
+    model.load_state_dict(loaded, strict=False)
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_biases: bool) -> list[dict]:
+    """L2 on conv/FC weights; biases and BN parameters only if ``decay_biases``."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 or decay_biases else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def fit(cfg: RunConfig, progress: bool = True) -> dict:
+    """Train until the schedule stops (or ``train.epochs``); returns the final numbers."""
+    env = dist.DistEnv.from_environ()
+    device = dist.resolve_device(cfg.train.device, env)
+    dist.init(env, device)
+    try:
+        return _fit(cfg, env, device, progress)
+    finally:
+        dist.shutdown()
+
+
+def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool) -> dict:
+    dist.seed_everything(cfg.train.seed, env)
+    data, accum = build_data(cfg, env, device)
+    cfg.model = dataclasses.replace(cfg.model, num_classes=len(data.classes), in_channels=data.channels)
+    model = build_model(cfg, len(data.classes), data.channels).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(
+        param_groups(model, cfg.optim.weight_decay, cfg.optim.decay_biases),
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+    )
+    sched = PlateauSchedule(cfg.optim.lr, cfg.optim.lr_factor, cfg.optim.patience, cfg.optim.max_reductions)
+    meta = Meta(
+        preprocess=data.preprocess.to_dict(),
+        classes=data.classes,
+        train_scale=list(cfg.data.scale),
+        pca=data.pca.to_dict(),
+        config=cfg.to_dict(),
+    )
+    run = RunDir(cfg.train.out_dir, env.is_main, progress, env.rank)
+    state = StepState()
+    if cfg.train.resume and run.has_checkpoint():
+        state = run.restore(model, opt, sched, device)
+    run.start(cfg, resumed=state.global_step > 0)
+    amp = resolve_precision(cfg.train.precision, device)
+    net: nn.Module = DistributedDataParallel(model) if env.enabled else model
+    if cfg.train.compile:
+        net = torch.compile(net)
+    while state.epoch < cfg.train.epochs and not sched.stopped:
+        t0 = time.perf_counter()
+        data.train.set_epoch(state.epoch, start=state.step_in_epoch * accum)
+        for g in opt.param_groups:
+            g["lr"] = sched.lr
+        bar = run.progress_bar(len(data.train) // accum, state.step_in_epoch, f"epoch {state.epoch + 1}")
+
+        def on_step(s: StepState, m: dict, bar=bar) -> None:
+            bar.update(m)
+            if cfg.train.checkpoint_every and s.global_step % cfg.train.checkpoint_every == 0:
+                run.save(model, meta, opt, sched, s)
+
+        tr = train_one_epoch(
+            net,
+            data.train,
+            opt,
+            data.train_prepare,
+            device,
+            state,
+            accum,
+            amp,
+            cfg.train.on_nonfinite,
+            on_step,
+            cfg.train.max_steps,
+        )
+        bar.close()
+        done_epoch = state.step_in_epoch * accum >= len(data.train)
+        va = _evaluate(model, data.val, data.eval_prepare, device, amp)
+        if done_epoch:
+            improved = sched.step(1 - va["top1_err"] if va else -tr["loss"])
+            state.history.append(run.epoch_row(state.epoch, tr, va, sched.lr, time.perf_counter() - t0))
+            state.epoch, state.step_in_epoch = state.epoch + 1, 0
+            run.save(model, meta, opt, sched, state, best=improved)
+            run.write_curves(state.history)
+        else:
+            run.save(model, meta, opt, sched, state)
+        if cfg.train.max_steps and state.global_step >= cfg.train.max_steps:
+            break
+    result = {"global_step": state.global_step, "epochs": state.epoch, "skipped_steps": state.skipped_steps}
+    if data.test is not None:  # reported once, with the held-out-best weights; never for decisions
+        run.load_best(model)
+        dist.broadcast_params(model)
+        result["test"] = _evaluate(model, data.test, data.eval_prepare, device, amp)
+        run.log(
+            f"test top-1 error {100 * result['test']['top1_err']:.2f}% "
+            f"top-5 error {100 * result['test']['top5_err']:.2f}% ({result['test']['images']} images)"
+        )
+    run.finish(result)
+    return result
+
+
+def _evaluate(model: nn.Module, batches, prepare, device: torch.device, amp) -> dict | None:
+    """Held-out numbers, summed over ranks (each rank evaluates its shard)."""
+    if batches is None:
+        return None
+    m = evaluate(model, batches, prepare, device, amp)
+    n = m["images"]
+    loss, e1, e5, n = dist.sum_across([m["loss"] * n, m["top1_err"] * n, m["top5_err"] * n, n], device)
+    return {"loss": loss / n, "top1_err": e1 / n, "top5_err": e5 / n, "images": int(n)}

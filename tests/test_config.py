@@ -1,0 +1,51 @@
+import pytest
+
+from verydeep.config import RunConfig, pixels
+
+
+def test_defaults_are_the_papers():
+    c = RunConfig()
+    assert (c.optim.lr, c.optim.momentum, c.optim.weight_decay, c.optim.batch_size) == (0.01, 0.9, 5e-4, 256)
+    assert c.model.dropout == 0.5 and c.model.init_std == 0.01 and c.optim.max_reductions == 3
+    assert c.data.scale == [256] and c.data.colour_shift == 0.1
+
+
+def test_toml_then_overrides(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[model]\narch = "C"\ncrop_size = 64\n[data]\nscale = [256, 512]\n')
+    c = RunConfig.from_sources(f, ["model.arch=E_bn", "optim.lr=1e-3", "data.flip=false"])
+    assert (c.model.arch, c.model.crop_size, c.optim.lr, c.data.flip) == ("E_bn", 64, 1e-3, False)
+    assert c.data.jittered and c.data.eval_scale == 384
+    assert RunConfig.from_dict(c.to_dict()) == c
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.arch=F", "unknown VGG config"),
+        ("model.crop_size=16", "crop_size"),
+        ("data.scale=[512, 256]", "Smin <= Smax"),
+        ("optim.nope=1", "unknown key"),
+        ("nosection=1", "section.key=value"),
+        ("train.precision=fp8", "precision"),
+        ("data.flip=maybe", "true or false"),
+    ],
+)
+def test_bad_values_give_one_line_errors(override, message):
+    with pytest.raises(ValueError, match=message) as e:
+        RunConfig.from_sources(overrides=[override])
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_toml_key(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[model]\narchh = 'A'\n")
+    with pytest.raises(ValueError, match="archh"):
+        RunConfig.from_sources(f)
+    with pytest.raises(ValueError, match="not found"):
+        RunConfig.from_sources(tmp_path / "missing.toml")
+
+
+def test_paper_scales_at_small_crops():
+    assert pixels(256, 224) == 256 and pixels(384, 224) == 384
+    assert pixels(256, 32) == 37 and pixels(512, 32) == 73 and pixels(384, 32) == 55

@@ -1,0 +1,132 @@
+"""Data: IDX reader, image decoding of every real mode, transforms against torchvision."""
+
+import gzip
+
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from verydeep.data.build import split_indices
+from verydeep.data.fashion_mnist import load_fashion_mnist, read_idx
+from verydeep.data.folder import scan_image_folder
+from verydeep.data.images import BadImageError, load_image
+from verydeep.data.loaders import EpochOrder
+from verydeep.data.preprocess import ColourPCA, Preprocess
+from verydeep.data.transforms import TrainTransform, centre_crop_params, random_crop_params, scale_crop_flip
+
+
+def test_idx_round_trip_and_corruption(tmp_path):
+    arr = torch.randint(0, 256, (3, 2, 5), dtype=torch.uint8).numpy()
+    raw = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in arr.shape) + arr.tobytes()
+    (tmp_path / "a.gz").write_bytes(gzip.compress(raw))
+    assert (read_idx(tmp_path / "a.gz") == arr).all()
+    (tmp_path / "b").write_bytes(raw[:-1])
+    with pytest.raises(ValueError, match="header says"):
+        read_idx(tmp_path / "b")
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_fashion_mnist(tmp_path, "train")
+
+
+def test_fashion_mnist_real_files(fmnist_root):
+    x, y = load_fashion_mnist(fmnist_root, "test")
+    assert x.shape == (10000, 1, 28, 28) and x.dtype == torch.uint8
+    assert torch.bincount(y).tolist() == [1000] * 10  # the test set is balanced
+
+
+def test_every_real_image_mode_decodes(shared_data):
+    files = list((shared_data / "hymenoptera").rglob("*.*")) + list(
+        (shared_data / "critters-voc").rglob("*.jpg")
+    )
+    modes = set()
+    for f in files:
+        if f.suffix.lower() not in (".jpg", ".jpeg", ".png", ".gif"):
+            continue
+        with Image.open(f) as im:
+            modes.add(im.mode)
+        img = load_image(f)
+        assert img.mode == "RGB" and min(img.size) > 0
+    assert {"RGB", "L", "P"} <= modes
+
+
+def test_bad_images_are_refused_clearly(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "noise.jpg").write_bytes(bytes(range(256)) * 4)
+    for name in ("empty.jpg", "noise.jpg", "missing.jpg"):
+        with pytest.raises(BadImageError, match=name):
+            load_image(tmp_path / name)
+
+
+def test_batched_scale_crop_flip_equals_torchvision_resize_then_crop():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    s = 55
+    ref = TF.resize(x.float(), [s, s], antialias=False)  # independent oracle: resize, then crop
+    t, left, flips = torch.tensor([0, 23]), torch.tensor([23, 0]), torch.tensor([False, True])
+    out = scale_crop_flip(x, 32, torch.tensor([s, s]), t, left, flips)
+    expected = torch.stack([ref[0, :, 0:32, 23:55], ref[1, :, 23:55, 0:32].flip(-1)])
+    assert (out.float() - expected.round().clamp(0, 255)).abs().max() <= 1  # rounding only
+
+
+def test_centre_crop_matches_torchvision_and_random_crops_cover_all_positions():
+    x = torch.randint(0, 256, (1, 1, 28, 28), dtype=torch.uint8)
+    out = scale_crop_flip(x, 32, *centre_crop_params(1, (28, 28), 55, 32))
+    ref = TF.center_crop(TF.resize(x.float(), [55, 55], antialias=False), [32, 32])
+    assert (out.float() - ref.round().clamp(0, 255)).abs().max() <= 1
+    torch.manual_seed(0)
+    _, tops, lefts, flips = random_crop_params(4000, (28, 28), (37, 37), 32, flip=True)
+    assert set(tops.tolist()) == set(range(6)) and set(lefts.tolist()) == set(range(6))
+    assert 0.45 < flips.float().mean() < 0.55
+
+
+def test_train_transform_shapes_and_scale_range(shared_data):
+    img = load_image(next((shared_data / "hymenoptera" / "train" / "ants").iterdir()))
+    t = TrainTransform((64, 96), 56)
+    outs = [t(img) for _ in range(5)]
+    assert all(o.shape == (3, 56, 56) and o.dtype == torch.uint8 for o in outs)
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        TrainTransform((30, 40), 32)
+
+
+def test_scan_image_folder(shared_data, tmp_path):
+    samples, classes = scan_image_folder(shared_data / "hymenoptera" / "train")
+    assert classes == ["ants", "bees"] and len(samples) > 200
+    with pytest.raises(ValueError, match="no images"):
+        (tmp_path / "cls").mkdir()
+        scan_image_folder(tmp_path)
+    with pytest.raises(NotADirectoryError):
+        scan_image_folder(tmp_path / "nope")
+
+
+def test_epoch_order_shards_partition_the_global_batch():
+    one = EpochOrder(20, micro_batch=4, seed=3)
+    ranks = [EpochOrder(20, micro_batch=2, seed=3, rank=r, world=2) for r in range(2)]
+    step0 = set(ranks[0].indices()[:2].tolist()) | set(ranks[1].indices()[:2].tolist())
+    assert step0 == set(one.indices()[:4].tolist())
+    one.set_epoch(1)
+    assert one.indices().tolist() != EpochOrder(20, 4, seed=3).indices().tolist()
+    tr, va = split_indices(50, 0.2)
+    assert len(va) == 10 and not set(tr.tolist()) & set(va.tolist())
+
+
+def test_colour_pca_recovers_the_principal_axis():
+    torch.manual_seed(0)
+    direction = torch.tensor([0.6, 0.8, 0.0])
+    px = 128 + torch.randn(20000, 1) * 40 * direction + torch.randn(20000, 3) * 2
+    pca = ColourPCA.fit(px)
+    top = torch.tensor(pca.eigvec)[:, -1]
+    assert abs(abs(float(top @ direction)) - 1) < 1e-3
+    shifts = pca.sample(5000, 0.1)
+    # shifts lie (almost) along the top component, std = 0.1 * lambda_top * 255
+    assert abs(shifts.std(0).norm().item() - 0.1 * pca.eigval[-1] * 255) / (0.1 * pca.eigval[-1] * 255) < 0.1
+
+
+def test_preprocess_presets():
+    x = torch.full((1, 3, 1, 1), 255, dtype=torch.uint8)
+    x[0, 0] = 0  # R = 0, G = B = 255
+    tv = Preprocess.preset("torchvision")(x)[0, :, 0, 0]
+    torch.testing.assert_close(tv, torch.tensor([-0.485 / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]))
+    caffe = Preprocess.preset("caffe")(x)[0, :, 0, 0]  # BGR order out
+    torch.testing.assert_close(caffe, torch.tensor([255 - 103.939, 255 - 116.779, 0 - 123.68]))
+    with pytest.raises(ValueError, match="unknown preprocessing"):
+        Preprocess.preset("keras")

@@ -1,0 +1,177 @@
+"""Training end to end on real Fashion-MNIST: learning, exact resume, DDP == one process."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from verydeep.config import RunConfig
+from verydeep.engine import NonFiniteLossError, StepState, topk_errors, train_one_epoch
+from verydeep.models.vgg import VGG
+from verydeep.train import fit, param_groups
+
+TINY = [
+    "model.arch=A",
+    "model.width_mult=0.125",
+    "model.fc_width=32",
+    "model.crop_size=32",
+    "model.init=glorot",
+]
+
+
+def cfg(out, *extra):
+    return RunConfig.from_sources(overrides=[*TINY, f"train.out_dir={out}", *extra])
+
+
+@pytest.mark.slow
+def test_learns_well_below_chance(fmnist_root, tmp_path):
+    c = cfg(
+        tmp_path,
+        "model.width_mult=0.25",
+        "model.fc_width=128",
+        "data.subset=4000",
+        "optim.batch_size=64",
+        "train.epochs=2",
+    )
+    result = fit(c, progress=False)
+    assert result["test"]["top1_err"] < 0.45  # chance is 0.90
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    log = (tmp_path / "log.csv").read_text().splitlines()
+    assert len(log) == 3 and log[0].startswith("epoch,lr,train_loss")
+    assert (tmp_path / "checkpoints" / "best.safetensors").is_file()
+
+
+def test_resume_is_bit_identical(fmnist_root, tmp_path):
+    common = ["data.subset=400", "optim.batch_size=32", "train.precision=fp32", "train.eval_test=false"]
+    fit(cfg(tmp_path / "straight", *common, "train.max_steps=7"), progress=False)
+    fit(cfg(tmp_path / "split", *common, "train.max_steps=4", "train.checkpoint_every=1"), progress=False)
+    fit(cfg(tmp_path / "split", *common, "train.max_steps=7"), progress=False)  # crosses an epoch end
+    a = load_file(tmp_path / "straight" / "checkpoints" / "last.safetensors")
+    b = load_file(tmp_path / "split" / "checkpoints" / "last.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_equal_one(fmnist_root, tmp_path):
+    common = [
+        *TINY, "model.dropout=0", "data.subset=300", "data.scale=[224]", "data.flip=false",
+        "data.colour_shift=0", "optim.batch_size=16", "train.precision=fp32", "train.max_steps=3",
+        "train.eval_test=false", "train.device=cpu",
+    ]  # fmt: skip
+    sets = [a for o in common for a in ("--set", o)]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    one = [
+        sys.executable,
+        "-m",
+        "verydeep",
+        "train",
+        "--no-progress",
+        *sets,
+        "--set",
+        f"train.out_dir={tmp_path / 'one'}",
+    ]
+    subprocess.run(one, check=True, env=env, capture_output=True)
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29533",
+        "-m",
+    ]
+    two = [*launch, "verydeep", "train", "--no-progress", *sets, "--set", f"train.out_dir={tmp_path / 'two'}"]
+    subprocess.run(two, check=True, env=env, capture_output=True)
+    a = load_file(tmp_path / "one" / "checkpoints" / "last.safetensors")
+    b = load_file(tmp_path / "two" / "checkpoints" / "last.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    assert not torch.equal(
+        a["classifier.6.weight"], VGG("A", 10, 1, 0.125, 32, 32).state_dict()["classifier.6.weight"]
+    )
+
+
+def test_nonfinite_loss_stops_or_skips():
+    net = VGG("A", num_classes=3, in_channels=1, width_mult=0.125, fc_width=16, crop_size=32)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    batches = [(torch.zeros(2, 1, 32, 32), torch.tensor([0, 1]))]
+    nan = lambda x: x * float("nan")  # noqa: E731
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        train_one_epoch(net, batches, opt, nan, torch.device("cpu"), StepState())
+    before = [p.clone() for p in net.parameters()]
+    state = StepState()
+    train_one_epoch(net, batches, opt, nan, torch.device("cpu"), state, on_nonfinite="skip")
+    assert state.skipped_steps == 1 and all(
+        torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True)
+    )
+
+
+def test_gradient_accumulation_equals_full_batch():
+    torch.manual_seed(0)
+    net = VGG("A", num_classes=3, in_channels=1, width_mult=0.125, fc_width=16, crop_size=32, dropout=0)
+    x, y = torch.randn(8, 1, 32, 32), torch.randint(0, 3, (8,))
+    nets = [net, VGG(**net.build_kwargs)]
+    nets[1].load_state_dict(net.state_dict())
+    for n, chunks in zip(nets, (1, 4), strict=True):
+        opt = torch.optim.SGD(n.parameters(), lr=0.1)
+        batches = list(zip(x.chunk(chunks), y.chunk(chunks), strict=True))
+        train_one_epoch(n, batches, opt, lambda t: t, torch.device("cpu"), StepState(), accum_steps=chunks)
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_weight_decay_applies_to_weights_only():
+    net = VGG("A_bn", num_classes=3, width_mult=0.125, fc_width=16, crop_size=32)
+    decay, no_decay = param_groups(net, 5e-4, decay_biases=False)
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert len(decay["params"]) == 8 + 3
+
+
+def test_topk_clipped_to_classes():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]])
+    assert topk_errors(logits, torch.tensor([1, 2])) == [1, 0]  # top-5 of 3 classes: all hit
+
+
+def test_fine_tune_to_new_classes(fmnist_root, tmp_path):
+    first = cfg(
+        tmp_path / "a", "data.subset=200", "optim.batch_size=32", "train.max_steps=1", "train.eval_test=false"
+    )
+    fit(first, progress=False)
+    ckpt = tmp_path / "a" / "checkpoints" / "last.safetensors"
+    tune = ["data.subset=200", "optim.batch_size=32", "train.max_steps=1", f"train.init_from={ckpt}"]
+    again = cfg(tmp_path / "b", *tune, "optim.lr=1e-3", "data.scale=[384]", "train.eval_test=false")
+    fit(again, progress=False)
+    a, b = load_file(ckpt), load_file(tmp_path / "b" / "checkpoints" / "last.safetensors")
+    # one step at lr 1e-3 moves the weights only a little from where they were loaded
+    assert (a["features.0.weight"] - b["features.0.weight"]).abs().max() < 1e-2
+
+
+def test_init_from_net_a_as_a_train_option(fmnist_root, tmp_path):
+    short = ["data.subset=200", "optim.batch_size=32", "train.max_steps=1", "train.eval_test=false"]
+    fit(cfg(tmp_path / "a", *short), progress=False)
+    a = load_file(tmp_path / "a" / "checkpoints" / "last.safetensors")
+    ckpt = tmp_path / "a" / "checkpoints" / "last.safetensors"
+    deep = cfg(tmp_path / "d", *short, "model.arch=D", f"model.init_from_a={ckpt}", "optim.lr=1e-9")
+    fit(deep, progress=False)
+    d = load_file(tmp_path / "d" / "checkpoints" / "last.safetensors")
+    # A's conv2_1 is features.3; D's conv2_1 is features.5 (after conv1_2 and the pool)
+    torch.testing.assert_close(d["features.5.weight"], a["features.3.weight"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(d["classifier.0.weight"], a["classifier.0.weight"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_image_folder_fine_tune_from_fashion_mnist(fmnist_root, shared_data, tmp_path):
+    """Real photographs through the file pipeline, from a 10-class grey net to 2 RGB classes."""
+    src = cfg(tmp_path / "fm", "data.subset=200", "data.grey_to_rgb=true", "optim.batch_size=32",
+              "train.max_steps=1", "train.eval_test=false")  # fmt: skip
+    fit(src, progress=False)
+    ckpt = tmp_path / "fm" / "checkpoints" / "last.safetensors"
+    tune = cfg(tmp_path / "hy", "data.dataset=imagefolder", f"data.root={shared_data / 'hymenoptera'}",
+               "data.scale=[256, 512]", "data.workers=0", "optim.batch_size=32", "optim.lr=1e-3",
+               f"train.init_from={ckpt}", "train.epochs=1")  # fmt: skip
+    result = fit(tune, progress=False)
+    assert result["test"]["images"] == 153  # the whole val split
+    assert 0 <= result["test"]["top1_err"] <= 1 and result["test"]["top5_err"] == 0  # 2 classes
