@@ -188,6 +188,20 @@ def test_voc_reader_refuses_doctype_and_entities():
         parse_voc_xml(b"<annotation>", "x")
 
 
+def test_voc_difficult_filter_and_zero_based_coordinates():
+    xml = b"""<annotation><filename>a.jpg</filename><size><width>20</width><height>10</height></size>
+    <object><name>cat</name><difficult>1</difficult><bndbox><xmin>0</xmin><ymin>0</ymin><xmax>5</xmax>
+    <ymax>5</ymax></bndbox></object><object><name>dog</name><truncated>1</truncated><bndbox><xmin>2</xmin>
+    <ymin>3</ymin><xmax>9</xmax><ymax>8.5</ymax></bndbox></object></annotation>"""
+    ann = parse_voc_xml(xml, "a", one_based=False)
+    assert ann.boxes().tolist() == [[0, 0, 5, 5], [2, 3, 9, 8.5]]
+    assert ann.boxes(difficult=False).tolist() == [[2, 3, 9, 8.5]]
+    assert ann.labels(["dog", "cat"]).tolist() == [1, 0] and ann.objects[1].truncated
+    assert ann.boxes(["dog"]).shape == (1, 4) and ann.boxes(["bird"]).shape == (0, 4)
+    with pytest.raises(ValueError, match="empty box"):
+        parse_voc_xml(xml.replace(b"<xmax>9</xmax>", b"<xmax>1</xmax>"), "a")  # xmax < xmin
+
+
 # --- nets --------------------------------------------------------------------------------
 TINY = {"num_classes": 3, "width_mult": 0.125, "fc_width": 32, "crop_size": 32}
 
