@@ -28,19 +28,12 @@ def cfg(out, *extra):
 
 @pytest.mark.slow
 def test_learns_well_below_chance(fmnist_root, tmp_path):
-    c = cfg(
-        tmp_path,
-        "model.width_mult=0.25",
-        "model.fc_width=128",
-        "data.subset=4000",
-        "optim.batch_size=64",
-        "train.epochs=2",
-    )
-    result = fit(c, progress=False)
-    assert result["test"]["top1_err"] < 0.45  # chance is 0.90
+    tiny = ["model.width_mult=0.25", "model.fc_width=128", "data.subset=6000", "optim.batch_size=64"]
+    result = fit(cfg(tmp_path, *tiny, "train.epochs=3"), progress=False)
+    assert result["test"]["top1_err"] < 0.5  # chance is 0.90
     assert (tmp_path / "curves.png").stat().st_size > 1000
     log = (tmp_path / "log.csv").read_text().splitlines()
-    assert len(log) == 3 and log[0].startswith("epoch,lr,train_loss")
+    assert len(log) == 4 and log[0].startswith("epoch,lr,train_loss")
     assert (tmp_path / "checkpoints" / "best.safetensors").is_file()
 
 

@@ -32,7 +32,10 @@ SCHEMES = ("normal", "glorot", "kaiming")
 
 @torch.no_grad()
 def init_weights(model: nn.Module, scheme: str = "normal", std: float = 0.01) -> None:
-    """Initialise conv and linear weights with ``scheme``; biases zero, BN to identity."""
+    """Initialise conv and linear weights with ``scheme``; biases zero, BN to identity.
+
+    ``kaiming`` is torchvision's scheme: fan-out Kaiming for convs, normal(0, std) for FC layers.
+    """
     if scheme not in SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
     for m in model.modules():
@@ -41,8 +44,10 @@ def init_weights(model: nn.Module, scheme: str = "normal", std: float = 0.01) ->
                 nn.init.normal_(m.weight, 0.0, std)
             elif scheme == "glorot":
                 nn.init.xavier_uniform_(m.weight)
-            else:
+            elif isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            else:  # as torchvision: fan-out Kaiming on a 2-way FC8 would give std 1
+                nn.init.normal_(m.weight, 0.0, std)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
