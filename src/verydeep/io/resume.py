@@ -121,12 +121,13 @@ class CheckpointSet:
     def _prune(self, committed: int) -> None:
         """Delete sets (and temporary files of killed writes) older than the committed one.
 
-        Newer ones may be a rank's next save in progress, or the leftovers of a killed save that
-        the resumed run will overwrite: they stay.
+        Newer ones may be a rank's next save in progress (every rank has passed the barrier of
+        this one), or the leftovers of a killed save that the resumed run will overwrite: they stay.
         """
         for p in self.folder.iterdir():
             m = _STEP_FILE.match(p.name)
-            if m and int(m.group(1)) < committed:
+            old = m and (int(m.group(1)) < committed or (p.name[0] == "." and int(m.group(1)) == committed))
+            if old or p.name.startswith((".last.", ".best.")):  # rank 0 alone writes those, in turn
                 p.unlink(missing_ok=True)
 
 
