@@ -109,6 +109,8 @@ def train_one_epoch(
             on_step(state, {"loss": loss_sum / seen, "top1_err": err_sum / seen, "img_s": seen / elapsed})
         if max_steps and state.global_step >= max_steps:
             break
+    if micro % accum_steps:  # trailing micro-batches that do not fill a step: dropped, not carried over
+        optimizer.zero_grad(set_to_none=True)
     elapsed = time.perf_counter() - t0
     return {
         "loss": loss_sum / max(seen, 1),

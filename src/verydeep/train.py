@@ -145,7 +145,7 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
 
         def on_step(s: StepState, m: dict, bar=bar, base=bad_base, before=bad_before, n=epoch_micro) -> None:
             bar.update(m)
-            end_of_epoch = s.step_in_epoch * accum >= n  # saved below, after evaluation
+            end_of_epoch = s.step_in_epoch >= n // accum  # saved below, after evaluation
             if (
                 cfg.train.checkpoint_every
                 and s.global_step % cfg.train.checkpoint_every == 0
@@ -171,7 +171,8 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
         bar.close()
         tr["bad_images"] = _count_bad(data.train, bad_before, device)
         state.bad_images = bad_base + tr["bad_images"]
-        done_epoch = state.step_in_epoch * accum >= len(data.train)
+        # whole steps only: trailing micro-batches that cannot fill a step are left out
+        done_epoch = state.step_in_epoch >= epoch_micro // accum
         last_val_bad = getattr(data.val, "bad_images", 0)
         va = _evaluate(model, data.val, data.eval_prepare, device, amp)
         if done_epoch:
