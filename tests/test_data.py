@@ -13,7 +13,7 @@ from verydeep.data.folder import scan_image_folder
 from verydeep.data.images import BadImageError, load_image
 from verydeep.data.loaders import EpochOrder
 from verydeep.data.preprocess import ColourPCA, Preprocess
-from verydeep.data.transforms import TrainTransform, scale_crop_flip
+from verydeep.data.transforms import TrainTransform, centre_crop_params, random_crop_params, scale_crop_flip
 
 
 def test_idx_round_trip_and_corruption(tmp_path):
@@ -62,11 +62,21 @@ def test_batched_scale_crop_flip_equals_torchvision_resize_then_crop():
     x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
     s = 55
     ref = TF.resize(x.float(), [s, s], antialias=False)  # independent oracle: resize, then crop
-    out = scale_crop_flip(
-        x, 32, torch.tensor([s, s]), torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([False, True])
-    )
+    t, left, flips = torch.tensor([0, 23]), torch.tensor([23, 0]), torch.tensor([False, True])
+    out = scale_crop_flip(x, 32, torch.tensor([s, s]), t, left, flips)
     expected = torch.stack([ref[0, :, 0:32, 23:55], ref[1, :, 23:55, 0:32].flip(-1)])
     assert (out.float() - expected.round().clamp(0, 255)).abs().max() <= 1  # rounding only
+
+
+def test_centre_crop_matches_torchvision_and_random_crops_cover_all_positions():
+    x = torch.randint(0, 256, (1, 1, 28, 28), dtype=torch.uint8)
+    out = scale_crop_flip(x, 32, *centre_crop_params(1, (28, 28), 55, 32))
+    ref = TF.center_crop(TF.resize(x.float(), [55, 55], antialias=False), [32, 32])
+    assert (out.float() - ref.round().clamp(0, 255)).abs().max() <= 1
+    torch.manual_seed(0)
+    _, tops, lefts, flips = random_crop_params(4000, (28, 28), (37, 37), 32, flip=True)
+    assert set(tops.tolist()) == set(range(6)) and set(lefts.tolist()) == set(range(6))
+    assert 0.45 < flips.float().mean() < 0.55
 
 
 def test_train_transform_shapes_and_scale_range(shared_data):

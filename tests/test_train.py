@@ -147,3 +147,31 @@ def test_fine_tune_to_new_classes(fmnist_root, tmp_path):
     a, b = load_file(ckpt), load_file(tmp_path / "b" / "checkpoints" / "last.safetensors")
     # one step at lr 1e-3 moves the weights only a little from where they were loaded
     assert (a["features.0.weight"] - b["features.0.weight"]).abs().max() < 1e-2
+
+
+def test_init_from_net_a_as_a_train_option(fmnist_root, tmp_path):
+    short = ["data.subset=200", "optim.batch_size=32", "train.max_steps=1", "train.eval_test=false"]
+    fit(cfg(tmp_path / "a", *short), progress=False)
+    a = load_file(tmp_path / "a" / "checkpoints" / "last.safetensors")
+    ckpt = tmp_path / "a" / "checkpoints" / "last.safetensors"
+    deep = cfg(tmp_path / "d", *short, "model.arch=D", f"model.init_from_a={ckpt}", "optim.lr=1e-9")
+    fit(deep, progress=False)
+    d = load_file(tmp_path / "d" / "checkpoints" / "last.safetensors")
+    # A's conv2_1 is features.3; D's conv2_1 is features.5 (after conv1_2 and the pool)
+    torch.testing.assert_close(d["features.5.weight"], a["features.3.weight"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(d["classifier.0.weight"], a["classifier.0.weight"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_image_folder_fine_tune_from_fashion_mnist(fmnist_root, shared_data, tmp_path):
+    """Real photographs through the file pipeline, from a 10-class grey net to 2 RGB classes."""
+    src = cfg(tmp_path / "fm", "data.subset=200", "data.grey_to_rgb=true", "optim.batch_size=32",
+              "train.max_steps=1", "train.eval_test=false")  # fmt: skip
+    fit(src, progress=False)
+    ckpt = tmp_path / "fm" / "checkpoints" / "last.safetensors"
+    tune = cfg(tmp_path / "hy", "data.dataset=imagefolder", f"data.root={shared_data / 'hymenoptera'}",
+               "data.scale=[256, 512]", "data.workers=0", "optim.batch_size=32", "optim.lr=1e-3",
+               f"train.init_from={ckpt}", "train.epochs=1")  # fmt: skip
+    result = fit(tune, progress=False)
+    assert result["test"]["images"] == 153  # the whole val split
+    assert 0 <= result["test"]["top1_err"] <= 1 and result["test"]["top5_err"] == 0  # 2 classes

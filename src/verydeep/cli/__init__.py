@@ -17,7 +17,9 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["info", "train"]
+COMMANDS = [
+    "info", "train", "eval", "predict", "features", "transfer", "convert", "export", "study",
+]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

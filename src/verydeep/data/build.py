@@ -32,6 +32,7 @@ from .preprocess import ColourPCA, Preprocess
 from .transforms import (
     CentreCropTransform,
     TrainTransform,
+    centre_crop_params,
     random_crop_params,
     rescale_smallest,
     scale_crop_flip,
@@ -114,14 +115,12 @@ def _fashion_mnist(cfg: RunConfig, env: DistEnv, micro: int, device: torch.devic
     q = pixels(d.eval_scale, crop)
 
     def train_prepare(x: torch.Tensor) -> torch.Tensor:
-        s, off, flip = random_crop_params(len(x), scale, d.flip)
+        params = random_crop_params(len(x), tuple(x.shape[-2:]), scale, crop, d.flip)
         colour = pca.sample(len(x), d.colour_shift).to(x.device) if d.colour_shift else None
-        return prep(scale_crop_flip(x, crop, s, off, flip), colour)
+        return prep(scale_crop_flip(x, crop, *params), colour)
 
     def eval_prepare(x: torch.Tensor) -> torch.Tensor:
-        n = len(x)
-        centre = torch.full((n, 2), 0.5)
-        return prep(scale_crop_flip(x, crop, torch.full((n,), q), centre, torch.zeros(n, dtype=torch.bool)))
+        return prep(scale_crop_flip(x, crop, *centre_crop_params(len(x), tuple(x.shape[-2:]), q, crop)))
 
     def batches(imgs: torch.Tensor, lbls: torch.Tensor, train: bool) -> TensorBatches:
         order = EpochOrder(len(imgs), micro, cfg.train.seed, env.rank, env.world_size, shuffle=train)

@@ -13,7 +13,8 @@ Example:
     >>> import torch
     >>> from verydeep.data.transforms import scale_crop_flip
     >>> x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4)
-    >>> scale_crop_flip(x, 4, torch.tensor([4.0]), torch.tensor([[0.0, 0.0]]), torch.tensor([True]))[0, 0, 0]
+    >>> zero = torch.tensor([0])
+    >>> scale_crop_flip(x, 4, torch.tensor([4]), zero, zero, torch.tensor([True]))[0, 0, 0]
     tensor([3, 2, 1, 0], dtype=torch.uint8)
 """
 
@@ -62,37 +63,61 @@ class CentreCropTransform:
         return TF.pil_to_tensor(TF.center_crop(rescale_smallest(img, self.q), [self.crop, self.crop]))
 
 
+def rescaled_size(h: int, w: int, s: int) -> tuple[int, int]:
+    """(H, W) after an isotropic rescale to smallest side ``s``, as torchvision computes it."""
+    if h <= w:
+        return s, int(s * w / h)
+    return int(s * h / w), s
+
+
 def scale_crop_flip(
-    x: torch.Tensor, crop: int, scales: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor
+    x: torch.Tensor,
+    crop: int,
+    scales: torch.Tensor,
+    tops: torch.Tensor,
+    lefts: torch.Tensor,
+    flips: torch.Tensor,
 ) -> torch.Tensor:
     """Batched rescale-to-S + crop + flip of same-size images with one ``grid_sample``.
 
-    ``scales`` (N,): target smallest side S in pixels; ``offsets`` (N, 2) in [0, 1]: where the
-    crop sits within the rescaled image (0: top/left, 0.5: centre); ``flips`` (N,) bool. Output
-    pixel (i, j) samples the rescaled image at (top + i + 0.5, left + j + 0.5), exactly as
-    resizing bilinearly (no antialiasing: meant for upscaling small images) and then cropping.
+    ``scales`` (N,): target smallest side S in pixels; ``tops``/``lefts`` (N,): the crop's
+    corner in whole pixels of the rescaled image; ``flips`` (N,) bool. Output pixel (i, j)
+    samples the rescaled image at (top + i + 0.5, left + j + 0.5), exactly as resizing
+    bilinearly (no antialiasing: meant for upscaling small images) and then cropping.
     """
     n, _, h, w = x.shape
-    f = scales.float() / min(h, w)  # rescale factor per image
-    top = offsets[:, 0].float() * (h * f - crop).clamp_min(0).floor()
-    left = offsets[:, 1].float() * (w * f - crop).clamp_min(0).floor()
-    top, left = top.floor(), left.floor()  # whole-pixel crops, like cropping a resized image
+    size = torch.tensor([rescaled_size(h, w, int(s)) for s in scales.tolist()], dtype=torch.float32)
+    fh, fw = size[:, 0] / h, size[:, 1] / w  # rescale factors per image and axis
     theta = torch.zeros(n, 2, 3)
-    ax, ay = crop / (f * w), crop / (f * h)
+    ax, ay = crop / (fw * w), crop / (fh * h)
     theta[:, 0, 0] = torch.where(flips.bool(), -ax, ax)
     theta[:, 1, 1] = ay
-    theta[:, 0, 2] = 2 * left / (f * w) - 1 + ax
-    theta[:, 1, 2] = 2 * top / (f * h) - 1 + ay
+    theta[:, 0, 2] = 2 * lefts.float() / (fw * w) - 1 + ax
+    theta[:, 1, 2] = 2 * tops.float() / (fh * h) - 1 + ay
     grid = F.affine_grid(theta.to(x.device), [n, x.shape[1], crop, crop], align_corners=False)
     out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def random_crop_params(
-    n: int, scale: tuple[int, int], flip: bool, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-image S ~ U{Smin..Smax}, crop offsets ~ U[0, 1), flips ~ Bernoulli(0.5) (if ``flip``)."""
-    scales = torch.randint(scale[0], scale[1] + 1, (n,), generator=generator)
-    offsets = torch.rand(n, 2, generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
-    return scales, offsets, flips
+    n: int, hw: tuple[int, int], scale: tuple[int, int], crop: int, flip: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image: S ~ U{Smin..Smax}, a crop corner uniform over all positions, a fair flip."""
+    scales = torch.randint(scale[0], scale[1] + 1, (n,))
+    size = torch.tensor([rescaled_size(*hw, int(s)) for s in scales.tolist()])
+    tops = (torch.rand(n) * (size[:, 0] - crop + 1)).floor().long()
+    lefts = (torch.rand(n) * (size[:, 1] - crop + 1)).floor().long()
+    flips = torch.rand(n) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    return scales, tops, lefts, flips
+
+
+def centre_crop_params(n: int, hw: tuple[int, int], q: int, crop: int) -> tuple[torch.Tensor, ...]:
+    """Scale Q and the corner torchvision's ``CenterCrop`` uses (Python's round of half the margin)."""
+    h, w = rescaled_size(*hw, q)
+    top, left = round((h - crop) / 2.0), round((w - crop) / 2.0)
+    return (
+        torch.full((n,), q),
+        torch.full((n,), top),
+        torch.full((n,), left),
+        torch.zeros(n, dtype=torch.bool),
+    )

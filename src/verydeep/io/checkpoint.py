@@ -58,6 +58,9 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes files owner-only; give the usual permissions
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -102,7 +105,7 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Meta]:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[VGG, Meta]:
-    """Rebuild the net of a checkpoint and load its weights; returns (model, meta)."""
+    """Rebuild the net of a checkpoint and load its weights; returns (model in eval mode, meta)."""
     tensors, meta = read_model_file(path)
     model = VGG(**meta.model)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
@@ -110,7 +113,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[VG
         raise ValueError(
             f"{path}: weights do not fit {model.arch} (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
-    return model.to(device), meta
+    return model.to(device).eval(), meta
 
 
 def save_state(path: str | Path, state: dict) -> None:

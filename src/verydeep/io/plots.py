@@ -39,3 +39,18 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_study_curves(histories: dict[str, list[dict]], path: str | Path) -> None:
+    """Held-out error per epoch of every run of a study, one line each."""
+    fig, ax = plt.subplots(figsize=(10, 6))
+    for name, rows in histories.items():
+        if rows and all("val_err" in r for r in rows):
+            ax.plot([r["epoch"] for r in rows], [100 * r["val_err"] for r in rows], "o-", ms=3, label=name)
+    ax.set_xlabel("epoch (of each run's own stage)")
+    ax.set_ylabel("held-out top-1 error (%)")
+    ax.legend(fontsize=7, ncol=3)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .vgg import CFGS, VGG
@@ -64,7 +65,8 @@ def table2(num_classes: int = 1000, size: int = 224) -> list[dict]:
     rows = []
     for name in CFGS:
         for bn in (False, True) if name != "A-LRN" else (False,):
-            model = VGG(name + ("_bn" if bn else ""), num_classes=num_classes, crop_size=size)
+            with torch.device("meta"):  # shapes only: no memory, no random init
+                model = VGG(name + ("_bn" if bn else ""), num_classes=num_classes, crop_size=size)
             macs = conv_macs(model, size, size)
             rows.append(
                 {

@@ -1,0 +1,59 @@
+"""Markdown table of the results written by scripts/transfer_report.sh (runs/transfer-report/*.json).
+
+Usage: python scripts/transfer_table.py [LOG ...]; with the script's logs (a later log's run of a
+command replaces an earlier one) a column gives each row's CPU seconds (user + sys, 8 commands).
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+OUT = Path("runs/transfer-report")
+MODES = {
+    "single": "single scale Q=256",
+    "stack": "Q={256,384,512} stacked",
+    "average": "Q={256,384,512} averaged",
+    "grey": "Q={256,384,512} stacked, grey input",
+}
+
+
+def pct(path: Path, std: bool = False) -> str:
+    if not path.is_file():
+        return "-"
+    r = json.loads(path.read_text())
+    return f"{100 * r['value']:.1f} ± {100 * r['std']:.1f}" if std else f"{100 * r['value']:.1f}"
+
+
+HEAD = [
+    "net", "descriptor", "dim", "hymenoptera mean class recall", "hymenoptera 3 splits x 30/class",
+    "critters mAP (area)", "critters mAP (VOC07)",
+]  # fmt: skip
+
+
+def command_cpu(logs: list[str]) -> dict[str, float]:
+    cpu: dict[str, float] = {}
+    for log in logs:
+        for block in Path(log).read_text().split("$ verydeep ")[1:]:
+            m = re.search(r"CPU ([\d.]+) s user \+ ([\d.]+) s sys", block)
+            if m:
+                cpu[block.splitlines()[0]] = float(m.group(1)) + float(m.group(2))
+    return cpu
+
+
+CPU = command_cpu(sys.argv[1:])
+if CPU:
+    HEAD.append("CPU s")
+print("| " + " | ".join(HEAD) + " |")
+print("|" + " --- |" * len(HEAD))
+for net in ("fmnist", "random"):
+    for mode, name in MODES.items():
+        h, v = OUT / f"hym-{net}-{mode}", OUT / f"voc-{net}-{mode}"
+        dim = 768 if mode in ("stack", "grey") else 256
+        row = [pct(h.with_suffix(".json")), pct(Path(f"{h}-caltech.json"), std=True)]
+        row += [pct(v.with_suffix(".json")), pct(Path(f"{v}-voc07.json"))]
+        if CPU:
+            row.append(f"{sum(v for k, v in CPU.items() if f'-{net}-{mode}' in k):.0f}")
+        print(f"| {net} | {name} | {dim} | " + " | ".join(row) + " |")
+if CPU:
+    print(f"\nall {len(CPU)} commands: {sum(CPU.values()):.0f} s CPU")

@@ -1,0 +1,50 @@
+"""``verydeep convert IN OUT``: Caffe, torchvision, Keras or safetensors weights to a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..data.preprocess import PRESETS
+from ..io.convert import convert
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="import weights (.caffemodel, torchvision .pth, Keras .h5, .safetensors) as a checkpoint",
+    )
+    p.add_argument("input", help="weights file; its type is read from its first bytes")
+    p.add_argument("output", help="verydeep checkpoint to write (.safetensors)")
+    p.add_argument(
+        "--preprocess",
+        choices=list(PRESETS),
+        help="preset stored with the weights (default: caffe for Caffe/Keras, torchvision for .pth)",
+    )
+    p.add_argument(
+        "--rgb",
+        action="store_true",
+        help="reorder a BGR net's first conv (Caffe, Keras) to RGB; preprocessing becomes RGB too",
+    )
+    p.add_argument("--prototxt", help="Caffe deploy .prototxt to check the weights against")
+    p.add_argument("--classes", help="text file with one class name per line (default class_0 ...)")
+    p.add_argument("--arch", help="configuration when the file is ambiguous (e.g. A vs A-LRN)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    meta = convert(
+        args.input,
+        args.output,
+        preprocess=args.preprocess,
+        rgb=args.rgb,
+        classes=args.classes,
+        arch=args.arch,
+        prototxt=args.prototxt,
+    )
+    prep = meta.prep
+    order = "BGR" if prep.bgr else "RGB"
+    print(
+        f"{args.output}: VGG {meta.model['arch']} from {meta.source}, {len(meta.classes)} classes, "
+        f"input {order} 0-{prep.pixel_range:g}, mean {list(prep.mean)}, std {list(prep.std)}"
+    )
+    return 0

@@ -1,0 +1,103 @@
+"""``verydeep eval CKPT [CKPT...] --data DIR``: the paper's test protocol (Tables 3-6)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# heavy imports (torch, torchvision) happen in run(): building the parser must stay cheap
+
+
+def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
+    """Options shared by ``eval`` and ``predict``."""
+    p.add_argument(
+        "--method",
+        default=default_method,
+        help="comma list of centre | dense | multicrop | dense+multicrop (default %(default)s)",
+    )
+    p.add_argument(
+        "--scales",
+        default="multi",
+        help="test scales Q in paper units (pixels at crop 224), e.g. 256,384,512; 'multi' "
+        "(default: S-32,S,S+32 or Smin,mid,Smax from the checkpoint) or 'single' (S or mid)",
+    )
+    p.add_argument(
+        "--average",
+        choices=["scores", "softmax"],
+        default="scores",
+        help="dense: average the score map then soft-max (paper) or soft-max then average",
+    )
+    p.add_argument("--no-flip", action="store_true", help="do not average in horizontal flips")
+    p.add_argument("--grid", type=int, default=5, help="multi-crop grid side (default 5: 5x5x2 = 50 crops)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate checkpoints (dense / multi-crop / multi-scale / ensemble)")
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="several = also their ensemble")
+    p.add_argument(
+        "--data", required=True, help="ImageFolder directory or 'fashion-mnist[:ROOT]' (test split)"
+    )
+    add_method_args(p, "dense")
+    p.add_argument("--batch-size", type=int, default=64, help="crops per forward pass (dense: same pixels)")
+    p.add_argument("--workers", type=int, default=2, help="image decoding processes")
+    p.add_argument("--limit", type=int, help="evaluate only this many images, spread evenly")
+    p.add_argument("--full-decode", action="store_true", help="no reduced-size JPEG decoding")
+    p.add_argument("--json", action="store_true", help="print the full results as JSON")
+    p.add_argument("--csv", metavar="FILE", help="also write one CSV row per net and method")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def setup(args: argparse.Namespace) -> str:
+    """Apply --threads; resolve --device auto."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return args.device
+
+
+def options(args: argparse.Namespace, device: str):
+    from ..evaluation import EvalOptions
+
+    return EvalOptions(
+        methods=args.method,
+        scales=args.scales,
+        average=args.average,
+        flip=not args.no_flip,
+        grid=args.grid,
+        device=device,
+        amp=args.bf16,
+        channels_last=args.channels_last,
+        batch_size=getattr(args, "batch_size", 64),
+        workers=getattr(args, "workers", 0),
+        fast_decode=not getattr(args, "full_decode", False),
+        limit=getattr(args, "limit", None),
+        progress=not getattr(args, "quiet", True) and sys.stderr.isatty(),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate, format_csv, format_table
+    from ..io.checkpoint import atomic_write
+
+    res = evaluate(args.checkpoints, args.data, options(args, setup(args)))
+    res.pop("posteriors")
+    res.pop("labels")
+    if args.csv:
+        atomic_write(Path(args.csv), format_csv(res["rows"]).encode())
+    if args.json:
+        print(json.dumps(res, indent=1))
+        return 0
+    print(f"{res['data']}: {res['n_images']} images, {len(res['classes'])} classes", end="")
+    print(f", {res['skipped']} unreadable skipped" if res["skipped"] else "")
+    print(format_table(res["rows"], res["methods"]))
+    return 0

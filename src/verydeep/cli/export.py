@@ -1,0 +1,35 @@
+"""``verydeep export CKPT OUT.onnx``: the FC form or the dense form as ONNX."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..io.export import FORMS, export_checkpoint
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a checkpoint as ONNX (FC form or dense form)")
+    p.add_argument("checkpoint", help="verydeep .safetensors checkpoint")
+    p.add_argument("output", help="ONNX file to write (.onnx)")
+    p.add_argument(
+        "--form",
+        choices=FORMS,
+        default="dense",
+        help="fc: crop_size input, logits; dense: any size >= crop_size, class score map (default)",
+    )
+    p.add_argument(
+        "--include-preprocess",
+        action="store_true",
+        help="the graph takes RGB pixels 0-255 and normalises them itself",
+    )
+    p.add_argument("--check", action="store_true", help="compare onnxruntime with PyTorch afterwards")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    worst = export_checkpoint(
+        args.checkpoint, args.output, args.form, args.include_preprocess, check=args.check
+    )
+    msg = f"{args.output}: {args.form} form"
+    print(msg + (f", max |onnxruntime - torch| = {worst:.2e}" if worst is not None else ""))
+    return 0

@@ -1,0 +1,66 @@
+"""``verydeep features``: Appendix B descriptors of a labelled image set, written to a file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from tqdm import tqdm
+
+from ..features import DescriptorConfig, describe_dataset
+from ..io.checkpoint import load_model
+from ..io.features import save_descriptors
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "features",
+        help="penultimate-layer descriptors (dense, pooled, flip-averaged, multi-scale, L2) of a dataset",
+    )
+    p.add_argument("checkpoint", help="verydeep .safetensors checkpoint (or imported weights)")
+    p.add_argument("data", help="ImageFolder root (<class>/<image>) or VOC root (Annotations/, ImageSets/)")
+    p.add_argument("--split", default="", help="VOC: ImageSets/Main/<split>.txt; ImageFolder: a sub-folder")
+    p.add_argument("--out", required=True, help="output file, .safetensors or .npz")
+    p.add_argument("--scales", type=float, nargs="+", default=[384.0], help="Q values (default 384)")
+    p.add_argument("--units", choices=["paper", "pixels"], default="paper", help="paper: px at crop 224")
+    p.add_argument("--combine", choices=["average", "stack"], default="average", help="over scales")
+    p.add_argument("--layer", choices=["fc7", "fc6"], default="fc7")
+    p.add_argument("--no-flip", action="store_true", help="do not average in the flipped image")
+    p.add_argument("--normalise-each-scale", action="store_true", help="L2 per scale before combining")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--size-step", type=int, default=1, help="round long sides to a multiple (bigger batches)")
+    p.add_argument("--grey", action="store_true", help="feed grey images (nets trained on grey data)")
+    p.add_argument("--classes-from", help="descriptor file whose class order to use (e.g. the train file)")
+    p.add_argument("--workers", type=int, default=0, help="image-decoding processes")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--on-bad-image", choices=["skip", "fail"], default="skip")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, meta = load_model(args.checkpoint, args.device)
+    cfg = DescriptorConfig(
+        scales=tuple(args.scales), units=args.units, combine=args.combine, flip=not args.no_flip,
+        layer=args.layer, normalise_each_scale=args.normalise_each_scale, batch_size=args.batch_size,
+        size_step=args.size_step, grey=args.grey, extra={"checkpoint": args.checkpoint},
+    )  # fmt: skip
+    classes = None
+    if args.classes_from:
+        from ..io.features import load_descriptors
+
+        classes = load_descriptors(args.classes_from).classes
+    bar = lambda it: tqdm(it, desc="images", unit="img", file=sys.stderr)  # noqa: E731
+    d = describe_dataset(
+        model, meta.prep, args.data, args.split, cfg, classes,
+        workers=args.workers, on_bad_image=args.on_bad_image, progress=bar,
+    )  # fmt: skip
+    save_descriptors(args.out, d)
+    print(
+        f"{len(d.paths)} images -> {args.out}: {d.features.shape[1]}-D ({d.task}, {len(d.classes)} classes), "
+        f"CPU {d.info['cpu_s']:.1f} s, wall {d.info['wall_s']:.1f} s, skipped {len(d.info['skipped'])}"
+    )
+    return 0

@@ -1,0 +1,69 @@
+"""``verydeep predict -m CKPT IMAGE...``: top-5 classes, optionally a class score heat map."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .eval import add_method_args, setup
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="top-5 classes of image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument(
+        "-m", "--model", action="append", required=True, metavar="CKPT", help="repeat for an ensemble"
+    )
+    p.add_argument("--top", type=int, default=5)
+    add_method_args(p, "dense")
+    p.add_argument("--heatmap", metavar="PNG", help="write the top class's dense score map over each image")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation.core import Runtime
+    from ..evaluation.predict import predict
+    from ..io.checkpoint import load_model
+
+    device = setup(args)
+    rt = Runtime(device, args.bf16, args.channels_last)
+    nets = [load_model(m, device) for m in args.model]
+    for m, _ in nets:
+        m.eval()
+    kw = dict(scales=args.scales, flip=not args.no_flip, average=args.average, grid=args.grid, rt=rt)
+    results = predict(nets, args.images, top=args.top, method=args.method, **kw)
+    if args.heatmap:
+        write_heatmap(args, nets[0], results, rt)
+    for r in results:
+        r.pop("probs")
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    for r in results:
+        print(f"{r['path']} ({r['size'][0]}x{r['size'][1]} {r['mode']})")
+        for i, t in enumerate(r["top"], 1):
+            print(f"  {i}. {t['class']:<30} {t['prob']:.4f}")
+    if args.heatmap:
+        print(f"heat map: {args.heatmap}")
+    return 0
+
+
+def write_heatmap(args: argparse.Namespace, net: tuple, results: list[dict], rt) -> None:
+    """The top class's dense score map of each image, at the middle test scale, as one PNG."""
+    from ..data.images import load_image
+    from ..evaluation.predict import heatmap_png, score_map
+    from ..evaluation.runner import scales_for
+    from ..io.checkpoint import atomic_write
+
+    model, meta = net
+    _, q_px = scales_for(meta.train_scale, model.crop_size, args.scales)
+    q = sorted(q_px)[len(q_px) // 2]  # the middle test scale
+    panels = []
+    for r in results:
+        best = r["top"][0]
+        img = load_image(r["path"])
+        m = score_map(model, meta, img, best["index"], q, rt)
+        panels.append((img, q, m, f"{Path(r['path']).name}: {best['class']} {best['prob']:.3f} (Q={q}px)"))
+    atomic_write(Path(args.heatmap), heatmap_png(panels, model.crop_size))

@@ -1,0 +1,53 @@
+"""``verydeep study``: train and evaluate the Section 4 grid, then write docs/RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="reproduce Tables 3-6 on Fashion-MNIST (resumable)")
+    p.add_argument("--config", default="experiments/study.toml", help="study TOML")
+    p.add_argument("--quick", action="store_true", help="tiny settings from the [quick] section (CI)")
+    p.add_argument("--report", help="Markdown report path (default: from the config)")
+    p.add_argument("--out-dir", help="where the runs go (default: from the config)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..io.plots import plot_study_curves
+    from ..study.plan import StudySpec
+    from ..study.report import render
+    from ..study.runner import run_study
+
+    spec = StudySpec.from_toml(args.config, quick=args.quick)
+    if args.out_dir:
+        spec.out_dir = args.out_dir
+    report = Path(args.report or spec.report)
+    results = run_study(spec, progress=not args.no_progress)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    curves = report.with_name(report.stem + "_curves.png")
+    histories = {n: _read_log(Path(spec.out_dir) / n / "log.csv") for n in results}
+    plot_study_curves(histories, curves)
+    command = f"verydeep study --config {args.config}" + (" --quick" if args.quick else "")
+    report.write_text(render(results, spec, command, [curves.name]))
+    numbers = {}
+    for name, r in results.items():
+        evals = {k: v for k, v in r["eval"].items() if isinstance(v, dict)}
+        numbers[name] = {k: {m: v[m] for m in ("top1_err", "top5_err")} for k, v in evals.items()}
+        numbers[name]["cpu_s"] = r["record"]["cpu_s"]
+    (Path(spec.out_dir) / "results.json").write_text(json.dumps(numbers, indent=1))
+    print(f"wrote {report}, {curves} and {Path(spec.out_dir) / 'results.json'}", file=sys.stderr)
+    return 0
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open() as fh:
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(fh)]

@@ -1,0 +1,294 @@
+"""The paper's test-time methods (Section 3.2) on batches of same-size uint8 images.
+
+Every function takes images already rescaled to one test scale Q (smallest side Q pixels),
+uint8 (N, C, H, W) in RGB order, and returns soft-max posteriors (N, classes):
+
+- ``centre_probs``: one centre crop of the crop size (the torchvision-style baseline);
+- ``dense_probs``: the whole image through the fully-convolutional net; the class score map is
+  spatially averaged and soft-maxed (``average="scores"``, the paper), or soft-maxed at every
+  position and then averaged (``average="softmax"``); the horizontal flip is averaged in;
+- ``multicrop_probs``: crops on a regular ``grid`` x ``grid`` grid (``grid_offsets``), each also
+  flipped, posteriors averaged (5x5x2 = 50 per scale in the paper).
+
+``dense_pooled`` is the reusable core (flip-averaged, spatially averaged FC8 scores or FC7
+features) and ``dense_scores`` runs it on one image at a list of scales.
+
+Example:
+    >>> import torch
+    >>> from verydeep.models.vgg import VGG
+    >>> from verydeep.data.preprocess import Preprocess
+    >>> net = VGG("A", num_classes=4, width_mult=0.125, fc_width=16, crop_size=32).eval()
+    >>> x = torch.randint(0, 256, (2, 3, 40, 56), dtype=torch.uint8)
+    >>> dense_probs(net, x, Preprocess()).shape, multicrop_probs(net, x, Preprocess()).shape
+    (torch.Size([2, 4]), torch.Size([2, 4]))
+    >>> grid_offsets(56, 32)  # 5 evenly spaced offsets from 0 to side - crop
+    [0, 6, 12, 18, 24]
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from ..data.preprocess import Preprocess
+from ..data.transforms import rescale_smallest, scale_crop_flip
+from ..models.vgg import VGG
+
+AVERAGES = ("scores", "softmax")
+
+
+def grid_offsets(side: int, crop: int, n: int = 5) -> list[int]:
+    """``n`` evenly spaced crop offsets from 0 to ``side - crop`` (rounded half up).
+
+    The first and last crops touch the image borders; ``n=1`` gives the centre offset
+    ``(side - crop) // 2``.
+    """
+    if side < crop:
+        raise ValueError(f"image side {side} px is smaller than the crop {crop} px")
+    span = side - crop
+    if n == 1:
+        return [span // 2]
+    return [(2 * i * span + n - 1) // (2 * (n - 1)) for i in range(n)]
+
+
+def grid_crops(x: torch.Tensor, crop: int, n: int = 5) -> torch.Tensor:
+    """(N, C, H, W) -> (N, n*n, C, crop, crop): the grid crops, row-major over (top, left)."""
+    tops, lefts = grid_offsets(x.shape[-2], crop, n), grid_offsets(x.shape[-1], crop, n)
+    crops = [x[..., t : t + crop, s : s + crop] for t in tops for s in lefts]
+    return torch.stack(crops, 1)
+
+
+def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Greyscale -> RGB by replication, RGB -> greyscale by ITU-R 601 luma (as PIL's ``L``)."""
+    c = x.shape[-3]
+    if c == channels:
+        return x
+    if c == 1 and channels == 3:
+        return x.expand(*x.shape[:-3], 3, *x.shape[-2:])
+    if c == 3 and channels == 1:
+        w = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(3, 1, 1)
+        return (x.float() * w).sum(-3, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+    raise ValueError(f"cannot feed {c}-channel images to a {channels}-channel net")
+
+
+def rescale(img: Image.Image | torch.Tensor, q: int) -> torch.Tensor:
+    """Isotropic rescale to smallest side ``q`` -> uint8 (C, H, W) or (N, C, H, W).
+
+    PIL images go through PIL (antialiased bilinear, as the training loader does); square tensor
+    batches (Fashion-MNIST) through ``scale_crop_flip``, the in-memory training path, so test
+    images are resampled exactly like training images; other tensors through torchvision.
+    """
+    if isinstance(img, Image.Image):
+        return TF.pil_to_tensor(rescale_smallest(img, q))
+    if img.shape[-1] == img.shape[-2]:
+        batch = img if img.dim() == 4 else img[None]
+        n = len(batch)
+        zero = torch.zeros(n, dtype=torch.long)
+        out = scale_crop_flip(batch, q, torch.full((n,), q), zero, zero, torch.zeros(n, dtype=torch.bool))
+        return out if img.dim() == 4 else out[0]
+    return rescale_smallest(img, q)
+
+
+class Runtime:
+    """Where and how forward passes run: device, bf16 autocast, channels_last."""
+
+    def __init__(self, device: str | torch.device = "cpu", amp: bool = False, channels_last: bool = False):
+        self.device, self.amp, self.channels_last = torch.device(device), amp, channels_last
+
+    def input(self, x: torch.Tensor, prep: Preprocess) -> torch.Tensor:
+        """uint8 batch -> normalised float input on the device."""
+        x = prep(x.to(self.device, non_blocking=True))
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+
+CPU = Runtime()
+
+
+def _with_flip(x: torch.Tensor, flip: bool) -> torch.Tensor:
+    return torch.cat([x, x.flip(-1)]) if flip else x
+
+
+def _unflip_mean(p: torch.Tensor, flip: bool) -> torch.Tensor:
+    """Average the rows of an image and of its flip (stacked as [all images, all flips])."""
+    return p.view(2, -1, *p.shape[1:]).mean(0) if flip else p
+
+
+def dense_maps(
+    model: VGG, x: torch.Tensor, prep: Preprocess, *, upto: int = 3, flip: bool = False, rt: Runtime = CPU
+) -> torch.Tensor:
+    """Score map (N, classes, h, w) (``upto=3``) or FC7 map (``upto=2``) of whole images.
+
+    With ``flip`` the flipped image's map is flipped back and averaged in (exactly aligned only
+    when (W - crop) is a multiple of 32; meant for pictures, not for numbers).
+    """
+    with rt.autocast():
+        maps = model.dense_head(model.features(rt.input(_with_flip(x, flip), prep)), upto=upto).float()
+    if flip:
+        n = len(x)
+        maps = (maps[:n] + maps[n:].flip(-1)) / 2
+    return maps
+
+
+def dense_pooled(
+    model: VGG,
+    x: torch.Tensor,
+    prep: Preprocess,
+    *,
+    output: str = "probs",
+    flip: bool = True,
+    average: str = "scores",
+    rt: Runtime = CPU,
+) -> torch.Tensor:
+    """One vector per image from the dense net: the engine of dense evaluation.
+
+    ``output``: ``probs`` (soft-max posteriors, paper), ``scores`` (spatially averaged class
+    scores, no soft-max) or ``fc7`` (spatially averaged FC7 features, Appendix B). The image and
+    its flip are averaged at the end (posteriors for ``probs``). ``average`` only matters for
+    ``probs``: ``scores`` = average the map then soft-max (paper), ``softmax`` = soft-max at every
+    position then average.
+    """
+    if average not in AVERAGES:
+        raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
+    if output not in ("probs", "scores", "fc7"):
+        raise ValueError(f"output must be probs, scores or fc7, got {output!r}")
+    with rt.autocast():
+        feats = model.features(rt.input(_with_flip(x, flip), prep))
+        maps = model.dense_head(feats, upto=2 if output == "fc7" else 3).float()
+    if output == "probs":
+        v = maps.mean((2, 3)).softmax(1) if average == "scores" else maps.softmax(1).mean((2, 3))
+    else:
+        v = maps.mean((2, 3))
+    return _unflip_mean(v, flip)
+
+
+def dense_probs(
+    model: VGG,
+    x: torch.Tensor,
+    prep: Preprocess,
+    *,
+    flip: bool = True,
+    average: str = "scores",
+    rt: Runtime = CPU,
+) -> torch.Tensor:
+    """Dense evaluation posteriors (N, classes) of same-size images (Section 3.2)."""
+    return dense_pooled(model, x, prep, output="probs", flip=flip, average=average, rt=rt)
+
+
+def crop_probs(
+    model: VGG, crops: torch.Tensor, prep: Preprocess, *, flip: bool = True, rt: Runtime = CPU
+) -> torch.Tensor:
+    """Posteriors (M, classes) of crop-size crops, each averaged with its flip if ``flip``."""
+    with rt.autocast():
+        logits = model(rt.input(_with_flip(crops, flip), prep)).float()
+    return _unflip_mean(logits.softmax(1), flip)
+
+
+def multicrop_probs(
+    model: VGG,
+    x: torch.Tensor,
+    prep: Preprocess,
+    *,
+    grid: int = 5,
+    flip: bool = True,
+    chunk: int = 256,
+    rt: Runtime = CPU,
+) -> torch.Tensor:
+    """Multi-crop posteriors (N, classes): mean over grid x grid crops (and their flips)."""
+    crops = grid_crops(x, model.crop_size, grid).flatten(0, 1)
+    probs = torch.cat([crop_probs(model, c, prep, flip=flip, rt=rt) for c in crops.split(chunk)])
+    return probs.view(len(x), grid * grid, -1).mean(1)
+
+
+def centre_probs(
+    model: VGG, x: torch.Tensor, prep: Preprocess, *, flip: bool = False, rt: Runtime = CPU
+) -> torch.Tensor:
+    """Centre-crop posteriors (N, classes), torchvision's ``CenterCrop`` placement."""
+    crop = model.crop_size
+    return crop_probs(model, TF.center_crop(x, [crop, crop]), prep, flip=flip, rt=rt)
+
+
+def dense_scores(
+    model: VGG,
+    image: Image.Image | torch.Tensor,
+    q_pixels: int | Sequence[int],
+    prep: Preprocess,
+    *,
+    output: str = "probs",
+    combine: str = "mean",
+    flip: bool = True,
+    average: str = "scores",
+    rt: Runtime = CPU,
+) -> torch.Tensor:
+    """Dense, flip-averaged vector of one image at each scale Q, averaged or stacked over Q.
+
+    ``image``: PIL image or uint8 (C, H, W) tensor, any size; ``q_pixels``: smallest side(s) in
+    pixels (see ``config.pixels``). Returns (D,) for ``combine="mean"`` (the paper's multi-scale
+    posteriors for ``output="probs"``) or (len(Q) * D,) for ``combine="stack"``.
+    """
+    qs = [q_pixels] if isinstance(q_pixels, int) else list(q_pixels)
+    vecs = []
+    for q in qs:
+        x = match_channels(rescale(image, q), model.in_channels)[None]
+        vecs.append(dense_pooled(model, x, prep, output=output, flip=flip, average=average, rt=rt)[0])
+    if combine == "mean":
+        return torch.stack(vecs).mean(0)
+    if combine == "stack":
+        return torch.cat(vecs)
+    raise ValueError(f"combine must be mean or stack, got {combine!r}")
+
+
+def dense_scores_batch(
+    model: VGG,
+    images: Sequence[Image.Image | torch.Tensor],
+    q_pixels: int | Sequence[int],
+    prep: Preprocess,
+    *,
+    output: str = "probs",
+    combine: str = "mean",
+    batch_pixels: int = 2**22,
+    **kw,
+) -> torch.Tensor:
+    """``dense_scores`` of many images (N, D): same-shape images share one forward pass.
+
+    Images are bucketed by their shape after rescaling; a bucket holds at most ``batch_pixels``
+    input pixels per forward (the images themselves are never padded, so results are exact).
+    """
+    qs = [q_pixels] if isinstance(q_pixels, int) else list(q_pixels)
+    per_q = []
+    for q in qs:
+        xs = [match_channels(rescale(im, q), model.in_channels) for im in images]
+        per_q.append(
+            pooled_by_shape(xs, lambda b: dense_pooled(model, b, prep, output=output, **kw), batch_pixels)
+        )
+    if combine == "mean":
+        return torch.stack(per_q).mean(0)
+    if combine == "stack":
+        return torch.cat(per_q, 1)
+    raise ValueError(f"combine must be mean or stack, got {combine!r}")
+
+
+def pooled_by_shape(xs: Sequence[torch.Tensor], fn, batch_pixels: int = 2**22) -> torch.Tensor:
+    """Apply ``fn`` (batch -> (B, D)) to (C, H, W) tensors grouped by shape; rows in input order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, x in enumerate(xs):
+        groups.setdefault(tuple(x.shape), []).append(i)
+    out: torch.Tensor | None = None
+    for shape, idx in groups.items():
+        per = max(1, batch_pixels // (shape[-1] * shape[-2]))
+        for j in range(0, len(idx), per):
+            part = idx[j : j + per]
+            v = fn(torch.stack([xs[i] for i in part]))
+            if out is None:
+                out = v.new_zeros(len(xs), v.shape[1])
+            out[torch.tensor(part, device=v.device)] = v
+    assert out is not None, "no images"
+    return out

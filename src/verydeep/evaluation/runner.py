@@ -1,0 +1,213 @@
+"""Evaluate one or more checkpoints on a data set with the paper's methods (Tables 3-6).
+
+Base methods are ``centre``, ``dense`` and ``multicrop``; a combination such as
+``dense+multicrop`` averages their posteriors. Posteriors are averaged over the test scales
+(equal weight per scale) and, for an ensemble, over nets. Speed: dense images are bucketed by
+their exact shape after rescaling and each bucket runs as one batch (never padded, so exact);
+crops of many images share batches; each method's compute time is measured on its own.
+
+Example:
+    >>> default_scales([256]), default_scales([256, 512]), default_scales([256, 512], multi=False)
+    ([224.0, 256.0, 288.0], [256.0, 384.0, 512.0], [384.0])
+    >>> parse_methods("dense,multicrop,dense+multicrop")
+    ['dense', 'multicrop', 'dense+multicrop']
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from tqdm import tqdm
+
+from ..config import pixels
+from ..data.preprocess import Preprocess
+from ..models.vgg import VGG
+from .core import Runtime, crop_probs, dense_probs, grid_crops, match_channels
+from .data import EvalData, batches
+
+BASE_METHODS = ("centre", "dense", "multicrop")
+
+
+def parse_methods(spec: str | list[str]) -> list[str]:
+    """``"dense,dense+multicrop"`` -> ``["dense", "dense+multicrop"]``, validated."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = []
+    for m in (s.strip() for s in items if s.strip()):
+        parts = m.split("+")
+        bad = [p for p in parts if p not in BASE_METHODS]
+        if bad:
+            raise ValueError(f"unknown method {bad[0]!r}; use {', '.join(BASE_METHODS)} or a + of them")
+        out.append("+".join(parts))
+    if not out:
+        raise ValueError("no evaluation method given")
+    return out
+
+
+def default_scales(train_scale: list[float], multi: bool = True) -> list[float]:
+    """Test scales Q in paper units from the training scale (Section 3.2).
+
+    Fixed S: {S-32, S, S+32} (single: S); jittered [Smin, Smax]: {Smin, (Smin+Smax)/2, Smax}
+    (single: (Smin+Smax)/2).
+    """
+    if len(train_scale) == 1 or train_scale[0] == train_scale[-1]:
+        s = float(train_scale[0])
+        return [s - 32, s, s + 32] if multi else [s]
+    lo, hi = float(train_scale[0]), float(train_scale[-1])
+    return [lo, (lo + hi) / 2, hi] if multi else [(lo + hi) / 2]
+
+
+def resolve_scales(spec: str | list[float] | None, train_scale: list[float]) -> list[float]:
+    """``multi`` (default), ``single`` or explicit Q values in paper units."""
+    if spec is None or spec == "multi":
+        return default_scales(train_scale, multi=True)
+    if spec == "single":
+        return default_scales(train_scale, multi=False)
+    values = [float(v) for v in spec.split(",")] if isinstance(spec, str) else [float(v) for v in spec]
+    if not values or min(values) <= 0:
+        raise ValueError(f"test scales must be positive numbers, got {spec!r}")
+    return values
+
+
+@dataclass
+class EvalOptions:
+    """How to evaluate; defaults are the paper's protocol (dense, flip, 3 scales)."""
+
+    methods: list[str] = field(default_factory=lambda: ["dense"])
+    scales: str | list[float] | None = "multi"  # paper units; see resolve_scales
+    average: str = "scores"  # dense: average the score map then soft-max (paper) | "softmax"
+    flip: bool = True
+    grid: int = 5
+    centre_flip: bool = False  # torchvision's baseline uses the crop alone
+    batch_size: int = 64  # crops per forward; dense: as many pixels as this many crops
+    device: str = "cpu"
+    amp: bool = False  # bf16 autocast
+    channels_last: bool = False
+    workers: int = 2
+    fast_decode: bool = True
+    limit: int | None = None
+    progress: bool = True
+
+
+class _Accumulator:
+    """Collects inputs per shape, runs ``fn`` on full batches, sums posteriors per image.
+
+    A batch is full at ``limit`` crop-equivalents (``unit`` pixels each). Shapes that rarely
+    recur would wait forever, so past ``keep`` x ``limit`` pending crop-equivalents the oldest
+    bucket runs as it is: memory stays bounded, results are unchanged (never padded).
+    """
+
+    def __init__(self, fn: Callable, n: int, limit: float, unit: int, device: torch.device, keep: int = 8):
+        self.fn, self.limit, self.unit, self.device, self.keep = fn, limit, unit, device, keep
+        self.sum: torch.Tensor | None = None
+        self.count = torch.zeros(n)
+        self.pending: dict[tuple, list] = {}
+        self.sizes: dict[tuple, float] = {}
+        self.seconds, self.batches = 0.0, 0
+
+    def add(self, x: torch.Tensor, idx: torch.Tensor) -> None:
+        key = tuple(x.shape[1:])
+        self.pending.setdefault(key, []).append((x, idx))
+        self.sizes[key] = self.sizes.get(key, 0.0) + len(x) * key[-1] * key[-2] / self.unit
+        if self.sizes[key] >= self.limit:
+            self.flush(key)
+        while self.pending and sum(self.sizes.values()) > self.keep * self.limit:
+            self.flush(next(iter(self.pending)))
+
+    def flush(self, key: tuple) -> None:
+        items = self.pending.pop(key)
+        self.sizes.pop(key)
+        self.batches += 1
+        x, idx = torch.cat([a for a, _ in items]), torch.cat([b for _, b in items])
+        t0 = time.perf_counter()
+        p = self.fn(x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds += time.perf_counter() - t0
+        p = p.double().cpu()
+        if self.sum is None:
+            self.sum = torch.zeros(len(self.count), p.shape[1], dtype=torch.float64)
+        self.sum.index_add_(0, idx, p)
+        self.count.index_add_(0, idx, torch.ones(len(idx)))
+
+    def result(self) -> torch.Tensor:
+        for key in list(self.pending):
+            self.flush(key)
+        if self.sum is None:
+            raise ValueError("no readable images to evaluate")
+        return (self.sum / self.count.clamp_min(1)[:, None].double()).float()
+
+
+def forwards_per_image(method: str, n_scales: int, opts: EvalOptions) -> float:
+    """Net evaluations per image: dense 2 per scale, multi-crop grid^2 x 2, centre 1."""
+    per = {
+        "dense": 2 if opts.flip else 1,
+        "multicrop": opts.grid**2 * (2 if opts.flip else 1),
+        "centre": 2 if opts.centre_flip else 1,
+    }
+    return float(sum(per[b] for b in method.split("+")) * n_scales)
+
+
+@dataclass
+class NetPosteriors:
+    """Posteriors (N, classes) per base method of one net, and what they cost."""
+
+    probs: dict[str, torch.Tensor]
+    valid: torch.Tensor  # bool (N,): image was readable
+    seconds: dict[str, float]
+    q_pixels: list[int]
+    batches: dict[str, int]  # forward calls per base method (fewer = better bucketing)
+    bad: int = 0
+
+
+def evaluate_net(
+    model: VGG, prep: Preprocess, data: EvalData, q_pixels: list[int], opts: EvalOptions, desc: str = ""
+) -> NetPosteriors:
+    """Run every base method needed by ``opts.methods`` over ``data`` at scales ``q_pixels``."""
+    if min(q_pixels) < model.crop_size:
+        raise ValueError(f"test scale {min(q_pixels)} px is smaller than the crop {model.crop_size} px")
+    rt = Runtime(opts.device, opts.amp, opts.channels_last)
+    needed = sorted({b for m in opts.methods for b in m.split("+")})
+    fns = {
+        "dense": lambda x: dense_probs(model, x, prep, flip=opts.flip, average=opts.average, rt=rt),
+        "multicrop": lambda x: crop_probs(model, x, prep, flip=opts.flip, rt=rt),
+        "centre": lambda x: crop_probs(model, x, prep, flip=opts.centre_flip, rt=rt),
+    }
+    unit = model.crop_size**2
+    accs = {m: _Accumulator(fns[m], len(data), opts.batch_size, unit, rt.device) for m in needed}
+    valid, bad = torch.zeros(len(data), dtype=torch.bool), 0
+    it = batches(data, q_pixels, batch_size=16, workers=opts.workers, fast_decode=opts.fast_decode)
+    with torch.inference_mode(), tqdm(total=len(data), desc=desc, disable=not opts.progress) as bar:
+        for per_q, _, index, n_bad in it:
+            bad += n_bad
+            valid[index] = True
+            for xs in per_q:
+                xs = [xs] if isinstance(xs, torch.Tensor) else [x[None] for x in xs]
+                for j, x in enumerate(xs):
+                    idx = index if len(xs) == 1 else index[j : j + 1]
+                    x = match_channels(x, model.in_channels)
+                    _feed(accs, x, idx, model.crop_size, opts.grid)
+            bar.update(len(index) + n_bad)
+        probs = {m: acc.result() for m, acc in accs.items()}
+    seconds = {m: a.seconds for m, a in accs.items()}
+    return NetPosteriors(probs, valid, seconds, list(q_pixels), {m: a.batches for m, a in accs.items()}, bad)
+
+
+def _feed(accs: dict[str, _Accumulator], x: torch.Tensor, idx: torch.Tensor, crop: int, grid: int) -> None:
+    """Hand a batch of same-size images at one scale to each method's accumulator."""
+    if "dense" in accs:
+        accs["dense"].add(x, idx)
+    if "centre" in accs:  # crop here so that images of different sizes share one batch
+        accs["centre"].add(TF.center_crop(x, [crop, crop]), idx)
+    if "multicrop" in accs:
+        crops = grid_crops(x, crop, grid)  # (B, grid^2, C, crop, crop); one posterior per crop
+        accs["multicrop"].add(crops.flatten(0, 1), idx.repeat_interleave(grid * grid))
+
+
+def scales_for(meta_train_scale: list[float], crop: int, spec) -> tuple[list[float], list[int]]:
+    """Test scales in paper units and in pixels for a net with crop size ``crop``."""
+    q = resolve_scales(spec, meta_train_scale)
+    return q, [pixels(v, crop) for v in q]

@@ -1,0 +1,284 @@
+"""Very deep features (Appendix B): image descriptors from the penultimate layer, and a feature API.
+
+The paper's descriptor: rescale the whole image so its smallest side is Q, apply the net densely
+(FC layers as convolutions), average-pool the FC7 map (post-ReLU, 4096-D for the full net) over
+all positions, average with the same for the horizontally flipped image, and for several Q either
+stack (concatenate) or average the per-scale vectors; finally L2-normalise. Choices the paper
+leaves open are ``DescriptorConfig`` fields: the units of Q (paper units scale with crop/224, as
+in ``config.pixels``), whether each scale is also L2-normalised before combining, and FC6 vs FC7.
+
+Images of one scale are batched by their exact rescaled size (buckets), so batches are real
+batches without padding or cropping; ``size_step`` > 1 rounds the long side to a multiple of
+that many pixels (a slight aspect change) to make buckets fuller.
+
+``FeatureExtractor`` is the timm ``features_only``-style view: per-block maps (pool1..pool5) and
+the dense FC6/FC7 maps, with ``feature_info`` (channels, reduction).
+
+Example:
+    >>> import torch
+    >>> from PIL import Image
+    >>> from verydeep.models.vgg import VGG
+    >>> from verydeep.data.preprocess import Preprocess
+    >>> from verydeep.features import DescriptorConfig, describe_images, FeatureExtractor
+    >>> net = VGG("A", num_classes=5, width_mult=0.125, fc_width=32, crop_size=32).eval()
+    >>> imgs = [Image.new("RGB", (60, 40), (200, 30, 30)), Image.new("RGB", (40, 40))]
+    >>> cfg = DescriptorConfig(scales=(32, 48), units="pixels", combine="stack")
+    >>> d = describe_images(net, Preprocess(), imgs, cfg)
+    >>> d.shape, torch.allclose(d.norm(dim=1), torch.ones(2))
+    (torch.Size([2, 64]), True)
+    >>> [f.shape[1] for f in FeatureExtractor(net, ("pool1", "pool5", "fc7"))(torch.zeros(1, 3, 64, 64))]
+    [8, 64, 32]
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from .config import pixels
+from .data.folder import scan_image_folder
+from .data.images import BadImageError, load_image
+from .data.preprocess import Preprocess
+from .data.voc_labels import is_voc_root, read_voc_labels
+from .io.features import Descriptors
+from .models.extractor import LAYERS, FeatureExtractor
+from .models.vgg import VGG
+
+log = logging.getLogger(__name__)
+__all__ = [
+    "LAYERS",
+    "DescriptorConfig",
+    "FeatureExtractor",
+    "describe_dataset",
+    "describe_images",
+    "describe_paths",
+]
+
+
+@dataclass(frozen=True)
+class DescriptorConfig:
+    """How to turn an image into one vector. Defaults: the paper's single-scale FC7 descriptor."""
+
+    scales: tuple[float, ...] = (384.0,)  # Q, smallest image side
+    units: str = "paper"  # paper: pixels at crop 224 (scaled by crop/224) | pixels: as given
+    combine: str = "average"  # over scales: average (VOC in the paper) | stack (Caltech)
+    flip: bool = True  # average in the horizontally flipped image's descriptor
+    layer: str = "fc7"  # fc7 (the paper's penultimate layer) | fc6
+    normalise_each_scale: bool = False  # also L2-normalise per scale before combining
+    batch_size: int = 32
+    size_step: int = 1  # round the long side to a multiple of this (1: exact aspect ratio)
+    grey: bool = False  # feed grey replicated to RGB (for nets trained on grey images, e.g. Fashion-MNIST)
+    extra: dict = field(default_factory=dict, compare=False)  # free-form provenance
+
+    def __post_init__(self) -> None:
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"descriptor scales must be positive, got {self.scales}")
+        checks = {"units": ("paper", "pixels"), "combine": ("average", "stack"), "layer": ("fc6", "fc7")}
+        for name, allowed in checks.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"descriptor {name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.batch_size < 1 or self.size_step < 1:
+            raise ValueError("descriptor batch_size and size_step must be >= 1")
+
+    def sides(self, crop_size: int) -> list[int]:
+        """Smallest image side in pixels for each scale."""
+        if self.units == "paper":
+            return [pixels(q, crop_size) for q in self.scales]
+        sides = [round(q) for q in self.scales]
+        if min(sides) < crop_size:
+            raise ValueError(f"scales {sides} px: each must be >= the net's crop size {crop_size}")
+        return sides
+
+
+def pooled_map(model: VGG, x: torch.Tensor, layer: str = "fc7") -> torch.Tensor:
+    """Global average of the dense FC6/FC7 map of a preprocessed batch: (N, fc_width)."""
+    upto = 2 if layer == "fc7" else 1
+    return model.dense_head(model.features(x), upto=upto).mean(dim=(2, 3))
+
+
+def dense_descriptor(model: VGG, x: torch.Tensor, flip: bool = True, layer: str = "fc7") -> torch.Tensor:
+    """Per-scale descriptor of same-size images: pooled map, averaged with the flipped image's."""
+    d = pooled_map(model, x, layer)
+    if flip:
+        d = (d + pooled_map(model, x.flip(-1), layer)) / 2
+    return d
+
+
+def combine_scales(
+    per_scale: Sequence[torch.Tensor], combine: str, normalise_each: bool = False
+) -> torch.Tensor:
+    """Stack or average (N, D) descriptors over scales, then L2-normalise each row."""
+    if normalise_each:
+        per_scale = [F.normalize(d, dim=1) for d in per_scale]
+    d = torch.cat(list(per_scale), dim=1) if combine == "stack" else torch.stack(list(per_scale)).mean(0)
+    return F.normalize(d, dim=1)
+
+
+def rescaled_size(width: int, height: int, side: int, step: int = 1) -> tuple[int, int]:
+    """(H, W) with the smaller side ``side`` and the aspect kept (long side rounded to ``step``)."""
+    short, long = min(width, height), max(width, height)
+    new_long = max(side, round(long * side / short / step) * step)
+    return (side, new_long) if height <= width else (new_long, side)
+
+
+def _colour_mode(model: VGG, cfg: DescriptorConfig) -> str:
+    return "L" if model.in_channels == 1 else ("LRGB" if cfg.grey else "RGB")
+
+
+def _rescale(img: Image.Image, sides: list[int], step: int, mode: str) -> list[torch.Tensor]:
+    if mode != "RGB":
+        img = img.convert("L")
+        img = img.convert("RGB") if mode == "LRGB" else img
+    out = []
+    for side in sides:
+        h, w = rescaled_size(img.width, img.height, side, step)
+        resized = TF.resize(img, [h, w], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+        out.append(TF.pil_to_tensor(resized))
+    return out
+
+
+class _PathImages(torch.utils.data.Dataset):
+    """Decode once, rescale to every scale: item i -> (i, [uint8 (C, H, W) per scale] or None)."""
+
+    def __init__(self, paths: Sequence[str | Path], sides: list[int], step: int, mode: str, fail: bool):
+        self.paths, self.sides, self.step, self.mode, self.fail = paths, sides, step, mode, fail
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, list[torch.Tensor] | None]:
+        try:
+            img = load_image(self.paths[i], min_side=max(self.sides))
+        except BadImageError as e:
+            if self.fail:
+                raise
+            log.warning("skipping bad image: %s", e)
+            return i, None
+        return i, _rescale(img, self.sides, self.step, self.mode)
+
+
+def _first(batch: list) -> object:
+    return batch[0]
+
+
+@torch.no_grad()
+def _run_buckets(
+    model: VGG, prep: Preprocess, items: Iterable, cfg: DescriptorConfig, n_scales: int, device: torch.device
+) -> dict[int, list[torch.Tensor]]:
+    """Feed (i, per-scale tensors) items through size buckets; returns {i: [descriptor per scale]}."""
+    buckets: dict[tuple, list] = {}
+    out: dict[int, list] = {}
+
+    def flush(key: tuple) -> None:
+        idx, xs = zip(*buckets.pop(key), strict=True)
+        x = prep(torch.stack(xs).to(device))
+        d = dense_descriptor(model, x, cfg.flip, cfg.layer).float().cpu()
+        for i, row in zip(idx, d, strict=True):
+            out.setdefault(i, [None] * n_scales)[key[0]] = row
+
+    for i, scaled in items:
+        if scaled is None:
+            continue
+        for s, x in enumerate(scaled):
+            key = (s, *x.shape[-2:])
+            buckets.setdefault(key, []).append((i, x))
+            if len(buckets[key]) >= cfg.batch_size:
+                flush(key)
+    for key in list(buckets):
+        flush(key)
+    return out
+
+
+def _assemble(out: dict[int, list[torch.Tensor]], cfg: DescriptorConfig) -> tuple[torch.Tensor, list[int]]:
+    kept = sorted(out)
+    if not kept:
+        raise ValueError("no image could be described (all unreadable?)")
+    per_scale = [torch.stack([out[i][s] for i in kept]) for s in range(len(cfg.scales))]
+    return combine_scales(per_scale, cfg.combine, cfg.normalise_each_scale), kept
+
+
+def describe_images(
+    model: VGG, prep: Preprocess, images: Sequence[Image.Image], cfg: DescriptorConfig
+) -> torch.Tensor:
+    """Descriptors (N, D) of in-memory PIL images, in order."""
+    model.eval()
+    device = next(model.parameters()).device
+    sides = cfg.sides(model.crop_size)
+    items = (
+        (i, _rescale(img, sides, cfg.size_step, _colour_mode(model, cfg))) for i, img in enumerate(images)
+    )
+    return _assemble(_run_buckets(model, prep, items, cfg, len(sides), device), cfg)[0]
+
+
+def describe_paths(
+    model: VGG,
+    prep: Preprocess,
+    paths: Sequence[str | Path],
+    cfg: DescriptorConfig,
+    workers: int = 0,
+    on_bad_image: str = "skip",
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> tuple[torch.Tensor, list[int]]:
+    """Descriptors of image files and the indices (into ``paths``) of those that could be read.
+
+    Decoding and rescaling run in ``workers`` DataLoader processes; ``progress`` wraps the item
+    iterator (e.g. ``tqdm``).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    sides = cfg.sides(model.crop_size)
+    mode = _colour_mode(model, cfg)
+    ds = _PathImages(list(paths), sides, cfg.size_step, mode, on_bad_image == "fail")
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=workers, collate_fn=_first)
+    items = progress(loader) if progress else loader
+    return _assemble(_run_buckets(model, prep, items, cfg, len(sides), device), cfg)
+
+
+def labelled_images(
+    root: str | Path, split: str = "", classes: list[str] | None = None
+) -> tuple[list[Path], np.ndarray, list[str]]:
+    """(paths, labels, classes) of a VOC tree's ``split`` (multi-label) or an ImageFolder tree.
+
+    For an ImageFolder, ``split`` (if given) is a sub-folder of ``root`` (``train``, ``val``).
+    """
+    root = Path(root)
+    if is_voc_root(root):
+        return read_voc_labels(root, split or "train", classes)
+    samples, classes = scan_image_folder(root / split if split else root, classes)
+    return [p for p, _ in samples], np.array([y for _, y in samples], dtype=np.int64), classes
+
+
+def describe_dataset(
+    model: VGG,
+    prep: Preprocess,
+    root: str | Path,
+    split: str,
+    cfg: DescriptorConfig,
+    classes: list[str] | None = None,
+    **kwargs: object,
+) -> Descriptors:
+    """Descriptors of a whole labelled dataset (see ``labelled_images``); ``kwargs`` go to ``describe_paths``.
+
+    ``info`` records the descriptor config, the CPU and wall time of this process and skipped files.
+    """
+    paths, labels, classes = labelled_images(root, split, classes)
+    cpu, wall = time.process_time(), time.perf_counter()
+    feats, kept = describe_paths(model, prep, paths, cfg, **kwargs)
+    info = {
+        "descriptor": {k: v for k, v in asdict(cfg).items() if k != "extra"} | cfg.extra,
+        "root": str(root),
+        "split": split,
+        "cpu_s": round(time.process_time() - cpu, 2),
+        "wall_s": round(time.perf_counter() - wall, 2),
+        "skipped": [str(paths[i]) for i in sorted(set(range(len(paths))) - set(kept))],
+    }
+    return Descriptors(feats.numpy(), labels[kept], [paths[i] for i in kept], classes, info)

@@ -1,0 +1,229 @@
+"""Weights in: Caffe, torchvision, Keras and safetensors files -> one verydeep checkpoint.
+
+``load_weights`` reads any supported file into a ``VGG`` plus the ``Meta`` that says how to
+feed it (preprocessing, class names, source); ``convert`` also writes that as a verydeep
+safetensors checkpoint, which eval, predict and features then use as is. The file type comes
+from its first bytes (HDF5, zip/pickle, safetensors, else protobuf), not only its extension.
+
+Preprocessing defaults follow the source: Caffe and Keras weights expect Caffe's BGR, 0-255,
+mean-pixel input (``caffe`` preset); torchvision's expect RGB 0-1 with ImageNet mean/std
+(``torchvision``). ``rgb=True`` reorders a BGR source's first conv to RGB instead, and the
+default preset becomes ``paper`` with Caffe's mean pixel in RGB order.
+
+Example:
+    >>> import os, tempfile, torch
+    >>> from verydeep.models.vgg import VGG
+    >>> from verydeep.io.convert import convert
+    >>> d = tempfile.mkdtemp()
+    >>> net = VGG("A", num_classes=3, width_mult=0.125, fc_width=16, crop_size=32)
+    >>> torch.save(net.state_dict(), os.path.join(d, "net.pth"))
+    >>> meta = convert(os.path.join(d, "net.pth"), os.path.join(d, "net.safetensors"))
+    >>> meta.source, meta.prep.bgr, meta.classes
+    ('torchvision', False, ['class_0', 'class_1', 'class_2'])
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..data.preprocess import Preprocess
+from ..models.vgg import VGG
+from .caffe import caffe_weights, has_lrn, read_caffemodel
+from .checkpoint import Meta, load_model, save_model
+from .layout import build_model, state_dict_from_named
+
+SOURCES = ("caffe", "torchvision", "keras", "safetensors")
+DEFAULT_PRESET = {
+    "caffe": "caffe",
+    "keras": "caffe",
+    "torchvision": "torchvision",
+    "safetensors": "torchvision",
+}
+MAX_CLASSES_BYTES = 16 << 20
+
+
+def detect_source(path: str | Path) -> str:
+    """'caffe', 'torchvision', 'keras' or 'safetensors', from the file's magic bytes."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"weights file not found: {path}")
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "keras"
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip, or a Keras 3 .keras archive
+        return "keras" if _zip_has(path, "model.weights.h5") else "torchvision"
+    if head[:1] == b"\x80":  # torch.save's legacy pickle format
+        return "torchvision"
+    if len(head) >= 9 and head[8:9] == b"{":  # 8-byte header length, then JSON
+        return "safetensors"
+    if path.suffix in (".caffemodel", ".binaryproto", ".pb") or head[:1] in (b"\x0a", b"\x12", b"\xa2"):
+        return "caffe"  # NetParameter starts with name (1), layers (2) or layer (100)
+    raise ValueError(
+        f"{path}: unknown weights format (expected .caffemodel, .pth, .h5, .keras or .safetensors)"
+    )
+
+
+def _zip_has(path: Path, name: str) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return name in z.namelist()
+    except zipfile.BadZipFile:
+        return False
+
+
+def _check_zip_sizes(path: Path) -> None:
+    """torch.save stores records uncompressed: none may declare more bytes than the file has."""
+    if not zipfile.is_zipfile(path):
+        return
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as z:
+            big = [i.filename for i in z.infolist() if i.file_size > size]
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{path} is not a loadable state_dict ({e})") from None
+    if big:
+        raise ValueError(f"{path}: record {big[0]} declares more bytes than the file holds")
+
+
+def read_torchvision(path: str | Path) -> dict[str, torch.Tensor]:
+    """A torchvision-keyed state_dict from ``torch.save``; never unpickles code."""
+    _check_zip_sizes(Path(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path} is not a loadable state_dict ({msg})") from None
+    if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in ("state_dict", "model"):
+        obj = next(iter(obj.values()))  # a training script's wrapper around the state_dict
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not hold a state_dict (a dict of tensors)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}  # DataParallel's prefix
+
+
+def _read_safetensors(path: Path, arch: str | None) -> tuple[VGG, Meta | None]:
+    """Our checkpoints keep their Meta; a bare torchvision-keyed safetensors file gets none."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        if n > size - 8:  # checked before reading: a corrupt length must not drive allocation
+            raise ValueError(f"{path} is not a readable safetensors file (header longer than file)")
+        try:
+            header = json.loads(fh.read(n))
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError(f"{path} is not a readable safetensors file") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a readable safetensors file")
+    if "verydeep" in (header.get("__metadata__") or {}):
+        return load_model(path)
+    try:
+        return build_model(load_file(path), arch), None
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e})") from None
+
+
+def _read(path: Path, source: str, arch: str | None, prototxt: str | Path | None) -> VGG:
+    if source == "torchvision":
+        return build_model(read_torchvision(path), arch)
+    if source == "keras":
+        from .keras import keras_weights, read_keras_h5
+
+        sd, letter = state_dict_from_named(keras_weights(read_keras_h5(path)), arch)
+        return build_model(sd, arch or letter)
+    layers = read_caffemodel(path)
+    named, lrn = caffe_weights(layers), has_lrn(layers)
+    if prototxt is not None:
+        from .prototxt import check_against, read_prototxt
+
+        lrn = check_against(read_prototxt(prototxt), named) or lrn
+    sd, letter = state_dict_from_named(named, arch, lrn=lrn)
+    return build_model(sd, arch or letter)
+
+
+def to_rgb(model: VGG, prep: Preprocess) -> Preprocess:
+    """Reorder the first conv's input channels BGR -> RGB; returns the matching preprocessing."""
+    conv = model.features[0]
+    if conv.in_channels != 3 or not prep.bgr:
+        raise ValueError("--rgb needs a 3-channel net whose preprocessing is BGR (Caffe or Keras weights)")
+    with torch.no_grad():
+        conv.weight.copy_(conv.weight.flip(1))
+    return Preprocess(tuple(reversed(prep.mean)), tuple(reversed(prep.std)), prep.pixel_range, bgr=False)
+
+
+def choose_preprocess(native: Preprocess, preset: str | None) -> Preprocess:
+    """``preset`` if given and in the weights' channel order, else what the weights expect."""
+    if preset is None:
+        return native
+    prep = Preprocess.preset(preset)
+    if preset == "paper" and native.pixel_range == 255.0 and not native.bgr:
+        # the paper subtracts the training set's mean pixel: for imported weights, theirs
+        return Preprocess.preset("paper", mean=native.mean)
+    if prep.bgr != native.bgr:
+        order = "BGR" if native.bgr else "RGB"
+        raise ValueError(f"preset {preset!r} is {'BGR' if prep.bgr else 'RGB'}; these weights expect {order}")
+    return prep
+
+
+def load_weights(
+    path: str | Path,
+    *,
+    preprocess: str | None = None,
+    rgb: bool = False,
+    classes: str | Path | None = None,
+    arch: str | None = None,
+    prototxt: str | Path | None = None,
+) -> tuple[VGG, Meta]:
+    """Read any supported weights file; returns the net (eval mode) and its ``Meta``.
+
+    ``preprocess`` names a preset (paper, caffe, torchvision) to store instead of the source's
+    default; ``rgb`` converts a BGR net's first conv to RGB; ``classes`` is a file with one
+    name per line; ``arch`` settles ambiguous files (e.g. A vs A-LRN); ``prototxt`` is a
+    Caffe deploy file checked against the weights.
+    """
+    path = Path(path)
+    source = detect_source(path)
+    if prototxt is not None and source != "caffe":
+        raise ValueError("--prototxt only applies to .caffemodel weights")
+    old: Meta | None = None
+    if source == "safetensors":
+        model, old = _read_safetensors(path, arch)
+    else:
+        model = _read(path, source, arch, prototxt)
+    native = old.prep if old else Preprocess.preset(DEFAULT_PRESET[source])
+    if rgb:
+        native = to_rgb(model, native)
+    prep = choose_preprocess(native, preprocess)
+    n = model.num_classes
+    names = read_classes(classes, n) if classes else old.classes if old else [f"class_{i}" for i in range(n)]
+    meta = Meta(preprocess=prep.to_dict(), classes=names, source=old.source if old else source)
+    if old:
+        meta.train_scale, meta.pca, meta.config = old.train_scale, old.pca, old.config
+    meta.model = dict(model.build_kwargs)
+    return model.eval(), meta
+
+
+def convert(src: str | Path, dst: str | Path, **options: object) -> Meta:
+    """``load_weights(src, **options)`` written to ``dst`` as a verydeep safetensors checkpoint."""
+    if Path(dst).suffix != ".safetensors":
+        raise ValueError(f"output must be a .safetensors file, got {dst}")
+    model, meta = load_weights(src, **options)  # type: ignore[arg-type]
+    save_model(dst, model, meta)
+    return meta
+
+
+def read_classes(path: str | Path, n: int) -> list[str]:
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size > MAX_CLASSES_BYTES:
+        raise ValueError(f"classes file not found or too large: {path}")
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(names) != n:
+        raise ValueError(f"{path} has {len(names)} class names, the weights have {n} classes")
+    return names

@@ -1,0 +1,234 @@
+"""Descriptors against an independent oracle (explicit Linear layers over unfolded pool5 patches)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from verydeep.config import pixels
+from verydeep.data.preprocess import Preprocess
+from verydeep.data.voc_labels import read_voc_labels
+from verydeep.features import (
+    DescriptorConfig,
+    FeatureExtractor,
+    combine_scales,
+    describe_dataset,
+    describe_images,
+    describe_paths,
+    labelled_images,
+    rescaled_size,
+)
+from verydeep.io.features import Descriptors, load_descriptors, save_descriptors
+from verydeep.models.init import init_weights
+from verydeep.models.vgg import VGG
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PREP = Preprocess.preset("paper", mean=(120.0, 115.0, 100.0))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # 2 cores shared by several people: one thread is faster than two fighting
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_net(crop: int = 64, seed: int = 0) -> VGG:
+    torch.manual_seed(seed)
+    net = VGG("A", num_classes=4, width_mult=0.125, fc_width=24, crop_size=crop)
+    init_weights(net, "kaiming")  # keeps activations alive through the ReLUs (random weights suffice)
+    return net.eval()
+
+
+def random_images(sizes: list[tuple[int, int]], seed: int = 0) -> list[Image.Image]:
+    g = np.random.default_rng(seed)
+    return [Image.fromarray(g.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
+
+
+def oracle_fc7(net: VGG, x: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of FC7 = ReLU(W7 ReLU(W6 patch + b6) + b7), patches of pool5 via unfold."""
+    fmap = net.features(x)
+    k = net.kernel
+    patches = F.unfold(fmap, kernel_size=k).transpose(1, 2)  # (N, positions, C*k*k), C-major like flatten
+    fc6, fc7 = net.classifier[0], net.classifier[3]
+    h = torch.relu(patches @ fc6.weight.T + fc6.bias)
+    return torch.relu(h @ fc7.weight.T + fc7.bias).mean(dim=1)
+
+
+def oracle_descriptor(net: VGG, img: Image.Image, sides: list[int], combine: str) -> torch.Tensor:
+    per_scale = []
+    for side in sides:
+        x = PREP(TF.pil_to_tensor(TF.resize(img, side, antialias=True))[None])  # torchvision's own resize
+        per_scale.append((oracle_fc7(net, x) + oracle_fc7(net, x.flip(-1))) / 2)
+    d = torch.cat(per_scale, 1) if combine == "stack" else torch.stack(per_scale).mean(0)
+    return d / d.norm(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("combine", ["stack", "average"])
+def test_descriptor_equals_unfolded_linear_oracle(combine):
+    net = small_net()
+    # long sides are whole numbers at both scales (120x80 -> 96x64, 144x96), so resizes agree exactly;
+    # three same-size images with batch_size 2 exercise full and partial buckets
+    imgs = random_images([(120, 80), (80, 120), (120, 80), (80, 80), (120, 80)])
+    cfg = DescriptorConfig(scales=(64, 96), units="pixels", combine=combine, batch_size=2)
+    got = describe_images(net, PREP, imgs, cfg)
+    want = torch.cat([oracle_descriptor(net, im, [64, 96], combine) for im in imgs])
+    assert got.shape == (5, 48 if combine == "stack" else 24)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert (want[:, :24].abs() > 1e-6).sum() > 20  # the oracle is not trivially zero
+
+
+def test_flip_off_and_fc6_layer():
+    net = small_net()
+    img = random_images([(96, 64)])[0]
+    x = PREP(TF.pil_to_tensor(img)[None])
+    got = describe_images(net, PREP, [img], DescriptorConfig(scales=(64,), units="pixels", flip=False))
+    torch.testing.assert_close(got, F.normalize(oracle_fc7(net, x), dim=1), rtol=1e-4, atol=1e-5)
+    got6 = describe_images(net, PREP, [img], DescriptorConfig(scales=(64,), units="pixels", layer="fc6"))
+    fc6 = net.classifier[0]
+    patches = F.unfold(net.features(x), net.kernel).transpose(1, 2)
+    patches_f = F.unfold(net.features(x.flip(-1)), net.kernel).transpose(1, 2)
+    d = (
+        torch.relu(patches @ fc6.weight.T + fc6.bias).mean(1)
+        + torch.relu(patches_f @ fc6.weight.T + fc6.bias).mean(1)
+    ) / 2
+    torch.testing.assert_close(got6, F.normalize(d, dim=1), rtol=1e-4, atol=1e-5)
+
+
+def test_combine_shapes_and_normalisation():
+    g = torch.Generator().manual_seed(0)
+    per = [torch.rand(3, 5, generator=g) * s for s in (1.0, 10.0, 100.0)]
+    stacked = combine_scales(per, "stack")
+    averaged = combine_scales(per, "average")
+    assert stacked.shape == (3, 15) and averaged.shape == (3, 5)
+    torch.testing.assert_close(stacked.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(averaged, F.normalize(sum(per) / 3, dim=1))
+    each = combine_scales(per, "stack", normalise_each=True)  # every scale weighs the same
+    torch.testing.assert_close(each[:, 5:10].norm(dim=1), torch.full((3,), 3**-0.5))
+
+
+def test_scales_in_paper_units_and_sizes():
+    cfg = DescriptorConfig(scales=(256, 384, 512))
+    assert cfg.sides(32) == [pixels(256, 32), pixels(384, 32), pixels(512, 32)] == [37, 55, 73]
+    assert cfg.sides(224) == [256, 384, 512]
+    assert rescaled_size(200, 100, 50) == (50, 100)  # (H, W)
+    assert rescaled_size(100, 300, 40, step=8) == (120, 40)
+    with pytest.raises(ValueError, match="crop size"):
+        DescriptorConfig(scales=(20,), units="pixels").sides(32)
+    with pytest.raises(ValueError, match="combine"):
+        DescriptorConfig(combine="max")
+
+
+def test_size_step_makes_fewer_buckets_with_close_results():
+    net = small_net()
+    imgs = random_images([(97, 64), (99, 64), (101, 64)])
+    exact = describe_images(net, PREP, imgs, DescriptorConfig(scales=(64,), units="pixels"))
+    rounded = describe_images(net, PREP, imgs, DescriptorConfig(scales=(64,), units="pixels", size_step=32))
+    assert exact.shape == rounded.shape == (3, 24)
+    assert not torch.allclose(exact, rounded)  # the aspect ratio changed a little...
+    assert (exact * rounded).sum(1).min() > 0.9  # ...and the descriptors barely
+
+
+def test_feature_extractor_matches_model():
+    net = small_net()
+    x = torch.randn(2, 3, 96, 128)
+    fx = FeatureExtractor(net, out_layers=range(7))
+    maps = fx(x)
+    for got, want in zip(maps[:5], net.feature_maps(x), strict=True):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(maps[6], net.dense_head(net.features(x), upto=2))
+    torch.testing.assert_close(maps[5], net.dense_head(net.features(x), upto=1))
+    assert fx.channels() == [m.shape[1] for m in maps]
+    assert fx.reductions() == [2, 4, 8, 16, 32, 32, 32]
+    assert [m.shape[-1] for m in maps[:5]] == [128 // r for r in fx.reductions()[:5]]
+    with pytest.raises(ValueError, match="unknown layers"):
+        FeatureExtractor(net, ["conv9"])
+
+
+def test_descriptor_files_round_trip(tmp_path):
+    labels = np.array([[1, -1], [0, 1], [-1, 1]], dtype=np.int8)
+    d = Descriptors(np.random.rand(3, 4), labels, ["a", "b", "c"], ["x", "y"], {"q": [256]})
+    for ext in ("safetensors", "npz"):
+        save_descriptors(tmp_path / f"d.{ext}", d)
+        e = load_descriptors(tmp_path / f"d.{ext}")
+        assert e.task == "multilabel" and e.classes == ["x", "y"] and e.info == {"q": [256]}
+        np.testing.assert_array_equal(e.labels, labels)
+        np.testing.assert_array_equal(e.features, d.features)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a verydeep descriptor file"):
+        load_descriptors(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="do not match"):
+        Descriptors(np.zeros((2, 3)), np.zeros(3), ["a", "b"], ["x"])
+
+
+needs_data = pytest.mark.skipif(
+    not (DATA / "critters-voc").is_dir(), reason=f"{DATA} (shared real data) absent"
+)
+
+
+@needs_data
+def test_voc_labels_are_image_level():
+    paths, labels, classes = read_voc_labels(DATA / "critters-voc", "train")
+    assert classes == ["kangaroo", "raccoon"] and labels.shape == (291, 2)
+    # every image has every class of its boxes: here each photo shows one species
+    assert ((labels == 1).sum(1) == 1).all()
+    assert all(p.is_file() for p in paths)
+    assert [p.name.split("-")[0] for p in paths] == [classes[i] for i in labels.argmax(1)]
+
+
+@needs_data
+def test_describe_real_photos_skips_bad_files(tmp_path):
+    net = small_net(crop=32)
+    paths, _, _ = labelled_images(DATA / "critters-voc", "val")
+    grey = [p for p in paths if Image.open(p).mode == "L"][:1]
+    bad = tmp_path / "garbage.jpg"  # not an image at all
+    bad.write_bytes(bytes(range(256)) * 4)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    files = [*paths[:3], bad, empty, *grey]
+    cfg = DescriptorConfig(scales=(256, 384))
+    d, kept = describe_paths(net, PREP, files, cfg)
+    assert kept == [0, 1, 2, 5][: 3 + len(grey)]
+    ref = describe_images(net, PREP, [Image.open(files[i]).convert("RGB") for i in kept], cfg)
+    assert d.shape == (len(kept), 24)
+    assert (d * ref).sum(1).min() > 0.99  # same pipeline up to JPEG draft decoding
+    with pytest.raises(ValueError, match="cannot decode"):
+        describe_paths(net, PREP, [bad], cfg, on_bad_image="fail")
+
+
+@needs_data
+def test_describe_dataset_voc_split():
+    net = small_net(crop=32)
+    v = describe_dataset(
+        net, PREP, DATA / "critters-voc", "val", DescriptorConfig(scales=(256,), batch_size=64)
+    )
+    assert v.task == "multilabel" and v.labels.shape == (73, 2) and v.features.shape == (73, 24)
+    assert v.info["descriptor"]["scales"] == (256,) and v.info["skipped"] == []
+    assert v.paths[0].endswith("JPEGImages/kangaroo-00149.jpg")
+
+
+def test_grey_input_equals_grey_image():
+    net = small_net()
+    img = random_images([(96, 64)])[0]
+    cfg = DescriptorConfig(scales=(64,), units="pixels")
+    grey = describe_images(net, PREP, [img], DescriptorConfig(scales=(64,), units="pixels", grey=True))
+    torch.testing.assert_close(grey, describe_images(net, PREP, [img.convert("L").convert("RGB")], cfg))
+    assert not torch.allclose(grey, describe_images(net, PREP, [img], cfg))
+
+
+def test_agrees_with_evaluation_dense_fc7():
+    """Cross-check with the evaluation engine's pooled FC7 (another implementation of the same path)."""
+    from verydeep.evaluation.core import dense_scores_batch
+
+    net = small_net()
+    imgs = random_images([(120, 80), (80, 80), (80, 120)])
+    for combine, theirs in (("stack", "stack"), ("average", "mean")):
+        cfg = DescriptorConfig(scales=(64, 96), units="pixels", combine=combine)
+        other = dense_scores_batch(net, imgs, [64, 96], PREP, output="fc7", combine=theirs)
+        torch.testing.assert_close(describe_images(net, PREP, imgs, cfg), F.normalize(other, dim=1))

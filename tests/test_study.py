@@ -1,0 +1,61 @@
+"""The study machinery end to end (--quick: tiny nets, a subset; checks wiring, not numbers)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from verydeep.cli import main
+from verydeep.study.plan import StudySpec, build_plan
+from verydeep.study.report import ensemble_error, verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_plan_follows_the_papers_chain():
+    runs = {r.name: r for r in build_plan(StudySpec())}
+    assert runs["A-256"].after == "" and runs["A-256"].init_from_a == ""
+    assert all(runs[f"{c}-256"].init_from_a == "A-256" for c in ("A-LRN", "B", "C", "D", "E"))
+    assert all(runs[f"{c}-384"].after == f"{c}-256" for c in ("A", "B", "C", "D", "E"))
+    assert runs["E-jit"].scale == [256, 512] and runs["E-jit"].after == "E-384"
+    assert runs["D-256-glorot"].init_from_a == ""
+
+
+def test_verdicts_respect_noise():
+    assert verdict(0.10, 0.05, 0.01) == "holds"
+    assert verdict(0.05, 0.10, 0.01) == "reversed"
+    assert verdict(0.05, 0.06, 0.01) == "noise"
+
+
+def test_ensemble_error_is_posterior_average():
+    import torch
+
+    labels = torch.tensor([0, 1])
+    a = {"probs": torch.tensor([[0.6, 0.4], [0.6, 0.4]])}
+    b = {"probs": torch.tensor([[0.3, 0.7], [0.1, 0.9]])}
+    res = {n: {"eval": {"k": v, "labels": labels}} for n, v in (("a", a), ("b", b))}
+    # averages: [0.45, 0.55] (wrong for label 0), [0.35, 0.65] (right)
+    assert ensemble_error(res, ["a", "b"], "k") == (0.5, 0.0)
+
+
+@pytest.mark.slow
+def test_quick_study_end_to_end(fmnist_root, tmp_path):
+    report = tmp_path / "RESULTS.md"
+    args = ["study", "--quick", "--no-progress", "--config", str(ROOT / "experiments" / "study.toml")]
+    assert main([*args, "--out-dir", str(tmp_path / "runs"), "--report", str(report)]) == 0
+    text = report.read_text()
+    for heading in (
+        "Table 3 analogue",
+        "Table 4 analogue",
+        "Table 5 analogue",
+        "Table 6 analogue",
+        "findings",
+    ):
+        assert heading in text
+    assert (tmp_path / "RESULTS_curves.png").stat().st_size > 1000
+    numbers = json.loads((tmp_path / "runs" / "results.json").read_text())
+    assert set(numbers) >= {"A-256", "D-jit", "E-jit", "D-256-glorot"}
+    assert 0 <= numbers["D-jit"]["multi/dense+multicrop"]["top1_err"] <= 1
+    # resumable: a second run trains nothing and gives the same report
+    assert main([*args, "--out-dir", str(tmp_path / "runs"), "--report", str(report)]) == 0
+    assert report.read_text() == text

@@ -1,0 +1,185 @@
+"""SVMs and metrics: hand-computed AP and recall, scikit-learn as oracle, an end-to-end run on real photos."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, balanced_accuracy_score
+
+from verydeep.cli import main
+from verydeep.data.preprocess import Preprocess
+from verydeep.io.checkpoint import Meta, save_model
+from verydeep.io.features import Descriptors, load_descriptors
+from verydeep.models.init import init_weights
+from verydeep.models.vgg import VGG
+from verydeep.transfer import (
+    SVMConfig,
+    average_precision,
+    caltech_splits,
+    fit_ovr,
+    holdout_split,
+    mean_average_precision,
+    mean_class_recall,
+    run_transfer,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # 2 cores shared by several people: one thread is faster than two fighting
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# --- AP ---------------------------------------------------------------------------------------
+def test_ap_hand_computed_interpolation_matters():
+    # ranking P N P: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
+    s, y = np.array([3.0, 2.0, 1.0]), np.array([1, -1, 1])
+    assert average_precision(s, y, "raw") == pytest.approx((1 + 2 / 3) / 2)
+    assert average_precision(s, y, "area") == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    # 11-point: t in {0..0.5} -> 1 (six points); t in {0.6..1} -> 2/3 (five points)
+    assert average_precision(s, y, "voc07") == pytest.approx((6 * 1 + 5 * 2 / 3) / 11)
+
+
+def test_ap_hand_computed_interpolation_raises_precision():
+    # N P N P P: precisions at the positives 1/2, 2/4, 3/5; interpolated: 3/5 everywhere
+    s, y = np.array([5.0, 4, 3, 2, 1]), np.array([-1, 1, -1, 1, 1])
+    assert average_precision(s, y, "raw") == pytest.approx((0.5 + 0.5 + 0.6) / 3)
+    assert average_precision(s, y, "area") == pytest.approx(0.6)
+    assert average_precision(s, y, "voc07") == pytest.approx(0.6)
+
+
+def test_ap_ties_difficult_and_no_positives():
+    assert average_precision(np.array([0.5, 0.5]), np.array([1, -1]), "area") == pytest.approx(0.5)
+    # a difficult (0) image is ignored wherever it ranks
+    s = np.array([9.0, 3.0, 2.0, 1.0])
+    assert average_precision(s, np.array([0, 1, -1, 1]), "raw") == pytest.approx((1 + 2 / 3) / 2)
+    assert np.isnan(average_precision(s, np.array([-1, -1, 0, -1])))
+    m, per = mean_average_precision(np.c_[s, s], np.c_[[1, -1, -1, -1], [-1, -1, -1, -1]])
+    assert m == 1.0 and np.isnan(per[1])  # classes without positives do not count
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_raw_ap_equals_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.random(60) < 0.3
+    scores = np.round(rng.normal(size=60) + y, 1)  # rounding makes ties
+    want = average_precision_score(y, scores)
+    assert average_precision(scores, y, "raw") == pytest.approx(want)
+    assert average_precision(scores, y, "area") >= want - 1e-12  # interpolation only raises precision
+
+
+# --- class recall -----------------------------------------------------------------------------
+def test_mean_class_recall_hand_and_sklearn():
+    y, p = np.array([0, 0, 0, 1, 2, 2]), np.array([0, 1, 0, 1, 0, 2])
+    m, per = mean_class_recall(y, p)
+    assert per == pytest.approx([2 / 3, 1.0, 0.5]) and m == pytest.approx((2 / 3 + 1 + 0.5) / 3)
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 7, 200), rng.integers(0, 7, 200)
+    assert mean_class_recall(y, p, 7)[0] == pytest.approx(balanced_accuracy_score(y, p))
+
+
+# --- splits and SVMs --------------------------------------------------------------------------
+def test_caltech_splits():
+    labels = np.repeat([0, 1, 2], [10, 12, 8])
+    splits = caltech_splits(labels, n_train=5, n_test=4, n_splits=3, seed=0)
+    assert len(splits) == 3
+    for tr, te in splits:
+        assert set(tr).isdisjoint(te)
+        assert np.bincount(labels[tr]).tolist() == [5, 5, 5]
+        assert np.bincount(labels[te]).tolist() == [4, 4, 3]  # up to 4 of the rest
+    assert not np.array_equal(splits[0][0], splits[1][0])
+    with pytest.raises(ValueError, match="lower the training images"):
+        caltech_splits(labels, n_train=8, n_test=None, n_splits=1)
+
+
+def test_holdout_split_is_stratified():
+    labels = np.repeat([0, 1], [20, 4])
+    fit, val = holdout_split(labels, 0.25, seed=0)
+    assert np.bincount(labels[val]).tolist() == [5, 1] and len(fit) + len(val) == 24
+    assert set(fit).isdisjoint(val)
+
+
+def blobs(n_per: int, k: int, seed: int, sep: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, 8)) * sep
+    y = np.repeat(np.arange(k), n_per)
+    x = centres[y] + rng.normal(size=(len(y), 8))
+    return x / np.linalg.norm(x, axis=1, keepdims=True), y
+
+
+def test_separable_data_gets_perfect_scores():
+    x, y = blobs(20, 3, seed=0, sep=6.0)
+    xt, yt = blobs(10, 3, seed=0, sep=6.0)
+    train = Descriptors(x, y, [str(i) for i in range(len(y))], ["a", "b", "c"])
+    test = Descriptors(xt, yt, [str(i) for i in range(len(yt))], ["a", "b", "c"])
+    r = run_transfer(train, test, SVMConfig())
+    assert r["value"] == 1.0 and r["C"] in SVMConfig().cs and len(r["held_out"]) == 5
+    # multi-label view of the same data: every AP is 1
+    ml = lambda d: Descriptors(d.features, np.where(np.eye(3)[d.labels] > 0, 1, -1), d.paths, d.classes)  # noqa: E731
+    assert run_transfer(ml(train), ml(test), SVMConfig(ap="voc07"))["value"] == 1.0
+    c = run_transfer(train, None, SVMConfig(), n_train=10, n_splits=3)
+    assert c["value"] == 1.0 and c["std"] == 0.0 and len(c["splits"]) == 3
+
+
+def test_difficult_rows_are_left_out_of_training():
+    x, y = blobs(15, 2, seed=1)
+    targets = np.where(y[:, None] == np.array([[0, 1]]), 1, -1).astype(np.int8)
+    cfg = SVMConfig()
+    w_ref, b_ref = fit_ovr(x, targets, 1.0, cfg)
+    x2 = np.vstack([x, 100 * np.ones((1, 8))])  # an outlier marked difficult for both classes
+    t2 = np.vstack([targets, [[0, 0]]]).astype(np.int8)
+    w, b = fit_ovr(x2, t2, 1.0, cfg)
+    np.testing.assert_allclose(w, w_ref, atol=1e-6)
+    np.testing.assert_allclose(b, b_ref, atol=1e-6)
+
+
+# --- end to end on real photographs ------------------------------------------------------------
+needs_data = pytest.mark.skipif(
+    not (DATA / "critters-voc").is_dir(), reason=f"{DATA} (shared real data) absent"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    net = VGG("A", num_classes=3, width_mult=0.125, fc_width=32, crop_size=32)
+    init_weights(net, "kaiming")
+    path = tmp_path_factory.mktemp("ckpt") / "net.safetensors"
+    save_model(path, net, Meta(preprocess=Preprocess.preset("paper", mean=(120, 115, 100)).to_dict()))
+    return str(path)
+
+
+@needs_data
+def test_end_to_end_voc_map(tiny_checkpoint, tmp_path, capsys):
+    root = str(DATA / "critters-voc")
+    files = {s: str(tmp_path / f"{s}.safetensors") for s in ("train", "val")}
+    for split, out in files.items():
+        args = ["features", tiny_checkpoint, root, "--split", split, "--out", out, "--batch-size", "64"]
+        assert main([*args, "--scales", "256", "384", "--combine", "average", "--threads", "1"]) == 0
+    assert load_descriptors(files["val"]).labels.shape == (73, 2)
+    assert (
+        main(["transfer", files["train"], files["val"], "--ap", "voc07", "--json", str(tmp_path / "r.json")])
+        == 0
+    )
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["metric"] == "mAP (voc07)" and 0.5 < r["value"] <= 1  # two balanced classes: chance is ~0.5
+    assert "mAP (voc07)" in capsys.readouterr().out
+
+
+@needs_data
+def test_end_to_end_caltech_recall(tiny_checkpoint, tmp_path, capsys):
+    out = str(tmp_path / "val.npz")
+    args = ["features", tiny_checkpoint, str(DATA / "hymenoptera"), "--split", "val", "--out", out]
+    assert main([*args, "--scales", "256", "320", "--combine", "stack", "--threads", "1"]) == 0
+    d = load_descriptors(out)
+    assert d.features.shape == (153, 64) and d.classes == ["ants", "bees"]
+    assert main(["transfer", out, "--per-class", "30", "--test-per-class", "30", "--splits", "2"]) == 0
+    assert "over 2 splits of 30 training images per class" in capsys.readouterr().out
+    assert main(["transfer", out]) == 2  # multi-class without a test file needs --per-class
