@@ -1,11 +1,13 @@
 """Crash-safe checkpoints: a kill at every file-system step of a save, SIGKILLed runs resumed
 bit-identically, divergence stopping with the last good checkpoint intact."""
 
+import contextlib
 import hashlib
 import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -205,3 +207,72 @@ def test_divergence_stops_with_one_line_and_the_last_good_checkpoint_intact(fmni
     assert all(p.isfinite().all() for p in model.parameters())
     assert main(args) == 3  # resuming diverges again at once, and writes nothing
     assert _digests(ckpt) == before and not (tmp_path / "result.json").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((int(e[5:]) for e in env if e.startswith(b"RANK=")), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("VERYDEEP_TORCHRUN_TEST") != "1",
+    reason="flaky on a loaded 2-core machine (2 of 4 runs passed; see docs/RELIABILITY.md); "
+    "VERYDEEP_TORCHRUN_TEST=1 runs it",
+)
+def test_torchrun_restarts_a_killed_worker_and_resumes(fmnist_root, tmp_path):
+    """2 CPU ranks (gloo); rank 1 SIGKILLed mid-run; torchrun --max-restarts=1 restarts both,
+    which resume from the committed checkpoint and end where one uninterrupted process ends.
+    (The c10d rendezvous is needed: with the static one, --master_port, the restarted ranks read
+    the previous round's gloo addresses from the store and fail to connect.)"""
+    steps = 20  # 4 epochs of 5 steps; rank 1 is killed after step 2
+    ddp_exact = ["model.dropout=0", "data.scale=[224]", "data.flip=false", "data.colour_shift=0"]
+    common = [*TINY, *ddp_exact, f"train.max_steps={steps}"]
+    fit(RunConfig.from_sources(overrides=[*common, f"train.out_dir={tmp_path / 'one'}"]), False)
+    out = tmp_path / "two"
+    sets = [a for o in [*common, f"train.out_dir={out}", "train.checkpoint_every=1"] for a in ("--set", o)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
+           "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{_free_port()}",
+           "-m", "verydeep", "train", "--no-progress", *sets]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while _committed_step(out) < 2 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        victim = next((p for p in _children(proc.pid) if _rank_of(p) == 1), None)
+        assert victim is not None, f"rank 1 not found (torchrun exit code {proc.poll()})"
+        os.kill(victim, signal.SIGKILL)
+        killed_at = _committed_step(out)
+        _, err = proc.communicate(timeout=180)
+    finally:  # never leave a launcher and its workers behind
+        for pid in [*_children(proc.pid), proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[:6000]
+    assert killed_at < steps and "resuming A run" in err  # it did restart and resume
+    a = load_file(tmp_path / "one" / "checkpoints" / "last.safetensors")
+    b = load_file(out / "checkpoints" / "last.safetensors")
+    for k in a:  # 2 ranks x 16 == 1 x 32 up to float summation order (as in test_train)
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
