@@ -143,6 +143,9 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
         sections = {}
+        unknown_sections = set(d) - set(_TYPES)
+        if unknown_sections:
+            raise ValueError(f"unknown section(s) {sorted(unknown_sections)}; known: {list(_TYPES)}")
         for f in dataclasses.fields(cls):
             sub_cls = _TYPES[f.name]
             values = d.get(f.name, {})
@@ -150,6 +153,8 @@ class RunConfig:
             unknown = set(values) - known
             if unknown:
                 raise ValueError(f"unknown key(s) in [{f.name}]: {', '.join(sorted(unknown))}")
+            hints = typing.get_type_hints(sub_cls)
+            values = {k: _typed(f"{f.name}.{k}", hints[k], v) for k, v in values.items()}
             sections[f.name] = sub_cls(**values)
         return cls(**sections)
 
@@ -175,6 +180,21 @@ class RunConfig:
 
 
 _TYPES = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
+
+
+def _typed(key: str, hint: object, value: object) -> object:
+    """``value`` if it has the field's type (ints accepted as floats), else a one-line ValueError."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, list):
+            return [_typed(key, item, v) for v in value]
+    elif hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
+        return value
+    what = f"a list of {typing.get_args(hint)[0].__name__}" if origin is list else hint.__name__
+    raise ValueError(f"{key} expects {what}, got {value!r}")
 
 
 def _coerce(section_cls: type, name: str, raw: str) -> object:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -40,6 +41,7 @@ class StepState:
     step_in_epoch: int = 0  # optimiser steps already taken in ``epoch``
     global_step: int = 0
     skipped_steps: int = 0
+    bad_images: int = 0  # unreadable training images skipped so far
     history: list[dict] = field(default_factory=list)
 
 
@@ -87,7 +89,9 @@ def train_one_epoch(
         with sync:
             with autocast(device, amp_dtype):
                 logits = model(prepare(images))
-                loss = F.cross_entropy(logits.float(), labels)
+                # a micro-batch whose images were all unreadable still runs (zero gradient): every
+                # rank and the accumulation count stay in step, DDP's all-reduce is not left waiting
+                loss = F.cross_entropy(logits.float(), labels) if len(labels) else logits.float().sum() * 0
             (loss / accum_steps).backward()
         micro += 1
         loss_sum += loss.item() * len(labels)
@@ -105,6 +109,8 @@ def train_one_epoch(
             on_step(state, {"loss": loss_sum / seen, "top1_err": err_sum / seen, "img_s": seen / elapsed})
         if max_steps and state.global_step >= max_steps:
             break
+    if micro % accum_steps:  # trailing micro-batches that do not fill a step: dropped, not carried over
+        optimizer.zero_grad(set_to_none=True)
     elapsed = time.perf_counter() - t0
     return {
         "loss": loss_sum / max(seen, 1),
@@ -119,6 +125,10 @@ def _finite_step(model: nn.Module, loss: torch.Tensor, on_nonfinite: str, state:
     if finite:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         finite = bool(torch.stack([g.float().abs().sum() for g in grads]).isfinite().all()) if grads else True
+    if dist.is_available() and dist.is_initialized():  # the loss is per rank: all ranks must agree
+        flag = torch.tensor([int(finite)], device=loss.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        finite = bool(flag.item())
     if finite:
         return True
     if on_nonfinite == "stop":

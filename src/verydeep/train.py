@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import distributed as dist
 from .config import RunConfig
 from .data.build import build_data
+from .data.loaders import FolderBatches
 from .engine import StepState, evaluate, train_one_epoch
 from .io.checkpoint import Meta, load_model
 from .io.run_dir import RunDir
@@ -104,6 +105,8 @@ def fit(cfg: RunConfig, progress: bool = True) -> dict:
 
 def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool) -> dict:
     dist.seed_everything(cfg.train.seed, env)
+    run = RunDir(cfg.train.out_dir, env.is_main, progress, env.rank, env.world_size)
+    run.check_reuse(cfg)  # before anything is read or written: refuse to clobber another run
     data, accum = build_data(cfg, env, device)
     cfg.model = dataclasses.replace(cfg.model, num_classes=len(data.classes), in_channels=data.channels)
     model = build_model(cfg, len(data.classes), data.channels).to(device)
@@ -122,25 +125,34 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
         pca=data.pca.to_dict(),
         config=cfg.to_dict(),
     )
-    run = RunDir(cfg.train.out_dir, env.is_main, progress, env.rank)
     state = StepState()
     if cfg.train.resume and run.has_checkpoint():
-        state = run.restore(model, opt, sched, device)
+        state = run.restore(model, opt, sched, device, data.classes)
     run.start(cfg, resumed=state.global_step > 0)
     amp = resolve_precision(cfg.train.precision, device)
     net: nn.Module = DistributedDataParallel(model) if env.enabled else model
     if cfg.train.compile:
         net = torch.compile(net)
+    last_val_bad, saved_step = 0, [-1]
     while state.epoch < cfg.train.epochs and not sched.stopped:
         t0 = time.perf_counter()
+        bad_base, bad_before = state.bad_images, getattr(data.train, "bad_images", 0)
         data.train.set_epoch(state.epoch, start=state.step_in_epoch * accum)
         for g in opt.param_groups:
             g["lr"] = sched.lr
-        bar = run.progress_bar(len(data.train) // accum, state.step_in_epoch, f"epoch {state.epoch + 1}")
+        epoch_micro = len(data.train)  # micro-batches in the whole epoch
+        bar = run.progress_bar(epoch_micro // accum, state.step_in_epoch, f"epoch {state.epoch + 1}")
 
-        def on_step(s: StepState, m: dict, bar=bar) -> None:
+        def on_step(s: StepState, m: dict, bar=bar, base=bad_base, before=bad_before, n=epoch_micro) -> None:
             bar.update(m)
-            if cfg.train.checkpoint_every and s.global_step % cfg.train.checkpoint_every == 0:
+            end_of_epoch = s.step_in_epoch >= n // accum  # saved below, after evaluation
+            if (
+                cfg.train.checkpoint_every
+                and s.global_step % cfg.train.checkpoint_every == 0
+                and not end_of_epoch
+            ):
+                saved_step[0] = s.global_step
+                s.bad_images = base + _count_bad(data.train, before, device)  # every rank saves
                 run.save(model, meta, opt, sched, s)
 
         tr = train_one_epoch(
@@ -157,29 +169,46 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
             cfg.train.max_steps,
         )
         bar.close()
-        done_epoch = state.step_in_epoch * accum >= len(data.train)
+        tr["bad_images"] = _count_bad(data.train, bad_before, device)
+        state.bad_images = bad_base + tr["bad_images"]
+        # whole steps only: trailing micro-batches that cannot fill a step are left out
+        done_epoch = state.step_in_epoch >= epoch_micro // accum
+        last_val_bad = getattr(data.val, "bad_images", 0)
         va = _evaluate(model, data.val, data.eval_prepare, device, amp)
         if done_epoch:
             improved = sched.step(1 - va["top1_err"] if va else -tr["loss"])
             state.history.append(run.epoch_row(state.epoch, tr, va, sched.lr, time.perf_counter() - t0))
             state.epoch, state.step_in_epoch = state.epoch + 1, 0
             run.save(model, meta, opt, sched, state, best=improved)
+            run.write_log(state.history)
             run.write_curves(state.history)
-        else:
+        elif saved_step[0] != state.global_step:  # stopped mid-epoch (max_steps): save unless just saved
             run.save(model, meta, opt, sched, state)
         if cfg.train.max_steps and state.global_step >= cfg.train.max_steps:
             break
     result = {"global_step": state.global_step, "epochs": state.epoch, "skipped_steps": state.skipped_steps}
+    result["bad_images"] = {"train": state.bad_images}  # val/test: in the last pass over the split
+    if isinstance(data.val, FolderBatches):
+        result["bad_images"]["val"] = _count_bad(data.val, last_val_bad, device)
     if data.test is not None:  # reported once, with the held-out-best weights; never for decisions
         run.load_best(model)
         dist.broadcast_params(model)
+        before = getattr(data.test, "bad_images", 0)
         result["test"] = _evaluate(model, data.test, data.eval_prepare, device, amp)
+        result["bad_images"]["test"] = _count_bad(data.test, before, device)
         run.log(
             f"test top-1 error {100 * result['test']['top1_err']:.2f}% "
             f"top-5 error {100 * result['test']['top5_err']:.2f}% ({result['test']['images']} images)"
         )
+    if any(result["bad_images"].values()):
+        run.log(f"unreadable images skipped: {result['bad_images']} (see the warnings above)")
     run.finish(result)
     return result
+
+
+def _count_bad(batches, before: int, device: torch.device) -> int:
+    """Images skipped as unreadable since ``before``, summed over ranks (0 for in-memory data)."""
+    return int(dist.sum_across([getattr(batches, "bad_images", 0) - before], device)[0])
 
 
 def _evaluate(model: nn.Module, batches, prepare, device: torch.device, amp) -> dict | None:

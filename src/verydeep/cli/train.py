@@ -1,9 +1,15 @@
-"""``verydeep train``: build the RunConfig from --config/--set and call ``train.fit``."""
+"""``verydeep train``: build the RunConfig from --config/--set and call ``train.fit``.
+
+Exit codes: 0 done; 2 a problem with the command, config, data or output folder (one line,
+nothing written); 3 training diverged (non-finite loss or gradient; the last checkpoint, taken
+before it, is intact and the run can be resumed with other settings); 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..config import RunConfig
 from . import add_config_args
@@ -22,9 +28,14 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=1))
         return 0
-    from ..train import fit  # torch-heavy import only when training
+    from ..engine import NonFiniteLossError  # torch-heavy imports only when training
+    from ..train import fit
 
-    result = fit(cfg, progress=not args.no_progress)
+    try:
+        result = fit(cfg, progress=not args.no_progress)
+    except NonFiniteLossError as e:
+        print(f"verydeep train: stopped: {e}", file=sys.stderr)
+        return 3
     test = result.get("test")
     if test:
         print(f"test top-1 error: {100 * test['top1_err']:.2f}%  top-5 error: {100 * test['top5_err']:.2f}%")

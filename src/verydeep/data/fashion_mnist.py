@@ -17,6 +17,8 @@ Example:
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -42,19 +44,32 @@ FILES = {
 MISSING = "Fashion-MNIST not found in {root}; install it with: sudo apt-get install dataset-fashion-mnist"
 
 
+MAX_IDX_BYTES = 1 << 31  # Fashion-MNIST's largest file holds 47 MB; a header asking more is corrupt
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Parse an IDX file (optionally gzipped): magic 0x0000 08 <ndim>, big-endian dims, uint8 data."""
+    """Parse an IDX file (optionally gzipped): magic 0x0000 08 <ndim>, big-endian dims, uint8 data.
+
+    The header is checked before the data is read, and no more than it declares (+1 byte, to
+    notice extra data) is ever inflated: a corrupt size or a gzip bomb cannot exhaust memory.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    offset = 4 + 4 * ndim
-    if len(data) - offset != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says {dims}, file holds {len(data) - offset} bytes")
-    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(4)
+            if len(head) < 4 or head[:3] != b"\0\0\x08":
+                raise ValueError(f"{path}: not an unsigned-byte IDX file")
+            raw_dims = fh.read(4 * head[3])
+            dims = [int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(head[3])]
+            size = math.prod(dims)
+            if len(raw_dims) < 4 * head[3] or size > MAX_IDX_BYTES:
+                raise ValueError(f"{path}: header says {dims[:4]}, not a plausible IDX file")
+            data = fh.read(size + 1)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"{path}: not a readable IDX file ({type(e).__name__})") from None
+    if len(data) != size:
+        raise ValueError(f"{path}: header says {dims}, file holds {len(data)} bytes or more")
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def load_fashion_mnist(

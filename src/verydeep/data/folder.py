@@ -80,13 +80,19 @@ class ImageFolderDataset(Dataset):
         return self.transform(img), label, i
 
 
-def collate_skip_bad(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Stack (image, label, index) items; drop ``None`` (bad images) and report how many."""
+def collate_skip_bad(
+    batch: list, shape: tuple[int, ...] = (3, 1, 1)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Stack (image, label, index) items; drop ``None`` (bad images) and report how many.
+
+    A batch of only bad images becomes an empty batch of images of ``shape``, so that the net
+    can still run on it (see ``engine.train_one_epoch``).
+    """
     good = [b for b in batch if b is not None]
     bad = len(batch) - len(good)
     if not good:
         return (
-            torch.empty(0, 3, 1, 1, dtype=torch.uint8),
+            torch.empty(0, *shape, dtype=torch.uint8),
             torch.empty(0, dtype=torch.long),
             torch.empty(0),
             bad,

@@ -16,12 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .folder import collate_skip_bad
+from .images import BadImageError
 
 
 class EpochOrder(Sampler[int]):
@@ -90,16 +92,21 @@ class TensorBatches:
 
 
 class FolderBatches:
-    """Micro-batches decoded by DataLoader workers; bad images are dropped and counted."""
+    """Micro-batches decoded by DataLoader workers; bad images are dropped and counted.
+
+    A micro-batch in which every image was bad is still yielded (empty) so that every rank and
+    the gradient accumulation see the same number of micro-batches.
+    """
 
     def __init__(self, dataset: Dataset, order: EpochOrder, workers: int, pin_memory: bool) -> None:
         self.order, self.bad_images = order, 0
+        crop = getattr(getattr(dataset, "transform", None), "crop", 1)
         self.loader = DataLoader(
             dataset,
             batch_size=order.micro,
             sampler=order,
             num_workers=workers,
-            collate_fn=collate_skip_bad,
+            collate_fn=functools.partial(collate_skip_bad, shape=(3, crop, crop)),
             pin_memory=pin_memory,
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
@@ -112,7 +119,16 @@ class FolderBatches:
         return self.order.num_batches()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels, _, bad in self.loader:
-            self.bad_images += bad
-            if len(labels):
+        try:
+            for images, labels, _, bad in self.loader:
+                self.bad_images += bad
                 yield images, labels
+        except BadImageError as e:  # on_bad_image=fail: one line naming the file, not a worker traceback
+            raise BadImageError(_last_line(str(e))) from None
+
+
+def _last_line(message: str) -> str:
+    """The error itself from a DataLoader worker's re-raised message (traceback text first)."""
+    lines = [ln for ln in message.strip().splitlines() if ln.strip()]
+    last = lines[-1] if lines else message
+    return last.split("BadImageError: ", 1)[-1]

@@ -99,9 +99,20 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Meta]:
         raise ValueError(f"{path} is not a readable safetensors file ({e})") from None
     if raw is None:
         raise ValueError(f"{path} has no verydeep metadata; import it with `verydeep convert`")
-    d = json.loads(raw)
-    d.pop("format", None)
-    return tensors, Meta(**d)
+    return tensors, _meta(raw, path)
+
+
+def _meta(raw: str, path: Path) -> Meta:
+    """``Meta`` from the header's JSON; anything malformed is a one-line ValueError."""
+    try:
+        d = json.loads(raw)
+        d.pop("format", None)
+        meta = Meta(**d)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path} has damaged verydeep metadata ({type(e).__name__})") from None
+    if not isinstance(meta.model, dict) or not isinstance(meta.classes, list):
+        raise ValueError(f"{path} has damaged verydeep metadata (model or classes)")
+    return meta
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[VGG, Meta]:

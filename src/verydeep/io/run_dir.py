@@ -9,7 +9,9 @@ Layout::
     <out_dir>/log.csv              one row per epoch
     <out_dir>/curves.png           loss and held-out error per epoch
     <out_dir>/result.json          final numbers (test error)
-    <out_dir>/checkpoints/last.safetensors, last.state.pt, last.rng<rank>.pt, best.safetensors
+    <out_dir>/checkpoints/last.json        which step-<N>.* set is current (see io/resume.py)
+    <out_dir>/checkpoints/step-<N>.safetensors, step-<N>.state.pt, step-<N>.rng<rank>.pt
+    <out_dir>/checkpoints/last.safetensors, best.safetensors
 
 Example:
     >>> import tempfile
@@ -21,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import shutil
@@ -30,8 +33,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .. import distributed as dist
 from ..engine import StepState
-from .checkpoint import Meta, atomic_write, load_state, read_model_file, save_model, save_state
+from .checkpoint import Meta, atomic_write, read_model_file, save_model
+from .resume import CheckpointSet, config_conflicts
 
 
 def rng_state() -> dict:
@@ -65,12 +70,35 @@ class _Bar:
 
 
 class RunDir:
-    def __init__(self, out_dir: str | Path, is_main: bool, progress: bool = True, rank: int = 0) -> None:
+    def __init__(
+        self, out_dir: str | Path, is_main: bool, progress: bool = True, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.root, self.is_main, self.progress, self.rank = Path(out_dir), is_main, progress, rank
         self.ckpt = self.root / "checkpoints"
+        self.checkpoints = CheckpointSet(self.ckpt, rank, is_main, world_size)
 
     def has_checkpoint(self) -> bool:
-        return (self.ckpt / "last.state.pt").is_file() and (self.ckpt / "last.safetensors").is_file()
+        return self.checkpoints.exists()
+
+    def check_reuse(self, cfg) -> None:
+        """Refuse (ValueError, nothing touched) to let ``cfg`` overwrite another run's checkpoint."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"train.out_dir {self.root} exists and is not a directory")
+        if not self.has_checkpoint():
+            return
+        if not cfg.train.resume:
+            raise ValueError(
+                f"train.out_dir {self.root} already holds a checkpoint; choose another out_dir, "
+                "or set train.resume=true to continue it"
+            )
+        saved = self.root / "config.json"
+        if saved.is_file():
+            diff = config_conflicts(json.loads(saved.read_text()), cfg.to_dict())
+            if diff:
+                raise ValueError(
+                    f"train.out_dir {self.root} holds a checkpoint of a different config: "
+                    f"{', '.join(diff[:4])}; choose another out_dir"
+                )
 
     def start(self, cfg, resumed: bool) -> None:
         if self.is_main:
@@ -90,27 +118,38 @@ class RunDir:
         )
 
     def save(self, model, meta: Meta, opt, sched, state: StepState, best: bool = False) -> None:
-        """Weights, then optimiser/schedule/counters (each atomic); RNG per rank."""
-        save_state(self.ckpt / f"last.rng{self.rank}.pt", rng_state())
-        if not self.is_main:
-            return
-        save_model(self.ckpt / "last.safetensors", model, meta)
+        """A crash-safe set (weights, optimiser/schedule/counters, RNG per rank); every rank calls it."""
         tr = {"optimizer": opt.state_dict(), "schedule": sched.state_dict(), "step": vars(state).copy()}
-        save_state(self.ckpt / "last.state.pt", tr)
-        if best:
+        self.checkpoints.write(
+            state.global_step, lambda p: save_model(p, model, meta), tr, rng_state(), dist.barrier
+        )
+        if best and self.is_main:
             tmp = self.ckpt / ".best.safetensors.tmp"
             shutil.copyfile(self.ckpt / "last.safetensors", tmp)
             tmp.replace(self.ckpt / "best.safetensors")
 
-    def restore(self, model, opt, sched, device: torch.device) -> StepState:
-        tensors, _ = read_model_file(self.ckpt / "last.safetensors")
-        model.load_state_dict(tensors)
-        tr = load_state(self.ckpt / "last.state.pt")
-        opt.load_state_dict(tr["optimizer"])
+    def restore(self, model, opt, sched, device: torch.device, classes: list[str] | None = None) -> StepState:
+        """Load the committed set; ``classes`` (the data's) must be those the checkpoint learnt."""
+        weights, tr, rng = self.checkpoints.read()
+        tensors, meta = read_model_file(weights)
+        if classes is not None and meta.classes and list(meta.classes) != list(classes):
+            raise ValueError(
+                f"the checkpoint in {self.ckpt} was trained on {len(meta.classes)} classes "
+                f"{meta.classes[:3]}... but the data has {len(classes)} {list(classes)[:3]}...; "
+                "use another train.out_dir (or train.init_from to fine-tune)"
+            )
+        try:
+            model.load_state_dict(tensors)
+            opt.load_state_dict(tr["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise ValueError(
+                f"the checkpoint in {self.ckpt} does not fit this model: {str(e)[:200]}"
+            ) from None
         sched.load_state_dict(tr["schedule"])
-        rng_file = self.ckpt / f"last.rng{self.rank}.pt"
-        if rng_file.is_file():
-            set_rng_state(load_state(rng_file))
+        if rng is not None:
+            set_rng_state(rng)
+        else:
+            self.log(f"rank {self.rank}: no RNG state saved for it; crops/dropout will differ from before")
         return StepState(**tr["step"])
 
     def epoch_row(self, epoch: int, tr: dict, va: dict | None, lr: float, seconds: float) -> dict:
@@ -124,20 +163,22 @@ class RunDir:
         if va:
             row |= {"val_loss": va["loss"], "val_err": va["top1_err"], "val_top5_err": va["top5_err"]}
         row["seconds"] = seconds
+        row["bad_images"] = tr.get("bad_images", 0)
         if self.is_main:
-            self._append_csv(row)
             msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
             self.log(msg)
         return row
 
-    def _append_csv(self, row: dict) -> None:
-        path = self.root / "log.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
+    def write_log(self, history: list[dict]) -> None:
+        """``log.csv`` rewritten from the checkpointed history: a resumed run never repeats a row."""
+        if not self.is_main or not history:
+            return
+        fields = list(dict.fromkeys(k for row in history for k in row))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields)
+        w.writeheader()
+        w.writerows(history)
+        atomic_write(self.root / "log.csv", buf.getvalue().encode())
 
     def write_curves(self, history: list[dict]) -> None:
         from .plots import plot_curves  # matplotlib only when a PNG is wanted

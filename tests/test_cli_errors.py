@@ -1,0 +1,104 @@
+"""Command-line mistakes: one line naming the problem, exit code 2, no traceback, no file touched."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from verydeep.cli import main
+
+TINY = [
+    "model.arch=A",
+    "model.width_mult=0.125",
+    "model.fc_width=16",
+    "model.crop_size=32",
+    "data.val_fraction=0",
+    "data.workers=0",
+    "optim.batch_size=4",
+    "train.max_steps=1",
+    "train.precision=fp32",
+    "train.device=cpu",
+    "train.eval_test=false",
+]
+
+
+def train(capsys, *sets: str, config: str | None = None) -> tuple[int, str]:
+    argv = ["train", "--no-progress", *(["--config", config] if config else [])]
+    argv += [a for s in sets for a in ("--set", s)]
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def one_line_error(code: int, err: str, *needles: str) -> None:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and "Traceback" not in err, err
+    assert lines[-1].startswith("verydeep train: error: "), err
+    assert all(n in lines[-1] for n in needles), lines[-1]
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def folder(root: Path, classes: tuple[str, ...]) -> Path:
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (40, 40), (60 * i, 80, 200 - 40 * i)).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("sets", "toml", "needles"),
+    [
+        ((), None, ("config file not found", "nope.toml")),
+        (("model.colour=red",), "", ("unknown key", "colour")),
+        ((), "[modle]\narch = 'A'\n", ("unknown section", "modle")),
+        ((), "[optim]\nlr = 'fast'\n", ("optim.lr expects float",)),
+        ((), "[optim\n", ("Expected ']'",)),
+        (("model.arch=Z",), "", ("unknown VGG config 'Z'",)),
+        (("data.on_bad_image=ignore",), "", ("data.on_bad_image must be skip or fail",)),
+    ],
+)
+def test_bad_configs(tmp_path, capsys, sets, toml, needles):
+    config = None if toml is None else tmp_path / "c.toml"
+    if toml:
+        config.write_text(toml)
+    path = str(config) if toml else (str(tmp_path / "nope.toml") if toml is None else None)
+    one_line_error(*train(capsys, *sets, f"train.out_dir={tmp_path / 'run'}", config=path), *needles)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_and_empty_dataset_folders(tmp_path, capsys):
+    run = f"train.out_dir={tmp_path / 'run'}"
+    missing = ["data.dataset=imagefolder", f"data.root={tmp_path / 'absent'}"]
+    one_line_error(*train(capsys, *TINY, *missing, run), "image folder not found", "absent")
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    empty = ["data.dataset=imagefolder", f"data.root={tmp_path / 'empty'}"]
+    one_line_error(*train(capsys, *TINY, *empty, run), "no images found")
+    one_line_error(*train(capsys, *TINY, f"data.root={tmp_path / 'absent'}", run), "Fashion-MNIST not found")
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_checkpoints_are_never_overwritten(tmp_path, capsys):
+    data = ["data.dataset=imagefolder", f"data.root={folder(tmp_path / 'pets', ('cats', 'dogs'))}"]
+    run = f"train.out_dir={tmp_path / 'run'}"
+    assert train(capsys, *TINY, *data, run)[0] == 0
+    before = digests(tmp_path / "run")
+    # a different config into the same folder
+    one_line_error(*train(capsys, *TINY, *data, run, "model.arch=B"), "different config", "model.arch")
+    # starting afresh over it
+    one_line_error(*train(capsys, *TINY, *data, run, "train.resume=false"), "already holds a checkpoint")
+    # same config, but data whose classes are not the checkpoint's
+    other = ["data.dataset=imagefolder", f"data.root={folder(tmp_path / 'zoo', ('cats', 'emus'))}"]
+    one_line_error(*train(capsys, *TINY, *other, run), "trained on 2 classes", "emus")
+    assert digests(tmp_path / "run") == before
+    # an output path that is a file
+    (tmp_path / "file").write_text("precious")
+    one_line_error(*train(capsys, *TINY, *data, f"train.out_dir={tmp_path / 'file'}"), "not a directory")
+    assert (tmp_path / "file").read_text() == "precious"
+    # resuming the same config is allowed (and may run longer)
+    assert train(capsys, *TINY, *data, run, "train.max_steps=2")[0] == 0

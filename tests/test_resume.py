@@ -1,0 +1,278 @@
+"""Crash-safe checkpoints: a kill at every file-system step of a save, SIGKILLed runs resumed
+bit-identically, divergence stopping with the last good checkpoint intact."""
+
+import contextlib
+import hashlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from verydeep.cli import main
+from verydeep.config import RunConfig
+from verydeep.io.checkpoint import load_model
+from verydeep.io.resume import CheckpointSet, config_conflicts
+from verydeep.train import fit
+
+TINY = [
+    "model.arch=A",
+    "model.width_mult=0.125",
+    "model.fc_width=32",
+    "model.crop_size=32",
+    "model.init=glorot",
+    "data.subset=200",  # 180 training images, batch 32: 5 steps per epoch
+    "optim.batch_size=32",
+    "train.precision=fp32",
+    "train.eval_test=false",
+    "train.device=cpu",
+]
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: raised at one file-system change; after it no change happens."""
+
+
+@contextmanager
+def killed_at(k: int):
+    """The k-th rename/link/unlink raises ``Killed``; every later one too (a dead process acts no more)."""
+    seen, dead = [0], [False]
+
+    def guard(real):
+        def call(*a, **kw):
+            if dead[0]:
+                raise Killed
+            seen[0] += 1
+            if seen[0] == k:
+                dead[0] = True
+                raise Killed
+            return real(*a, **kw)
+
+        return call
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "replace", guard(os.replace))
+        mp.setattr(os, "link", guard(os.link))
+        mp.setattr(Path, "unlink", guard(Path.unlink))
+        yield
+
+
+def save(folder: Path, step: int, version: str = "") -> None:
+    ck = CheckpointSet(folder)
+    tag = f"{step}{version}"
+    ck.write(
+        step,
+        lambda p: p.write_bytes(f"w{tag}".encode()),
+        {"step": {"global_step": step}, "tag": tag},
+        {"tag": tag},
+    )
+
+
+def read(folder: Path) -> str:
+    """The tag of the committed set, after checking its three files belong together."""
+    weights, state, rng = CheckpointSet(folder).read()
+    assert weights.read_bytes() == f"w{state['tag']}".encode() and rng["tag"] == state["tag"]
+    return state["tag"]
+
+
+def test_a_kill_at_any_point_of_a_save_leaves_a_consistent_set(tmp_path):
+    base = tmp_path / "base"
+    save(base, 1)
+    save(base, 2)
+    outcomes = []
+    for k in range(1, 100):
+        d = tmp_path / f"k{k}"
+        shutil.copytree(base, d)
+        try:
+            with killed_at(k):
+                save(d, 3)
+        except Killed:
+            outcomes.append(read(d))
+            save(d, 3)  # the resumed run saves step 3 again: everything is consistent and pruned
+            assert read(d) == "3"
+            assert sorted(p.name for p in d.iterdir()) == [
+                "last.json", "last.safetensors", "step-000000003.rng0.pt",
+                "step-000000003.safetensors", "step-000000003.state.pt",
+            ]  # fmt: skip
+            continue
+        break
+    # every rename/link/unlink of a save was a kill point; before the commit the old set stands
+    assert len(outcomes) >= 6 and set(outcomes) == {"2", "3"}
+    assert outcomes.index("3") > 0 and all(t == "3" for t in outcomes[outcomes.index("3") :])
+
+
+def test_last_safetensors_follows_the_committed_weights(tmp_path):
+    save(tmp_path, 5)
+    save(tmp_path, 6)
+    assert (tmp_path / "last.safetensors").read_bytes() == b"w6"
+    assert not list(tmp_path.glob("step-000000005*"))
+
+
+def test_damaged_manifest_and_missing_files_give_one_line_errors(tmp_path):
+    save(tmp_path, 1)
+    (tmp_path / "step-000000001.state.pt").unlink()
+    with pytest.raises(ValueError, match="missing"):
+        CheckpointSet(tmp_path).read()
+    (tmp_path / "last.json").write_text("{not json")
+    with pytest.raises(ValueError, match="damaged"):
+        CheckpointSet(tmp_path).read()
+    (tmp_path / "last.json").unlink()
+    (tmp_path / "last.state.pt").write_bytes(b"PK\x03\x04 truncated zip")
+    (tmp_path / "last.safetensors").write_bytes(b"w")
+    with pytest.raises(ValueError, match="not a readable training state"):
+        CheckpointSet(tmp_path).read()
+
+
+def test_config_conflicts_name_what_changed():
+    a = RunConfig.from_sources(overrides=["model.arch=A"]).to_dict()
+    b = RunConfig.from_sources(overrides=["model.arch=A", "train.epochs=90", "data.workers=2"]).to_dict()
+    assert config_conflicts(a, b) == []
+    c = RunConfig.from_sources(overrides=["model.arch=B", "optim.lr=0.1"]).to_dict()
+    assert config_conflicts(a, c) == ["model.arch ('A' -> 'B')", "optim.lr (0.01 -> 0.1)"]
+
+
+def _train_cmd(out: Path, *extra: str) -> list[str]:
+    sets = [a for o in [*TINY, f"train.out_dir={out}", *extra] for a in ("--set", o)]
+    return [sys.executable, "-m", "verydeep", "train", "--no-progress", *sets]
+
+
+def _committed_step(out: Path) -> int:
+    try:
+        return int(__import__("json").loads((out / "checkpoints" / "last.json").read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_bit_identical(fmnist_root, tmp_path):
+    """SIGKILL at random points (mid-epoch, mid-save), resume each time, end == straight run."""
+    steps = 8  # 5 steps per epoch: the run crosses an epoch end
+    seed = int(os.environ.get("VERYDEEP_KILL_SEED", time.time_ns() % 10**6))
+    rng = random.Random(seed)
+    fit(
+        RunConfig.from_sources(
+            overrides=[*TINY, f"train.out_dir={tmp_path / 'a'}", f"train.max_steps={steps}"]
+        ),
+        False,
+    )
+    out = tmp_path / "b"
+    env = os.environ | {"PYTHONPATH": SRC}  # same thread count as this process: same sums
+    kills = []
+    for target in sorted(rng.sample(range(1, steps - 1), 3)):
+        proc = subprocess.Popen(
+            _train_cmd(out, f"train.max_steps={steps}", "train.checkpoint_every=1"),
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        while _committed_step(out) < target and proc.poll() is None:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.3))  # lands anywhere in the next step, saves included
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, f"run ended before the kill (seed {seed}): {err[-500:]}"
+        kills.append(_committed_step(out))
+    fit(RunConfig.from_sources(overrides=[*TINY, f"train.out_dir={out}", f"train.max_steps={steps}"]), False)
+    a = load_file(tmp_path / "a" / "checkpoints" / "last.safetensors")
+    b = load_file(out / "checkpoints" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a), f"differs after kills at steps {kills} (seed {seed})"
+    log = (out / "log.csv").read_text().splitlines()
+    assert len(log) == 2  # one epoch ended, logged once although the run was killed around it
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_divergence_stops_with_one_line_and_the_last_good_checkpoint_intact(fmnist_root, tmp_path, capsys):
+    args = ["train", "--no-progress"] + [
+        a for o in [*TINY, f"train.out_dir={tmp_path}", "optim.lr=1000", "train.checkpoint_every=1"]
+        for a in ("--set", o)
+    ]  # fmt: skip
+    assert main(args) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("verydeep train: stopped: non-finite loss or gradient at step 1")
+    assert not any("Traceback" in line for line in err)
+    ckpt = tmp_path / "checkpoints"
+    before = _digests(ckpt)
+    model, _ = load_model(ckpt / "last.safetensors")  # the weights after the one good step
+    assert all(p.isfinite().all() for p in model.parameters())
+    assert main(args) == 3  # resuming diverges again at once, and writes nothing
+    assert _digests(ckpt) == before and not (tmp_path / "result.json").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((int(e[5:]) for e in env if e.startswith(b"RANK=")), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("VERYDEEP_TORCHRUN_TEST") != "1",
+    reason="flaky on a loaded 2-core machine (2 of 4 runs passed; see docs/RELIABILITY.md); "
+    "VERYDEEP_TORCHRUN_TEST=1 runs it",
+)
+def test_torchrun_restarts_a_killed_worker_and_resumes(fmnist_root, tmp_path):
+    """2 CPU ranks (gloo); rank 1 SIGKILLed mid-run; torchrun --max-restarts=1 restarts both,
+    which resume from the committed checkpoint and end where one uninterrupted process ends.
+    (The c10d rendezvous is needed: with the static one, --master_port, the restarted ranks read
+    the previous round's gloo addresses from the store and fail to connect.)"""
+    steps = 20  # 4 epochs of 5 steps; rank 1 is killed after step 2
+    ddp_exact = ["model.dropout=0", "data.scale=[224]", "data.flip=false", "data.colour_shift=0"]
+    common = [*TINY, *ddp_exact, f"train.max_steps={steps}"]
+    fit(RunConfig.from_sources(overrides=[*common, f"train.out_dir={tmp_path / 'one'}"]), False)
+    out = tmp_path / "two"
+    sets = [a for o in [*common, f"train.out_dir={out}", "train.checkpoint_every=1"] for a in ("--set", o)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
+           "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{_free_port()}",
+           "-m", "verydeep", "train", "--no-progress", *sets]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while _committed_step(out) < 2 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        victim = next((p for p in _children(proc.pid) if _rank_of(p) == 1), None)
+        assert victim is not None, f"rank 1 not found (torchrun exit code {proc.poll()})"
+        os.kill(victim, signal.SIGKILL)
+        killed_at = _committed_step(out)
+        _, err = proc.communicate(timeout=180)
+    finally:  # never leave a launcher and its workers behind
+        for pid in [*_children(proc.pid), proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[:6000]
+    assert killed_at < steps and "resuming A run" in err  # it did restart and resume
+    a = load_file(tmp_path / "one" / "checkpoints" / "last.safetensors")
+    b = load_file(out / "checkpoints" / "last.safetensors")
+    for k in a:  # 2 ranks x 16 == 1 x 32 up to float summation order (as in test_train)
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
