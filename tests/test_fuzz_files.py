@@ -14,7 +14,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from safetensors import SafetensorError
 
 from verydeep.data.fashion_mnist import read_idx
 from verydeep.io.checkpoint import Meta, read_model_file, save_model
@@ -99,12 +98,6 @@ def _only_value_error(path: Path, read, names_file: bool = True) -> None:
     assert time.perf_counter() - t < 2
 
 
-# Known bug in io/convert.read_torchvision (left to its owner): a file starting with 0x80 is
-# taken for a legacy torch pickle, and torch.load then raises SafetensorError, which is not
-# turned into a ValueError. Only that exception is excused; any other still fails these tests.
-KNOWN = pytest.mark.xfail(raises=SafetensorError, strict=False, reason="read_torchvision: SafetensorError")
-
-
 @FUZZ
 @given(blob=mutated("st"))
 def test_fuzzed_checkpoints(tmp_path, blob):
@@ -113,7 +106,6 @@ def test_fuzzed_checkpoints(tmp_path, blob):
     _only_value_error(path, read_model_file)
 
 
-@KNOWN
 @FUZZ
 @given(blob=mutated("st"))
 def test_fuzzed_checkpoints_through_load_weights(tmp_path, blob):
@@ -122,11 +114,6 @@ def test_fuzzed_checkpoints_through_load_weights(tmp_path, blob):
     _only_value_error(path, load_weights, names_file=False)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="read_torchvision lets torch's weights_only unpickler errors escape (IndexError, "
-    "AssertionError, AttributeError, KeyError, SafetensorError): 22 distinct failures in one run",
-)
 @FUZZ
 @given(blob=mutated("pt"))
 def test_fuzzed_torch_zips(tmp_path, blob):
@@ -135,7 +122,6 @@ def test_fuzzed_torch_zips(tmp_path, blob):
     _only_value_error(path, load_weights, names_file=False)
 
 
-@KNOWN
 @FUZZ
 @given(blob=mutated("h5"))
 def test_fuzzed_keras_h5(tmp_path, blob):
