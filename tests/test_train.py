@@ -168,3 +168,12 @@ def test_image_folder_fine_tune_from_fashion_mnist(fmnist_root, shared_data, tmp
     result = fit(tune, progress=False)
     assert result["test"]["images"] == 153  # the whole val split
     assert 0 <= result["test"]["top1_err"] <= 1 and result["test"]["top5_err"] == 0  # 2 classes
+
+
+def test_rerun_of_a_finished_run_takes_no_extra_step(fmnist_root, tmp_path):
+    c = ["data.subset=200", "optim.batch_size=32", "train.max_steps=2", "train.eval_test=false"]
+    fit(cfg(tmp_path, *c), progress=False)
+    before = load_file(tmp_path / "checkpoints" / "last.safetensors")
+    assert fit(cfg(tmp_path, *c), progress=False)["global_step"] == 2
+    after = load_file(tmp_path / "checkpoints" / "last.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)

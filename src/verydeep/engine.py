@@ -82,6 +82,8 @@ def train_one_epoch(
     model.train()
     loss_sum, err_sum, seen, t0 = 0.0, 0, 0, time.perf_counter()
     micro = 0
+    if max_steps and state.global_step >= max_steps:  # e.g. resumed from the final checkpoint
+        batches = []
     for images, labels in batches:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         last_micro = (micro + 1) % accum_steps == 0

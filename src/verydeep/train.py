@@ -134,7 +134,8 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
     if cfg.train.compile:
         net = torch.compile(net)
     last_val_bad, saved_step = 0, [-1]
-    while state.epoch < cfg.train.epochs and not sched.stopped:
+    reached = lambda: bool(cfg.train.max_steps) and state.global_step >= cfg.train.max_steps  # noqa: E731
+    while state.epoch < cfg.train.epochs and not sched.stopped and not reached():
         t0 = time.perf_counter()
         bad_base, bad_before = state.bad_images, getattr(data.train, "bad_images", 0)
         data.train.set_epoch(state.epoch, start=state.step_in_epoch * accum)
@@ -184,7 +185,7 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
             run.write_curves(state.history)
         elif saved_step[0] != state.global_step:  # stopped mid-epoch (max_steps): save unless just saved
             run.save(model, meta, opt, sched, state)
-        if cfg.train.max_steps and state.global_step >= cfg.train.max_steps:
+        if reached():
             break
     result = {"global_step": state.global_step, "epochs": state.epoch, "skipped_steps": state.skipped_steps}
     result["bad_images"] = {"train": state.bad_images}  # val/test: in the last pass over the split
