@@ -120,3 +120,29 @@ def test_preprocess_presets():
     torch.testing.assert_close(caffe, torch.tensor([255 - 103.939, 255 - 116.779, 0 - 123.68]))
     with pytest.raises(ValueError, match="unknown preprocessing"):
         Preprocess.preset("keras")
+
+
+def test_train_transform_equals_rescale_then_crop(shared_data):
+    """Oracle: rescale the whole photo to S with torchvision, crop, flip (the obvious way).
+
+    The fast transform resamples only the crop; the same random draws must give the same
+    pixels up to PIL's fixed-point rounding (a grey level here and there).
+    """
+    import random
+
+    from verydeep.data.transforms import rescale_smallest
+
+    paths = sorted((shared_data / "hymenoptera" / "train" / "bees").iterdir())[:6]
+    for path in paths:
+        img = load_image(path)
+        for seed in range(2):
+            random.seed(seed)
+            fast = TrainTransform((224, 480), 224)(img)
+            random.seed(seed)
+            ref = rescale_smallest(img, random.randint(224, 480))
+            top, left = random.randint(0, ref.height - 224), random.randint(0, ref.width - 224)
+            ref = ref.crop((left, top, left + 224, top + 224))
+            if random.random() < 0.5:
+                ref = ref.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            d = (fast.int() - TF.pil_to_tensor(ref).int()).abs()
+            assert d.max() <= 2 and d.float().mean() < 0.3, (path.name, d.max(), d.float().mean())

@@ -17,7 +17,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["info", "train"]
+COMMANDS = ["info", "train", "bench", "preresize"]
 
 
 def build_parser() -> argparse.ArgumentParser:

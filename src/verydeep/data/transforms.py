@@ -32,8 +32,20 @@ def rescale_smallest(img: Image.Image | torch.Tensor, side: int) -> Image.Image 
     return TF.resize(img, side, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
 
 
+def resized_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """(width, height) after ``rescale_smallest(img, side)``, torchvision's rounding."""
+    if width <= height:
+        return side, int(side * height / width)
+    return int(side * width / height), side
+
+
 class TrainTransform:
-    """PIL image -> uint8 (C, crop, crop): rescale to S ~ U{Smin..Smax}, random crop, flip."""
+    """PIL image -> uint8 (C, crop, crop): rescale to S ~ U{Smin..Smax}, random crop, flip.
+
+    Only the crop is resampled: PIL's ``resize(box=...)`` computes the crop's pixels of the
+    rescaled image directly (same filter, same scale, same source pixels near the box edges), so
+    the result equals rescale-then-crop while costing crop^2 instead of S^2 output pixels.
+    """
 
     def __init__(self, scale: tuple[int, int], crop: int, flip: bool = True) -> None:
         if scale[0] < crop:
@@ -43,10 +55,17 @@ class TrainTransform:
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         s = random.randint(self.scale[0], self.scale[1])
-        img = rescale_smallest(img, s)
-        top = random.randint(0, img.height - self.crop)
-        left = random.randint(0, img.width - self.crop)
-        img = img.crop((left, top, left + self.crop, top + self.crop))
+        w, h = resized_size(img.width, img.height, s)
+        top = random.randint(0, h - self.crop)
+        left = random.randint(0, w - self.crop)
+        fx, fy = img.width / w, img.height / h  # source pixels per rescaled pixel
+        box = (
+            left * fx,
+            top * fy,
+            min((left + self.crop) * fx, img.width),
+            min((top + self.crop) * fy, img.height),
+        )
+        img = img.resize((self.crop, self.crop), Image.Resampling.BILINEAR, box=box)
         if self.flip and random.random() < 0.5:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return TF.pil_to_tensor(img)

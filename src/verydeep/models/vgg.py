@@ -136,6 +136,9 @@ class VGG(nn.Module):
         if self.kernel < 1:
             raise ValueError(f"crop_size {crop_size} is too small: five 2x2 pools need at least 32")
         self.crop_size, self.num_classes, self.in_channels = crop_size, num_classes, in_channels
+        # under autocast, run FC6-FC8 in fp32: at small batches casting their 123 M weights
+        # (and gradients back) costs more than bf16 saves on their few FLOPs (see docs/BENCHMARKS.md)
+        self.fp32_head = False
         self.features = make_layers(self.letter, in_channels, width_mult, self.batch_norm)
         c5 = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
         self.classifier = nn.Sequential(
@@ -157,7 +160,11 @@ class VGG(nn.Module):
                 f"FC form expects {self.crop_size}x{self.crop_size} input (feature map "
                 f"{self.kernel}x{self.kernel}), got {tuple(x.shape[-2:])}; use dense_forward"
             )
-        return self.classifier(torch.flatten(f, 1))
+        f = torch.flatten(f, 1)
+        if self.fp32_head and torch.is_autocast_enabled(f.device.type):
+            with torch.autocast(f.device.type, enabled=False):
+                return self.classifier(f.float())
+        return self.classifier(f)
 
     # --- dense (fully-convolutional) form, Section 3.2 --------------------------------------
     def fc_as_conv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -174,16 +181,22 @@ class VGG(nn.Module):
         """Apply FC6..FC<5+upto> as convolutions to a feature map of any size >= kernel.
 
         ``upto=3`` gives the class score map, ``upto=2`` the FC7 (penultimate) map after ReLU.
+        Computed as matmuls over the unfolded k x k windows (the same sums as conv2d with the
+        ``fc_as_conv`` kernels): the Linear weights are used as stored, where a 7x7 conv with
+        4096 outputs makes oneDNN re-lay-out FC6's 102 M weights on every call (2x slower).
         """
         if min(fmap.shape[-2:]) < self.kernel:
             need = self.crop_size
             raise ValueError(f"image too small for dense evaluation: each side must be >= {need}")
-        x = fmap
-        for j, (w, b) in enumerate(self.fc_as_conv()[:upto]):
-            x = F.conv2d(x, w, b)
+        n, _, h, w = fmap.shape
+        k = self.kernel
+        x = F.unfold(fmap, k)  # (N, C*k*k, L): (c, i, j) order, as torch.flatten gives FC6
+        for j, i in enumerate((0, 3, 6)[:upto]):
+            lin = self.classifier[i]
+            x = torch.matmul(lin.weight, x) + lin.bias[:, None]
             if j < 2:  # ReLU and dropout modules of the classifier, so train/eval modes agree
-                x = self.classifier[3 * j + 2](self.classifier[3 * j + 1](x))
-        return x
+                x = self.classifier[i + 2](self.classifier[i + 1](x))
+        return x.view(n, x.shape[1], h - k + 1, w - k + 1)
 
     def dense_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class score map (N, classes, h, w) of a whole image of any size >= crop_size."""
