@@ -98,9 +98,13 @@ def test_bench_cli_quick_json_photo_parts(capsys, shared_data):
 
 
 def test_bench_table_and_errors(capsys, tmp_path):
-    assert main(["bench", "--quick", "--rounds", "1", "--only", "inference"]) == 0
+    assert (
+        main(["bench", "--quick", "--rounds", "1", "--only", "inference", "--save", str(tmp_path / "r.json")])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "torchvision_fp32" in out and "Targets (issue 8)" in out
+    assert "inference" in json.loads((tmp_path / "r.json").read_text())
     assert main(["bench", "--quick", "--only", "data", "--data", str(tmp_path)]) == 2
     assert "need real photographs" in capsys.readouterr().err
 

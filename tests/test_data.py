@@ -146,3 +146,23 @@ def test_train_transform_equals_rescale_then_crop(shared_data):
                 ref = ref.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             d = (fast.int() - TF.pil_to_tensor(ref).int()).abs()
             assert d.max() <= 2 and d.float().mean() < 0.3, (path.name, d.max(), d.float().mean())
+
+
+def test_tensor_path_matches_pil_path(shared_data):
+    """Same draws through torchvision.io + torch resize: the same crop up to a sub-pixel shift."""
+    import random
+
+    from verydeep.data.images import load_image_tensor
+
+    for path in sorted((shared_data / "hymenoptera" / "train" / "ants").iterdir())[:5]:
+        t = TrainTransform((256, 512), 224)
+        random.seed(3)
+        a = t(load_image(path))
+        random.seed(3)
+        b = t(load_image_tensor(path, 512))
+        assert b.shape == a.shape and b.dtype == torch.uint8
+        assert (a.float() - b.float()).abs().mean() < 8, path.name
+    grey = next(
+        p for p in (shared_data / "critters-voc" / "JPEGImages").iterdir() if Image.open(p).mode == "L"
+    )
+    assert load_image_tensor(grey).shape[0] == 3  # greyscale JPEGs come out RGB too

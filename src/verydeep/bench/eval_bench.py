@@ -71,6 +71,7 @@ def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
         "logit_std": ref.std().item(),
         "median_top1_margin": margin.median().item(),
         "near_ties": int((margin < diff).sum()),  # margin below this photo's bf16 error
+        "disagreements_at_near_ties": int(((ref.argmax(1) != low.argmax(1)) & (margin < diff)).sum()),
     }
 
 

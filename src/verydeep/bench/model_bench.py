@@ -98,12 +98,7 @@ def bench_inference(cfg: BenchConfig, device: torch.device, progress: Progress =
 
 
 def bench_training(cfg: BenchConfig, device: torch.device, progress: Progress = None) -> dict:
-    """Training steps/s: torchvision fp32 against verydeep fp32/bf16 channels_last set-ups.
-
-    ``fp32_head``: convs under bf16 autocast, FC layers in fp32 (``VGG.fp32_head``): at small
-    batches casting FC6-FC8's 123 M weights to bf16 and their gradients back costs more than
-    the FC layers' few FLOPs gain from bf16.
-    """
+    """Training steps/s: torchvision fp32 against verydeep fp32/bf16 channels_last set-ups."""
     tv, vd = build_pair(cfg.arch, **cfg.model_kwargs)
     g = torch.Generator().manual_seed(1)
     b = cfg.train_batch
@@ -112,9 +107,6 @@ def bench_training(cfg: BenchConfig, device: torch.device, progress: Progress = 
         "torchvision_fp32": train_step(tv, device, batch),
         "verydeep_fp32_cl": train_step(vd, device, batch, channels_last=True, fused=True),
         "verydeep_bf16_cl": train_step(vd, device, batch, torch.bfloat16, channels_last=True, fused=True),
-        "verydeep_bf16_cl_fp32head": train_step(
-            vd, device, batch, torch.bfloat16, channels_last=True, fused=True, fp32_head=True
-        ),
     }
     times = interleaved(fns, cfg.rounds, warmup=1, device=device, progress=progress)
     v = _summarise(times, {n: float(b) for n in fns}, "per_s")

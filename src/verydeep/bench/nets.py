@@ -98,13 +98,10 @@ def train_step(
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     fused: bool = False,
-    fp32_head: bool = False,
 ) -> Callable[[], torch.Tensor]:
     """One SGD step (momentum 0.9, weight decay 5e-4, the paper's) on a fixed batch, as a call."""
     mf = torch.channels_last if channels_last else torch.contiguous_format
     net = copy.deepcopy(model).train().to(device=device, memory_format=mf)
-    if fp32_head:
-        net.fp32_head = True
     x, y = batch[0].to(device=device, memory_format=mf), batch[1].to(device)
     opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4, fused=fused or None)
     loss_fn = nn.CrossEntropyLoss()

@@ -57,7 +57,8 @@ def _other_lines(r: dict) -> list[str]:
             f"bf16 vs fp32 on {p['images']} real photos: top-1 agreement {100 * p['top1_agreement']:.0f}%, "
             f"top-5 overlap {100 * p['top5_overlap']:.0f}%, max |logit diff| {p['max_abs_logit_diff']:.3g} "
             f"(logit std {p['logit_std']:.3g}, median top-1 margin {p['median_top1_margin']:.3g}, "
-            f"{p['near_ties']} photos with margin < their bf16 error)"
+            f"{p['near_ties']} photos with margin < their bf16 error, "
+            f"{p.get('disagreements_at_near_ties', '?')} of the disagreements among them)"
         )
     if "eval" in r:
         e = r["eval"]

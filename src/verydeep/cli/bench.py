@@ -11,6 +11,7 @@ from tqdm import tqdm
 from ..bench import PARTS, run_bench
 from ..bench.config import BenchConfig
 from ..bench.report import format_report
+from ..io.checkpoint import atomic_write
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (saves minutes)")
     p.add_argument("--data", type=Path, help="folder holding hymenoptera/ (default ../shared/data)")
     p.add_argument("--device", help="cpu, cuda or auto (default)")
+    p.add_argument("--save", type=Path, help="also write the full JSON result to this file")
     p.set_defaults(func=run)
 
 
@@ -46,5 +48,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_bench(cfg, tuple(args.only or PARTS), progress)
     finally:
         bar.close()
-    print(json.dumps(result, indent=1) if args.json else format_report(result))
+    text = json.dumps(result, indent=1)
+    if args.save:
+        atomic_write(args.save, (text + "\n").encode())
+    print(text if args.json else format_report(result))
     return 0

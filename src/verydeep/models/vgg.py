@@ -136,9 +136,6 @@ class VGG(nn.Module):
         if self.kernel < 1:
             raise ValueError(f"crop_size {crop_size} is too small: five 2x2 pools need at least 32")
         self.crop_size, self.num_classes, self.in_channels = crop_size, num_classes, in_channels
-        # under autocast, run FC6-FC8 in fp32: at small batches casting their 123 M weights
-        # (and gradients back) costs more than bf16 saves on their few FLOPs (see docs/BENCHMARKS.md)
-        self.fp32_head = False
         self.features = make_layers(self.letter, in_channels, width_mult, self.batch_norm)
         c5 = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
         self.classifier = nn.Sequential(
@@ -160,11 +157,7 @@ class VGG(nn.Module):
                 f"FC form expects {self.crop_size}x{self.crop_size} input (feature map "
                 f"{self.kernel}x{self.kernel}), got {tuple(x.shape[-2:])}; use dense_forward"
             )
-        f = torch.flatten(f, 1)
-        if self.fp32_head and torch.is_autocast_enabled(f.device.type):
-            with torch.autocast(f.device.type, enabled=False):
-                return self.classifier(f.float())
-        return self.classifier(f)
+        return self.classifier(torch.flatten(f, 1))
 
     # --- dense (fully-convolutional) form, Section 3.2 --------------------------------------
     def fc_as_conv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
