@@ -166,3 +166,25 @@ def test_tensor_path_matches_pil_path(shared_data):
         p for p in (shared_data / "critters-voc" / "JPEGImages").iterdir() if Image.open(p).mode == "L"
     )
     assert load_image_tensor(grey).shape[0] == 3  # greyscale JPEGs come out RGB too
+
+
+def test_image_folder_training_batches_use_tensor_path(shared_data):
+    """build_data on real photos: the default training transform decodes to tensors, batches are right."""
+    from verydeep.config import RunConfig
+    from verydeep.data.build import build_data
+    from verydeep.distributed import DistEnv
+
+    cfg = RunConfig()
+    cfg.data.dataset, cfg.data.root, cfg.data.subset, cfg.data.workers = (
+        "imagefolder",
+        str(shared_data / "hymenoptera"),
+        12,
+        0,
+    )
+    cfg.data.scale = [256, 384]
+    cfg.model.crop_size, cfg.optim.batch_size = 32, 4
+    bundle, accum = build_data(cfg, DistEnv(), torch.device("cpu"))
+    images, labels = next(iter(bundle.train))
+    assert labels.shape == (4,)
+    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8 and accum == 1
+    assert bundle.train.loader.dataset.transform.tensor_input

@@ -32,7 +32,7 @@ from ..data.transforms import CentreCropTransform, rescale_smallest
 from ..models.summary import conv_macs
 from .config import BenchConfig
 from .nets import build_pair, fast_inference
-from .timing import interleaved, median
+from .timing import interleaved, median, paired_ratio
 
 PREP = Preprocess.preset("paper", mean=(123.68, 116.78, 103.94))  # the ILSVRC mean pixel
 
@@ -116,7 +116,7 @@ def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress
         "images": len(imgs),
         "scales_px": qs,
         "seconds_per_image": per_img,
-        "ratio": per_img["multicrop_150"] / per_img["dense_3scale_flip"],
+        "ratio": paired_ratio(times, "multicrop_150", "dense_3scale_flip"),
         "gmacs_per_image": {"dense_3scale_flip": macs_dense / 1e9, "multicrop_150": macs_crops / 1e9},
         "note": "measured with VGG.dense_forward and the FC form (evaluation.py not on main yet)",
     }

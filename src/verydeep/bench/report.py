@@ -9,14 +9,18 @@ Example:
 from __future__ import annotations
 
 
-def _rows(title: str, variants: dict, base: str, unit: str, extra: str | None = None) -> list[str]:
+def _rows(
+    title: str, variants: dict, base: str, unit: str, extra: str | None = None, paired: dict | None = None
+) -> list[str]:
+    """One row per variant; the ratio column is the paired per-round ratio where there is one."""
     lines = [title, f"  {'variant':30} {unit:>12} {'x ' + base:>20}" + (f" {extra:>9}" if extra else "")]
     ref = variants[base]["per_s"] if base in variants else None
+    paired = {base: 1.0, **(paired or {})}
     for name, v in variants.items():
         if name.startswith("matmul"):  # the hardware-limit probe: only its GFLOP/s means anything
             lines.append(f"  {name:30} {'-':>12} {'-':>20} {v.get('gflops', 0):>9.1f}")
             continue
-        ratio = f"{v['per_s'] / ref:.2f}x" if ref else "-"
+        ratio = f"{paired[name]:.2f}x" if name in paired else f"{v['per_s'] / ref:.2f}x" if ref else "-"
         row = f"  {name:30} {v['per_s']:>12.2f} {ratio:>20}"
         if extra:
             row += f" {v.get('gflops', 0):>9.1f}"
@@ -30,7 +34,7 @@ def _model_lines(r: dict) -> list[str]:
         if not key.startswith("batch_"):
             continue
         title = f"Inference, batch {b['batch']} ({b['gflop_per_image']:.3g} GFLOP/image)"
-        lines += _rows(title, b["variants"], "torchvision_fp32", "images/s", "GFLOP/s")
+        lines += _rows(title, b["variants"], "torchvision_fp32", "images/s", "GFLOP/s", b.get("speedups"))
         lines.append(
             f"  best: {b['best']}  {b['speedup']:.2f}x torchvision, "
             f"{100 * b['fraction_of_peak']:.0f}% of the measured matmul peak of its dtype"
@@ -39,12 +43,8 @@ def _model_lines(r: dict) -> list[str]:
         lines.append(f"  torch.compile works here: {r['inference']['compile']['works']}")
     if "training" in r:
         t = r["training"]
-        lines += _rows(
-            f"Training step, batch {t['batch']} ({t['optimizer']})",
-            t["variants"],
-            "torchvision_fp32",
-            "images/s",
-        )
+        title = f"Training step, batch {t['batch']} ({t['optimizer']})"
+        lines += _rows(title, t["variants"], "torchvision_fp32", "images/s", paired=t.get("speedups"))
         lines.append(f"  best: {t['best']}  {t['speedup']:.2f}x torchvision")
     return lines
 
@@ -72,14 +72,15 @@ def _other_lines(r: dict) -> list[str]:
         lines.append(
             f"Data pipeline, {d['images']} JPEGs, S in {d['scale_px']}, crop {d['crop']}, one thread:"
         )
-        base = d["images_per_cpu_s"]["torchvision"]
+        base, paired = d["images_per_cpu_s"]["torchvision"], d.get("speedups", {})
         for k, v in d["images_per_cpu_s"].items():
-            lines.append(f"  {k:30} {v:>9.1f} images/CPU-s {v / base:>6.2f}x torchvision")
+            lines.append(f"  {k:30} {v:>9.1f} images/CPU-s {paired.get(k, v / base):>6.2f}x torchvision")
         lines.append(f"  fastest decoder here: {d['best_decoder']}")
     return lines
 
 
 def format_report(r: dict) -> str:
+    """The whole result as text: ratios are medians of per-round ratios (see ``paired_ratio``)."""
     env = r["environment"]
     head = f"verydeep bench on {env['device']}"
     if env.get("threads"):

@@ -5,10 +5,12 @@ from other processes hits all variants alike; the report uses the median over ro
 work is synchronised before and after each call, so GPU timings measure the work, not the launch.
 
 Example:
-    >>> from verydeep.bench.timing import interleaved, median
+    >>> from verydeep.bench.timing import interleaved, median, paired_ratio
     >>> t = interleaved({"a": lambda: sum(range(1000)), "b": lambda: None}, rounds=3, warmup=0)
     >>> sorted(t), len(t["a"]), median([3.0, 1.0, 2.0])
     (['a', 'b'], 3, 2.0)
+    >>> paired_ratio({"slow": [2.0, 8.0, 3.0], "fast": [1.0, 4.0, 1.0]}, "slow", "fast")
+    2.0
 """
 
 from __future__ import annotations
@@ -28,6 +30,15 @@ def synchronize(device: torch.device | str | None) -> None:
 
 def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
+
+
+def paired_ratio(times: dict[str, list[float]], slow: str, fast: str, scale: float = 1.0) -> float:
+    """Median over rounds of ``scale * t_slow / t_fast``: each ratio pairs calls made moments apart.
+
+    When the load of other processes drifts during a run, a ratio of per-variant medians can
+    pair a busy sample with a quiet one; per-round ratios cannot.
+    """
+    return median([scale * a / b for a, b in zip(times[slow], times[fast], strict=True)])
 
 
 def interleaved(
