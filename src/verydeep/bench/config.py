@@ -36,7 +36,7 @@ class BenchConfig:
     data_root: Path = SHARED_DATA
     data_images: int = 64  # photographs per data-pipeline round
     precision_images: int = 32
-    eval_images: int = 2
+    eval_images: int = 1  # per round; rounds pair the two methods (load drifts in ~1 min)
     eval_scales: tuple[int, ...] = (256, 384, 512)  # paper units (Q at crop 224)
     train_scale: tuple[int, int] = (256, 512)  # S jitter, paper units
     device: str = "auto"

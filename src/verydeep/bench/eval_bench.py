@@ -108,7 +108,8 @@ def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress
         "dense_3scale_flip": lambda: [_dense(dense, s) for per in scaled for s in per],
         "multicrop_150": lambda: [_multicrop(fc, s, cfg.crop) for per in scaled for s in per],
     }
-    times = interleaved(fns, rounds=1, warmup=0, device=device, progress=progress)
+    # no warm-up (each call is long); rounds pair dense and crops moments apart for the ratio
+    times = interleaved(fns, rounds=cfg.rounds, warmup=0, device=device, progress=progress)
     per_img = {k: median(v) / len(imgs) for k, v in times.items()}
     macs_dense = sum(2 * conv_macs(vd, *s.shape[-2:]) for per in scaled for s in per) / len(imgs)
     macs_crops = 3 * 50 * conv_macs(vd, cfg.crop, cfg.crop)
