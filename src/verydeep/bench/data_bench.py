@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,8 +109,10 @@ def decoders(paths: list[Path], min_side: int) -> dict[str, Callable[[], None]]:
                 im.convert("RGB")
 
     def tv_io() -> None:
-        for p in paths:
-            tio.decode_jpeg(tio.read_file(str(p)), mode=tio.ImageReadMode.RGB)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29's notice
+            for p in paths:
+                tio.decode_jpeg(tio.read_file(str(p)), mode=tio.ImageReadMode.RGB)
 
     return {
         "pil": pil,
