@@ -1,5 +1,5 @@
 # The two quick-start commands. Each does its own set-up on a fresh clone.
-.PHONY: train test lint setup
+.PHONY: train test lint setup bench
 
 setup:
 	@bash scripts/setup.sh
@@ -12,3 +12,7 @@ test: setup
 
 lint: setup
 	.venv/bin/ruff format --check src tests && .venv/bin/ruff check src tests
+
+# issue 8: speed against torchvision on this machine (about 15 min on 2 busy cores); JSON kept
+bench: setup
+	.venv/bin/verydeep bench --save docs/bench-latest.json

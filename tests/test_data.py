@@ -130,3 +130,71 @@ def test_preprocess_presets():
     torch.testing.assert_close(caffe, torch.tensor([255 - 103.939, 255 - 116.779, 0 - 123.68]))
     with pytest.raises(ValueError, match="unknown preprocessing"):
         Preprocess.preset("keras")
+
+
+def test_train_transform_equals_rescale_then_crop(shared_data):
+    """Oracle: rescale the whole photo to S with torchvision, crop, flip (the obvious way).
+
+    The fast transform resamples only the crop; the same random draws must give the same
+    pixels up to PIL's fixed-point rounding (a grey level here and there).
+    """
+    import random
+
+    from verydeep.data.transforms import rescale_smallest
+
+    paths = sorted((shared_data / "hymenoptera" / "train" / "bees").iterdir())[:6]
+    for path in paths:
+        img = load_image(path)
+        for seed in range(2):
+            random.seed(seed)
+            fast = TrainTransform((224, 480), 224)(img)
+            random.seed(seed)
+            ref = rescale_smallest(img, random.randint(224, 480))
+            top, left = random.randint(0, ref.height - 224), random.randint(0, ref.width - 224)
+            ref = ref.crop((left, top, left + 224, top + 224))
+            if random.random() < 0.5:
+                ref = ref.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            d = (fast.int() - TF.pil_to_tensor(ref).int()).abs()
+            assert d.max() <= 2 and d.float().mean() < 0.3, (path.name, d.max(), d.float().mean())
+
+
+def test_tensor_path_matches_pil_path(shared_data):
+    """Same draws through torchvision.io + torch resize: the same crop up to a sub-pixel shift."""
+    import random
+
+    from verydeep.data.images import load_image_tensor
+
+    for path in sorted((shared_data / "hymenoptera" / "train" / "ants").iterdir())[:5]:
+        t = TrainTransform((256, 512), 224)
+        random.seed(3)
+        a = t(load_image(path))
+        random.seed(3)
+        b = t(load_image_tensor(path, 512))
+        assert b.shape == a.shape and b.dtype == torch.uint8
+        assert (a.float() - b.float()).abs().mean() < 8, path.name
+    grey = next(
+        p for p in (shared_data / "critters-voc" / "JPEGImages").iterdir() if Image.open(p).mode == "L"
+    )
+    assert load_image_tensor(grey).shape[0] == 3  # greyscale JPEGs come out RGB too
+
+
+def test_image_folder_training_batches_use_tensor_path(shared_data):
+    """build_data on real photos: the default training transform decodes to tensors, batches are right."""
+    from verydeep.config import RunConfig
+    from verydeep.data.build import build_data
+    from verydeep.distributed import DistEnv
+
+    cfg = RunConfig()
+    cfg.data.dataset, cfg.data.root, cfg.data.subset, cfg.data.workers = (
+        "imagefolder",
+        str(shared_data / "hymenoptera"),
+        12,
+        0,
+    )
+    cfg.data.scale = [256, 384]
+    cfg.model.crop_size, cfg.optim.batch_size = 32, 4
+    bundle, accum = build_data(cfg, DistEnv(), torch.device("cpu"))
+    images, labels = next(iter(bundle.train))
+    assert labels.shape == (4,)
+    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8 and accum == 1
+    assert bundle.train.loader.dataset.transform.tensor_input

@@ -18,7 +18,8 @@ import importlib
 import sys
 
 COMMANDS = [
-    "info", "train", "eval", "predict", "features", "transfer", "convert", "export", "study", "localize",
+    "info", "train", "eval", "predict", "features", "transfer", "localize", "convert", "export", "study",
+    "bench", "preresize",
 ]  # fmt: skip
 
 

@@ -175,7 +175,8 @@ def _image_folder(cfg: RunConfig, env: DistEnv, micro: int, device: torch.device
     return DataBundle(
         classes,
         3,
-        batches(train_samples, TrainTransform(scale, crop, d.flip), True),
+        # tensor path: torchvision.io decoding + torch uint8 resize, 1.17x PIL per core (BENCHMARKS.md)
+        batches(train_samples, TrainTransform(scale, crop, d.flip, tensor_input=True), True),
         batches(val_samples, centre, False) if val_samples else None,
         test,
         train_prepare,

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .images import IMAGE_EXTENSIONS, BadImageError, load_image
+from .images import IMAGE_EXTENSIONS, BadImageError, load_image, load_image_tensor
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int] | None:
         path, label = self.samples[i]
         try:
-            img = load_image(path, min_side=getattr(self.transform, "min_side", None))
+            load = load_image_tensor if getattr(self.transform, "tensor_input", False) else load_image
+            img = load(path, min_side=getattr(self.transform, "min_side", None))
         except BadImageError as e:
             if self.on_bad_image == "fail":
                 raise

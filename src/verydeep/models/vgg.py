@@ -174,16 +174,22 @@ class VGG(nn.Module):
         """Apply FC6..FC<5+upto> as convolutions to a feature map of any size >= kernel.
 
         ``upto=3`` gives the class score map, ``upto=2`` the FC7 (penultimate) map after ReLU.
+        Computed as matmuls over the unfolded k x k windows (the same sums as conv2d with the
+        ``fc_as_conv`` kernels): the Linear weights are used as stored, where a 7x7 conv with
+        4096 outputs makes oneDNN re-lay-out FC6's 102 M weights on every call (2x slower).
         """
         if min(fmap.shape[-2:]) < self.kernel:
             need = self.crop_size
             raise ValueError(f"image too small for dense evaluation: each side must be >= {need}")
-        x = fmap
-        for j, (w, b) in enumerate(self.fc_as_conv()[:upto]):
-            x = F.conv2d(x, w, b)
+        n, _, h, w = fmap.shape
+        k = self.kernel
+        x = F.unfold(fmap, k)  # (N, C*k*k, L): (c, i, j) order, as torch.flatten gives FC6
+        for j, i in enumerate((0, 3, 6)[:upto]):
+            lin = self.classifier[i]
+            x = torch.matmul(lin.weight, x) + lin.bias[:, None]
             if j < 2:  # ReLU and dropout modules of the classifier, so train/eval modes agree
-                x = self.classifier[3 * j + 2](self.classifier[3 * j + 1](x))
-        return x
+                x = self.classifier[i + 2](self.classifier[i + 1](x))
+        return x.view(n, x.shape[1], h - k + 1, w - k + 1)
 
     def dense_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class score map (N, classes, h, w) of a whole image of any size >= crop_size."""

@@ -1,0 +1,91 @@
+"""``verydeep bench``: speed against torchvision's VGG on this machine, as ratios from one run.
+
+Example (``quick``: tiny nets and a handful of photos, seconds; the numbers mean nothing):
+    >>> from verydeep.bench import run_bench
+    >>> from verydeep.bench.config import BenchConfig
+    >>> r = run_bench(BenchConfig.make(quick=True, rounds=1), parts=("inference",))
+    >>> sorted(r)
+    ['environment', 'inference', 'targets']
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+
+import torch
+
+from .config import TARGETS, BenchConfig
+
+PARTS = ("inference", "training", "precision", "eval", "data")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def environment(device: torch.device) -> dict:
+    env = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.processor() or platform.machine(),
+        "device": str(device),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def check_targets(r: dict) -> dict:
+    """Each issue-8 target that this run measured: target, measured value, met."""
+    got = {}
+    if "inference" in r:
+        head = next(v for k, v in r["inference"].items() if k.startswith("batch_"))
+        got["inference"] = head["speedup"]
+        got["fraction_of_peak"] = head["fraction_of_peak"]
+    if "training" in r:
+        got["training"] = r["training"]["speedup"]
+    if "data" in r:
+        got["data"] = r["data"]["speedup"]
+    if "eval" in r:
+        got["eval_dense_vs_crops"] = r["eval"]["ratio"]
+    return {k: {"target": TARGETS[k], "measured": v, "met": v >= TARGETS[k]} for k, v in got.items()}
+
+
+def run_bench(
+    cfg: BenchConfig, parts: tuple[str, ...] = PARTS, progress: Callable[[str], None] | None = None
+) -> dict:
+    """Run the requested parts in one process; returns everything the table and --json show."""
+    from .data_bench import bench_data
+    from .eval_bench import bench_eval_cost, precision_check
+    from .model_bench import bench_inference, bench_training
+
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown bench parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # autotune: pick the fastest conv algorithm per shape
+    photos = cfg.data_root / "hymenoptera"
+    needs_photos = {"precision", "eval", "data"} & set(parts)
+    if needs_photos and not photos.is_dir():
+        raise ValueError(f"{sorted(needs_photos)} need real photographs at {photos} (--data DIR)")
+    r: dict = {"environment": environment(device)}
+    if "inference" in parts:
+        r["inference"] = bench_inference(cfg, device, progress)
+    if "training" in parts:
+        r["training"] = bench_training(cfg, device, progress)
+    if "precision" in parts:
+        r["precision"] = precision_check(cfg, device, photos / "val")
+    if "eval" in parts:
+        r["eval"] = bench_eval_cost(cfg, device, photos / "val", progress)
+    if "data" in parts:
+        r["data"] = bench_data(cfg, photos / "train", progress)
+    r["targets"] = check_targets(r)
+    return r

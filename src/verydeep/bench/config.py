@@ -1,0 +1,61 @@
+"""What ``verydeep bench`` measures, and the targets of issue 8 it checks.
+
+Example:
+    >>> from verydeep.bench.config import BenchConfig
+    >>> BenchConfig.make(quick=True).model_kwargs["crop_size"]
+    32
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+
+# issue 8, on the 2-core CPU machine: minimum ratios (verydeep over torchvision, or as named)
+TARGETS = {
+    "inference": 2.5,  # images/s, best verydeep mode over torchvision eager fp32 (batch 8)
+    "training": 2.0,  # training steps/s, same comparison
+    "data": 1.8,  # images/s per core of the training transform
+    "eval_dense_vs_crops": 5.0,  # 150-crop cost over dense 3-scale+flip cost, per image
+    "fraction_of_peak": 0.75,  # VGG-16 inference GFLOP/s over measured matmul GFLOP/s, same dtype
+}
+
+
+@dataclass
+class BenchConfig:
+    quick: bool = False  # tiny nets and few images: seconds, for tests; numbers mean nothing
+    arch: str = "D"
+    model_kwargs: dict = field(default_factory=dict)
+    batches: tuple[int, ...] = (8, 1)  # inference batch sizes; the first is the headline
+    train_batch: int = 16  # the paper's is 256; 16 keeps a CPU step to seconds (4 is per-step-cost bound)
+    rounds: int = 3  # interleaved samples per variant; the report uses the median
+    compile: bool = True  # also try torch.compile (inductor, freezing) for inference
+    matmul_n: int = 2048
+    data_root: Path = SHARED_DATA
+    data_images: int = 64  # photographs per data-pipeline round
+    precision_images: int = 32
+    eval_images: int = 1  # per round; rounds pair the two methods (load drifts in ~1 min)
+    eval_scales: tuple[int, ...] = (256, 384, 512)  # paper units (Q at crop 224)
+    train_scale: tuple[int, int] = (256, 512)  # S jitter, paper units
+    device: str = "auto"
+    profile: bool = True  # profile the fast variant of any part that misses its target
+
+    @classmethod
+    def make(cls, quick: bool = False, **overrides) -> BenchConfig:
+        if quick:
+            tiny = {"width_mult": 1 / 16, "fc_width": 64, "crop_size": 32, "num_classes": 10}
+            base = cls(quick=True, model_kwargs=tiny, batches=(4, 1), train_batch=4, rounds=2)
+            base.compile, base.profile, base.matmul_n, base.data_images = False, False, 256, 6
+            base.precision_images, base.eval_images = 4, 1
+        else:
+            base = cls(model_kwargs={"num_classes": 1000})
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(base, k, v)
+        return base
+
+    @property
+    def crop(self) -> int:
+        return self.model_kwargs.get("crop_size", 224)

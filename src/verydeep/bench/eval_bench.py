@@ -1,0 +1,123 @@
+"""What bf16 costs in accuracy, and what dense evaluation saves over 150 crops, on real photos.
+
+Precision: the same He-initialised weights run in fp32 and in verydeep's bf16 mode on centre
+crops of real photographs; we report top-1 agreement, top-5 overlap and the largest logit
+difference, and how many photos have an fp32 top-1/top-2 margin smaller than that difference
+(those are the only ones whose top-1 bf16 rounding can legitimately flip).
+
+Evaluation cost (Section 3.2): dense evaluation at 3 scales with flips (6 fully-convolutional
+passes) against 150 crops (5x5 grid x 2 flips x 3 scales through the FC form), per photo, in the
+same fast mode. The evaluation module lives in another branch, so this uses
+``VGG.dense_forward`` and the FC form directly; rescaling is done before timing (same for both).
+
+Example:
+    >>> from verydeep.bench.eval_bench import crop_grid
+    >>> crop_grid(256, 224, 5)
+    [0, 8, 16, 24, 32]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from ..config import pixels
+from ..data.folder import scan_image_folder
+from ..data.images import load_image
+from ..data.preprocess import Preprocess
+from ..data.transforms import CentreCropTransform, rescale_smallest
+from ..models.summary import conv_macs
+from .config import BenchConfig
+from .nets import build_pair, fast_inference
+from .timing import interleaved, median, paired_ratio
+
+PREP = Preprocess.preset("paper", mean=(123.68, 116.78, 103.94))  # the ILSVRC mean pixel
+
+
+def photos(root: Path, n: int) -> list[Path]:
+    """``n`` photographs spread over the classes of ``root`` (an ImageFolder tree), sorted."""
+    samples, _ = scan_image_folder(root)
+    step = max(1, len(samples) // n)
+    return [p for p, _ in samples[::step][:n]]
+
+
+def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
+    """fp32 vs bf16 (weights and activations) logits of one net on real photographs."""
+    _, vd = build_pair(cfg.arch, **cfg.model_kwargs)
+    centre = CentreCropTransform(pixels(256, cfg.crop), cfg.crop)
+    x = PREP(
+        torch.stack(
+            [centre(load_image(p, min_side=centre.min_side)) for p in photos(root, cfg.precision_images)]
+        )
+    )
+    ref = fast_inference(vd, device, torch.float32)(x).float().cpu()
+    low = fast_inference(vd, device, torch.bfloat16)(x).float().cpu()
+    top2 = ref.topk(2, dim=1)
+    diff = (low - ref).abs().amax(dim=1)
+    margin = top2.values[:, 0] - top2.values[:, 1]
+    k = min(5, ref.shape[1])
+    overlap = [
+        len(set(a.tolist()) & set(b.tolist())) / k
+        for a, b in zip(ref.topk(k, 1).indices, low.topk(k, 1).indices, strict=True)
+    ]
+    return {
+        "images": len(x),
+        "top1_agreement": (ref.argmax(1) == low.argmax(1)).float().mean().item(),
+        "top5_overlap": sum(overlap) / len(overlap),
+        "max_abs_logit_diff": diff.max().item(),
+        "logit_std": ref.std().item(),
+        "median_top1_margin": margin.median().item(),
+        "near_ties": int((margin < diff).sum()),  # margin below this photo's bf16 error
+        "disagreements_at_near_ties": int(((ref.argmax(1) != low.argmax(1)) & (margin < diff)).sum()),
+    }
+
+
+def crop_grid(side: int, crop: int, n: int) -> list[int]:
+    """``n`` evenly spaced crop offsets along a side (the paper's 5x5 grid)."""
+    return [round(i * (side - crop) / (n - 1)) for i in range(n)]
+
+
+def _multicrop(net: Callable, img: torch.Tensor, crop: int, chunk: int = 25) -> torch.Tensor:
+    """Mean softmax of 25 grid crops and their flips of one rescaled image (C, H, W)."""
+    h, w = img.shape[-2:]
+    crops = [img[:, t : t + crop, s : s + crop] for t in crop_grid(h, crop, 5) for s in crop_grid(w, crop, 5)]
+    x = torch.stack(crops)
+    x = torch.cat([x, x.flip(-1)])
+    probs = [net(PREP(x[i : i + chunk])).float().softmax(1) for i in range(0, len(x), chunk)]
+    return torch.cat(probs).mean(0)
+
+
+def _dense(net: Callable, img: torch.Tensor) -> torch.Tensor:
+    """Mean softmax of the spatially averaged class score maps of an image and its flip."""
+    x = PREP(torch.stack([img, img.flip(-1)]))
+    return net(x).float().mean((2, 3)).softmax(1).mean(0)
+
+
+def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress=None) -> dict:
+    """Seconds per photo: dense 3-scale + flip against 150-crop multi-crop, same fast mode."""
+    _, vd = build_pair(cfg.arch, **cfg.model_kwargs)
+    fc = fast_inference(vd, device, torch.bfloat16)
+    dense = fast_inference(vd, device, torch.bfloat16, dense=True)
+    qs = [pixels(q, cfg.crop) for q in cfg.eval_scales]
+    imgs = [load_image(p, min_side=max(qs)) for p in photos(root, cfg.eval_images)]
+    scaled = [[TF.pil_to_tensor(rescale_smallest(im, q)) for q in qs] for im in imgs]
+    fns = {
+        "dense_3scale_flip": lambda: [_dense(dense, s) for per in scaled for s in per],
+        "multicrop_150": lambda: [_multicrop(fc, s, cfg.crop) for per in scaled for s in per],
+    }
+    # no warm-up (each call is long); rounds pair dense and crops moments apart for the ratio
+    times = interleaved(fns, rounds=cfg.rounds, warmup=0, device=device, progress=progress)
+    per_img = {k: median(v) / len(imgs) for k, v in times.items()}
+    macs_dense = sum(2 * conv_macs(vd, *s.shape[-2:]) for per in scaled for s in per) / len(imgs)
+    macs_crops = 3 * 50 * conv_macs(vd, cfg.crop, cfg.crop)
+    return {
+        "images": len(imgs),
+        "scales_px": qs,
+        "seconds_per_image": per_img,
+        "ratio": paired_ratio(times, "multicrop_150", "dense_3scale_flip"),
+        "gmacs_per_image": {"dense_3scale_flip": macs_dense / 1e9, "multicrop_150": macs_crops / 1e9},
+        "note": "measured with VGG.dense_forward and the FC form (evaluation.py not on main yet)",
+    }

@@ -1,0 +1,130 @@
+"""Inference and training speed of VGG: torchvision's default against verydeep's fast modes.
+
+Every number is a median over interleaved rounds (``timing.interleaved``); every ratio is the
+median over rounds of that round's ratio (``timing.paired_ratio``), robust to load that drifts.
+The hardware limit is a square matmul of the same dtype, timed in the same rounds as the nets.
+
+Example:
+    >>> import torch
+    >>> from verydeep.bench.config import BenchConfig
+    >>> from verydeep.bench.model_bench import bench_inference
+    >>> cfg = BenchConfig.make(quick=True, rounds=1, batches=(2,))
+    >>> r = bench_inference(cfg, torch.device("cpu"))
+    >>> sorted(r["batch_2"]["variants"])[:2]
+    ['matmul_bf16', 'matmul_fp32']
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+
+from ..models.summary import conv_macs
+from .config import TARGETS, BenchConfig
+from .nets import build_pair, eager_inference, fast_inference, train_step
+from .profile import op_profile
+from .timing import interleaved, matmul_variant, median, paired_ratio
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None] | None
+
+
+def _try_compile(vd, device: torch.device, x: torch.Tensor, progress: Progress) -> Callable | None:
+    """The compiled bf16 net, or None (with the reason logged) when inductor fails here."""
+    try:
+        if progress:
+            progress("torch.compile (inductor, freezing): first call compiles")
+        fn = fast_inference(vd, device, torch.bfloat16, compile=True)
+        fn(x)
+        return fn
+    except Exception as e:  # inductor needs a C++ compiler and may fail on odd set-ups
+        log.warning("torch.compile failed, skipped: %s", str(e).splitlines()[0][:200])
+        return None
+
+
+def _summarise(times: dict[str, list[float]], work: dict[str, float], unit: str) -> dict:
+    """Per-variant median seconds, throughput (``work``/s) and the raw samples."""
+    out = {}
+    for name, ts in times.items():
+        s = median(ts)
+        out[name] = {"seconds": s, unit: work[name] / s, "samples": ts}
+    return out
+
+
+def bench_inference(cfg: BenchConfig, device: torch.device, progress: Progress = None) -> dict:
+    """Per batch size: images/s of each variant, GFLOP/s, and the matmul peaks in the same rounds."""
+    tv, vd = build_pair(cfg.arch, **cfg.model_kwargs)
+    gflop_img = 2 * conv_macs(vd, cfg.crop, cfg.crop) / 1e9
+    variants = {
+        "torchvision_fp32": eager_inference(tv, device),
+        "verydeep_fp32_cl": fast_inference(vd, device, torch.float32),
+        "verydeep_bf16_cl": fast_inference(vd, device, torch.bfloat16),
+    }
+    results, compiled = {}, {}
+    for batch in cfg.batches:
+        x = torch.randn(batch, 3, cfg.crop, cfg.crop)
+        fns = {name: (lambda f=f, x=x: f(x)) for name, f in variants.items()}
+        if cfg.compile:
+            compiled[batch] = _try_compile(vd, device, x, progress)
+            if compiled[batch] is not None:
+                fns["verydeep_bf16_cl_compiled"] = lambda f=compiled[batch], x=x: f(x)
+        work = {name: float(batch) for name in fns}
+        for dt, name in ((torch.float32, "matmul_fp32"), (torch.bfloat16, "matmul_bf16")):
+            fns[name], work[name] = matmul_variant(cfg.matmul_n, dt, device)
+        times = interleaved(fns, cfg.rounds, warmup=1, device=device, progress=progress)
+        v = _summarise(times, work, "per_s")
+        for name in v:
+            v[name]["gflops"] = v[name]["per_s"] * (1e-9 if name.startswith("matmul") else gflop_img)
+        ratios = {n: paired_ratio(times, "torchvision_fp32", n) for n in v if n.startswith("verydeep")}
+        best = max(ratios, key=ratios.__getitem__)
+        mm = "matmul_bf16" if "bf16" in best else "matmul_fp32"
+        # per round: the net's GFLOP/s over the matmul's, timed moments apart
+        frac = paired_ratio(times, mm, best, scale=batch * gflop_img * 1e9 / work[mm])
+        results[f"batch_{batch}"] = {
+            "batch": batch,
+            "variants": v,
+            "speedups": ratios,
+            "best": best,
+            "speedup": ratios[best],
+            "fraction_of_peak": frac,
+            "gflop_per_image": gflop_img,
+        }
+        missed = results[f"batch_{batch}"]["speedup"] < TARGETS["inference"] or (
+            results[f"batch_{batch}"]["fraction_of_peak"] < TARGETS["fraction_of_peak"]
+        )
+        if cfg.profile and batch == cfg.batches[0] and missed:
+            results[f"batch_{batch}"]["profile"] = op_profile(fns[best], device)
+    if cfg.compile:
+        results["compile"] = {"works": all(c is not None for c in compiled.values())}
+    return results
+
+
+def bench_training(cfg: BenchConfig, device: torch.device, progress: Progress = None) -> dict:
+    """Training steps/s: torchvision fp32 against verydeep fp32/bf16 channels_last set-ups."""
+    tv, vd = build_pair(cfg.arch, **cfg.model_kwargs)
+    g = torch.Generator().manual_seed(1)
+    b = cfg.train_batch
+    batch = (torch.randn(b, 3, cfg.crop, cfg.crop, generator=g), torch.randint(0, vd.num_classes, (b,)))
+    fns = {
+        "torchvision_fp32": train_step(tv, device, batch),
+        "verydeep_fp32_cl": train_step(vd, device, batch, channels_last=True, fused=True),
+        "verydeep_bf16_cl": train_step(vd, device, batch, torch.bfloat16, channels_last=True, fused=True),
+    }
+    times = interleaved(fns, cfg.rounds, warmup=1, device=device, progress=progress)
+    v = _summarise(times, {n: float(b) for n in fns}, "per_s")
+    ratios = {n: paired_ratio(times, "torchvision_fp32", n) for n in v if n.startswith("verydeep")}
+    best = max(ratios, key=ratios.__getitem__)
+    speedup = ratios[best]
+    out = {
+        "batch": b,
+        "optimizer": "SGD momentum 0.9, weight decay 5e-4",
+        "variants": v,
+        "speedups": ratios,
+        "best": best,
+        "speedup": speedup,
+    }
+    if cfg.profile and speedup < TARGETS["training"]:
+        out["profile"] = op_profile(fns[best], device)
+    return out

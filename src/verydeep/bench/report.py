@@ -1,0 +1,109 @@
+"""The bench's result dict as a plain-text table with ratios.
+
+Example:
+    >>> from verydeep.bench.report import format_report
+    >>> print(format_report({"environment": {"device": "cpu"}, "targets": {}}).splitlines()[0])
+    verydeep bench on cpu
+"""
+
+from __future__ import annotations
+
+
+def _rows(
+    title: str, variants: dict, base: str, unit: str, extra: str | None = None, paired: dict | None = None
+) -> list[str]:
+    """One row per variant; the ratio column is the paired per-round ratio where there is one."""
+    lines = [title, f"  {'variant':30} {unit:>12} {'x ' + base:>20}" + (f" {extra:>9}" if extra else "")]
+    ref = variants[base]["per_s"] if base in variants else None
+    paired = {base: 1.0, **(paired or {})}
+    for name, v in variants.items():
+        if name.startswith("matmul"):  # the hardware-limit probe: only its GFLOP/s means anything
+            lines.append(f"  {name:30} {'-':>12} {'-':>20} {v.get('gflops', 0):>9.1f}")
+            continue
+        ratio = f"{paired[name]:.2f}x" if name in paired else f"{v['per_s'] / ref:.2f}x" if ref else "-"
+        row = f"  {name:30} {v['per_s']:>12.2f} {ratio:>20}"
+        if extra:
+            row += f" {v.get('gflops', 0):>9.1f}"
+        lines.append(row)
+    return lines
+
+
+def _model_lines(r: dict) -> list[str]:
+    lines = []
+    for key, b in r.get("inference", {}).items():
+        if not key.startswith("batch_"):
+            continue
+        title = f"Inference, batch {b['batch']} ({b['gflop_per_image']:.3g} GFLOP/image)"
+        lines += _rows(title, b["variants"], "torchvision_fp32", "images/s", "GFLOP/s", b.get("speedups"))
+        lines.append(
+            f"  best: {b['best']}  {b['speedup']:.2f}x torchvision, "
+            f"{100 * b['fraction_of_peak']:.0f}% of the measured matmul peak of its dtype"
+        )
+    if "compile" in r.get("inference", {}):
+        lines.append(f"  torch.compile works here: {r['inference']['compile']['works']}")
+    if "training" in r:
+        t = r["training"]
+        title = f"Training step, batch {t['batch']} ({t['optimizer']})"
+        lines += _rows(title, t["variants"], "torchvision_fp32", "images/s", paired=t.get("speedups"))
+        lines.append(f"  best: {t['best']}  {t['speedup']:.2f}x torchvision")
+    return lines
+
+
+def _other_lines(r: dict) -> list[str]:
+    lines = []
+    if "precision" in r:
+        p = r["precision"]
+        lines.append(
+            f"bf16 vs fp32 on {p['images']} real photos: top-1 agreement {100 * p['top1_agreement']:.0f}%, "
+            f"top-5 overlap {100 * p['top5_overlap']:.0f}%, max |logit diff| {p['max_abs_logit_diff']:.3g} "
+            f"(logit std {p['logit_std']:.3g}, median top-1 margin {p['median_top1_margin']:.3g}, "
+            f"{p['near_ties']} photos with margin < their bf16 error, "
+            f"{p.get('disagreements_at_near_ties', '?')} of the disagreements among them)"
+        )
+    if "eval" in r:
+        e = r["eval"]
+        s, g = e["seconds_per_image"], e["gmacs_per_image"]
+        lines.append(f"Evaluation per photo ({e['images']} photos, scales {e['scales_px']} px):")
+        for k in s:
+            lines.append(f"  {k:30} {s[k]:>9.2f} s {g[k]:>9.1f} GMACs")
+        lines.append(f"  150 crops cost {e['ratio']:.1f}x dense 3-scale+flip ({e['note']})")
+    if "data" in r:
+        d = r["data"]
+        lines.append(
+            f"Data pipeline, {d['images']} JPEGs, S in {d['scale_px']}, crop {d['crop']}, one thread:"
+        )
+        base, paired = d["images_per_cpu_s"]["torchvision"], d.get("speedups", {})
+        for k, v in d["images_per_cpu_s"].items():
+            lines.append(f"  {k:30} {v:>9.1f} images/CPU-s {paired.get(k, v / base):>6.2f}x torchvision")
+        lines.append(f"  fastest decoder here: {d['best_decoder']}")
+    return lines
+
+
+def format_report(r: dict) -> str:
+    """The whole result as text: ratios are medians of per-round ratios (see ``paired_ratio``)."""
+    env = r["environment"]
+    head = f"verydeep bench on {env['device']}"
+    if env.get("threads"):
+        head += f" ({env.get('gpu') or env.get('machine')}, {env['threads']} threads, {env['cpu_capability']}"
+        head += f", load average {env['load_average']:.1f} at start)"
+    lines = [head, "", *_model_lines(r), *_other_lines(r)]
+    if r["targets"]:
+        lines += ["", "Targets (issue 8)"]
+        for k, t in r["targets"].items():
+            lines.append(
+                f"  {k:22} {t['measured']:>7.2f} (target {t['target']})  {'met' if t['met'] else 'MISSED'}"
+            )
+    for part, prof in _profiles(r):
+        lines += ["", f"Profile of {part} (target missed):", prof]
+    return "\n".join(lines)
+
+
+def _profiles(r: dict) -> list[tuple[str, str]]:
+    out = []
+    for key, b in r.get("inference", {}).items():
+        if isinstance(b, dict) and "profile" in b:
+            out.append((f"inference {key}", b["profile"]))
+    for part in ("training", "data"):
+        if "profile" in r.get(part, {}):
+            out.append((part, r[part]["profile"]))
+    return out

@@ -1,0 +1,55 @@
+"""``verydeep bench``: VGG speed against torchvision on this machine, as ratios from one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..bench import PARTS, run_bench
+from ..bench.config import BenchConfig
+from ..bench.report import format_report
+from ..io.checkpoint import atomic_write
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="speed vs torchvision's VGG: inference, training, eval, data")
+    p.add_argument("--quick", action="store_true", help="tiny nets, few images: seconds (for tests)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts")
+    p.add_argument("--rounds", type=int, help="interleaved samples per variant (median reported)")
+    p.add_argument("--train-batch", type=int, help="training-step batch (default 4)")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (saves minutes)")
+    p.add_argument("--data", type=Path, help="folder holding hymenoptera/ (default ../shared/data)")
+    p.add_argument("--device", help="cpu, cuda or auto (default)")
+    p.add_argument("--save", type=Path, help="also write the full JSON result to this file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = BenchConfig.make(
+        quick=args.quick,
+        rounds=args.rounds,
+        train_batch=args.train_batch,
+        data_root=args.data,
+        device=args.device,
+    )
+    if args.no_compile:
+        cfg.compile = False
+    bar = tqdm(desc="bench", unit="call", leave=False)
+
+    def progress(what: str) -> None:
+        bar.set_postfix_str(what, refresh=False)
+        bar.update()
+
+    try:
+        result = run_bench(cfg, tuple(args.only or PARTS), progress)
+    finally:
+        bar.close()
+    text = json.dumps(result, indent=1)
+    if args.save:
+        atomic_write(args.save, (text + "\n").encode())
+    print(text if args.json else format_report(result))
+    return 0

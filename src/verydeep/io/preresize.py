@@ -1,0 +1,108 @@
+"""Shrink a photo collection once, so every later epoch decodes small JPEGs.
+
+Training rescales each image so its smallest side is S <= Smax; pixels beyond Smax are decoded
+every epoch and thrown away. ``preresize`` writes a copy of an ImageFolder tree (same relative
+paths) where every image whose smallest side exceeds ``max_side`` is rescaled to exactly
+``max_side`` (isotropic, antialiased, the training transform's own resampling) and re-encoded as
+JPEG; images already small enough are copied byte for byte (no second lossy encode). Bad files
+are skipped and counted. It resumes: files already in the destination are left alone.
+
+Set ``max_side`` to the largest S used in paper units at your crop (e.g. 512 for S in
+[256, 512] at crop 224); training from the copy is then the same up to JPEG re-encoding.
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from verydeep.io.preresize import preresize
+    >>> src, dst = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp()) / "small"
+    >>> (src / "cat").mkdir()
+    >>> Image.new("RGB", (800, 600), "red").save(src / "cat" / "a.jpg")
+    >>> preresize(src, dst, max_side=300)["resized"], Image.open(dst / "cat" / "a.jpg").size
+    (1, (400, 300))
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from ..data.images import IMAGE_EXTENSIONS, BadImageError, load_image
+from ..data.transforms import rescale_smallest
+
+
+def _one(src: Path, dst: Path, max_side: int, quality: int) -> str:
+    """Write ``dst`` from ``src``; returns what was done: resized, copied, exists or bad."""
+    if dst.exists():
+        return "exists"
+    try:
+        img = load_image(src, min_side=max_side)  # JPEG draft: decode no bigger than needed
+    except BadImageError:
+        return "bad"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")  # never a half-written file under the final name
+    if min(img.size) > max_side:
+        buf = io.BytesIO()
+        rescale_smallest(img, max_side).save(buf, "JPEG", quality=quality)
+        tmp.write_bytes(buf.getvalue())
+        done = "resized"
+    elif src.suffix.lower() in (".jpg", ".jpeg"):
+        shutil.copyfile(src, tmp)
+        done = "copied"
+    else:  # small non-JPEG (PNG, GIF...): re-encoded so the tree is uniformly RGB JPEG
+        img.save(tmp, "JPEG", quality=quality)
+        done = "resized"
+    os.replace(tmp, dst)
+    return done
+
+
+def plan(src: Path, dst: Path) -> list[tuple[Path, Path]]:
+    """(source, destination) pairs for every image under ``src``; non-JPEGs get a .jpg suffix."""
+    pairs = []
+    for p in sorted(src.rglob("*")):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+            rel = p.relative_to(src)
+            if p.suffix.lower() not in (".jpg", ".jpeg"):
+                rel = rel.with_name(rel.name + ".jpg")
+            pairs.append((p, dst / rel))
+    return pairs
+
+
+def preresize(
+    src: str | Path,
+    dst: str | Path,
+    max_side: int,
+    quality: int = 90,
+    workers: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Copy the image tree ``src`` to ``dst`` with smallest sides capped at ``max_side``."""
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise NotADirectoryError(f"source folder not found: {src}")
+    if max_side < 1 or not 1 <= quality <= 100:
+        raise ValueError(f"--max-side must be positive and --quality in 1..100 (got {max_side}, {quality})")
+    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+        raise ValueError("the destination must lie outside the source tree")
+    pairs = plan(src, dst)
+    if not pairs:
+        raise ValueError(f"{src}: no images found")
+    counts = {"resized": 0, "copied": 0, "exists": 0, "bad": 0}
+    args = ([s for s, _ in pairs], [d for _, d in pairs], [max_side] * len(pairs), [quality] * len(pairs))
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = pool.map(_one, *args, chunksize=16)
+            for done in results:
+                counts[done] += 1
+                if progress:
+                    progress(1)
+    else:
+        for done in map(_one, *args):
+            counts[done] += 1
+            if progress:
+                progress(1)
+    return counts

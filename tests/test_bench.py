@@ -1,0 +1,118 @@
+"""verydeep bench: runs end to end in quick mode with the promised JSON; never checks timings."""
+
+import json
+import time
+
+import pytest
+import torch
+
+from verydeep.bench.config import TARGETS, BenchConfig
+from verydeep.bench.nets import build_pair, fast_inference, train_step
+from verydeep.bench.timing import interleaved, matmul_variant
+from verydeep.cli import main
+
+TINY = {"width_mult": 0.125, "fc_width": 32, "crop_size": 32, "num_classes": 7}
+
+
+def test_interleaved_alternates_order_and_counts_rounds():
+    calls = []
+    times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then forward/backward/forward
+    assert all(len(v) == 3 and min(v) >= 0 for v in times.values())
+    clock = iter(range(100)).__next__  # a fake clock: every call takes exactly one tick
+    assert interleaved({"x": lambda: None}, rounds=2, warmup=0, clock=clock) == {"x": [1, 1]}
+
+
+def test_matmul_probe_flops():
+    fn, flops = matmul_variant(8, torch.float32, "cpu", repeat=3)
+    fn()
+    assert flops == 2 * 8**3 * 3
+
+
+def test_fast_modes_compute_the_same_function():
+    tv, vd = build_pair("A", **TINY)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ref = tv.eval()(x)
+    f32 = fast_inference(vd, torch.device("cpu"), torch.float32)(x)
+    assert torch.allclose(f32, ref, atol=1e-4, rtol=1e-4)  # channels_last changes nothing
+    bf = fast_inference(vd, torch.device("cpu"), torch.bfloat16)(x).float()
+    assert (bf - ref).abs().max() < 0.05 * ref.abs().max() + 1e-3  # bf16: ~3 significant digits
+    big = torch.randn(1, 3, 64, 48)
+    dense = fast_inference(vd, torch.device("cpu"), torch.float32, dense=True)(big)
+    with torch.no_grad():
+        assert torch.allclose(dense, vd.eval().dense_forward(big), atol=1e-4, rtol=1e-4)
+
+
+def test_train_step_matches_plain_sgd():
+    """Oracle: torch's reference (for-loop) SGD on a plain fp32 NCHW copy; one step each."""
+    import copy
+
+    _, vd = build_pair("A", **TINY, dropout=0.0)
+    batch = (torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
+    step = train_step(vd, torch.device("cpu"), batch, channels_last=True, fused=True)
+    step()
+    ref = copy.deepcopy(vd).train()
+    opt = torch.optim.SGD(ref.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4, foreach=False)
+    torch.nn.functional.cross_entropy(ref(batch[0]), batch[1]).backward()
+    opt.step()
+    for (name, a), b in zip(step.net.named_parameters(), ref.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+    bf = train_step(vd, torch.device("cpu"), batch, torch.bfloat16, channels_last=True, fused=True)
+    assert torch.isfinite(bf()) and not torch.equal(bf.net.classifier[6].weight, vd.classifier[6].weight)
+
+
+def _check_structure(r: dict, parts: list[str]) -> None:
+    assert set(r) == {"environment", "targets", *parts}
+    for name in r["targets"]:
+        assert name in TARGETS and set(r["targets"][name]) == {"target", "measured", "met"}
+    if "inference" in r:
+        b = r["inference"]["batch_4"]
+        assert {"torchvision_fp32", "verydeep_bf16_cl", "matmul_bf16", "matmul_fp32"} <= set(b["variants"])
+        assert b["speedup"] > 0 and b["fraction_of_peak"] > 0 and b["best"].startswith("verydeep")
+    if "training" in r:
+        assert r["training"]["speedup"] > 0 and r["training"]["batch"] == 4
+    if "precision" in r:
+        p = r["precision"]
+        assert 0 <= p["top1_agreement"] <= 1 and p["max_abs_logit_diff"] >= 0 and p["images"] == 4
+    if "eval" in r:
+        assert set(r["eval"]["seconds_per_image"]) == {"dense_3scale_flip", "multicrop_150"}
+    if "data" in r:
+        d = r["data"]
+        assert {"torchvision", "verydeep", "decode_pil_draft"} <= set(d["images_per_cpu_s"])
+        assert d["best_decoder"] in ("pil", "pil_draft", "torchvision_io")
+
+
+def test_bench_cli_quick_json_model_parts(capsys):
+    t0 = time.process_time()
+    assert main(["bench", "--quick", "--json", "--rounds", "1", "--only", "inference", "training"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    _check_structure(r, ["inference", "training"])
+    assert time.process_time() - t0 < 120  # a guard against quick mode growing, not a timing test
+
+
+def test_bench_cli_quick_json_photo_parts(capsys, shared_data):
+    args = ["bench", "--quick", "--json", "--rounds", "1", "--data", str(shared_data)]
+    assert main([*args, "--only", "precision", "eval", "data"]) == 0
+    _check_structure(json.loads(capsys.readouterr().out), ["precision", "eval", "data"])
+
+
+def test_bench_table_and_errors(capsys, tmp_path):
+    assert (
+        main(["bench", "--quick", "--rounds", "1", "--only", "inference", "--save", str(tmp_path / "r.json")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "torchvision_fp32" in out and "Targets (issue 8)" in out
+    assert "inference" in json.loads((tmp_path / "r.json").read_text())
+    assert main(["bench", "--quick", "--only", "data", "--data", str(tmp_path)]) == 2
+    assert "need real photographs" in capsys.readouterr().err
+
+
+def test_quick_config_is_small():
+    cfg = BenchConfig.make(quick=True)
+    assert cfg.quick and not cfg.compile and cfg.crop == 32
+    with pytest.raises(ValueError, match="unknown bench parts"):
+        from verydeep.bench import run_bench
+
+        run_bench(cfg, parts=("nope",))

@@ -1,0 +1,55 @@
+"""verydeep preresize: sizes capped, small JPEGs copied untouched, bad files counted, resumable."""
+
+import pytest
+from PIL import Image
+
+from verydeep.cli import main
+from verydeep.data.images import load_image
+from verydeep.io.preresize import preresize
+
+
+def _tree(root):
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    Image.new("RGB", (900, 600), (200, 10, 10)).save(root / "a" / "big.jpg")
+    Image.new("RGB", (120, 100), (10, 200, 10)).save(root / "a" / "small.jpg")
+    Image.new("P", (700, 500)).save(root / "b" / "pal.png")
+    (root / "b" / "bad.jpg").write_bytes(b"not a jpeg at all")
+    return root
+
+
+def test_preresize_tree(tmp_path):
+    src, dst = _tree(tmp_path / "src"), tmp_path / "dst"
+    counts = preresize(src, dst, max_side=300)
+    assert counts == {"resized": 2, "copied": 1, "exists": 0, "bad": 1}
+    assert Image.open(dst / "a" / "big.jpg").size == (450, 300)  # isotropic: 900x600 -> 450x300
+    assert (dst / "a" / "small.jpg").read_bytes() == (src / "a" / "small.jpg").read_bytes()
+    assert load_image(dst / "b" / "pal.png.jpg").size == (420, 300)
+    assert not (dst / "b" / "bad.jpg").exists()
+    again = preresize(src, dst, max_side=300)
+    assert again["exists"] == 3 and again["resized"] == 0
+
+
+def test_preresize_real_photo_and_cli(tmp_path, shared_data, capsys):
+    src = shared_data / "hymenoptera" / "val" / "ants"
+    sub = tmp_path / "src" / "ants"
+    sub.mkdir(parents=True)
+    photo = max(src.iterdir(), key=lambda p: min(Image.open(p).size))
+    (sub / photo.name).write_bytes(photo.read_bytes())
+    assert (
+        main(
+            ["preresize", str(tmp_path / "src"), str(tmp_path / "out"), "--max-side", "200", "--workers", "2"]
+        )
+        == 0
+    )
+    assert "resized 1" in capsys.readouterr().out
+    assert min(Image.open(tmp_path / "out" / "ants" / photo.name).size) == 200
+
+
+def test_preresize_errors(tmp_path):
+    with pytest.raises(NotADirectoryError):
+        preresize(tmp_path / "nope", tmp_path / "out", 100)
+    src = _tree(tmp_path / "src")
+    with pytest.raises(ValueError, match="outside the source"):
+        preresize(src, src / "inside", 100)
+    assert main(["preresize", str(src), str(tmp_path / "o"), "--max-side", "0"]) == 2
