@@ -102,6 +102,9 @@ class CheckpointSet:
         state = _load(self.folder / state_name)
         if state.get("step", {}).get("global_step") != step:
             raise ValueError(f"{self.folder / state_name} does not hold step {step} as {path} says")
+        if self.is_main:  # a kill between the commit and its follow-ups: finish them now
+            self._publish(self.folder / weights)
+            self._prune(step)
         rng = self.folder / f"{_stem(step)}.rng{self.rank}.pt"
         return self.folder / weights, state, _load(rng) if rng.is_file() else None
 
