@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
@@ -35,7 +36,15 @@ from verydeep.models.vgg import VGG
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_nets import PREP, trained_tiny
 
-torch.set_num_threads(1)  # the test machine is shared: OpenMP barriers stall under load
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread in this module's tests (restored after each): a shared machine's other
+    core is often busy, and two OpenMP threads then stall each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def soft(logits: torch.Tensor) -> torch.Tensor:
