@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -20,3 +21,13 @@ def fmnist_root() -> Path:
     if not (FMNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
     return FMNIST
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for a test, restored after it: on a shared machine whose other core is
+    busy, two OpenMP threads stall each other (tiny nets ran 20-50x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -22,15 +22,7 @@ from verydeep.models.vgg import VGG
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_nets import PREP, trained_tiny
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread in this module's tests (restored after each): a shared machine's other
-    core is often busy, and two OpenMP threads then stall each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -30,13 +30,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PREP = Preprocess.preset("paper", mean=(120.0, 115.0, 100.0))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 cores shared by several people: one thread is faster than two fighting
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_net(crop: int = 64, seed: int = 0) -> VGG:

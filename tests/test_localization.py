@@ -36,13 +36,7 @@ CRITTERS = DATA / "critters-voc"
 needs_critters = pytest.mark.skipif(not CRITTERS.is_dir(), reason=f"real data absent: {CRITTERS}")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # on a shared, oversubscribed CPU torch's thread pool spins: one thread is ~20x faster here
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_boxes(n, gen, size=100.0):

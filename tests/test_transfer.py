@@ -28,13 +28,7 @@ from verydeep.transfer import (
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 cores shared by several people: one thread is faster than two fighting
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- AP ---------------------------------------------------------------------------------------
