@@ -134,8 +134,7 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
     if cfg.train.compile:
         net = torch.compile(net)
     last_val_bad, saved_step = 0, [-1]
-    reached = lambda: bool(cfg.train.max_steps) and state.global_step >= cfg.train.max_steps  # noqa: E731
-    while state.epoch < cfg.train.epochs and not sched.stopped and not reached():
+    while state.epoch < cfg.train.epochs and not sched.stopped and not _reached(cfg, state):
         t0 = time.perf_counter()
         bad_base, bad_before = state.bad_images, getattr(data.train, "bad_images", 0)
         data.train.set_epoch(state.epoch, start=state.step_in_epoch * accum)
@@ -185,8 +184,19 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
             run.write_curves(state.history)
         elif saved_step[0] != state.global_step:  # stopped mid-epoch (max_steps): save unless just saved
             run.save(model, meta, opt, sched, state)
-        if reached():
+        if _reached(cfg, state):
             break
+    result = _final_report(run, model, data, state, last_val_bad, device, amp)
+    run.finish(result)
+    return result
+
+
+def _reached(cfg: RunConfig, state: StepState) -> bool:
+    return bool(cfg.train.max_steps) and state.global_step >= cfg.train.max_steps
+
+
+def _final_report(run: RunDir, model: VGG, data, state: StepState, last_val_bad: int, device, amp) -> dict:
+    """Step counts, unreadable-image counts and, once, the test error of the held-out-best weights."""
     result = {"global_step": state.global_step, "epochs": state.epoch, "skipped_steps": state.skipped_steps}
     result["bad_images"] = {"train": state.bad_images}  # val/test: in the last pass over the split
     if isinstance(data.val, FolderBatches):
@@ -203,7 +213,6 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
         )
     if any(result["bad_images"].values()):
         run.log(f"unreadable images skipped: {result['bad_images']} (see the warnings above)")
-    run.finish(result)
     return result
 
 
