@@ -7,7 +7,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from verydeep.data.build import split_indices
+from verydeep.data.build import input_preprocess, split_indices
 from verydeep.data.fashion_mnist import load_fashion_mnist, read_idx
 from verydeep.data.folder import scan_image_folder
 from verydeep.data.images import BadImageError, load_image
@@ -198,3 +198,18 @@ def test_image_folder_training_batches_use_tensor_path(shared_data):
     assert labels.shape == (4,)
     assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8 and accum == 1
     assert bundle.train.loader.dataset.transform.tensor_input
+
+
+def test_input_normalisation_paper_mean_or_standardized():
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.stack([torch.rand(5000, generator=g) * 200, torch.full((5000,), 7.0), torch.rand(5000) * 50], 1)
+    x = pixels.round().to(torch.uint8).T.reshape(1, 3, 50, 100)
+    paper, _ = input_preprocess(pixels.round(), "mean")
+    out = paper(x)
+    assert out.mean((0, 2, 3)).abs().max() < 1e-3  # the paper: mean subtracted, 0-255 range kept
+    assert float(out[0, 0].std()) == pytest.approx(float(pixels[:, 0].round().std()), rel=1e-3)
+    std, _ = input_preprocess(pixels.round(), "standardize")
+    out = std(x)
+    assert out.mean((0, 2, 3)).abs().max() < 1e-3
+    assert float(out[0, 0].std()) == pytest.approx(1.0, rel=1e-3) == float(out[0, 2].std())
+    assert out[0, 1].abs().max() == 0  # a constant channel stays finite (std floored), not NaN

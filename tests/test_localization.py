@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from verydeep.data.preprocess import Preprocess
 from verydeep.data.transforms import rescale_smallest
+from verydeep.data.voc import UnsafeXMLError, VocAnnotation, VocObject, load_voc, parse_voc_xml
 from verydeep.localization.boxes import (
     box_iou,
     clip_boxes,
@@ -28,7 +29,6 @@ from verydeep.localization.merge import MergeConfig, greedy_merge
 from verydeep.localization.metrics import baseline_guesses, loc_error, mean_training_box
 from verydeep.localization.net import LocTrainConfig, box_loss, class_boxes, make_loc_net, train_localizer
 from verydeep.localization.protocol import Guess, Net, window_boxes
-from verydeep.localization.voc import UnsafeXMLError, VocAnnotation, VocObject, load_voc, parse_voc_xml
 from verydeep.models.vgg import VGG
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -56,27 +56,34 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion-mnist"  # fashion-mnist | imagefolder
+    dataset: str = "fashion-mnist"  # fashion-mnist | imagefolder | voc (image-level labels)
     root: str = "/usr/share/datasets/fashion-mnist"
     scale: list[int] = field(default_factory=lambda: [256])  # S, or [Smin, Smax] for jittering
     test_scale: int = 0  # Q for held-out evaluation; 0: S, or (Smin+Smax)/2 when jittered
     val_fraction: float = 0.1  # held out from the training split to drive the LR schedule
     subset: int = 0  # use only the first N training images (0: all)
     flip: bool = True
+    normalize: str = "mean"  # mean: the paper's mean subtraction (0-255); standardize: also / std
     colour_shift: float = 0.1  # std of the PCA colour-shift alphas (Krizhevsky 2012); 0: off
     grey_to_rgb: bool = False  # Fashion-MNIST: replicate to 3 channels instead of a 1-channel net
     workers: int = -1  # DataLoader workers for image files; -1: min(8, cores)
     on_bad_image: str = "skip"  # skip | fail
+    # voc only: ImageSets/Main split names (slices like "train[:80%]" allowed); an image's label
+    # is the class of its largest object (ImageFolder reads root/train and root/val|test instead)
+    train_split: str = "train"
+    test_split: str = "val"
 
     def __post_init__(self) -> None:
-        if self.dataset not in ("fashion-mnist", "imagefolder"):
-            raise ValueError(f"data.dataset must be fashion-mnist or imagefolder, got {self.dataset!r}")
+        if self.dataset not in ("fashion-mnist", "imagefolder", "voc"):
+            raise ValueError(f"data.dataset must be fashion-mnist, imagefolder or voc, got {self.dataset!r}")
         if len(self.scale) not in (1, 2) or min(self.scale) < 1 or self.scale != sorted(self.scale):
             raise ValueError(f"data.scale must be [S] or [Smin, Smax] with Smin <= Smax, got {self.scale}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.on_bad_image not in ("skip", "fail"):
             raise ValueError(f"data.on_bad_image must be skip or fail, got {self.on_bad_image!r}")
+        if self.normalize not in ("mean", "standardize"):
+            raise ValueError(f"data.normalize must be mean or standardize, got {self.normalize!r}")
 
     @property
     def jittered(self) -> bool:

@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, help="output .safetensors")
     t.add_argument("--head", default="pcr", choices=["scr", "pcr"])
     t.add_argument("--finetune", default="all", choices=["all", "fc"])
+    t.add_argument("--split", default="train", help="training split, e.g. train or train[:80%%]")
     for name, typ, default in (
         ("scale", int, 384),
         ("steps", int, 300),
@@ -54,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--width-mult", type=float, default=0.25)
     c.add_argument("--fc-width", type=int, default=256)
     c.add_argument("--crop-size", type=int, default=64)
+    c.add_argument("--split", default="train", help="training split, e.g. train or train[:80%%]")
     for name, typ, default in (
         ("scale", int, 384),
         ("steps", int, 600),
@@ -65,9 +67,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = s.add_parser("eval", help="centre-crop and dense localisation error, with baselines")
     e.add_argument("--data", required=True)
     e.add_argument("--split", default="val")
+    e.add_argument("--train-split", default="train", help="split whose mean box is a baseline")
     e.add_argument("--json", help="also write the report here")
     _dense_args(e)
     e.set_defaults(func=run_eval)
+    u = s.add_parser("tune", help="choose merge settings and scales on held-out photographs")
+    u.add_argument("--data", required=True)
+    u.add_argument(
+        "--split", required=True, help="held-out split the nets did not train on, e.g. train[80%%:]"
+    )
+    u.add_argument("--loc", action="append", required=True, metavar="PATH[@Q,...]")
+    u.add_argument("--cls", required=True)
+    u.add_argument("--scale-sets", default="384;256,384", help="';'-separated scale sets to try")
+    u.add_argument("--flip", action="store_true", help="also try adding the mirrored image")
+    u.add_argument("--show", type=int, default=10, help="rows to print")
+    u.add_argument("--json", help="also write every row here")
+    u.set_defaults(func=run_tune)
     pr = s.add_parser("predict", help="localise the object in one photograph")
     pr.add_argument("image")
     pr.add_argument("--draw", help="write the photograph with its boxes to this PNG")
@@ -102,7 +117,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg = LocTrainConfig(args.head, args.finetune, args.scale, args.steps, args.batch_size, args.lr)
     cfg.seed = args.seed
-    net, meta, hist = fit_localizer(args.data, args.init, cfg, _bar(cfg.steps, "localize train"))
+    net, meta, hist = fit_localizer(args.data, args.init, cfg, _bar(cfg.steps, "localize train"), args.split)
     save_model(args.out, net, meta)
     tail = hist["loss"][-20:]
     print(
@@ -118,7 +133,7 @@ def run_train_cls(args: argparse.Namespace) -> int:
 
     cfg = ClsTrainConfig(args.arch, args.width_mult, args.fc_width, args.crop_size, args.scale, args.steps)
     cfg.lr, cfg.seed = args.lr, args.seed
-    net, meta, hist = fit_classifier(args.data, cfg, _bar(cfg.steps, "train-cls"))
+    net, meta, hist = fit_classifier(args.data, cfg, _bar(cfg.steps, "train-cls"), args.split)
     save_model(args.out, net, meta)
     tail = hist["loss"][-20:]
     print(f"{args.out}: last-20 mean loss {sum(tail) / len(tail):.4f}, CPU {hist['cpu_s']:.0f} s")
@@ -128,7 +143,8 @@ def run_train_cls(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from ..localization.api import evaluate
 
-    r = evaluate(args.data, args.split, args.loc, args.cls, _dense_cfg(args), _bar(0, "localize eval"))
+    bar = _bar(0, "localize eval")
+    r = evaluate(args.data, args.split, args.loc, args.cls, _dense_cfg(args), bar, args.train_split)
     print(f"{r['split']}: {r['images']} images, classes {r['classes']}; localisation error (%)")
     for path, err in r["centre"].items():
         print(f"  centre crop, GT class known   {100 * err:5.1f}  {path}")
@@ -138,6 +154,22 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"  baseline {key:22}{100 * err:5.1f}")
     print(f"  classification top-1 error    {100 * r['classification_top1_error']:5.1f}")
     print(f"  skipped {r['skipped']}; CPU {r['cpu_s']:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
+    return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from ..localization.api import parse_scales, tune_merging
+
+    sets = [parse_scales(t) for t in args.scale_sets.split(";") if t.strip()]
+    flips = [False, True] if args.flip else [False]
+    r = tune_merging(args.data, args.split, args.loc, args.cls, sets, flips, _bar(0, "localize tune"))
+    print(f"{r['split']}: {r['images']} images, {len(r['rows'])} settings; localisation error (%)")
+    for row in r["rows"][: args.show]:
+        errs = "  ".join(f"{k} {100 * v:5.1f}" for k, v in row.items() if k != "flags")
+        print(f"  {errs}  {row['flags']}")
+    print(f"best: {r['best']['flags']}  (CPU {r['cpu_s']:.0f} s, skipped {r['skipped']})")
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1))
     return 0

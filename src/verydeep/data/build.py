@@ -37,6 +37,7 @@ from .transforms import (
     rescale_smallest,
     scale_crop_flip,
 )
+from .voc import image_level_samples
 
 SPLIT_SEED = 1234  # the held-out split never changes with the training seed
 
@@ -63,6 +64,18 @@ def split_indices(n: int, val_fraction: float) -> tuple[torch.Tensor, torch.Tens
 def pixel_stats(pixels_: torch.Tensor) -> tuple[tuple[float, ...], ColourPCA]:
     """Mean RGB (0-255) and colour PCA of (P, C) pixel samples."""
     return tuple(pixels_.float().mean(0).tolist()), ColourPCA.fit(pixels_)
+
+
+def input_preprocess(pixels_: torch.Tensor, normalize: str) -> tuple[Preprocess, ColourPCA]:
+    """The net's input normalisation from training pixels: the paper's mean subtraction (0-255
+    range), or with ``standardize`` also a division by the per-channel std (unit-variance inputs,
+    which small Glorot-initialised nets without batch norm train faster from)."""
+    mean, pca = pixel_stats(pixels_)
+    prep = Preprocess.preset("paper", mean=mean)
+    if normalize == "standardize":
+        std = tuple(max(s, 1e-3) for s in pixels_.float().std(0).tolist())
+        prep = Preprocess(prep.mean, std, prep.pixel_range, prep.bgr)
+    return prep, pca
 
 
 def _sample_folder_pixels(samples: list, n_images: int = 500, side: int = 64) -> torch.Tensor:
@@ -109,8 +122,7 @@ def _fashion_mnist(cfg: RunConfig, env: DistEnv, micro: int, device: torch.devic
     tr, va = split_indices(len(images), d.val_fraction)
     if d.grey_to_rgb:  # an explicit choice: 3-channel nets (e.g. for transfer) see grey as RGB
         images = images.expand(-1, 3, -1, -1).contiguous()
-    mean, pca = pixel_stats(images[tr].permute(0, 2, 3, 1).reshape(-1, images.shape[1]))
-    prep = Preprocess.preset("paper", mean=mean)
+    prep, pca = input_preprocess(images[tr].permute(0, 2, 3, 1).reshape(-1, images.shape[1]), d.normalize)
     scale = (pixels(d.scale[0], crop), pixels(d.scale[-1], crop))
     q = pixels(d.eval_scale, crop)
 
@@ -144,16 +156,30 @@ def _fashion_mnist(cfg: RunConfig, env: DistEnv, micro: int, device: torch.devic
     )
 
 
+def _scan(cfg: RunConfig) -> tuple[list, list[str], Callable[[], list] | None]:
+    """(training samples, classes, a function giving the test samples or None) of a photo set."""
+    d, root = cfg.data, Path(cfg.data.root)
+    if d.dataset == "voc":
+        samples, classes = image_level_samples(root, d.train_split)
+        has_test = (root / "ImageSets" / "Main" / f"{d.test_split.split('[')[0]}.txt").is_file()
+        return (
+            samples,
+            classes,
+            (lambda: image_level_samples(root, d.test_split, classes)[0]) if has_test else None,
+        )
+    samples, classes = scan_image_folder(root / "train" if (root / "train").is_dir() else root)
+    test_root = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
+    return samples, classes, (lambda: scan_image_folder(test_root, classes)[0]) if test_root else None
+
+
 def _image_folder(cfg: RunConfig, env: DistEnv, micro: int, device: torch.device) -> DataBundle:
     d, crop = cfg.data, cfg.model.crop_size
-    root = Path(d.root)
-    samples, classes = scan_image_folder(root / "train" if (root / "train").is_dir() else root)
+    samples, classes, test_samples = _scan(cfg)
     if d.subset:
         samples = samples[: d.subset]
     tr, va = split_indices(len(samples), d.val_fraction)
     train_samples = [samples[i] for i in tr.tolist()]
-    mean, pca = pixel_stats(_sample_folder_pixels(train_samples))
-    prep = Preprocess.preset("paper", mean=mean)
+    prep, pca = input_preprocess(_sample_folder_pixels(train_samples), d.normalize)
     workers = d.workers if d.workers >= 0 else min(8, os.cpu_count() or 1)
     pin = device.type == "cuda"
     scale = (pixels(d.scale[0], crop), pixels(d.scale[-1], crop))
@@ -168,10 +194,7 @@ def _image_folder(cfg: RunConfig, env: DistEnv, micro: int, device: torch.device
         return prep(x, colour)
 
     val_samples = [samples[i] for i in va.tolist()]
-    test = None
-    test_root = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
-    if cfg.train.eval_test and test_root is not None:
-        test = batches(scan_image_folder(test_root, classes)[0], centre, False)
+    test = batches(test_samples(), centre, False) if cfg.train.eval_test and test_samples else None
     return DataBundle(
         classes,
         3,

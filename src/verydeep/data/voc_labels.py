@@ -19,32 +19,11 @@ Example:
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 
-
-def read_ids(root: str | Path, split: str) -> list[str]:
-    """Image ids of ``ImageSets/Main/<split>.txt`` (first column; blank lines skipped)."""
-    path = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
-    if not path.is_file():
-        raise ValueError(f"VOC split file not found: {path}")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-
-
-def image_objects(xml_path: str | Path) -> tuple[str | None, list[tuple[str, bool]]]:
-    """(filename or None, [(class name, difficult)]) of one annotation file."""
-    try:
-        tree = ET.parse(xml_path)
-    except (ET.ParseError, OSError) as e:
-        raise ValueError(f"{xml_path}: cannot read VOC annotation ({e})") from None
-    objs = []
-    for obj in tree.getroot().iter("object"):
-        name = (obj.findtext("name") or "").strip()
-        if name:
-            objs.append((name, (obj.findtext("difficult") or "0").strip() == "1"))
-    return tree.getroot().findtext("filename"), objs
+from .voc import image_path, load_voc
 
 
 def read_voc_labels(
@@ -56,22 +35,17 @@ def read_voc_labels(
     found in the split. A name not in a given ``classes`` is an error.
     """
     root = Path(root)
-    ids = read_ids(root, split)
-    per_image = []
-    for i in ids:
-        filename, objs = image_objects(root / "Annotations" / f"{i}.xml")
-        # the devkit's path is JPEGImages/<id>.jpg; fall back on the annotation's <filename>
-        path = root / "JPEGImages" / f"{i}.jpg"
-        if not path.is_file() and filename:
-            path = root / "JPEGImages" / filename
-        per_image.append((path, objs))
+    # the safe reader (no DOCTYPE/entities); a missing annotation or bad XML is a clear error
+    per_image = [
+        (image_path(root, a), [(o.name, o.difficult) for o in a.objects]) for a in load_voc(root, split)
+    ]
     found = sorted({name for _, objs in per_image for name, _ in objs})
     classes = list(classes) if classes is not None else found
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise ValueError(f"{root} {split}: classes {unknown[:5]} are not among {classes}")
     index = {c: j for j, c in enumerate(classes)}
-    labels = np.full((len(ids), len(classes)), -1, dtype=np.int8)
+    labels = np.full((len(per_image), len(classes)), -1, dtype=np.int8)
     for row, (_, objs) in enumerate(per_image):
         for name, difficult in objs:
             j = index[name]

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..config import pixels
 from ..data.images import BadImageError, load_image
+from ..data.voc import image_path, load_voc, voc_classes
 from ..io.checkpoint import Meta, load_model
 from ..models.vgg import VGG
 from .classifier import ClsTrainConfig, build_classifier, standardiser, train_classifier
@@ -25,7 +26,7 @@ from .data import load_scaled
 from .metrics import baseline_guesses, gt_labels, loc_error, mean_training_box
 from .net import LocTrainConfig, make_loc_net, train_localizer
 from .protocol import DenseConfig, Guess, Net, centre_crop_guesses, localize_image
-from .voc import image_path, load_voc, voc_classes
+from .tune import tune
 
 Progress = Callable[[int, float], None] | None
 
@@ -56,9 +57,11 @@ def load_locs(specs: list[str]) -> list[tuple[Net, Meta]]:
     return out
 
 
-def fit_classifier(root: str, cfg: ClsTrainConfig, progress: Progress = None) -> tuple[VGG, Meta, dict]:
-    """Train the stopgap classifier on ``root``'s train split (image-level labels)."""
-    anns = load_voc(root, "train")
+def fit_classifier(
+    root: str, cfg: ClsTrainConfig, progress: Progress = None, split: str = "train"
+) -> tuple[VGG, Meta, dict]:
+    """Train the stopgap classifier on a split of ``root`` (image-level labels)."""
+    anns = load_voc(root, split)
     classes = voc_classes(anns)
     ds = load_scaled(root, anns, pixels(cfg.scale, cfg.crop_size), classes)
     prep = standardiser(ds)
@@ -82,13 +85,13 @@ def load_net(path: str) -> tuple[Net, Meta]:
 
 
 def fit_localizer(
-    root: str, cls_path: str, cfg: LocTrainConfig, progress: Progress = None
+    root: str, cls_path: str, cfg: LocTrainConfig, progress: Progress = None, split: str = "train"
 ) -> tuple[VGG, Meta, dict]:
-    """Initialise a box-regression net from a classifier checkpoint and train it on ``root``."""
+    """Initialise a box-regression net from a classifier checkpoint and train it on a split of ``root``."""
     cls, cls_meta = load_net(cls_path)
     if cls.head:
         raise ValueError(f"{cls_path} is a localisation net; pass a classification checkpoint")
-    anns = load_voc(root, "train")
+    anns = load_voc(root, split)
     classes = cls_meta.classes or voc_classes(anns)
     if set(voc_classes(anns)) - set(classes):
         raise ValueError(f"{root} has classes the classifier lacks: {set(voc_classes(anns)) - set(classes)}")
@@ -99,7 +102,12 @@ def fit_localizer(
         preprocess=cls_meta.preprocess,
         classes=classes,
         train_scale=[cfg.scale],
-        config={"localization": cfg.to_dict(), "init_from": str(cls_path), "dataset": str(root)},
+        config={
+            "localization": cfg.to_dict(),
+            "init_from": str(cls_path),
+            "dataset": str(root),
+            "split": split,
+        },
         source="verydeep.localization",
     )
     return net, meta, hist
@@ -112,10 +120,12 @@ def evaluate(
     cls_path: str,
     cfg: DenseConfig,
     progress: Progress = None,
+    train_split: str = "train",
 ) -> dict:
-    """Every protocol of the report on one split: centre crop, dense + merging, baselines."""
+    """Every protocol of the report on one split: centre crop, dense + merging, baselines
+    (the mean box is that of ``train_split``)."""
     t0 = time.process_time()
-    anns, train = load_voc(root, split), load_voc(root, "train")
+    anns, train = load_voc(root, split), load_voc(root, train_split)
     cls, cls_meta = load_net(cls_path)
     classes = cls_meta.classes
     locs = load_locs(loc_paths)
@@ -147,6 +157,22 @@ def evaluate(
     }
     report["skipped"], report["cpu_s"] = skipped, time.process_time() - t0
     return report
+
+
+def tune_merging(
+    root: str,
+    split: str,
+    loc_paths: list[str],
+    cls_path: str,
+    scale_sets: list[list[int]],
+    flips: list[bool],
+    progress: Progress = None,
+) -> dict:
+    """The merge-settings grid of ``tune.py`` scored on ``split`` (hold it out of training)."""
+    cls, meta = load_net(cls_path)
+    return tune(
+        root, split, [n for n, _ in load_locs(loc_paths)], cls, meta.classes, scale_sets, flips, progress
+    )
 
 
 def predict(

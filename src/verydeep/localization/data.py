@@ -31,8 +31,8 @@ from PIL import Image
 
 from ..data.images import BadImageError, load_image
 from ..data.transforms import rescale_smallest
+from ..data.voc import VocAnnotation, image_path
 from .boxes import scale_crop_flip_boxes, visible_area, xyxy_to_cxcywh
-from .voc import VocAnnotation, image_path
 
 
 @dataclass

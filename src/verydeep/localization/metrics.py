@@ -9,7 +9,7 @@ Baselines: ``whole`` guesses the whole photograph; ``mean`` guesses the mean tra
 (cx/W, cy/H, w/W, h/H) averaged over the training objects and scaled to each photograph.
 
 Example:
-    >>> from verydeep.localization.voc import VocAnnotation, VocObject
+    >>> from verydeep.data.voc import VocAnnotation, VocObject
     >>> from verydeep.localization.protocol import Guess
     >>> from verydeep.localization.metrics import loc_error
     >>> ann = VocAnnotation("a", "a.jpg", 100, 50, objects=[VocObject("cat", (0, 0, 60, 50))])
@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import torch
 
+from ..data.voc import VocAnnotation
 from .boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
 from .protocol import Guess
-from .voc import VocAnnotation
 
 IOU_THRESHOLD = 0.5
 

@@ -131,29 +131,49 @@ def dense_pass(
     return boxes, post[0].permute(1, 2, 0).reshape(h * w, -1), image_post
 
 
-def localize_image(
-    img: Image.Image, orig_size: tuple[int, int], locs: list[Net], cls: Net, cfg: DenseConfig
-) -> list[Guess]:
-    """The full protocol on one photograph (``orig_size`` = its (W, H) before any decoding shrink)."""
-    width, height = orig_size
-    pooled, image_post = [], []
-    for loc in locs:  # the paper's fusion: each net at its own scales (Table 9: S=256/Q=256 + 384/384)
-        for q in loc.scales or cfg.scales:
-            for flip in (False, True) if cfg.flip else (False,):
-                boxes, post, ip = dense_pass(img, min(width, height), q, flip, loc, cls)
-                pooled.append((loc.head, boxes, post))
-                image_post.append(ip)
-    ranking = torch.argsort(torch.stack(image_post).mean(0), descending=True, stable=True)
+@dataclass
+class Evidence:
+    """Every dense pass of one photograph, kept so that merge settings can be tried cheaply."""
+
+    size: tuple[int, int]  # (W, H) of the photograph
+    passes: dict[tuple[int, int, bool], tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]
+    # (net index, Q, flip) -> (head, boxes (P, K, 4), position posteriors (P, C), image posteriors (C,))
+
+
+def collect_evidence(
+    img: Image.Image, orig_size: tuple[int, int], locs: list[Net], scales: list[int], flip: bool, cls: Net
+) -> Evidence:
+    """Dense passes of every net at its scales (``Net.scales``, else ``scales``), with flips."""
+    passes = {}
+    for n, loc in enumerate(locs):  # the paper's fusion: each net at its own scales (Table 9)
+        for q in loc.scales or scales:
+            for f in (False, True) if flip else (False,):
+                passes[(n, q, f)] = (loc.head, *dense_pass(img, min(orig_size), q, f, loc, cls))
+    return Evidence(orig_size, passes)
+
+
+def merge_evidence(ev: Evidence, cfg: DenseConfig, keys: list | None = None) -> list[Guess]:
+    """Rank classes and greedily merge their boxes over the passes ``keys`` (default: all)."""
+    width, height = ev.size
+    pooled = [ev.passes[k] for k in (keys if keys is not None else ev.passes)]
+    ranking = torch.argsort(torch.stack([p[3] for p in pooled]).mean(0), descending=True, stable=True)
     guesses = []
     for c in ranking[: cfg.top_classes].tolist():
-        b = torch.cat([bx[:, 0] if head == "scr" else bx[:, c] for head, bx, _ in pooled])
-        s = torch.cat([post[:, c] for _, _, post in pooled])
+        b = torch.cat([bx[:, 0] if head == "scr" else bx[:, c] for head, bx, _, _ in pooled])
+        s = torch.cat([post[:, c] for _, _, post, _ in pooled])
         merged, scores, _ = greedy_merge(clip_boxes(b, width, height), s, cfg.merge)
         n = 1 if cfg.rank == "class" else len(merged)
         guesses += [Guess(c, tuple(merged[i].tolist()), float(scores[i])) for i in range(n)]
     if cfg.rank == "box":
         guesses.sort(key=lambda g: -g.score)
     return guesses
+
+
+def localize_image(
+    img: Image.Image, orig_size: tuple[int, int], locs: list[Net], cls: Net, cfg: DenseConfig
+) -> list[Guess]:
+    """The full protocol on one photograph (``orig_size`` = its (W, H) before any decoding shrink)."""
+    return merge_evidence(collect_evidence(img, orig_size, locs, cfg.scales, cfg.flip, cls), cfg)
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ only place entities can be declared), so entity-expansion ("billion laughs") and
 entities cannot happen.
 
 Example:
-    >>> from verydeep.localization.voc import parse_voc_xml
+    >>> from verydeep.data.voc import parse_voc_xml
     >>> xml = b'''<annotation><filename>a.jpg</filename><size><width>10</width><height>8</height>
     ... <depth>3</depth></size><object><name>cat</name><difficult>0</difficult>
     ... <bndbox><xmin>1</xmin><ymin>2</ymin><xmax>10</xmax><ymax>8</ymax></bndbox></object></annotation>'''
@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,12 +120,31 @@ def parse_voc_xml(data: bytes, image_id: str, where: str = "", one_based: bool =
     return ann
 
 
+_SLICE = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<a>\d{1,3})?%?:(?P<b>\d{1,3})?%?\]$")
+
+
 def read_split(root: str | Path, split: str) -> list[str]:
-    """Image ids listed in ``ImageSets/Main/<split>.txt`` (first column, blank lines skipped)."""
-    path = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
+    """Image ids listed in ``ImageSets/Main/<split>.txt`` (first column, blank lines skipped).
+
+    ``name[a%:b%]`` takes a slice (like tfds): ``train[:80%]`` and ``train[80%:]`` split train
+    in two without overlap, e.g. to choose settings on images the nets did not train on. The
+    slice is cut from the ids ordered by their MD5 digest, a fixed order that is the same on
+    every machine and not sorted by class (split files often are), kept in file order after.
+    """
+    m = _SLICE.match(split)
+    name = m["name"] if m else split
+    path = Path(root) / "ImageSets" / "Main" / f"{name}.txt"
     if not path.is_file():
         raise ValueError(f"no split file {path}")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if not m:
+        return ids
+    a, b = int(m["a"] or 0), int(m["b"] or 100)
+    if not 0 <= a < b <= 100:
+        raise ValueError(f"split slice {split!r} must be name[a%:b%] with 0 <= a < b <= 100")
+    mixed = sorted(ids, key=lambda i: hashlib.md5(i.encode()).hexdigest())
+    keep = set(mixed[round(len(ids) * a / 100) : round(len(ids) * b / 100)])
+    return [i for i in ids if i in keep]
 
 
 def load_voc(root: str | Path, split: str, one_based: bool = True) -> list[VocAnnotation]:
@@ -147,3 +168,25 @@ def image_path(root: str | Path, ann: VocAnnotation) -> Path:
 def voc_classes(anns: list[VocAnnotation]) -> list[str]:
     """Sorted class names that occur in ``anns``."""
     return sorted({o.name for a in anns for o in a.objects})
+
+
+def image_level_samples(
+    root: str | Path, split: str, classes: list[str] | None = None
+) -> tuple[list[tuple[Path, int]], list[str]]:
+    """Single-label (path, class) pairs for training a classifier on a VOC split.
+
+    An image's label is the class of its largest non-difficult object (of its largest object if
+    all are difficult); images without objects are left out. ``classes`` fixes the label order
+    (default: the sorted names found).
+    """
+    anns = [a for a in load_voc(root, split) if a.objects]
+    classes = list(classes) if classes is not None else voc_classes(anns)
+    unknown = sorted(set(voc_classes(anns)) - set(classes))
+    if unknown:
+        raise ValueError(f"{root} {split}: classes {unknown[:5]} are not among {classes}")
+    samples = []
+    for a in anns:
+        objs = [o for o in a.objects if not o.difficult] or a.objects
+        big = max(objs, key=lambda o: (o.box[2] - o.box[0]) * (o.box[3] - o.box[1]))
+        samples.append((image_path(root, a), classes.index(big.name)))
+    return samples, classes
