@@ -202,7 +202,9 @@ def test_image_folder_training_batches_use_tensor_path(shared_data):
 
 def test_input_normalisation_paper_mean_or_standardized():
     g = torch.Generator().manual_seed(0)
-    pixels = torch.stack([torch.rand(5000, generator=g) * 200, torch.full((5000,), 7.0), torch.rand(5000) * 50], 1)
+    pixels = torch.stack(
+        [torch.rand(5000, generator=g) * 200, torch.full((5000,), 7.0), torch.rand(5000) * 50], 1
+    )
     x = pixels.round().to(torch.uint8).T.reshape(1, 3, 50, 100)
     paper, _ = input_preprocess(pixels.round(), "mean")
     out = paper(x)

@@ -38,6 +38,34 @@ def test_ensemble_error_is_posterior_average():
     assert ensemble_error(res, ["a", "b"], "k") == (0.5, 0.0)
 
 
+def test_targets_are_chosen_by_validation_error_not_test_error():
+    import torch
+
+    from verydeep.study.plan import Run
+    from verydeep.study.report import targets
+
+    labels = torch.tensor([0, 1, 1, 0])
+    right = torch.eye(2)[labels]
+    wrong = torch.eye(2)[1 - labels]
+    half = torch.cat([right[:2], wrong[2:]])
+
+    def res(probs, val):
+        ev = {
+            "multi/dense+multicrop": {
+                "top1_err": float((probs.argmax(1) != labels).float().mean()),
+                "probs": probs,
+            }
+        }
+        ev["multi/dense"] = ev["multi/dense+multicrop"]
+        return {"run": Run("x", "D", [256, 512], []), "eval": {**ev, "labels": labels}, "val_err": val}
+
+    # E-jit is perfect on test but D-jit had the lower validation error: D-jit is the single net
+    lines = targets({"D-jit": res(half, 0.05), "E-jit": res(right, 0.06)})
+    assert lines[0].startswith("- single net (D-jit") and "**50.00%**" in lines[0] and "missed" in lines[0]
+    lines = targets({"D-jit": res(half, 0.07), "E-jit": res(right, 0.06)})
+    assert lines[0].startswith("- single net (E-jit") and "**100.00%**" in lines[0] and "met" in lines[0]
+
+
 @pytest.mark.slow
 def test_quick_study_end_to_end(fmnist_root, tmp_path):
     report = tmp_path / "RESULTS.md"
@@ -54,6 +82,9 @@ def test_quick_study_end_to_end(fmnist_root, tmp_path):
         assert heading in text
     assert (tmp_path / "RESULTS_curves.png").stat().st_size > 1000
     numbers = json.loads((tmp_path / "runs" / "results.json").read_text())
+    assert json.loads((tmp_path / "RESULTS.json").read_text()) == numbers
+    assert 0 <= numbers["D-jit"]["val_err"] <= 1 and numbers["E-jit"]["cpu_s"] > 0
+    assert "- single net (" in text and "target 94.5%" in text
     assert set(numbers) >= {"A-256", "D-jit", "E-jit", "D-256-glorot"}
     assert 0 <= numbers["D-jit"]["multi/dense+multicrop"]["top1_err"] <= 1
     # resumable: a second run trains nothing and gives the same report

@@ -98,7 +98,9 @@ def test_tuning_finds_the_merge_that_is_right():
     assert len(rows) == 24
     right = {r["flags"] for r in rows if r["top1"] == 0}
     assert right == {
-        f"--scales 256 --measure centre --threshold {t} --average {a}" for t in (1.0, 2.0) for a in ("count", "score")
+        f"--scales 256 --measure centre --threshold {t} --average {a}"
+        for t in (1.0, 2.0)
+        for a in ("count", "score")
     }
     assert rows[0]["flags"] in right and rows[0]["top2"] == 0
     assert all(r["top1"] == 1 for r in rows if "--scales 384" in r["flags"])

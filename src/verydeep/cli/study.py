@@ -35,14 +35,21 @@ def run(args: argparse.Namespace) -> int:
     histories = {n: _read_log(Path(spec.out_dir) / n / "log.csv") for n in results}
     plot_study_curves(histories, curves)
     command = f"verydeep study --config {args.config}" + (" --quick" if args.quick else "")
-    report.write_text(render(results, spec, command, [curves.name]))
+    notes = Path(spec.notes).read_text() if spec.notes and Path(spec.notes).is_file() else ""
+    report.write_text(render(results, spec, command, [curves.name], notes))
     numbers = {}
     for name, r in results.items():
         evals = {k: v for k, v in r["eval"].items() if isinstance(v, dict)}
         numbers[name] = {k: {m: v[m] for m in ("top1_err", "top5_err")} for k, v in evals.items()}
-        numbers[name]["cpu_s"] = r["record"]["cpu_s"]
-    (Path(spec.out_dir) / "results.json").write_text(json.dumps(numbers, indent=1))
-    print(f"wrote {report}, {curves} and {Path(spec.out_dir) / 'results.json'}", file=sys.stderr)
+        numbers[name] |= {
+            "cpu_s": r["record"]["cpu_s"],
+            "wall_s": r["record"]["wall_s"],
+            "val_err": r["val_err"],
+        }
+    text = json.dumps(numbers, indent=1)
+    (Path(spec.out_dir) / "results.json").write_text(text)
+    report.with_suffix(".json").write_text(text)  # beside the report: the numbers, machine-readable
+    print(f"wrote {report} (+ .json) and {curves}", file=sys.stderr)
     return 0
 
 

@@ -28,6 +28,7 @@ JITTERED = ["C", "D", "E"]
 class StudySpec:
     out_dir: str = "runs/study"
     report: str = "docs/RESULTS.md"
+    notes: str = ""  # Markdown file whose text the report includes after the targets (discussion)
     base: list[str] = field(default_factory=list)  # --set style overrides applied to every run
     scratch_epochs: int = 12
     finetune_epochs: int = 4

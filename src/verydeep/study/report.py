@@ -185,22 +185,37 @@ def timing_table(results: dict) -> list[str]:
     return lines
 
 
+SINGLE_PROTOCOL = "multi/dense+multicrop"  # the paper's best single-net protocol (Table 5)
+
+
 def targets(results: dict) -> list[str]:
-    singles = {n: min(v["top1_err"] for k, v in r["eval"].items() if isinstance(v, dict) and "top1_err" in v)
-               for n, r in results.items()}  # fmt: skip
-    best_name = min(singles, key=singles.get)
-    ens = [ensemble_error(results, ["D-jit", "E-jit"], k)[0] for k in ("multi/dense", "multi/dense+multicrop")
-           if all(n in results for n in ("D-jit", "E-jit"))]  # fmt: skip
+    """The issue's targets on choices fixed before looking at the test set.
+
+    Single net: of D-jit and E-jit (the paper's best), the one with the lower held-out
+    *validation* error from training, tested with multi-scale dense + multi-crop. Ensemble: the
+    paper's best pair, D-jit + E-jit, same protocol. Test error chooses nothing here.
+    """
+    pair = [n for n in ("D-jit", "E-jit") if n in results and SINGLE_PROTOCOL in results[n]["eval"]]
+    if len(pair) < 2:
+        return ["- targets: D-jit and E-jit are not both evaluated yet"]
+    single = min(pair, key=lambda n: results[n].get("val_err") or 1.0)
+    acc1 = 1 - results[single]["eval"][SINGLE_PROTOCOL]["top1_err"]
+    acc_e = 1 - ensemble_error(results, pair, SINGLE_PROTOCOL)[0]
+    val = results[single].get("val_err")
+    val_text = "—" if val is None else f"{100 * val:.2f}%"
     all_main = [n for n, r in results.items() if r["run"].group == "main"]
-    ens.append(ensemble_error(results, all_main, "multi/dense")[0])
-    acc1, acc_e = 1 - singles[best_name], 1 - min(ens)
+    acc_all = 1 - ensemble_error(results, all_main, "multi/dense")[0]
     return [
-        f"- best single net: {best_name}, accuracy {100 * acc1:.2f}% (target 94.5%: {_met(acc1 >= 0.945)})",
-        f"- best ensemble: accuracy {100 * acc_e:.2f}% (target 95.0%: {_met(acc_e >= 0.95)})",
+        f"- single net ({single}: lower validation error, {val_text}; multi-scale dense + multi-crop): "
+        f"test accuracy **{100 * acc1:.2f}%** (target 94.5%: {_met(acc1 >= 0.945)})",
+        f"- ensemble (D-jit + E-jit, same protocol): test accuracy **{100 * acc_e:.2f}%** "
+        f"(target 95.0%: {_met(acc_e >= 0.95)})",
+        f"- for information, not a choice: all {len(all_main)} nets of Table 3 averaged (multi-scale dense): "
+        f"{100 * acc_all:.2f}%",
     ]
 
 
-def render(results: dict, spec, command: str, figures: list[str]) -> str:
+def render(results: dict, spec, command: str, figures: list[str], notes: str = "") -> str:
     """The whole Markdown report."""
     nz = noise_level(results)
     n_test = len(next(iter(results.values()))["eval"]["labels"])
@@ -222,6 +237,7 @@ def render(results: dict, spec, command: str, figures: list[str]) -> str:
         "## Targets",
         *targets(results),
         "",
+        *([notes.strip(), ""] if notes.strip() else []),
         *tables(results),
         *ensemble_table(results),
         "",

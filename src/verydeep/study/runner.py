@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 import time
@@ -80,6 +81,15 @@ def evaluate_run(spec: StudySpec, run: Run, data: EvalData) -> dict:
     return out
 
 
+def best_val_error(log: Path) -> float | None:
+    """The lowest held-out (validation split, not test) error in a run's ``log.csv``."""
+    if not log.is_file():
+        return None
+    with log.open() as fh:
+        errs = [float(row["val_err"]) for row in csv.DictReader(fh) if row.get("val_err")]
+    return min(errs) if errs else None
+
+
 def run_study(spec: StudySpec, progress: bool = True) -> dict:
     """Train and evaluate every run; returns {name: {"record", "eval", "run"}}."""
     data = open_data("fashion-mnist").subset(spec.test_limit or None)
@@ -87,6 +97,7 @@ def run_study(spec: StudySpec, progress: bool = True) -> dict:
     for run in build_plan(spec):
         record = train_run(spec, run, progress)
         results[run.name] = {"run": run, "record": record, "eval": evaluate_run(spec, run, data)}
+        results[run.name]["val_err"] = best_val_error(Path(spec.out_dir) / run.name / "log.csv")
         e = results[run.name]["eval"]
         print(
             f"study: {run.name}: test top-1 error {100 * e['single/dense']['top1_err']:.2f}% (single scale), "
