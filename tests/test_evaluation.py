@@ -56,6 +56,30 @@ def test_dense_at_crop_size_equals_fc_form():
     assert not torch.allclose(fc, fc_flip, atol=1e-3)  # the flip really is another input
 
 
+@pytest.mark.parametrize("h, w", [(37, 37), (55, 73), (64, 96), (40, 70)])
+def test_dense_windows_are_centred_or_top_left(h, w):
+    """The windows of a dense pass are 32 px apart; of a side 32 + 32 k + r the last r pixels are
+    never seen. Centred, the image is cut to 32 + 32 k pixels with floor(r / 2) taken from the
+    top/left (computed here by hand), which then equals a plain pass over that cut image."""
+    net = trained_tiny()
+    x = torch.randint(0, 256, (2, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(h * w))
+    rh, rw = (h - 32) % 32, (w - 32) % 32
+    cut = x[..., rh // 2 : h - (rh - rh // 2), rw // 2 : w - (rw - rw // 2)]
+    assert cut.shape[-2] % 32 == 0 and cut.shape[-1] % 32 == 0
+    with torch.no_grad():
+        centre = dense_probs(net, x, PREP, flip=True, align="centre")
+        topleft = dense_probs(net, x, PREP, flip=True, align="topleft")
+        torch.testing.assert_close(centre, dense_probs(net, cut, PREP, flip=True, align="topleft"))
+        maps = net.dense_forward(PREP(cut))
+    assert maps.shape[-2:] == (1 + (h - 32) // 32, 1 + (w - 32) // 32)  # every window kept
+    if rh == rw == 0:
+        torch.testing.assert_close(centre, topleft)  # the paper's sizes: no difference
+    else:
+        assert not torch.allclose(centre, topleft, atol=1e-4)
+    with pytest.raises(ValueError, match="align"):
+        dense_probs(net, x, PREP, align="middle")
+
+
 def test_dense_averaging_order_is_explicit():
     """Oracle: the standalone conv-module form (to_dense) and hand-written averaging."""
     net = trained_tiny()
@@ -160,7 +184,10 @@ def test_multiscale_dense_over_a_folder_equals_direct_computation(tmp_path):
             per_q, per_q_mc = [], []
             for q in qs:
                 x = TF.pil_to_tensor(TF.resize(img, q, antialias=True))[None]
-                maps = [oracle(PREP(x)).double(), oracle(PREP(x.flip(-1))).double()]
+                h, w = x.shape[-2:]  # dense windows centred: the unseen border cut from both sides
+                rh, rw = (h - 32) % 32, (w - 32) % 32
+                cut = x[..., rh // 2 : h - (rh - rh // 2), rw // 2 : w - (rw - rw // 2)]
+                maps = [oracle(PREP(cut)).double(), oracle(PREP(cut.flip(-1))).double()]
                 per_q.append(sum(m.mean((2, 3)).softmax(1) for m in maps) / 2)
                 per_q_mc.append(multicrop_probs(net, x, PREP).double())
             expect = torch.cat(per_q).mean(0)

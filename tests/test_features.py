@@ -224,5 +224,5 @@ def test_agrees_with_evaluation_dense_fc7():
     imgs = random_images([(120, 80), (80, 80), (80, 120)])
     for combine, theirs in (("stack", "stack"), ("average", "mean")):
         cfg = DescriptorConfig(scales=(64, 96), units="pixels", combine=combine)
-        other = dense_scores_batch(net, imgs, [64, 96], PREP, output="fc7", combine=theirs)
+        other = dense_scores_batch(net, imgs, [64, 96], PREP, output="fc7", combine=theirs, align="topleft")
         torch.testing.assert_close(describe_images(net, PREP, imgs, cfg), F.normalize(other, dim=1))

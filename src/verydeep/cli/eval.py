@@ -29,6 +29,13 @@ def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
         default="scores",
         help="dense: average the score map then soft-max (paper) or soft-max then average",
     )
+    p.add_argument(
+        "--dense-align",
+        choices=["centre", "topleft"],
+        default="centre",
+        help="dense: the border pixels no 32-px-stride window sees are cut from both sides (centre) "
+        "or left out at the bottom/right as a plain conv pass does (topleft)",
+    )
     p.add_argument("--no-flip", action="store_true", help="do not average in horizontal flips")
     p.add_argument("--grid", type=int, default=5, help="multi-crop grid side (default 5: 5x5x2 = 50 crops)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
@@ -72,6 +79,7 @@ def options(args: argparse.Namespace, device: str):
         methods=args.method,
         scales=args.scales,
         average=args.average,
+        dense_align=args.dense_align,
         flip=not args.no_flip,
         grid=args.grid,
         device=device,

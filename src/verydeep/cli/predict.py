@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     for m, _ in nets:
         m.eval()
     kw = dict(scales=args.scales, flip=not args.no_flip, average=args.average, grid=args.grid, rt=rt)
+    kw["align"] = args.dense_align
     results = predict(nets, args.images, top=args.top, method=args.method, **kw)
     if args.heatmap:
         write_heatmap(args, nets[0], results, rt)

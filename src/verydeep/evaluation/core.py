@@ -39,6 +39,27 @@ from ..data.transforms import rescale_smallest, scale_crop_flip
 from ..models.vgg import VGG
 
 AVERAGES = ("scores", "softmax")
+ALIGNS = ("centre", "topleft")
+
+
+def window_trim(x: torch.Tensor, crop: int, stride: int = 32, align: str = "centre") -> torch.Tensor:
+    """Cut the border pixels that no dense window sees, equally on both sides (``centre``).
+
+    The dense net's windows are ``crop`` wide at a ``stride`` of 32 (five pools), so of a side
+    of ``crop + 32 k + r`` pixels the last ``r`` are never seen: the pools drop them at the
+    bottom and right (``topleft``, what a plain fully-convolutional pass does). With ``centre``
+    the ``r`` pixels are taken half from each border instead. Nothing changes when ``r = 0``
+    (the paper's sizes: 256, 384, 512 at crop 224); at small crops it matters: a 37 px
+    Fashion-MNIST image at crop 32 is one window, the top-left 32 px, unless centred.
+    """
+    if align not in ALIGNS:
+        raise ValueError(f"align must be one of {ALIGNS}, got {align!r}")
+    h, w = x.shape[-2:]
+    if align == "topleft" or h < crop or w < crop:
+        return x
+    th, tw = crop + (h - crop) // stride * stride, crop + (w - crop) // stride * stride
+    top, left = (h - th) // 2, (w - tw) // 2
+    return x[..., top : top + th, left : left + tw]
 
 
 def grid_offsets(side: int, crop: int, n: int = 5) -> list[int]:
@@ -146,6 +167,7 @@ def dense_pooled(
     output: str = "probs",
     flip: bool = True,
     average: str = "scores",
+    align: str = "centre",
     rt: Runtime = CPU,
 ) -> torch.Tensor:
     """One vector per image from the dense net: the engine of dense evaluation.
@@ -154,8 +176,9 @@ def dense_pooled(
     scores, no soft-max) or ``fc7`` (spatially averaged FC7 features, Appendix B). The image and
     its flip are averaged at the end (posteriors for ``probs``). ``average`` only matters for
     ``probs``: ``scores`` = average the map then soft-max (paper), ``softmax`` = soft-max at every
-    position then average.
+    position then average. ``align``: which border pixels the windows leave out (``window_trim``).
     """
+    x = window_trim(x, model.crop_size, 32, align)
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
     if output not in ("probs", "scores", "fc7"):
@@ -177,10 +200,11 @@ def dense_probs(
     *,
     flip: bool = True,
     average: str = "scores",
+    align: str = "centre",
     rt: Runtime = CPU,
 ) -> torch.Tensor:
     """Dense evaluation posteriors (N, classes) of same-size images (Section 3.2)."""
-    return dense_pooled(model, x, prep, output="probs", flip=flip, average=average, rt=rt)
+    return dense_pooled(model, x, prep, output="probs", flip=flip, average=average, align=align, rt=rt)
 
 
 def crop_probs(

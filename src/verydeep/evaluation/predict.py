@@ -50,6 +50,7 @@ def image_posteriors(
     *,
     flip: bool = True,
     average: str = "scores",
+    align: str = "centre",
     grid: int = 5,
     rt: Runtime = CPU,
 ) -> torch.Tensor:
@@ -58,7 +59,7 @@ def image_posteriors(
     _, q_px = scales_for(meta.train_scale, model.crop_size, scales)
     prep = meta.prep
     fns = {
-        "dense": lambda x: dense_probs(model, x, prep, flip=flip, average=average, rt=rt),
+        "dense": lambda x: dense_probs(model, x, prep, flip=flip, average=average, align=align, rt=rt),
         "multicrop": lambda x: multicrop_probs(model, x, prep, grid=grid, flip=flip, rt=rt),
         "centre": lambda x: centre_probs(model, x, prep, rt=rt),
     }

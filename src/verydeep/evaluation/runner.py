@@ -79,6 +79,7 @@ class EvalOptions:
     methods: list[str] = field(default_factory=lambda: ["dense"])
     scales: str | list[float] | None = "multi"  # paper units; see resolve_scales
     average: str = "scores"  # dense: average the score map then soft-max (paper) | "softmax"
+    dense_align: str = "centre"  # dense: border pixels no window sees, cut from both sides | "topleft"
     flip: bool = True
     grid: int = 5
     centre_flip: bool = False  # torchvision's baseline uses the crop alone
@@ -172,7 +173,9 @@ def evaluate_net(
     rt = Runtime(opts.device, opts.amp, opts.channels_last)
     needed = sorted({b for m in opts.methods for b in m.split("+")})
     fns = {
-        "dense": lambda x: dense_probs(model, x, prep, flip=opts.flip, average=opts.average, rt=rt),
+        "dense": lambda x: dense_probs(
+            model, x, prep, flip=opts.flip, average=opts.average, align=opts.dense_align, rt=rt
+        ),
         "multicrop": lambda x: crop_probs(model, x, prep, flip=opts.flip, rt=rt),
         "centre": lambda x: crop_probs(model, x, prep, flip=opts.centre_flip, rt=rt),
     }
