@@ -50,20 +50,16 @@ def test_targets_are_chosen_by_validation_error_not_test_error():
     half = torch.cat([right[:2], wrong[2:]])
 
     def res(probs, val):
-        ev = {
-            "multi/dense+multicrop": {
-                "top1_err": float((probs.argmax(1) != labels).float().mean()),
-                "probs": probs,
-            }
-        }
-        ev["multi/dense"] = ev["multi/dense+multicrop"]
-        return {"run": Run("x", "D", [256, 512], []), "eval": {**ev, "labels": labels}, "val_err": val}
+        ev = {"multi/dense": {"top1_err": float((probs.argmax(1) != labels).float().mean()), "probs": probs}}
+        return {"run": Run("x", "D", [256], []), "eval": {**ev, "labels": labels}, "val_err": val}
 
-    # E-jit is perfect on test but D-jit had the lower validation error: D-jit is the single net
-    lines = targets({"D-jit": res(half, 0.05), "E-jit": res(right, 0.06)})
-    assert lines[0].startswith("- single net (D-jit") and "**50.00%**" in lines[0] and "missed" in lines[0]
-    lines = targets({"D-jit": res(half, 0.07), "E-jit": res(right, 0.06)})
-    assert lines[0].startswith("- single net (E-jit") and "**100.00%**" in lines[0] and "met" in lines[0]
+    # "E" is perfect on test but "D" had the lower validation error: D is the single net
+    lines = targets({"D": res(half, 0.05), "E": res(right, 0.06), "C": res(wrong, 0.07)})
+    assert lines[0].startswith("- single net: D (") and "**50.00%**" in lines[0] and "missed" in lines[0]
+    assert lines[1].startswith("- ensemble: D + E (") and "**75.00%**" in lines[1]  # one tie goes to class 0
+    lines = targets({"D": res(half, 0.07), "E": res(right, 0.06), "C": res(wrong, 0.065)})
+    assert lines[0].startswith("- single net: E (") and "**100.00%**" in lines[0] and "met" in lines[0]
+    assert lines[1].startswith("- ensemble: E + C (")
 
 
 @pytest.mark.slow
@@ -84,7 +80,7 @@ def test_quick_study_end_to_end(fmnist_root, tmp_path):
     numbers = json.loads((tmp_path / "runs" / "results.json").read_text())
     assert json.loads((tmp_path / "RESULTS.json").read_text()) == numbers
     assert 0 <= numbers["D-jit"]["val_err"] <= 1 and numbers["E-jit"]["cpu_s"] > 0
-    assert "- single net (" in text and "target 94.5%" in text
+    assert "- single net: " in text and "target 94.5%" in text
     assert set(numbers) >= {"A-256", "D-jit", "E-jit", "D-256-glorot"}
     assert 0 <= numbers["D-jit"]["multi/dense+multicrop"]["top1_err"] <= 1
     # resumable: a second run trains nothing and gives the same report
