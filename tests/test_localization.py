@@ -328,9 +328,13 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     from verydeep.localization.api import evaluate, load_net
     from verydeep.localization.protocol import DenseConfig, localize_image
 
-    root, cls, loc = str(mini_voc), str(tmp_path / "cls.safetensors"), str(tmp_path / "loc.safetensors")
-    net = ["--arch", "A", "--width-mult", "0.125", "--fc-width", "32", "--crop-size", "32"]
-    assert main(["localize", "train-cls", "--data", root, "--out", cls, "--steps", "3", *net]) == 0
+    root, loc = str(mini_voc), str(tmp_path / "loc.safetensors")
+    run = tmp_path / "cls"  # the classifier: verydeep train on the VOC image-level labels
+    sets = [f"data.root={root}", "data.dataset=voc", "model.arch=A", "model.width_mult=0.125"]
+    sets += ["model.fc_width=32", "model.crop_size=32", "data.workers=0", "data.val_fraction=0"]
+    sets += ["optim.batch_size=2", "train.max_steps=3", "train.eval_test=false", f"train.out_dir={run}"]
+    assert main(["train", "--no-progress", *[a for s in sets for a in ("--set", s)]]) == 0
+    cls = str(run / "checkpoints" / "last.safetensors")
     args = ["--data", root, "--init", cls, "--out", loc, "--steps", "3", "--head", "pcr"]
     assert main(["localize", "train", *args]) == 0
     loc_net, meta = load_net(loc)

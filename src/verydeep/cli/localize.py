@@ -1,4 +1,7 @@
-"""``verydeep localize``: box-regression nets of Appendix A (train, eval, predict, train-cls)."""
+"""``verydeep localize``: box-regression nets of Appendix A (train, tune, eval, predict).
+
+The classification net that initialises them and scores their boxes comes from ``verydeep train``
+(``data.dataset=voc`` trains one on a VOC set's image-level labels)."""
 
 from __future__ import annotations
 
@@ -48,22 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     ):
         t.add_argument(f"--{name}", type=typ, default=default)
     t.set_defaults(func=run_train)
-    c = s.add_parser("train-cls", help="stopgap: train a small classifier on a VOC set's image labels")
-    c.add_argument("--data", required=True)
-    c.add_argument("--out", required=True)
-    c.add_argument("--arch", default="D_bn")
-    c.add_argument("--width-mult", type=float, default=0.25)
-    c.add_argument("--fc-width", type=int, default=256)
-    c.add_argument("--crop-size", type=int, default=64)
-    c.add_argument("--split", default="train", help="training split, e.g. train or train[:80%%]")
-    for name, typ, default in (
-        ("scale", int, 384),
-        ("steps", int, 600),
-        ("lr", float, 0.01),
-        ("seed", int, 0),
-    ):
-        c.add_argument(f"--{name}", type=typ, default=default)
-    c.set_defaults(func=run_train_cls)
     e = s.add_parser("eval", help="centre-crop and dense localisation error, with baselines")
     e.add_argument("--data", required=True)
     e.add_argument("--split", default="val")
@@ -124,19 +111,6 @@ def run_train(args: argparse.Namespace) -> int:
         f"{args.out}: {cfg.head} {cfg.finetune}, last-20 mean loss {sum(tail) / len(tail):.4f}, "
         f"CPU {hist['cpu_s']:.0f} s"
     )
-    return 0
-
-
-def run_train_cls(args: argparse.Namespace) -> int:
-    from ..localization.api import fit_classifier
-    from ..localization.classifier import ClsTrainConfig
-
-    cfg = ClsTrainConfig(args.arch, args.width_mult, args.fc_width, args.crop_size, args.scale, args.steps)
-    cfg.lr, cfg.seed = args.lr, args.seed
-    net, meta, hist = fit_classifier(args.data, cfg, _bar(cfg.steps, "train-cls"), args.split)
-    save_model(args.out, net, meta)
-    tail = hist["loss"][-20:]
-    print(f"{args.out}: last-20 mean loss {sum(tail) / len(tail):.4f}, CPU {hist['cpu_s']:.0f} s")
     return 0
 
 

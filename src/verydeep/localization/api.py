@@ -21,7 +21,6 @@ from ..data.images import BadImageError, load_image
 from ..data.voc import image_path, load_voc, voc_classes
 from ..io.checkpoint import Meta, load_model
 from ..models.vgg import VGG
-from .classifier import ClsTrainConfig, build_classifier, standardiser, train_classifier
 from .data import load_scaled
 from .metrics import baseline_guesses, gt_labels, loc_error, mean_training_box
 from .net import LocTrainConfig, make_loc_net, train_localizer
@@ -55,26 +54,6 @@ def load_locs(specs: list[str]) -> list[tuple[Net, Meta]]:
         net.scales = scales
         out.append((net, meta))
     return out
-
-
-def fit_classifier(
-    root: str, cfg: ClsTrainConfig, progress: Progress = None, split: str = "train"
-) -> tuple[VGG, Meta, dict]:
-    """Train the stopgap classifier on a split of ``root`` (image-level labels)."""
-    anns = load_voc(root, split)
-    classes = voc_classes(anns)
-    ds = load_scaled(root, anns, pixels(cfg.scale, cfg.crop_size), classes)
-    prep = standardiser(ds)
-    net = build_classifier(cfg, len(classes))
-    hist = train_classifier(net, ds, prep, cfg, progress)
-    meta = Meta(
-        preprocess=prep.to_dict(),
-        classes=classes,
-        train_scale=[cfg.scale],
-        config={"classifier": cfg.to_dict(), "dataset": str(root), "skipped": ds.skipped},
-        source="verydeep.localization.classifier",
-    )
-    return net, meta, hist
 
 
 def load_net(path: str) -> tuple[Net, Meta]:

@@ -138,18 +138,3 @@ def centre_crop(img: torch.Tensor, crop: int) -> tuple[torch.Tensor, int, int]:
     h, w = img.shape[-2:]
     top, left = (h - crop) // 2, (w - crop) // 2
     return img[:, top : top + crop, left : left + crop], left, top
-
-
-def rgb_stats(ds: ScaledSet) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation (0-255) of the training images' pixels."""
-    total = torch.zeros(3, dtype=torch.float64)
-    sq = torch.zeros(3, dtype=torch.float64)
-    count = 0
-    for img in ds.images:
-        x = img.double().flatten(1)
-        total += x.sum(1)
-        sq += (x**2).sum(1)
-        count += x.shape[1]
-    mean = total / count
-    std = (sq / count - mean**2).clamp_min(1e-12).sqrt()
-    return tuple(mean.tolist()), tuple(std.tolist())
