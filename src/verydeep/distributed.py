@@ -56,9 +56,26 @@ def resolve_device(name: str, env: DistEnv) -> torch.device:
 
 
 def init(env: DistEnv, device: torch.device) -> None:
-    """Join the process group (nccl on CUDA, gloo on CPU) when launched with several ranks."""
-    if env.enabled and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    """Join the process group (nccl on CUDA, gloo on CPU) when launched with several ranks.
+
+    Under torchrun the key-value store outlives a restart: the c10d rendezvous shares one TCP
+    store across rounds, and the process group's keys (each rank's gloo address) are not
+    namespaced by round. After ``--max-restarts`` brings the workers back, a rank could read its
+    peer's address from the dead round and fail with "Connection refused" (or hang). So the
+    group's keys get a prefix per restart (``TORCHELASTIC_RESTART_COUNT``).
+    """
+    if not env.enabled or dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        dist.init_process_group(backend)
+        return
+    from torch.distributed.rendezvous import rendezvous
+
+    store, rank, world_size = next(rendezvous("env://"))
+    store = dist.PrefixStore(f"verydeep/restart{attempt}", store)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)
 
 
 def shutdown() -> None:
