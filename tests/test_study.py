@@ -85,4 +85,9 @@ def test_quick_study_end_to_end(fmnist_root, tmp_path):
     assert 0 <= numbers["D-jit"]["multi/dense+multicrop"]["top1_err"] <= 1
     # resumable: a second run trains nothing and gives the same report
     assert main([*args, "--out-dir", str(tmp_path / "runs"), "--report", str(report)]) == 0
-    assert report.read_text() == text
+    assert report.read_text() == text and "Not finished yet" not in text
+    # --report-only on an unfinished study: reports what is done, trains and evaluates nothing
+    (tmp_path / "runs" / "E-jit" / "eval.pt").unlink()
+    assert main([*args, "--out-dir", str(tmp_path / "runs"), "--report", str(report), "--report-only"]) == 0
+    assert "**Not finished yet** (this report covers the runs done so far): E-jit." in report.read_text()
+    assert not (tmp_path / "runs" / "E-jit" / "eval.pt").exists()

@@ -16,12 +16,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="Markdown report path (default: from the config)")
     p.add_argument("--out-dir", help="where the runs go (default: from the config)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--report-only", action="store_true", help="train nothing: report the finished runs")
+    p.add_argument("--only", help="comma-separated runs to train and evaluate (no report), e.g. D-jit,E-jit")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..io.plots import plot_study_curves
-    from ..study.plan import StudySpec
+    from ..study.plan import StudySpec, build_plan
     from ..study.report import render
     from ..study.runner import run_study
 
@@ -29,7 +31,17 @@ def run(args: argparse.Namespace) -> int:
     if args.out_dir:
         spec.out_dir = args.out_dir
     report = Path(args.report or spec.report)
-    results = run_study(spec, progress=not args.no_progress)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = sorted(set(names) - {r.name for r in build_plan(spec)})
+        if unknown:
+            raise ValueError(f"--only: no such runs in the plan: {', '.join(unknown)}")
+        run_study(spec, progress=not args.no_progress, only=names)
+        print(f"study: done {', '.join(names)}; write the report with --report-only", file=sys.stderr)
+        return 0
+    results = run_study(spec, progress=not args.no_progress, report_only=args.report_only)
+    if not results:
+        raise ValueError(f"no finished runs in {spec.out_dir} to report on")
     report.parent.mkdir(parents=True, exist_ok=True)
     curves = report.with_name(report.stem + "_curves.png")
     histories = {n: _read_log(Path(spec.out_dir) / n / "log.csv") for n in results}

@@ -42,15 +42,29 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
 
 
 def plot_study_curves(histories: dict[str, list[dict]], path: str | Path) -> None:
-    """Held-out error per epoch of every run of a study, one line each."""
-    fig, ax = plt.subplots(figsize=(10, 6))
-    for name, rows in histories.items():
-        if rows and all("val_err" in r for r in rows):
-            ax.plot([r["epoch"] for r in rows], [100 * r["val_err"] for r in rows], "o-", ms=3, label=name)
-    ax.set_xlabel("epoch (of each run's own stage)")
-    ax.set_ylabel("held-out top-1 error (%)")
-    ax.legend(fontsize=7, ncol=3)
-    ax.grid(alpha=0.3)
+    """Training loss and held-out error per epoch of every run of a study, one line each.
+
+    Runs starting from scratch or from net A are solid; fine-tuning stages (S=384, jittered)
+    dashed, so the 20 lines stay apart.
+    """
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(15, 6))
+    colours = plt.get_cmap("tab20").colors
+    for i, (name, rows) in enumerate(histories.items()):
+        if not rows:
+            continue
+        style = "--" if name.endswith(("-384", "-jit")) else "-"
+        kw = dict(ls=style, marker="o", ms=3, color=colours[i % len(colours)], label=name)
+        epochs = [r["epoch"] for r in rows]
+        if all("train_loss" in r for r in rows):
+            ax_loss.plot(epochs, [r["train_loss"] for r in rows], **kw)
+        if all("val_err" in r for r in rows):
+            ax_err.plot(epochs, [100 * r["val_err"] for r in rows], **kw)
+    ax_loss.set_ylabel("training loss (with dropout and augmentation)")
+    ax_err.set_ylabel("held-out (validation) top-1 error (%)")
+    for ax in (ax_loss, ax_err):
+        ax.set_xlabel("epoch (of each run's own stage)")
+        ax.grid(alpha=0.3)
+    ax_err.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

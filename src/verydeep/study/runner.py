@@ -90,11 +90,23 @@ def best_val_error(log: Path) -> float | None:
     return min(errs) if errs else None
 
 
-def run_study(spec: StudySpec, progress: bool = True) -> dict:
-    """Train and evaluate every run; returns {name: {"record", "eval", "run"}}."""
+def run_study(
+    spec: StudySpec, progress: bool = True, report_only: bool = False, only: list[str] | None = None
+) -> dict:
+    """Train and evaluate every run; returns {name: {"record", "eval", "run"}}.
+
+    ``report_only``: train and evaluate nothing; collect the runs already finished (to report
+    on a study that is still going; the report marks the rest "not run"). ``only``: train and
+    evaluate just these runs (their starting points must be done), e.g. in parallel processes.
+    """
     data = open_data("fashion-mnist").subset(spec.test_limit or None)
     results = {}
     for run in build_plan(spec):
+        folder = Path(spec.out_dir) / run.name
+        if only is not None and run.name not in only:
+            continue
+        if report_only and not ((folder / "study.json").is_file() and (folder / "eval.pt").is_file()):
+            continue
         record = train_run(spec, run, progress)
         results[run.name] = {"run": run, "record": record, "eval": evaluate_run(spec, run, data)}
         results[run.name]["val_err"] = best_val_error(Path(spec.out_dir) / run.name / "log.csv")
