@@ -123,6 +123,7 @@ def tables(results: dict) -> list[str]:
 def ensemble_table(results: dict) -> list[str]:
     combos = [(["D-jit", "E-jit"], "multi/dense"), (["D-jit", "E-jit"], "multi/dense+multicrop")]
     combos.append(([n for n, r in results.items() if r["run"].group == "main"], "multi/dense"))
+    combos.insert(0, (_by_validation(results)[:2], "multi/dense"))  # the pair of the targets
     rows = []
     for names, key in combos:
         if names and all(n in results and key in results[n]["eval"] for n in names):
