@@ -37,7 +37,7 @@ from .transforms import (
     rescale_smallest,
     scale_crop_flip,
 )
-from .voc import image_level_samples
+from .voc import image_level_samples, split_file
 
 SPLIT_SEED = 1234  # the held-out split never changes with the training seed
 
@@ -161,7 +161,7 @@ def _scan(cfg: RunConfig) -> tuple[list, list[str], Callable[[], list] | None]:
     d, root = cfg.data, Path(cfg.data.root)
     if d.dataset == "voc":
         samples, classes = image_level_samples(root, d.train_split)
-        has_test = (root / "ImageSets" / "Main" / f"{d.test_split.split('[')[0]}.txt").is_file()
+        has_test = split_file(root, d.test_split).is_file()
         return (
             samples,
             classes,

@@ -123,6 +123,12 @@ def parse_voc_xml(data: bytes, image_id: str, where: str = "", one_based: bool =
 _SLICE = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<a>\d{1,3})?%?:(?P<b>\d{1,3})?%?\]$")
 
 
+def split_file(root: str | Path, split: str) -> Path:
+    """``ImageSets/Main/<name>.txt`` of a split, slice notation (``train[:80%]``) included."""
+    m = _SLICE.match(split)
+    return Path(root) / "ImageSets" / "Main" / f"{m['name'] if m else split}.txt"
+
+
 def read_split(root: str | Path, split: str) -> list[str]:
     """Image ids listed in ``ImageSets/Main/<split>.txt`` (first column, blank lines skipped).
 
@@ -132,8 +138,7 @@ def read_split(root: str | Path, split: str) -> list[str]:
     every machine and not sorted by class (split files often are), kept in file order after.
     """
     m = _SLICE.match(split)
-    name = m["name"] if m else split
-    path = Path(root) / "ImageSets" / "Main" / f"{name}.txt"
+    path = split_file(root, split)
     if not path.is_file():
         raise ValueError(f"no split file {path}")
     ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
