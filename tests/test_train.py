@@ -177,3 +177,22 @@ def test_rerun_of_a_finished_run_takes_no_extra_step(fmnist_root, tmp_path):
     assert fit(cfg(tmp_path, *c), progress=False)["global_step"] == 2
     after = load_file(tmp_path / "checkpoints" / "last.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_cosine_schedule_changes_the_rate_each_step_and_resumes_exactly(fmnist_root, tmp_path):
+    common = ["data.subset=400", "optim.batch_size=32", "train.precision=fp32", "train.eval_test=false"]
+    common += ["optim.schedule=cosine", "optim.warmup_epochs=0.5", "optim.lr=0.05", "train.epochs=2"]
+    fit(cfg(tmp_path / "straight", *common), progress=False)
+    fit(cfg(tmp_path / "split", *common, "train.max_steps=4", "train.checkpoint_every=1"), progress=False)
+    fit(cfg(tmp_path / "split", *common), progress=False)  # resumes mid-warm-up
+    a = load_file(tmp_path / "straight" / "checkpoints" / "last.safetensors")
+    b = load_file(tmp_path / "split" / "checkpoints" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [r.split(",") for r in (tmp_path / "straight" / "log.csv").read_text().splitlines()[1:]]
+    lrs = [float(r[1]) for r in rows]  # the rate of each epoch's last step
+    assert len(lrs) == 2 and 0 < lrs[0] < 0.05 and lrs[1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_unknown_schedule_is_refused():
+    with pytest.raises(ValueError, match=r"optim\.schedule must be plateau or cosine"):
+        cfg("unused", "optim.schedule=step")

@@ -108,10 +108,16 @@ class OptimConfig:
     lr_factor: float = 0.1
     patience: int = 1  # epochs without held-out improvement before the LR is divided
     max_reductions: int = 3  # the paper divided it three times, then stopped
+    schedule: str = "plateau"  # plateau (the paper's) | cosine (warm-up, then to 0 at train.epochs)
+    warmup_epochs: float = 1.0  # cosine only
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.batch_size < 1 or self.micro_batch < 0:
             raise ValueError("optim.lr and optim.batch_size must be positive, optim.micro_batch >= 0")
+        if self.schedule not in ("plateau", "cosine"):
+            raise ValueError(f"optim.schedule must be plateau or cosine, got {self.schedule!r}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
 
 
 @dataclass

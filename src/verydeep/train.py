@@ -36,7 +36,7 @@ from .io.checkpoint import Meta, load_model
 from .io.run_dir import RunDir
 from .models.init import init_from_net_a, init_weights
 from .models.vgg import VGG
-from .schedule import PlateauSchedule
+from .schedule import CosineSchedule, make_schedule
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -117,7 +117,7 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
         lr=cfg.optim.lr,
         momentum=cfg.optim.momentum,
     )
-    sched = PlateauSchedule(cfg.optim.lr, cfg.optim.lr_factor, cfg.optim.patience, cfg.optim.max_reductions)
+    sched = make_schedule(cfg.optim, cfg.train.epochs, len(data.train) // accum)
     meta = Meta(
         preprocess=data.preprocess.to_dict(),
         classes=data.classes,
@@ -138,13 +138,13 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
         t0 = time.perf_counter()
         bad_base, bad_before = state.bad_images, getattr(data.train, "bad_images", 0)
         data.train.set_epoch(state.epoch, start=state.step_in_epoch * accum)
-        for g in opt.param_groups:
-            g["lr"] = sched.lr
+        _set_lr(opt, sched, state.global_step)
         epoch_micro = len(data.train)  # micro-batches in the whole epoch
         bar = run.progress_bar(epoch_micro // accum, state.step_in_epoch, f"epoch {state.epoch + 1}")
 
         def on_step(s: StepState, m: dict, bar=bar, base=bad_base, before=bad_before, n=epoch_micro) -> None:
             bar.update(m)
+            _set_lr(opt, sched, s.global_step)
             end_of_epoch = s.step_in_epoch >= n // accum  # saved below, after evaluation
             if (
                 cfg.train.checkpoint_every
@@ -189,6 +189,13 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
     result = _final_report(run, model, data, state, last_val_bad, device, amp)
     run.finish(result)
     return result
+
+
+def _set_lr(opt: torch.optim.Optimizer, sched, step: int) -> None:
+    """The plateau schedule changes the rate between epochs, the cosine one every step."""
+    lr = sched.at_step(step) if isinstance(sched, CosineSchedule) else sched.lr
+    for g in opt.param_groups:
+        g["lr"] = lr
 
 
 def _reached(cfg: RunConfig, state: StepState) -> bool:
