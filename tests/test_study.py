@@ -21,6 +21,19 @@ def test_plan_follows_the_papers_chain():
     assert runs["D-256-glorot"].init_from_a == ""
 
 
+def test_extra_runs_join_the_plan_and_are_checked():
+    extra = [{"name": "D-long", "arch": "D_bn", "set": ["train.epochs=40"]}]
+    runs = {r.name: r for r in build_plan(StudySpec(extra=extra))}
+    assert runs["D-long"].group == "extra" and runs["D-long"].overrides == ["train.epochs=40"]
+    assert runs["D-long"].scale == [256]
+    quick = {r.name: r for r in build_plan(StudySpec(extra=extra, quick=True, scratch_epochs=1))}
+    assert quick["D-long"].overrides[-1] == "train.epochs=1"  # --quick keeps its budget
+    with pytest.raises(ValueError, match="run names repeat: \\['A-256'\\]"):
+        build_plan(StudySpec(extra=[{"name": "A-256", "arch": "A"}]))
+    with pytest.raises(ValueError, match="a run needs name and arch"):
+        StudySpec(extra=[{"name": "x", "arch": "D", "epochs": 3}])
+
+
 def test_verdicts_respect_noise():
     assert verdict(0.10, 0.05, 0.01) == "holds"
     assert verdict(0.05, 0.10, 0.01) == "reversed"
@@ -82,6 +95,8 @@ def test_quick_study_end_to_end(fmnist_root, tmp_path):
     assert 0 <= numbers["D-jit"]["val_err"] <= 1 and numbers["E-jit"]["cpu_s"] > 0
     assert "- single net: " in text and "target 94.5%" in text
     assert set(numbers) >= {"A-256", "D-jit", "E-jit", "D-256-glorot"}
+    extras = [e["name"] for e in StudySpec.from_toml(ROOT / "experiments" / "study.toml").extra]
+    assert extras and set(extras) <= set(numbers) and "Beyond the grid" in text
     assert 0 <= numbers["D-jit"]["multi/dense+multicrop"]["top1_err"] <= 1
     # resumable: a second run trains nothing and gives the same report
     assert main([*args, "--out-dir", str(tmp_path / "runs"), "--report", str(report)]) == 0

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         numbers[name] |= {
             "cpu_s": r["record"]["cpu_s"],
             "wall_s": r["record"]["wall_s"],
+            "eval_wall_s": r["eval"].get("wall_s"),
             "val_err": r["val_err"],
         }
     text = json.dumps(numbers, indent=1)

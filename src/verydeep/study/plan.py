@@ -4,6 +4,9 @@ The chain follows the paper: net A from scratch at S=256; the other configs at S
 from A (first four convs + FC layers); every S=384 net fine-tuned from its S=256 net at lr 1e-3;
 the jittered C, D, E fine-tuned from their S=384 nets. Extra runs: D from scratch with Glorot
 (the authors' later finding) and repeats of D at S=256 with other seeds (the noise level).
+Beyond the grid, ``[[study.extra]]`` tables in the study TOML add runs of their own (e.g. nets
+trained longer than the grid's budget allows for each of its nets); they take part in the targets
+and the ensembles, not in Tables 3-5.
 
 Example:
     >>> from verydeep.study.plan import StudySpec, build_plan
@@ -37,6 +40,14 @@ class StudySpec:
     repeat_seeds: list[int] = field(default_factory=lambda: [1, 2])
     test_limit: int = 0  # evaluate on this many test images (0: all 10,000)
     quick: bool = False
+    # runs beyond the grid: {name, arch, scale=[256], set=[overrides], after="", init_from_a=""}
+    extra: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        allowed = {"name", "arch", "scale", "set", "after", "init_from_a"}
+        for e in self.extra:
+            if not {"name", "arch"} <= set(e) or set(e) - allowed:
+                raise ValueError(f"study.extra: a run needs name and arch, and only {sorted(allowed)}: {e}")
 
     @classmethod
     def from_toml(cls, path: str | Path, quick: bool = False) -> StudySpec:
@@ -67,7 +78,7 @@ class Run:
     overrides: list[str]
     after: str = ""  # run whose best checkpoint this one starts from
     init_from_a: str = ""  # run providing net A for the paper's initialisation
-    group: str = "main"  # main | init | repeat
+    group: str = "main"  # main | init | repeat | extra
 
 
 def build_plan(spec: StudySpec) -> list[Run]:
@@ -84,4 +95,11 @@ def build_plan(spec: StudySpec) -> list[Run]:
     for s in spec.repeat_seeds:
         seeded = [*scratch, f"train.seed={s}"]
         runs.append(Run(f"D-256-seed{s}", "D", [256], seeded, init_from_a="A-256", group="repeat"))
+    for e in spec.extra:
+        o = [*e.get("set", []), *([f"train.epochs={spec.scratch_epochs}"] if spec.quick else [])]
+        after, init_a = e.get("after", ""), e.get("init_from_a", "")
+        runs.append(Run(e["name"], e["arch"], list(e.get("scale", [256])), o, after, init_a, "extra"))
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"study: run names repeat: {sorted({n for n in names if names.count(n) > 1})}")
     return runs

@@ -120,19 +120,49 @@ def tables(results: dict) -> list[str]:
     )
 
 
+def extra_table(results: dict) -> list[str]:
+    """The runs beyond the grid (``[[study.extra]]``), with the settings that differ from it."""
+    rows = []
+    for name, r in results.items():
+        if r["run"].group == "extra":
+            e = r["eval"]
+            settings = " ".join(f"`{o}`" for o in r["run"].overrides) or "—"
+            rows.append(
+                [name, r["run"].arch, str(r["run"].scale), settings, _pct(r.get("val_err"))]
+                + [_pct(_err(results, name, k)) for k in ("single/dense", "multi/dense")]
+                + [_pct(e["multi/dense"]["top5_err"])]
+            )
+    if not rows:
+        return []
+    header = ["net", "config", "train S", "settings beyond the grid's", "val top-1 %", "single-scale top-1 %"]
+    header += ["multi-scale top-1 %", "multi-scale top-5 %"]
+    return _md("Beyond the grid: the extra runs", header, rows)
+
+
 def ensemble_table(results: dict) -> list[str]:
     combos = [(["D-jit", "E-jit"], "multi/dense"), (["D-jit", "E-jit"], "multi/dense+multicrop")]
     combos.append(([n for n, r in results.items() if r["run"].group == "main"], "multi/dense"))
+    extras = [n for n, r in results.items() if r["run"].group == "extra"]
+    if len(extras) >= 2:
+        combos += [(extras, "multi/dense"), (list(results), "multi/dense")]
     combos.insert(0, (_by_validation(results)[:2], "multi/dense"))  # the pair of the targets
     rows = []
     for names, key in combos:
         if names and all(n in results and key in results[n]["eval"] for n in names):
             t1, t5 = ensemble_error(results, names, key)
-            label = "+".join(names) if len(names) <= 3 else f"all {len(names)} nets of Table 3"
+            label = "+".join(names) if len(names) <= 3 else _group_label(results, names)
             rows.append([label, key.split("/")[1], _pct(t1), _pct(t5)])
     return _md(
         "Table 6 analogue: ensembles (posteriors averaged)", ["nets", "method", "top-1 %", "top-5 %"], rows
     )
+
+
+def _group_label(results: dict, names: list[str]) -> str:
+    if len(names) == len(results):
+        return f"all {len(names)} nets of the study"
+    if all(results[n]["run"].group == "extra" for n in names):
+        return f"the {len(names)} extra runs"
+    return f"all {len(names)} nets of Table 4"
 
 
 def _finding(
@@ -182,13 +212,19 @@ def _met(ok: bool) -> str:
 
 
 def timing_table(results: dict) -> list[str]:
-    lines = ["| run | started from | CPU time (s) | wall time (s) |", "|---|---|---|---|"]
-    total = 0.0
+    lines = ["| run | started from | training CPU (s) | training wall (s) | evaluation wall (s) |"]
+    lines.append("|---|---|---|---|---|")
+    cpu = wall = ev = 0.0
     for name, r in results.items():
         src = r["run"].after or (f"net A ({r['run'].init_from_a})" if r["run"].init_from_a else "scratch")
-        lines.append(f"| {name} | {src} | {r['record']['cpu_s']:.0f} | {r['record']['wall_s']:.0f} |")
-        total += r["record"]["cpu_s"]
-    lines.append(f"| total | | {total:.0f} | |")
+        e = r["eval"].get("wall_s")  # absent in evaluations cached before it was recorded
+        lines.append(
+            f"| {name} | {src} | {r['record']['cpu_s']:.0f} | {r['record']['wall_s']:.0f} | "
+            f"{'—' if e is None else f'{e:.0f}'} |"
+        )
+        cpu, wall, ev = cpu + r["record"]["cpu_s"], wall + r["record"]["wall_s"], ev + (e or 0.0)
+    total_cpu = f"{cpu:.0f} ({cpu / 7200:.2f} h of 2 cores)"
+    lines.append(f"| total | | {total_cpu} | {wall:.0f} | {ev:.0f} (the recorded ones) |")
     return lines
 
 
@@ -223,7 +259,10 @@ def targets(results: dict) -> list[str]:
     ]
     acc = lambda names: 100 * (1 - ensemble_error(results, names, PROTOCOL)[0])  # noqa: E731
     all_main = [n for n, r in results.items() if r["run"].group == "main" and PROTOCOL in r["eval"]]
-    info = [f"all {len(all_main)} nets of Table 3 {acc(all_main):.2f}%"]
+    info = [f"all {len(all_main)} nets of Table 4 {acc(all_main):.2f}%"]
+    every = [n for n, r in results.items() if PROTOCOL in r["eval"]]
+    if len(every) > len(all_main):
+        info.append(f"all {len(every)} nets of the study {acc(every):.2f}%")
     if all(n in results for n in ("D-jit", "E-jit")):
         info.append(f"the paper's pair D-jit + E-jit {acc(['D-jit', 'E-jit']):.2f}%")
     return [*lines, f"- for information, not choices (multi-scale dense accuracy): {'; '.join(info)}"]
@@ -263,6 +302,7 @@ def render(results: dict, spec, command: str, figures: list[str], notes: str = "
         "",
         *([notes.strip(), ""] if notes.strip() else []),
         *tables(results),
+        *extra_table(results),
         *ensemble_table(results),
         "",
         "## Section 4's findings, here",
