@@ -143,6 +143,15 @@ def test_config_conflicts_name_what_changed():
     assert config_conflicts(a, c) == ["model.arch ('A' -> 'B')", "optim.lr (0.01 -> 0.1)"]
 
 
+def test_a_run_from_before_a_setting_existed_still_resumes():
+    new = RunConfig.from_sources(overrides=["model.arch=A"]).to_dict()
+    old = {sec: dict(kv) for sec, kv in new.items()}
+    del old["optim"]["schedule"], old["optim"]["warmup_epochs"]  # added after the run started
+    assert config_conflicts(old, new) == []
+    changed = RunConfig.from_sources(overrides=["model.arch=A", "optim.schedule=cosine"]).to_dict()
+    assert config_conflicts(old, changed) == ["optim.schedule ('plateau' -> 'cosine')"]
+
+
 def _train_cmd(out: Path, *extra: str) -> list[str]:
     sets = [a for o in [*TINY, f"train.out_dir={out}", *extra] for a in ("--set", o)]
     return [sys.executable, "-m", "verydeep", "train", "--no-progress", *sets]

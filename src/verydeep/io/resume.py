@@ -157,10 +157,18 @@ RESUMABLE_CHANGES = {
 
 
 def config_conflicts(old: dict, new: dict) -> list[str]:
-    """``section.key (old -> new)`` for every setting that a resumed run may not change."""
+    """``section.key (old -> new)`` for every setting that a resumed run may not change.
+
+    A setting the old config lacks was added to verydeep after that run started; it counts as its
+    default (new settings default to the old behaviour), so such runs still resume.
+    """
+    from ..config import RunConfig
+
+    defaults = RunConfig().to_dict()
     out = []
     for section in sorted(set(old) | set(new)):
-        a, b = old.get(section, {}), new.get(section, {})
+        a = {**defaults.get(section, {}), **old.get(section, {})}
+        b = new.get(section, {})
         for key in sorted(set(a) | set(b)):
             if key not in RESUMABLE_CHANGES.get(section, set()) and a.get(key) != b.get(key):
                 out.append(f"{section}.{key} ({a.get(key)!r} -> {b.get(key)!r})")
