@@ -106,3 +106,21 @@ def test_quick_study_end_to_end(fmnist_root, tmp_path):
     assert main([*args, "--out-dir", str(tmp_path / "runs"), "--report", str(report), "--report-only"]) == 0
     assert "**Not finished yet** (this report covers the runs done so far): E-jit." in report.read_text()
     assert not (tmp_path / "runs" / "E-jit" / "eval.pt").exists()
+
+
+def test_ensemble_table_lists_a_combination_once():
+    import torch
+
+    from verydeep.study.plan import Run
+    from verydeep.study.report import ensemble_table
+
+    labels = torch.tensor([0, 1])
+    ev = {"multi/dense": {"probs": torch.eye(2)[labels], "top1_err": 0.0}, "labels": labels}
+
+    def res(group, val):
+        return {"run": Run("x", "D_bn", [256], [], group=group), "eval": ev, "val_err": val}
+
+    results = {"A-256": res("main", 0.2), "X": res("extra", 0.1), "Y": res("extra", 0.05)}
+    rows = [r for r in ensemble_table(results) if r.startswith("| ") and "top-1" not in r]
+    # the targets' pair (Y, X) is also the pair of the extra runs: one row, not two
+    assert [r.split(" | ")[0] for r in rows] == ["| Y+X", "| A-256", "| A-256+X+Y"]

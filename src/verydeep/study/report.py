@@ -146,8 +146,11 @@ def ensemble_table(results: dict) -> list[str]:
     if len(extras) >= 2:
         combos += [(extras, "multi/dense"), (list(results), "multi/dense")]
     combos.insert(0, (_by_validation(results)[:2], "multi/dense"))  # the pair of the targets
-    rows = []
+    rows, seen = [], set()
     for names, key in combos:
+        if (frozenset(names), key) in seen:  # e.g. the targets' pair is also the extras' pair
+            continue
+        seen.add((frozenset(names), key))
         if names and all(n in results and key in results[n]["eval"] for n in names):
             t1, t5 = ensemble_error(results, names, key)
             label = "+".join(names) if len(names) <= 3 else _group_label(results, names)
