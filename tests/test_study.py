@@ -7,7 +7,8 @@ import pytest
 
 from verydeep.cli import main
 from verydeep.study.plan import StudySpec, build_plan
-from verydeep.study.report import ensemble_error, verdict
+from verydeep.study.report import verdict
+from verydeep.study.tables import ensemble_error
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +113,7 @@ def test_ensemble_table_lists_a_combination_once():
     import torch
 
     from verydeep.study.plan import Run
-    from verydeep.study.report import ensemble_table
+    from verydeep.study.tables import ensemble_table
 
     labels = torch.tensor([0, 1])
     ev = {"multi/dense": {"probs": torch.eye(2)[labels], "top1_err": 0.0}, "labels": labels}

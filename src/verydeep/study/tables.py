@@ -1,0 +1,162 @@
+"""The study's tables (Tables 3-6 analogues, the extra runs, the cost) as Markdown lines.
+
+Example:
+    >>> from verydeep.study.tables import md_table, pct
+    >>> md_table("T", ["net", "top-1 %"], [["D", pct(0.0613)]])[1:]
+    ['## T', '', '| net | top-1 % |', '|---|---|', '| D | 6.13 |']
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .plan import CONFIGS
+
+PROTOCOL = "multi/dense"  # the paper's default test protocol (Section 3.2), run for every net
+
+
+PAPER_T3 = {  # the paper's Table 3, ILSVRC-2012 val top-1 error (%)
+    **{"A-256": 29.6, "A-LRN-256": 29.7, "B-256": 28.7, "C-256": 28.1, "C-384": 28.1, "C-jit": 27.3},
+    **{"D-256": 27.0, "D-384": 26.8, "D-jit": 25.6, "E-256": 27.3, "E-384": 26.9, "E-jit": 25.5},
+}
+
+
+def top1(results: dict, name: str, key: str) -> float | None:
+    r = results.get(name)
+    return None if r is None or key not in r["eval"] else r["eval"][key]["top1_err"]
+
+
+def ensemble_error(results: dict, names: list[str], key: str) -> tuple[float, float]:
+    """(top-1, top-5) error of the posterior average of ``names`` under ``key``."""
+    probs = torch.stack([results[n]["eval"][key]["probs"] for n in names]).mean(0)
+    labels = results[names[0]]["eval"]["labels"]
+    top = probs.topk(min(5, probs.shape[1]), 1).indices
+    return float((top[:, 0] != labels).float().mean()), float((top != labels[:, None]).all(1).float().mean())
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
+def md_table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown section: heading, header row, separator, rows."""
+    out = ["", f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def tables(results: dict) -> list[str]:
+    t3 = []
+    for c in CONFIGS:
+        for suffix, s, q in (("256", "256", "256"), ("384", "384", "384"), ("jit", "[256,512]", "384")):
+            name = f"{c}-{suffix}"
+            if name in results:
+                e = results[name]["eval"]["single/dense"]
+                t3.append([c, s, q, pct(e["top1_err"]), pct(e["top5_err"]), str(PAPER_T3.get(name, "—"))])
+    out = md_table(
+        "Table 3 analogue: single test scale (dense, flip)",
+        ["net", "train S", "test Q", "top-1 err %", "top-5 err %", "paper top-1 % (ImageNet)"],
+        t3,
+    )
+    t4 = []
+    for name, r in results.items():
+        if r["run"].group == "main":
+            m = r["eval"]["multi/dense"]
+            single = pct(top1(results, name, "single/dense"))
+            t4.append([name, str(r["run"].scale), single, pct(m["top1_err"]), pct(m["top5_err"])])
+    out += md_table(
+        "Table 4 analogue: multi-scale test (dense, flip, 3 scales)",
+        ["net", "train S", "single-scale top-1 %", "multi-scale top-1 %", "multi-scale top-5 %"],
+        t4,
+    )
+    t5 = []
+    for name in ("D-jit", "E-jit"):
+        for method in ("dense", "multicrop", "dense+multicrop"):
+            e = results.get(name, {}).get("eval", {}).get(f"multi/{method}")
+            if e:
+                speed = f"{e['images_per_s']:.1f}"
+                t5.append(
+                    [
+                        name,
+                        method,
+                        pct(e["top1_err"]),
+                        pct(e["top5_err"]),
+                        speed,
+                        f"{e['forwards_per_image']:g}",
+                    ]
+                )
+    return out + md_table(
+        "Table 5 analogue: evaluation method (jittered nets, Q = {256, 384, 512})",
+        ["net", "method", "top-1 %", "top-5 %", "images/s", "forward passes / image"],
+        t5,
+    )
+
+
+def extra_table(results: dict) -> list[str]:
+    """The runs beyond the grid (``[[study.extra]]``), with the settings that differ from it."""
+    rows = []
+    for name, r in results.items():
+        if r["run"].group == "extra":
+            e = r["eval"]
+            settings = " ".join(f"`{o}`" for o in r["run"].overrides) or "—"
+            rows.append(
+                [name, r["run"].arch, str(r["run"].scale), settings, pct(r.get("val_err"))]
+                + [pct(top1(results, name, k)) for k in ("single/dense", "multi/dense")]
+                + [pct(e["multi/dense"]["top5_err"])]
+            )
+    if not rows:
+        return []
+    header = ["net", "config", "train S", "settings beyond the grid's", "val top-1 %", "single-scale top-1 %"]
+    header += ["multi-scale top-1 %", "multi-scale top-5 %"]
+    return md_table("Beyond the grid: the extra runs", header, rows)
+
+
+def ensemble_table(results: dict) -> list[str]:
+    combos = [(["D-jit", "E-jit"], "multi/dense"), (["D-jit", "E-jit"], "multi/dense+multicrop")]
+    combos.append(([n for n, r in results.items() if r["run"].group == "main"], "multi/dense"))
+    extras = [n for n, r in results.items() if r["run"].group == "extra"]
+    if len(extras) >= 2:
+        combos += [(extras, "multi/dense"), (list(results), "multi/dense")]
+    combos.insert(0, (by_validation(results)[:2], "multi/dense"))  # the pair of the targets
+    rows, seen = [], set()
+    for names, key in combos:
+        if (frozenset(names), key) in seen:  # e.g. the targets' pair is also the extras' pair
+            continue
+        seen.add((frozenset(names), key))
+        if names and all(n in results and key in results[n]["eval"] for n in names):
+            t1, t5 = ensemble_error(results, names, key)
+            label = "+".join(names) if len(names) <= 3 else _group_label(results, names)
+            rows.append([label, key.split("/")[1], pct(t1), pct(t5)])
+    return md_table(
+        "Table 6 analogue: ensembles (posteriors averaged)", ["nets", "method", "top-1 %", "top-5 %"], rows
+    )
+
+
+def _group_label(results: dict, names: list[str]) -> str:
+    if len(names) == len(results):
+        return f"all {len(names)} nets of the study"
+    if all(results[n]["run"].group == "extra" for n in names):
+        return f"the {len(names)} extra runs"
+    return f"all {len(names)} nets of Table 4"
+
+
+def timing_table(results: dict) -> list[str]:
+    lines = ["| run | started from | training CPU (s) | training wall (s) | evaluation wall (s) |"]
+    lines.append("|---|---|---|---|---|")
+    cpu = wall = ev = 0.0
+    for name, r in results.items():
+        src = r["run"].after or (f"net A ({r['run'].init_from_a})" if r["run"].init_from_a else "scratch")
+        e = r["eval"].get("wall_s")  # absent in evaluations cached before it was recorded
+        lines.append(
+            f"| {name} | {src} | {r['record']['cpu_s']:.0f} | {r['record']['wall_s']:.0f} | "
+            f"{'—' if e is None else f'{e:.0f}'} |"
+        )
+        cpu, wall, ev = cpu + r["record"]["cpu_s"], wall + r["record"]["wall_s"], ev + (e or 0.0)
+    total_cpu = f"{cpu:.0f} ({cpu / 7200:.2f} h of 2 cores)"
+    lines.append(f"| total | | {total_cpu} | {wall:.0f} | {ev:.0f} (the recorded ones) |")
+    return lines
+
+
+def by_validation(results: dict) -> list[str]:
+    """Nets with a validation error, best first (ties: plan order)."""
+    named = [n for n, r in results.items() if r.get("val_err") is not None and PROTOCOL in r["eval"]]
+    return sorted(named, key=lambda n: results[n]["val_err"])
