@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+from .config import OptimConfig
+
 
 class PlateauSchedule:
     def __init__(self, lr: float, factor: float = 0.1, patience: int = 1, max_reductions: int = 3) -> None:
@@ -40,6 +42,10 @@ class PlateauSchedule:
                 self.lr *= self.factor
                 self.reductions += 1
         return False
+
+    def at_step(self, step: int) -> float:
+        """The rate for optimiser step ``step``: constant within an epoch."""
+        return self.lr
 
     def state_dict(self) -> dict:
         return dict(vars(self))
@@ -91,8 +97,8 @@ class CosineSchedule:
         vars(self).update(state)
 
 
-def make_schedule(optim, epochs: int, steps_per_epoch: int) -> PlateauSchedule | CosineSchedule:
-    """The schedule ``optim.schedule`` names (``optim``: the run's OptimConfig)."""
+def make_schedule(optim: OptimConfig, epochs: int, steps_per_epoch: int) -> PlateauSchedule | CosineSchedule:
+    """The schedule ``optim.schedule`` names."""
     if optim.schedule == "cosine":
         return CosineSchedule(optim.lr, epochs, optim.warmup_epochs, steps_per_epoch)
     return PlateauSchedule(optim.lr, optim.lr_factor, optim.patience, optim.max_reductions)

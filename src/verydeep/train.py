@@ -36,7 +36,7 @@ from .io.checkpoint import Meta, load_model
 from .io.run_dir import RunDir
 from .models.init import init_from_net_a, init_weights
 from .models.vgg import VGG
-from .schedule import CosineSchedule, make_schedule
+from .schedule import CosineSchedule, PlateauSchedule, make_schedule
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -191,9 +191,9 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
     return result
 
 
-def _set_lr(opt: torch.optim.Optimizer, sched, step: int) -> None:
+def _set_lr(opt: torch.optim.Optimizer, sched: PlateauSchedule | CosineSchedule, step: int) -> None:
     """The plateau schedule changes the rate between epochs, the cosine one every step."""
-    lr = sched.at_step(step) if isinstance(sched, CosineSchedule) else sched.lr
+    lr = sched.at_step(step)
     for g in opt.param_groups:
         g["lr"] = lr
 
