@@ -20,7 +20,17 @@ import math
 from .config import OptimConfig
 
 
-class PlateauSchedule:
+class _Stateful:
+    """Checkpointing for a schedule: its whole state is its attributes."""
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(state)
+
+
+class PlateauSchedule(_Stateful):
     def __init__(self, lr: float, factor: float = 0.1, patience: int = 1, max_reductions: int = 3) -> None:
         self.lr, self.factor, self.patience, self.max_reductions = lr, factor, patience, max_reductions
         self.best = float("-inf")
@@ -47,14 +57,8 @@ class PlateauSchedule:
         """The rate for optimiser step ``step``: constant within an epoch."""
         return self.lr
 
-    def state_dict(self) -> dict:
-        return dict(vars(self))
 
-    def load_state_dict(self, state: dict) -> None:
-        vars(self).update(state)
-
-
-class CosineSchedule:
+class CosineSchedule(_Stateful):
     """Linear warm-up, then cosine decay to zero at the last step of ``epochs`` (not the paper's).
 
     For fixed budgets far shorter than the paper's 74 epochs: the plateau schedule spends them
@@ -89,12 +93,6 @@ class CosineSchedule:
             self.best = metric
             return True
         return False
-
-    def state_dict(self) -> dict:
-        return dict(vars(self))
-
-    def load_state_dict(self, state: dict) -> None:
-        vars(self).update(state)
 
 
 def make_schedule(optim: OptimConfig, epochs: int, steps_per_epoch: int) -> PlateauSchedule | CosineSchedule:
