@@ -125,3 +125,38 @@ def test_ensemble_table_lists_a_combination_once():
     rows = [r for r in ensemble_table(results) if r.startswith("| ") and "top-1" not in r]
     # the targets' pair (Y, X) is also the pair of the extra runs: one row, not two
     assert [r.split(" | ")[0] for r in rows] == ["| Y+X", "| A-256", "| A-256+X+Y"]
+
+
+def test_estimate_scales_measured_steps_to_the_plan(fmnist_root, tmp_path, capsys):
+    args = ["study", "--quick", "--estimate", "--config", str(ROOT / "experiments" / "study.toml")]
+    assert main([*args, "--out-dir", str(tmp_path), "--only", "A-256,D-jit"]) == 0
+    est = json.loads((tmp_path / "estimate.json").read_text())
+    runs = {r["name"]: r for r in est["runs"]}
+    assert set(runs) == {"A-256", "D-jit"}  # trains nothing, needs no finished runs
+    # --quick: 640 images, 10% held out, batch 64 -> 576 // 64 = 9 steps, 1 epoch
+    assert runs["A-256"]["steps_per_epoch"] == 9 and runs["A-256"]["epochs"] == 1
+    for r in runs.values():
+        assert r["train_s"] >= r["epochs"] * r["steps_per_epoch"] * r["s_per_step"] > 0
+    # D-jit's evaluation adds Table 5's 150-crop multi-crop: far dearer than A's dense passes
+    assert runs["D-jit"]["eval_s"] > 3 * runs["A-256"]["eval_s"] > 0
+    assert est["total_h"] == pytest.approx((est["train_s"] + est["eval_s"]) / 3600)
+    assert not (tmp_path / "A-256").exists()
+    assert main([*args, "--out-dir", str(tmp_path), "--only", "F-256"]) == 2
+    assert "no such runs in the plan: F-256" in capsys.readouterr().err
+
+
+def test_estimate_table_says_whether_the_budget_holds():
+    from verydeep.study.estimate import estimate_table
+
+    row = {
+        "name": "A-256",
+        "s_per_step": 0.1,
+        "steps_per_epoch": 421,
+        "epochs": 14,
+        "train_s": 600,
+        "eval_s": 30,
+    }
+    est = {"runs": [row], "train_s": 3 * 3600, "eval_s": 1800, "total_h": 3.5, "budget_h": 4.0, "threads": 2}
+    assert "| A-256 | 0.100 | 421 | 14 | 10.0 | 0.5 |" in estimate_table(est)
+    assert estimate_table(est).endswith("= 3.50 h on 2 threads; the budget is 4 h: fits.")
+    assert estimate_table(est | {"total_h": 6.5}).endswith("the budget is 4 h: exceeds it by 2.50 h.")

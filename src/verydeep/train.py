@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed as dist
 from .config import RunConfig
-from .data.build import build_data
+from .data.build import DataBundle, build_data
 from .data.loaders import FolderBatches
 from .engine import StepState, evaluate, train_one_epoch
 from .io.checkpoint import Meta, load_model
@@ -92,6 +92,21 @@ def param_groups(model: nn.Module, weight_decay: float, decay_biases: bool) -> l
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def model_and_optimizer(
+    cfg: RunConfig, data: DataBundle, device: torch.device
+) -> tuple[VGG, torch.optim.SGD]:
+    """The net on ``device`` (channels_last if asked) and its SGD with momentum."""
+    model = build_model(cfg, len(data.classes), data.channels).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(
+        param_groups(model, cfg.optim.weight_decay, cfg.optim.decay_biases),
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+    )
+    return model, opt
+
+
 def fit(cfg: RunConfig, progress: bool = True) -> dict:
     """Train until the schedule stops (or ``train.epochs``); returns the final numbers."""
     env = dist.DistEnv.from_environ()
@@ -109,14 +124,7 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
     run.check_reuse(cfg)  # before anything is read or written: refuse to clobber another run
     data, accum = build_data(cfg, env, device)
     cfg.model = dataclasses.replace(cfg.model, num_classes=len(data.classes), in_channels=data.channels)
-    model = build_model(cfg, len(data.classes), data.channels).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        param_groups(model, cfg.optim.weight_decay, cfg.optim.decay_biases),
-        lr=cfg.optim.lr,
-        momentum=cfg.optim.momentum,
-    )
+    model, opt = model_and_optimizer(cfg, data, device)
     sched = make_schedule(cfg.optim, cfg.train.epochs, len(data.train) // accum)
     meta = Meta(
         preprocess=data.preprocess.to_dict(),

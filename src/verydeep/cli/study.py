@@ -17,7 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", help="where the runs go (default: from the config)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--report-only", action="store_true", help="train nothing: report the finished runs")
-    p.add_argument("--only", help="comma-separated runs to train and evaluate (no report), e.g. D-jit,E-jit")
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="train nothing: time a few steps of each run here and estimate the whole study's hours",
+    )
+    p.add_argument(
+        "--only",
+        help="comma-separated runs to train and evaluate (no report) or to --estimate, e.g. D-jit,E-jit",
+    )
     p.set_defaults(func=run)
 
 
@@ -31,11 +39,13 @@ def run(args: argparse.Namespace) -> int:
     if args.out_dir:
         spec.out_dir = args.out_dir
     report = Path(args.report or spec.report)
-    if args.only:
-        names = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = sorted(set(names) - {r.name for r in build_plan(spec)})
-        if unknown:
-            raise ValueError(f"--only: no such runs in the plan: {', '.join(unknown)}")
+    names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    unknown = sorted(set(names or []) - {r.name for r in build_plan(spec)})
+    if unknown:
+        raise ValueError(f"--only: no such runs in the plan: {', '.join(unknown)}")
+    if args.estimate:
+        return _estimate(spec, names)
+    if names:
         run_study(spec, progress=not args.no_progress, only=names)
         print(f"study: done {', '.join(names)}; write the report with --report-only", file=sys.stderr)
         return 0
@@ -63,6 +73,18 @@ def run(args: argparse.Namespace) -> int:
     (Path(spec.out_dir) / "results.json").write_text(text)
     report.with_suffix(".json").write_text(text)  # beside the report: the numbers, machine-readable
     print(f"wrote {report} (+ .json) and {curves}", file=sys.stderr)
+    return 0
+
+
+def _estimate(spec, names: list[str] | None) -> int:
+    from ..study.estimate import estimate_study, estimate_table
+
+    est = estimate_study(spec, only=names)
+    print(estimate_table(est))
+    path = Path(spec.out_dir) / "estimate.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(est, indent=1))
+    print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

@@ -39,6 +39,7 @@ class StudySpec:
     scratch_init: str = "glorot"
     repeat_seeds: list[int] = field(default_factory=lambda: [1, 2])
     test_limit: int = 0  # evaluate on this many test images (0: all 10,000)
+    budget_hours: float = 4.0  # what the whole study may take; ``--estimate`` checks it
     quick: bool = False
     # runs beyond the grid: {name, arch, scale=[256], set=[overrides], after="", init_from_a=""}
     extra: list[dict] = field(default_factory=list)

@@ -25,7 +25,8 @@ import torch
 
 from ..config import RunConfig
 from ..evaluation import EvalData, EvalOptions, evaluate_models, open_data
-from ..io.checkpoint import atomic_write, load_model, save_state
+from ..io.checkpoint import Meta, atomic_write, load_model, save_state
+from ..models.vgg import VGG
 from ..train import fit
 from .plan import JITTERED, Run, StudySpec, build_plan
 
@@ -60,26 +61,32 @@ def train_run(spec: StudySpec, run: Run, progress: bool) -> dict:
 
 
 def evaluate_run(spec: StudySpec, run: Run, data: EvalData) -> dict:
-    """Single-scale dense (Table 3), multi-scale dense (Table 4), and for jittered D/E the
-    three methods of Table 5; cached in ``eval.pt``."""
+    """Evaluate ``run``'s best checkpoint once; cached in ``eval.pt``."""
     path = Path(spec.out_dir) / run.name / "eval.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
     model, meta = load_model(_best(spec, run.name))
     wall0 = time.perf_counter()
+    out = evaluate_net(run.name, model, meta, data)
+    out["wall_s"] = time.perf_counter() - wall0  # the report sums it into the study's cost
+    save_state(path, out)
+    return out
+
+
+def evaluate_net(name: str, model: VGG, meta: Meta, data: EvalData) -> dict:
+    """Single-scale dense (Table 3), multi-scale dense (Table 4), and for jittered D/E the
+    three methods of Table 5: {"single/dense": {errors, probs, ...}, ..., "labels"}."""
     out: dict = {}
-    multi_methods = TABLE5 if run.name in ("D-jit", "E-jit") else ["dense"]
+    multi_methods = TABLE5 if name in ("D-jit", "E-jit") else ["dense"]
     for scales, methods in (("single", ["dense"]), ("multi", multi_methods)):
         opts = EvalOptions(methods=methods, scales=scales, progress=False, workers=0)
-        res = evaluate_models([(run.name, model, meta)], data, opts)
+        res = evaluate_models([(name, model, meta)], data, opts)
         for row in res["rows"]:
             key = f"{scales}/{row['method']}"
             out[key] = {k: row[k] for k in ("images_per_s", "forwards_per_image")}
             out[key] |= {k: row[k] / 100 for k in ("top1_err", "top5_err")}  # evaluation reports %
-            out[key]["probs"] = res["posteriors"][(run.name, row["method"])]
+            out[key]["probs"] = res["posteriors"][(name, row["method"])]
     out["labels"] = res["labels"]
-    out["wall_s"] = time.perf_counter() - wall0  # the report sums it into the study's cost
-    save_state(path, out)
     return out
 
 

@@ -1,0 +1,137 @@
+"""How long the study will take on this machine, measured before spending hours on it.
+
+Each planned run gets a few real optimiser steps (its own net, data pipeline, batch size and
+precision, from fresh weights: the starting checkpoints need not exist) and a held-out pass over
+a few batches; its evaluation (the same methods and scales as the study's) runs on a few test
+images. The times are scaled to the plan's steps, epochs and images. ``train.epochs`` is the
+most a run may take: the plateau schedule can stop sooner, so for those runs it is an upper
+bound. One process at a time is assumed, as ``verydeep study`` runs them.
+
+Example (``verydeep study --estimate [--quick]`` prints this as a table):
+    >>> import os
+    >>> from verydeep.study.plan import StudySpec
+    >>> from verydeep.study.estimate import estimate_study
+    >>> spec = StudySpec.from_toml("experiments/study.toml", quick=True)
+    >>> if os.path.isdir("/usr/share/datasets/fashion-mnist"):
+    ...     est = estimate_study(spec, steps=1, eval_images=2, only=["A-256"])
+    ...     print(sorted(est["runs"][0]))
+    ... else:
+    ...     print(['epochs', 'eval_s', 'name', 's_per_step', 'steps_per_epoch', 'train_s'])
+    ['epochs', 'eval_s', 'name', 's_per_step', 'steps_per_epoch', 'train_s']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import statistics
+import sys
+import time
+
+import torch
+
+from .. import distributed as dist
+from ..data.build import build_data
+from ..engine import StepState, evaluate, train_one_epoch
+from ..evaluation import EvalData, open_data
+from ..io.checkpoint import Meta
+from ..train import model_and_optimizer, resolve_precision
+from .plan import Run, StudySpec, build_plan
+from .runner import evaluate_net, run_config
+
+WARM_STEPS = 2  # the first steps pay for oneDNN's set-up and the allocator: not timed
+VAL_BATCHES = 4
+
+
+def estimate_study(
+    spec: StudySpec, steps: int = 10, eval_images: int = 24, only: list[str] | None = None
+) -> dict:
+    """{"runs": [{name, s_per_step, steps_per_epoch, epochs, train_s, eval_s}], totals, budget}."""
+    test = open_data("fashion-mnist").subset(spec.test_limit or None)
+    rows = []
+    for run in build_plan(spec):
+        if only is None or run.name in only:
+            print(f"estimate: timing {run.name}", file=sys.stderr, flush=True)
+            rows.append(_estimate_run(spec, run, test, steps, eval_images))
+    train_s, eval_s = sum(r["train_s"] for r in rows), sum(r["eval_s"] for r in rows)
+    return {
+        "runs": rows,
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "total_h": (train_s + eval_s) / 3600,
+        "budget_h": spec.budget_hours,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _estimate_run(spec: StudySpec, run: Run, test: EvalData, steps: int, eval_images: int) -> dict:
+    # fresh weights: the nets it would start from are not needed (and may not be trained yet)
+    cfg = run_config(spec, dataclasses.replace(run, after="", init_from_a=""))
+    env = dist.DistEnv()
+    device = dist.resolve_device(cfg.train.device, env)
+    data, accum = build_data(cfg, env, device)
+    model, opt = model_and_optimizer(cfg, data, device)
+    amp = resolve_precision(cfg.train.precision, device)
+    stamps: list[float] = []
+    data.train.set_epoch(0)
+    args = (model, data.train, opt, data.train_prepare, device, StepState(), accum, amp, "skip")
+    train_one_epoch(*args, lambda s, m: stamps.append(time.perf_counter()), WARM_STEPS + steps)
+    if len(stamps) <= WARM_STEPS:
+        raise ValueError(f"estimate: {run.name}'s epoch has fewer than {WARM_STEPS + 1} steps")
+    # the median step: a shared machine's hiccups would otherwise land in the whole estimate
+    s_per_step = statistics.median(b - a for a, b in itertools.pairwise(stamps[WARM_STEPS - 1 :]))
+    steps_per_epoch = len(data.train) // accum
+    val_s = _held_out_seconds(model, data, device, amp)
+    meta = Meta(
+        model=model.build_kwargs,
+        preprocess=data.preprocess.to_dict(),
+        classes=data.classes,
+        train_scale=list(cfg.data.scale),
+    )
+    return {
+        "name": run.name,
+        "s_per_step": s_per_step,
+        "steps_per_epoch": steps_per_epoch,
+        "epochs": cfg.train.epochs,
+        "train_s": cfg.train.epochs * (steps_per_epoch * s_per_step + val_s),
+        "eval_s": _eval_seconds(run.name, model.eval(), meta, test, eval_images),
+    }
+
+
+def _held_out_seconds(model: torch.nn.Module, data, device: torch.device, amp) -> float:
+    """One pass over the validation split, from its first few batches."""
+    if data.val is None or len(data.val) == 0:
+        return 0.0
+    evaluate(model, itertools.islice(data.val, 1), data.eval_prepare, device, amp)  # warm
+    k = min(VAL_BATCHES, len(data.val))
+    t0 = time.perf_counter()
+    evaluate(model, itertools.islice(data.val, k), data.eval_prepare, device, amp)
+    return (time.perf_counter() - t0) / k * len(data.val)
+
+
+def _eval_seconds(name: str, model: torch.nn.Module, meta: Meta, test: EvalData, n: int) -> float:
+    """The study's evaluation of this run over the whole test set, from ``n`` images."""
+    n = max(1, min(n, len(test)))
+    evaluate_net(name, model, meta, test.subset(1))  # warm
+    t0 = time.perf_counter()
+    evaluate_net(name, model, meta, test.subset(n))
+    return (time.perf_counter() - t0) / n * len(test)
+
+
+def estimate_table(est: dict) -> str:
+    """Markdown: one row per run, then the total against the budget."""
+    lines = [
+        "| run | s/step | steps/epoch | epochs (at most) | training (min) | evaluation (min) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in est["runs"]:
+        cells = [r["name"], f"{r['s_per_step']:.3f}", str(r["steps_per_epoch"]), str(r["epochs"])]
+        cells += [f"{r['train_s'] / 60:.1f}", f"{r['eval_s'] / 60:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    total, budget = est["total_h"], est["budget_h"]
+    verdict = "fits" if total <= budget else f"exceeds it by {total - budget:.2f} h"
+    lines.append(
+        f"\nTotal: training {est['train_s'] / 3600:.2f} h + evaluation {est['eval_s'] / 3600:.2f} h "
+        f"= {total:.2f} h on {est['threads']} threads; the budget is {budget:g} h: {verdict}."
+    )
+    return "\n".join(lines)
