@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces every number of docs/TRANSFER.md. Run from the repository root after
-#   PYTHONPATH=src python scripts/train_small_fmnist.py --out runs/transfer-fmnist --seconds 240
+#   verydeep train --config experiments/transfer_fmnist.toml
+# (its best checkpoint is the "fmnist" net, its init.safetensors the "random" one).
 # Prints each command with its CPU time (user + sys, this process and its children).
 set -euo pipefail
-PY=${PY:-/work/main/.venv/bin/python}
+PY=${PY:-.venv/bin/python}
 export PYTHONPATH=src
 D=../shared/data
 OUT=runs/transfer-report
@@ -11,12 +12,14 @@ mkdir -p "$OUT"
 TIMEFORMAT='    CPU %3U s user + %3S s sys, wall %3R s'
 DATASETS=${DATASETS:-"hym voc"}  # e.g. DATASETS=voc to redo the critters-voc half only
 want() { [[ " $DATASETS " == *" $1 "* ]]; }
+ckpt() { [[ $1 == fmnist ]] && echo runs/transfer-fmnist/checkpoints/best.safetensors \
+         || echo runs/transfer-fmnist/checkpoints/init.safetensors; }
 vd() { echo "\$ verydeep $*"; time "$PY" -m verydeep "$@" 2>/dev/null; }
 
 declare -A SCALES=([single]="--scales 256" [stack]="--scales 256 384 512 --combine stack"
                    [average]="--scales 256 384 512 --combine average")
 for net in fmnist random; do
-  ck=runs/transfer-fmnist/$net.safetensors
+  ck=$(ckpt $net)
   for mode in single stack average; do
     for split in train val; do
       want hym && vd features "$ck" $D/hymenoptera --split $split --out $OUT/hym-$net-$mode-$split.safetensors \
@@ -34,7 +37,7 @@ done
 
 # Ablation: grey input (the Fashion-MNIST net only ever saw R = G = B), stacked scales.
 for net in fmnist random; do
-  ck=runs/transfer-fmnist/$net.safetensors
+  ck=$(ckpt $net)
   for split in train val; do
     want hym && vd features "$ck" $D/hymenoptera --split $split --out $OUT/hym-$net-grey-$split.safetensors \
       ${SCALES[stack]} --grey --threads 1

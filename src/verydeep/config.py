@@ -133,6 +133,7 @@ class TrainConfig:
     init_from: str = ""  # fine-tune from this checkpoint (e.g. S=384 from S=256, new classes allowed)
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for smoke runs
     checkpoint_every: int = 0  # also checkpoint every N optimiser steps mid-epoch (0: per epoch only)
+    save_init: bool = False  # also keep checkpoints/init.safetensors: the weights before step 1
     eval_test: bool = True  # report test error at the end (never used for decisions)
     on_nonfinite: str = "stop"  # stop | skip
 

@@ -137,6 +137,8 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
     if cfg.train.resume and run.has_checkpoint():
         state = run.restore(model, opt, sched, device, data.classes)
     run.start(cfg, resumed=state.global_step > 0)
+    if cfg.train.save_init and state.global_step == 0:
+        run.save_init(model, meta)
     amp = resolve_precision(cfg.train.precision, device)
     net: nn.Module = DistributedDataParallel(model) if env.enabled else model
     if cfg.train.compile:

@@ -12,6 +12,7 @@ Layout::
     <out_dir>/checkpoints/last.json        which step-<N>.* set is current (see io/resume.py)
     <out_dir>/checkpoints/step-<N>.safetensors, step-<N>.state.pt, step-<N>.rng<rank>.pt
     <out_dir>/checkpoints/last.safetensors, best.safetensors
+    <out_dir>/checkpoints/init.safetensors  the weights before step 1 (``train.save_init``)
 
 Example:
     >>> import tempfile
@@ -127,6 +128,11 @@ class RunDir:
             tmp = self.ckpt / ".best.safetensors.tmp"
             shutil.copyfile(self.ckpt / "last.safetensors", tmp)
             tmp.replace(self.ckpt / "best.safetensors")
+
+    def save_init(self, model, meta: Meta) -> None:
+        """The initialised weights, before any step (a floor for features, or a start to share)."""
+        if self.is_main:
+            save_model(self.ckpt / "init.safetensors", model, meta)
 
     def restore(self, model, opt, sched, device: torch.device, classes: list[str] | None = None) -> StepState:
         """Load the committed set; ``classes`` (the data's) must be those the checkpoint learnt."""
