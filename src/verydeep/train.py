@@ -143,62 +143,68 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
     net: nn.Module = DistributedDataParallel(model) if env.enabled else model
     if cfg.train.compile:
         net = torch.compile(net)
-    last_val_bad, saved_step = 0, [-1]
+    loop = _Loop(cfg, run, data, model, net, opt, sched, meta, device, accum, amp)
+    last_val_bad = 0
     while state.epoch < cfg.train.epochs and not sched.stopped and not _reached(cfg, state):
-        t0 = time.perf_counter()
-        bad_base, bad_before = state.bad_images, getattr(data.train, "bad_images", 0)
-        data.train.set_epoch(state.epoch, start=state.step_in_epoch * accum)
-        _set_lr(opt, sched, state.global_step)
-        epoch_micro = len(data.train)  # micro-batches in the whole epoch
-        bar = run.progress_bar(epoch_micro // accum, state.step_in_epoch, f"epoch {state.epoch + 1}")
-
-        def on_step(s: StepState, m: dict, bar=bar, base=bad_base, before=bad_before, n=epoch_micro) -> None:
-            bar.update(m)
-            _set_lr(opt, sched, s.global_step)
-            end_of_epoch = s.step_in_epoch >= n // accum  # saved below, after evaluation
-            if (
-                cfg.train.checkpoint_every
-                and s.global_step % cfg.train.checkpoint_every == 0
-                and not end_of_epoch
-            ):
-                saved_step[0] = s.global_step
-                s.bad_images = base + _count_bad(data.train, before, device)  # every rank saves
-                run.save(model, meta, opt, sched, s)
-
-        tr = train_one_epoch(
-            net,
-            data.train,
-            opt,
-            data.train_prepare,
-            device,
-            state,
-            accum,
-            amp,
-            cfg.train.on_nonfinite,
-            on_step,
-            cfg.train.max_steps,
-        )
-        bar.close()
-        tr["bad_images"] = _count_bad(data.train, bad_before, device)
-        state.bad_images = bad_base + tr["bad_images"]
-        # whole steps only: trailing micro-batches that cannot fill a step are left out
-        done_epoch = state.step_in_epoch >= epoch_micro // accum
-        last_val_bad = getattr(data.val, "bad_images", 0)
-        va = _evaluate(model, data.val, data.eval_prepare, device, amp)
-        if done_epoch:
-            improved = sched.step(1 - va["top1_err"] if va else -tr["loss"])
-            state.history.append(run.epoch_row(state.epoch, tr, va, sched.lr, time.perf_counter() - t0))
-            state.epoch, state.step_in_epoch = state.epoch + 1, 0
-            run.save(model, meta, opt, sched, state, best=improved)
-            run.write_log(state.history)
-            run.write_curves(state.history)
-        elif saved_step[0] != state.global_step:  # stopped mid-epoch (max_steps): save unless just saved
-            run.save(model, meta, opt, sched, state)
-        if _reached(cfg, state):
-            break
+        last_val_bad = loop.epoch(state)
     result = _final_report(run, model, data, state, last_val_bad, device, amp)
     run.finish(result)
     return result
+
+
+@dataclasses.dataclass
+class _Loop:
+    """What every epoch of a run uses; ``_fit`` builds it once."""
+
+    cfg: RunConfig
+    run: RunDir
+    data: DataBundle
+    model: VGG
+    net: nn.Module  # the model, or its DDP / compiled wrapper
+    opt: torch.optim.Optimizer
+    sched: PlateauSchedule | CosineSchedule
+    meta: Meta
+    device: torch.device
+    accum: int
+    amp: torch.dtype | None
+    saved_step: int = -1  # the last step checkpointed mid-epoch
+
+    def epoch(self, state: StepState) -> int:
+        """One epoch (its rest, if resumed mid-epoch): steps, held-out pass, checkpoint, log.
+        Returns the validation split's unreadable-image count from before its pass."""
+        t0, cfg, data, run = time.perf_counter(), self.cfg, self.data, self.run
+        bad_base, bad_before = state.bad_images, getattr(data.train, "bad_images", 0)
+        data.train.set_epoch(state.epoch, start=state.step_in_epoch * self.accum)
+        _set_lr(self.opt, self.sched, state.global_step)
+        steps = len(data.train) // self.accum  # whole steps: trailing micro-batches are left out
+        bar = run.progress_bar(steps, state.step_in_epoch, f"epoch {state.epoch + 1}")
+
+        def on_step(s: StepState, m: dict) -> None:
+            bar.update(m)
+            _set_lr(self.opt, self.sched, s.global_step)
+            every = cfg.train.checkpoint_every  # the epoch's last step is saved below, after evaluation
+            if every and s.global_step % every == 0 and s.step_in_epoch < steps:
+                self.saved_step = s.global_step
+                s.bad_images = bad_base + _count_bad(data.train, bad_before, self.device)  # every rank saves
+                run.save(self.model, self.meta, self.opt, self.sched, s)
+
+        args = (self.net, data.train, self.opt, data.train_prepare, self.device, state, self.accum, self.amp)
+        tr = train_one_epoch(*args, cfg.train.on_nonfinite, on_step, cfg.train.max_steps)
+        bar.close()
+        tr["bad_images"] = _count_bad(data.train, bad_before, self.device)
+        state.bad_images = bad_base + tr["bad_images"]
+        last_val_bad = getattr(data.val, "bad_images", 0)
+        va = _evaluate(self.model, data.val, data.eval_prepare, self.device, self.amp)
+        if state.step_in_epoch >= steps:
+            improved = self.sched.step(1 - va["top1_err"] if va else -tr["loss"])
+            state.history.append(run.epoch_row(state.epoch, tr, va, self.sched.lr, time.perf_counter() - t0))
+            state.epoch, state.step_in_epoch = state.epoch + 1, 0
+            run.save(self.model, self.meta, self.opt, self.sched, state, best=improved)
+            run.write_log(state.history)
+            run.write_curves(state.history)
+        elif self.saved_step != state.global_step:  # stopped mid-epoch (max_steps): save unless just saved
+            run.save(self.model, self.meta, self.opt, self.sched, state)
+        return last_val_bad
 
 
 def _set_lr(opt: torch.optim.Optimizer, sched: PlateauSchedule | CosineSchedule, step: int) -> None:
