@@ -91,6 +91,14 @@ def test_bench_cli_quick_json_model_parts(capsys):
     assert time.process_time() - t0 < 120  # a guard against quick mode growing, not a timing test
 
 
+def test_bench_lrn_part_times_both_layers_on_a_lrn_input(capsys):
+    assert main(["bench", "--quick", "--json", "--rounds", "2", "--only", "lrn"]) == 0
+    r = json.loads(capsys.readouterr().out)["lrn"]
+    # --quick: batch 4, conv1's 64 channels at width 1/16, crop 32
+    assert r["input"] == [4, 4, 32, 32] and r["speedup"] > 0
+    assert set(r["seconds"]) == {"torch", "verydeep"} and min(r["seconds"].values()) > 0
+
+
 def test_bench_cli_quick_json_photo_parts(capsys, shared_data):
     args = ["bench", "--quick", "--json", "--rounds", "1", "--data", str(shared_data)]
     assert main([*args, "--only", "precision", "eval", "data"]) == 0

@@ -99,7 +99,7 @@ def caffe_layers(net: VGG) -> list[tuple[str, str, list[np.ndarray]]]:
             out.append((name, "Convolution", [conv.weight.detach().numpy(), conv.bias.detach().numpy()]))
         elif kind == "ReLU":
             out.append((f"relu{out[-1][0][4:]}", "ReLU", []))
-        elif kind == "LocalResponseNorm":
+        elif isinstance(m, torch.nn.LocalResponseNorm):  # verydeep's LRN subclasses it
             out.append(("norm1", "LRN", []))
         elif kind == "MaxPool2d":
             out.append((f"pool{block}", "Pooling", []))

@@ -107,6 +107,23 @@ def test_lrn_matches_krizhevsky_formula():
     torch.testing.assert_close(lrn(x), expected)
 
 
+@pytest.mark.parametrize("size", [1, 2, 4, 5, 7])
+@pytest.mark.parametrize("channels", [1, 3, 16])
+def test_lrn_equals_torchs_local_response_norm_with_gradients(size, channels):
+    from verydeep.models.vgg import LRN
+
+    ours, theirs = LRN(size, 3e-3, 0.75, 1.5), torch.nn.LocalResponseNorm(size, 3e-3, 0.75, 1.5)
+    x = (torch.randn(2, channels, 5, 7, dtype=torch.float64) * 4).requires_grad_()
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        xm = x.contiguous(memory_format=memory_format)
+        a, b = ours(xm), theirs(xm)
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        ga, gb = (torch.autograd.grad(y.pow(2).sum(), x)[0] for y in (a, b))
+        torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-12)
+    y3 = torch.randn(2, channels, 9, dtype=torch.float64)  # 3-D input: torch's own path
+    torch.testing.assert_close(ours(y3), theirs(y3))
+
+
 def test_init_schemes_and_net_a_initialisation():
     a = VGG("A", **SMALL)
     init_weights(a, "normal", std=0.01)

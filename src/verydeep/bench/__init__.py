@@ -18,7 +18,7 @@ import torch
 
 from .config import TARGETS, BenchConfig
 
-PARTS = ("inference", "training", "precision", "eval", "data")
+PARTS = ("inference", "training", "lrn", "precision", "eval", "data")
 
 
 def pick_device(name: str) -> torch.device:
@@ -64,7 +64,7 @@ def run_bench(
     """Run the requested parts in one process; returns everything the table and --json show."""
     from .data_bench import bench_data
     from .eval_bench import bench_eval_cost, precision_check
-    from .model_bench import bench_inference, bench_training
+    from .model_bench import bench_inference, bench_lrn, bench_training
 
     unknown = set(parts) - set(PARTS)
     if unknown:
@@ -81,6 +81,8 @@ def run_bench(
         r["inference"] = bench_inference(cfg, device, progress)
     if "training" in parts:
         r["training"] = bench_training(cfg, device, progress)
+    if "lrn" in parts:
+        r["lrn"] = bench_lrn(cfg, device, progress)
     if "precision" in parts:
         r["precision"] = precision_check(cfg, device, photos / "val")
     if "eval" in parts:

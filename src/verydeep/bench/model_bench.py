@@ -128,3 +128,27 @@ def bench_training(cfg: BenchConfig, device: torch.device, progress: Progress = 
     if cfg.profile and speedup < TARGETS["training"]:
         out["profile"] = op_profile(fns[best], device)
     return out
+
+
+def bench_lrn(cfg: BenchConfig, device: torch.device, progress: Progress = None) -> dict:
+    """A-LRN's one LRN layer, forward + backward at the training batch and crop: verydeep's
+    banded-convolution LRN against ``nn.LocalResponseNorm`` (the same numbers; tested)."""
+    from ..models.vgg import LRN, LRN_PARAMS, make_layers
+
+    channels = make_layers("A-LRN", 3, cfg.model_kwargs.get("width_mult", 1.0))[0].out_channels
+    p = LRN_PARAMS
+    args = (p["size"], p["alpha"] * p["size"], p["beta"], p["k"])
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(cfg.train_batch, channels, cfg.crop, cfg.crop, generator=g).to(device)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()  # as training runs it
+
+    def step(layer: torch.nn.Module) -> Callable[[], None]:
+        return lambda: torch.autograd.grad(layer(x).sum(), x)
+
+    fns = {"torch": step(torch.nn.LocalResponseNorm(*args)), "verydeep": step(LRN(*args))}
+    times = interleaved(fns, cfg.rounds, warmup=1, device=device, progress=progress)
+    return {
+        "input": [cfg.train_batch, channels, cfg.crop, cfg.crop],
+        "seconds": {k: median(v) for k, v in times.items()},
+        "speedup": paired_ratio(times, "torch", "verydeep"),
+    }

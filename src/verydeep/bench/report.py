@@ -51,6 +51,12 @@ def _model_lines(r: dict) -> list[str]:
 
 def _other_lines(r: dict) -> list[str]:
     lines = []
+    if "lrn" in r:
+        t, shape = r["lrn"]["seconds"], "x".join(map(str, r["lrn"]["input"]))
+        lines.append(
+            f"A-LRN's LRN, forward + backward on {shape}: torch {t['torch']:.3f} s, verydeep "
+            f"{t['verydeep']:.3f} s ({r['lrn']['speedup']:.1f}x)"
+        )
     if "precision" in r:
         p = r["precision"]
         lines.append(

@@ -43,6 +43,24 @@ ALIASES = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E", "a-lrn": "A-L
 LRN_PARAMS = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
 
 
+class LRN(nn.LocalResponseNorm):
+    """``nn.LocalResponseNorm`` with the same numbers, computed faster on 4-D input.
+
+    The sum of squares over each ``size``-channel window is a 1x1 convolution with a banded 0/1
+    kernel, one matmul over the channels. torch's version goes through ``avg_pool3d`` on a 5-D
+    view, which on CPU made net A-LRN's single LRN cost about as much as all of net A.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            return super().forward(x)
+        c = torch.arange(x.shape[1], device=x.device)
+        offset = c[None, :] - c[:, None]  # input channel minus output channel
+        band = (offset >= -(self.size // 2)) & (offset <= (self.size - 1) // 2)  # torch's padding
+        window_sum = F.conv2d(x * x, band.to(x.dtype)[:, :, None, None])
+        return x / (window_sum * (self.alpha / self.size) + self.k).pow(self.beta)
+
+
 def parse_arch(name: str) -> tuple[str, bool]:
     """Map ``"D"``, ``"vgg16_bn"``, ``"A-LRN"``... to (paper letter, batch_norm)."""
     key = name.strip().lower().replace(" ", "")
@@ -81,7 +99,7 @@ def make_layers(
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         elif item == "LRN":
             p = LRN_PARAMS
-            layers.append(nn.LocalResponseNorm(p["size"], p["alpha"] * p["size"], p["beta"], p["k"]))
+            layers.append(LRN(p["size"], p["alpha"] * p["size"], p["beta"], p["k"]))
         else:
             k, width = (int(v) for v in item.split("-"))
             out = max(1, round(width * width_mult))
