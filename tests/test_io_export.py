@@ -81,3 +81,16 @@ def test_cli_export(ckpt, tmp_path, capsys):
     assert "max |onnxruntime - torch|" in capsys.readouterr().out and out.is_file()
     assert main(["export", str(path), str(tmp_path / "x.pt")]) == 2
     assert main(["export", str(tmp_path / "missing.safetensors"), str(out)]) == 2
+
+
+def test_a_lrn_dense_onnx_matches_torchs_lrn(tmp_path):
+    torch.manual_seed(0)
+    net = VGG("A-LRN", num_classes=5, width_mult=0.125, fc_width=32, crop_size=CROP).eval()
+    path = tmp_path / "a-lrn.safetensors"
+    save_model(path, net, Meta(classes=list("abcde"), source="test"))
+    export_checkpoint(path, tmp_path / "a-lrn.onnx", "dense")
+    lrn = net.features[2]  # the oracle: the same net with torch's own LocalResponseNorm
+    net.features[2] = torch.nn.LocalResponseNorm(lrn.size, lrn.alpha, lrn.beta, lrn.k)
+    x = torch.randn(2, 3, CROP + 32, CROP + 7) * 50
+    want = net.dense_forward(x).detach().numpy()
+    np.testing.assert_allclose(_run(tmp_path / "a-lrn.onnx", x), want, rtol=1e-4, atol=1e-4)
