@@ -133,11 +133,11 @@ def bench_training(cfg: BenchConfig, device: torch.device, progress: Progress = 
 def bench_lrn(cfg: BenchConfig, device: torch.device, progress: Progress = None) -> dict:
     """A-LRN's one LRN layer, forward + backward at the training batch and crop: verydeep's
     banded-convolution LRN against ``nn.LocalResponseNorm`` (the same numbers; tested)."""
-    from ..models.vgg import LRN, LRN_PARAMS, make_layers
+    from ..models.vgg import LRN, make_layers
 
-    channels = make_layers("A-LRN", 3, cfg.model_kwargs.get("width_mult", 1.0))[0].out_channels
-    p = LRN_PARAMS
-    args = (p["size"], p["alpha"] * p["size"], p["beta"], p["k"])
+    layers = make_layers("A-LRN", 3, cfg.model_kwargs.get("width_mult", 1.0))
+    ours = next(m for m in layers if isinstance(m, LRN))  # the layer exactly as the net has it
+    channels = layers[0].out_channels
     g = torch.Generator().manual_seed(2)
     x = torch.rand(cfg.train_batch, channels, cfg.crop, cfg.crop, generator=g).to(device)
     x = x.contiguous(memory_format=torch.channels_last).requires_grad_()  # as training runs it
@@ -145,7 +145,8 @@ def bench_lrn(cfg: BenchConfig, device: torch.device, progress: Progress = None)
     def step(layer: torch.nn.Module) -> Callable[[], None]:
         return lambda: torch.autograd.grad(layer(x).sum(), x)
 
-    fns = {"torch": step(torch.nn.LocalResponseNorm(*args)), "verydeep": step(LRN(*args))}
+    theirs = torch.nn.LocalResponseNorm(ours.size, ours.alpha, ours.beta, ours.k)
+    fns = {"torch": step(theirs), "verydeep": step(ours)}
     times = interleaved(fns, cfg.rounds, warmup=1, device=device, progress=progress)
     return {
         "input": [cfg.train_batch, channels, cfg.crop, cfg.crop],
