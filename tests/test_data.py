@@ -7,13 +7,15 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from verydeep.data.build import input_preprocess, split_indices
+from verydeep.config import RunConfig
+from verydeep.data.build import build_data, input_preprocess, split_indices
 from verydeep.data.fashion_mnist import load_fashion_mnist, read_idx
 from verydeep.data.folder import scan_image_folder
 from verydeep.data.images import BadImageError, load_image
 from verydeep.data.loaders import EpochOrder
 from verydeep.data.preprocess import ColourPCA, Preprocess
 from verydeep.data.transforms import TrainTransform, centre_crop_params, random_crop_params, scale_crop_flip
+from verydeep.distributed import DistEnv
 
 
 def test_idx_round_trip_and_corruption(tmp_path):
@@ -215,3 +217,28 @@ def test_input_normalisation_paper_mean_or_standardized():
     assert out.mean((0, 2, 3)).abs().max() < 1e-3
     assert float(out[0, 0].std()) == pytest.approx(1.0, rel=1e-3) == float(out[0, 2].std())
     assert out[0, 1].abs().max() == 0  # a constant channel stays finite (std floored), not NaN
+
+
+def test_torchvision_recipe_crops_a_random_region_like_torchvision():
+    import random
+
+    import torchvision.transforms.v2 as T2
+
+    from verydeep.data.transforms import RandomResizedCropTransform
+
+    x = torch.arange(3 * 90 * 120, dtype=torch.int64).remainder(251).to(torch.uint8).view(3, 90, 120)
+    tf = RandomResizedCropTransform(32, flip=False)
+    torch.manual_seed(5)
+    random.seed(5)
+    ours = tf(x)
+    # the same draw through torchvision's own transform (it uses torch's generator the same way)
+    torch.manual_seed(5)
+    ref = T2.RandomResizedCrop(32, scale=(0.08, 1.0), antialias=True)(x)
+    assert ours.shape == (3, 32, 32) and ours.dtype == torch.uint8
+    assert torch.equal(ours, ref)
+    with pytest.raises(ValueError, match="data.augment must be paper or torchvision"):
+        RunConfig.from_sources(overrides=["data.augment=rrc"])
+    with pytest.raises(ValueError, match="needs photographs"):
+        build_data(
+            RunConfig.from_sources(overrides=["data.augment=torchvision"]), DistEnv(), torch.device("cpu")
+        )

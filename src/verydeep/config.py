@@ -63,6 +63,9 @@ class DataConfig:
     val_fraction: float = 0.1  # held out from the training split to drive the LR schedule
     subset: int = 0  # use only the first N training images (0: all)
     flip: bool = True
+    # paper: rescale to S, random crop (Section 3.1) | torchvision: RandomResizedCrop (8-100% of the
+    # area), flip, the reference recipe's peer (S then only sets the held-out centre crop's Q)
+    augment: str = "paper"
     normalize: str = "mean"  # mean: the paper's mean subtraction (0-255); standardize: also / std
     colour_shift: float = 0.1  # std of the PCA colour-shift alphas (Krizhevsky 2012); 0: off
     grey_to_rgb: bool = False  # Fashion-MNIST: replicate to 3 channels instead of a 1-channel net
@@ -82,6 +85,8 @@ class DataConfig:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.on_bad_image not in ("skip", "fail"):
             raise ValueError(f"data.on_bad_image must be skip or fail, got {self.on_bad_image!r}")
+        if self.augment not in ("paper", "torchvision"):
+            raise ValueError(f"data.augment must be paper or torchvision, got {self.augment!r}")
         if self.normalize not in ("mean", "standardize"):
             raise ValueError(f"data.normalize must be mean or standardize, got {self.normalize!r}")
 

@@ -10,11 +10,14 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("study", help="reproduce Tables 3-6 on Fashion-MNIST (resumable)")
+    p = sub.add_parser(
+        "study", help="reproduce Section 4 (Tables 3-6) on Fashion-MNIST or Imagewoof (resumable)"
+    )
     p.add_argument("--config", default="experiments/study.toml", help="study TOML")
     p.add_argument("--quick", action="store_true", help="tiny settings from the [quick] section (CI)")
     p.add_argument("--report", help="Markdown report path (default: from the config)")
     p.add_argument("--out-dir", help="where the runs go (default: from the config)")
+    p.add_argument("--results-dir", help="where the runs' committed summaries go (default: from the config)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--report-only", action="store_true", help="train nothing: report the finished runs")
     p.add_argument(
@@ -30,15 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.plots import plot_study_curves
     from ..study.plan import StudySpec, build_plan
-    from ..study.report import render
     from ..study.runner import run_study
 
     spec = StudySpec.from_toml(args.config, quick=args.quick)
     if args.out_dir:
         spec.out_dir = args.out_dir
-    report = Path(args.report or spec.report)
+    if args.results_dir is not None:
+        spec.results_dir = args.results_dir
     names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     unknown = sorted(set(names or []) - {r.name for r in build_plan(spec)})
     if unknown:
@@ -51,29 +53,62 @@ def run(args: argparse.Namespace) -> int:
         return 0
     results = run_study(spec, progress=not args.no_progress, report_only=args.report_only)
     if not results:
-        raise ValueError(f"no finished runs in {spec.out_dir} to report on")
+        raise ValueError(f"no finished runs in {spec.results_dir or spec.out_dir} to report on")
+    command = f"verydeep study --config {args.config}" + (" --quick" if args.quick else "")
+    _write_report(spec, results, Path(args.report or spec.report), command)
+    return 0
+
+
+def _write_report(spec, results: dict, report: Path, command: str) -> None:
+    """The Markdown report, its JSON twin (numbers, noise, targets) and its figures."""
+    from ..io.checkpoint import atomic_write
+    from ..io.plots import plot_study_curves
+    from ..study.report import noise_level, render, target_summary
+    from ..study.runner import summary_dir
+
     report.parent.mkdir(parents=True, exist_ok=True)
     curves = report.with_name(report.stem + "_curves.png")
-    histories = {n: _read_log(Path(spec.out_dir) / n / "log.csv") for n in results}
+    histories = {n: _read_log(summary_dir(spec, n) / "log.csv") for n in results}
     plot_study_curves(histories, curves)
-    command = f"verydeep study --config {args.config}" + (" --quick" if args.quick else "")
+    figures = [curves.name]
+    maps = _score_maps(spec, results, report.with_name(report.stem + "_scoremaps.png"))
+    figures += [maps.name] if maps else []
     notes = Path(spec.notes).read_text() if spec.notes and Path(spec.notes).is_file() else ""
-    report.write_text(render(results, spec, command, [curves.name], notes))
-    numbers = {}
+    atomic_write(report, render(results, spec, command, figures, notes).encode())
+    numbers: dict = {}
     for name, r in results.items():
         evals = {k: v for k, v in r["eval"].items() if isinstance(v, dict)}
         numbers[name] = {k: {m: v[m] for m in ("top1_err", "top5_err")} for k, v in evals.items()}
         numbers[name] |= {
+            "group": r["run"].group,
             "cpu_s": r["record"]["cpu_s"],
             "wall_s": r["record"]["wall_s"],
             "eval_wall_s": r["eval"].get("wall_s"),
             "val_err": r["val_err"],
+            "epochs": (r.get("result") or {}).get("epochs"),
         }
-    text = json.dumps(numbers, indent=1)
-    (Path(spec.out_dir) / "results.json").write_text(text)
-    report.with_suffix(".json").write_text(text)  # beside the report: the numbers, machine-readable
-    print(f"wrote {report} (+ .json) and {curves}", file=sys.stderr)
-    return 0
+    doc = {"runs": numbers, "noise": noise_level(results), "targets": target_summary(results, spec)}
+    atomic_write(report.with_suffix(".json"), json.dumps(doc, indent=1).encode())
+    print(f"wrote {report} (+ .json) and {', '.join(figures)}", file=sys.stderr)
+
+
+def _score_maps(spec, results: dict, path: Path) -> Path | None:
+    """Dense class score maps of the best net by validation whose weights are at hand; an
+    earlier figure stays when none is (a fresh clone has summaries, not weights)."""
+    from ..evaluation import open_data
+    from ..io.checkpoint import atomic_write
+    from ..study.figures import score_maps_png
+    from ..study.runner import _best
+    from ..study.tables import by_validation
+
+    for name in by_validation(results):
+        if Path(_best(spec, name)).is_file():
+            samples = open_data(spec.test_data).samples
+            if samples is None:  # in-memory data (Fashion-MNIST): no photographs to draw
+                return None
+            atomic_write(path, score_maps_png(_best(spec, name), samples, name))
+            return path
+    return path if path.is_file() else None
 
 
 def _estimate(spec, names: list[str] | None) -> int:

@@ -31,6 +31,7 @@ from .loaders import EpochOrder, FolderBatches, TensorBatches
 from .preprocess import ColourPCA, Preprocess
 from .transforms import (
     CentreCropTransform,
+    RandomResizedCropTransform,
     TrainTransform,
     centre_crop_params,
     random_crop_params,
@@ -116,6 +117,8 @@ def build_data(cfg: RunConfig, env: DistEnv, device: torch.device) -> tuple[Data
 
 def _fashion_mnist(cfg: RunConfig, env: DistEnv, micro: int, device: torch.device) -> DataBundle:
     d, crop = cfg.data, cfg.model.crop_size
+    if d.augment != "paper":
+        raise ValueError("data.augment=torchvision needs photographs (imagefolder or voc), not Fashion-MNIST")
     images, labels = load_fashion_mnist(d.root, "train")
     if d.subset:
         images, labels = images[: d.subset], labels[: d.subset]
@@ -175,8 +178,8 @@ def _scan(cfg: RunConfig) -> tuple[list, list[str], Callable[[], list] | None]:
 def _image_folder(cfg: RunConfig, env: DistEnv, micro: int, device: torch.device) -> DataBundle:
     d, crop = cfg.data, cfg.model.crop_size
     samples, classes, test_samples = _scan(cfg)
-    if d.subset:
-        samples = samples[: d.subset]
+    if d.subset and d.subset < len(samples):  # spread over the class-sorted list: every class keeps its share
+        samples = [samples[i] for i in torch.linspace(0, len(samples) - 1, d.subset).round().long().tolist()]
     tr, va = split_indices(len(samples), d.val_fraction)
     train_samples = [samples[i] for i in tr.tolist()]
     prep, pca = input_preprocess(_sample_folder_pixels(train_samples), d.normalize)
@@ -194,12 +197,15 @@ def _image_folder(cfg: RunConfig, env: DistEnv, micro: int, device: torch.device
         return prep(x, colour)
 
     val_samples = [samples[i] for i in va.tolist()]
+    if d.augment == "torchvision":
+        train_tf: Callable = RandomResizedCropTransform(crop, d.flip)
+    else:  # tensor path: torchvision.io decoding + torch uint8 resize, 1.17x PIL per core (BENCHMARKS.md)
+        train_tf = TrainTransform(scale, crop, d.flip, tensor_input=True)
     test = batches(test_samples(), centre, False) if cfg.train.eval_test and test_samples else None
     return DataBundle(
         classes,
         3,
-        # tensor path: torchvision.io decoding + torch uint8 resize, 1.17x PIL per core (BENCHMARKS.md)
-        batches(train_samples, TrainTransform(scale, crop, d.flip, tensor_input=True), True),
+        batches(train_samples, train_tf, True),
         batches(val_samples, centre, False) if val_samples else None,
         test,
         train_prepare,

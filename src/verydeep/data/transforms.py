@@ -24,6 +24,7 @@ import random
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms as T1
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
@@ -97,6 +98,25 @@ class TrainTransform:
         out = F.interpolate(
             window, size=(self.crop, self.crop), mode="bilinear", antialias=True, align_corners=False
         )[0]
+        if self.flip and random.random() < 0.5:
+            out = out.flip(-1)
+        return out.contiguous()
+
+
+class RandomResizedCropTransform:
+    """torchvision's reference recipe (not the paper's): uint8 (C, H, W) -> a random region of
+    8-100% of the area and aspect 3/4-4/3 (``RandomResizedCrop.get_params``), resized to the crop
+    (bilinear, antialiased), random flip. ``data.augment = "torchvision"`` selects it."""
+
+    tensor_input = True
+    min_side = None  # a small region needs the full-resolution image: no draft decoding
+
+    def __init__(self, crop: int, flip: bool = True, area: tuple[float, float] = (0.08, 1.0)) -> None:
+        self.crop, self.flip, self.area = crop, flip, area
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        top, left, h, w = T1.RandomResizedCrop.get_params(x, list(self.area), [3 / 4, 4 / 3])
+        out = TF.resized_crop(x, top, left, h, w, [self.crop, self.crop], antialias=True)
         if self.flip and random.random() < 0.5:
             out = out.flip(-1)
         return out.contiguous()

@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 
 
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
@@ -41,30 +42,40 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def plot_study_curves(histories: dict[str, list[dict]], path: str | Path) -> None:
-    """Training loss and held-out error per epoch of every run of a study, one line each.
-
-    Runs starting from scratch or from net A are solid; fine-tuning stages (S=384, jittered)
-    dashed, so the 20 lines stay apart.
-    """
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(15, 6))
-    colours = plt.get_cmap("tab20").colors
-    for i, (name, rows) in enumerate(histories.items()):
-        if not rows:
-            continue
-        style = "--" if name.endswith(("-384", "-jit")) else "-"
-        kw = dict(ls=style, marker="o", ms=3, color=colours[i % len(colours)], label=name)
-        epochs = [r["epoch"] for r in rows]
-        if all("train_loss" in r for r in rows):
-            ax_loss.plot(epochs, [r["train_loss"] for r in rows], **kw)
+def plot_study_curves(histories: dict[str, list[dict]], path: str | Path, columns: int = 5) -> None:
+    """Small multiples: one panel per run of a study, with its training and held-out top-1 error
+    (left axis, shared by all panels) and its learning rate (right axis, log scale, grey steps),
+    so each plateau drop of the paper's schedule shows where it happened."""
+    runs = [(n, rows) for n, rows in histories.items() if rows]
+    if not runs:
+        return
+    nrows = -(-len(runs) // columns)
+    fig, axes = plt.subplots(nrows, columns, figsize=(3.2 * columns, 2.6 * nrows), squeeze=False, sharey=True)
+    for ax, (name, rows) in zip(axes.flat, runs, strict=False):
+        epochs = [int(r["epoch"]) for r in rows]
+        if all("train_err" in r for r in rows):
+            ax.plot(epochs, [100 * r["train_err"] for r in rows], ".-", ms=3, color="tab:blue", label="train")
         if all("val_err" in r for r in rows):
-            ax_err.plot(epochs, [100 * r["val_err"] for r in rows], **kw)
-    ax_loss.set_ylabel("training loss (with dropout and augmentation)")
-    ax_err.set_ylabel("held-out (validation) top-1 error (%)")
-    for ax in (ax_loss, ax_err):
-        ax.set_xlabel("epoch (of each run's own stage)")
+            ax.plot(epochs, [100 * r["val_err"] for r in rows], ".-", ms=3, color="tab:red", label="held-out")
+        ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
-    ax_err.legend(fontsize=7, ncol=2)
+        lrs = [(e, r["lr"]) for e, r in zip(epochs, rows, strict=True) if r.get("lr", 0) > 0]
+        if lrs:  # a cosine schedule's last rate is 0, which a log axis cannot show
+            lr = ax.twinx()
+            lr.step(*zip(*lrs, strict=True), where="post", color="grey", lw=1, ls="--")
+            lr.set_yscale("log")
+            lr.tick_params(labelsize=7, colors="grey")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # whole epochs
+    for ax in list(axes.flat)[len(runs) :]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("top-1 error (%)")
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    fig.suptitle(
+        "training (blue) and held-out (red) top-1 error per epoch; "
+        "learning rate: grey dashed, log scale (right)",
+        fontsize=10,
+    )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)

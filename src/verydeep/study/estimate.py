@@ -33,11 +33,11 @@ import torch
 from .. import distributed as dist
 from ..data.build import build_data
 from ..engine import StepState, evaluate, train_one_epoch
-from ..evaluation import EvalData, open_data
+from ..evaluation import EvalData
 from ..io.checkpoint import Meta
 from ..train import model_and_optimizer, resolve_precision
 from .plan import Run, StudySpec, build_plan
-from .runner import evaluate_net, run_config
+from .runner import evaluate_net, open_test_data, run_config
 
 WARM_STEPS = 2  # the first steps pay for oneDNN's set-up and the allocator: not timed
 VAL_BATCHES = 4
@@ -47,7 +47,7 @@ def estimate_study(
     spec: StudySpec, steps: int = 10, eval_images: int = 24, only: list[str] | None = None
 ) -> dict:
     """{"runs": [{name, s_per_step, steps_per_epoch, epochs, train_s, eval_s}], totals, budget}."""
-    test = open_data("fashion-mnist").subset(spec.test_limit or None)
+    test = open_test_data(spec)
     rows = []
     for run in build_plan(spec):
         if only is None or run.name in only:
@@ -94,7 +94,7 @@ def _estimate_run(spec: StudySpec, run: Run, test: EvalData, steps: int, eval_im
         "steps_per_epoch": steps_per_epoch,
         "epochs": cfg.train.epochs,
         "train_s": cfg.train.epochs * (steps_per_epoch * s_per_step + val_s),
-        "eval_s": _eval_seconds(run.name, model.eval(), meta, test, eval_images),
+        "eval_s": _eval_seconds(run, model.eval(), meta, test, eval_images),
     }
 
 
@@ -109,12 +109,12 @@ def _held_out_seconds(model: torch.nn.Module, data, device: torch.device, amp) -
     return (time.perf_counter() - t0) / k * len(data.val)
 
 
-def _eval_seconds(name: str, model: torch.nn.Module, meta: Meta, test: EvalData, n: int) -> float:
+def _eval_seconds(run: Run, model: torch.nn.Module, meta: Meta, test: EvalData, n: int) -> float:
     """The study's evaluation of this run over the whole test set, from ``n`` images."""
     n = max(1, min(n, len(test)))
-    evaluate_net(name, model, meta, test.subset(1))  # warm
+    evaluate_net(run, model, meta, test.subset(1))  # warm
     t0 = time.perf_counter()
-    evaluate_net(name, model, meta, test.subset(n))
+    evaluate_net(run, model, meta, test.subset(n))
     return (time.perf_counter() - t0) / n * len(test)
 
 

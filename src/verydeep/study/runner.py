@@ -1,8 +1,11 @@
-"""Run the study: train every net of the plan (resumable), evaluate it once, cache the numbers.
+"""Run the study: train every net of the plan (resumable), evaluate it once, keep the numbers.
 
-Each run lives in ``<out_dir>/<name>/`` (a normal run directory); ``study.json`` there holds its
-CPU and wall time, ``eval.pt`` its posteriors (read back with ``weights_only=True``). A rerun
-skips what is done, so the study survives interruption.
+Each run lives in ``<out_dir>/<name>/`` (a normal run directory, weights included; keep it
+outside the repository); ``study.json`` there holds its CPU and wall time. Its summary (config,
+log, result, timing, evaluation numbers and posteriors) goes to ``<results_dir>/<name>/``
+(``io/study_results.py``), which is meant to be committed: a rerun skips every run with a
+summary, so the study survives interruption and a new machine, and a run whose starting
+checkpoint is gone retrains that parent first.
 
 Example:
     >>> from verydeep.study.runner import run_config
@@ -25,9 +28,10 @@ import torch
 
 from ..config import RunConfig
 from ..evaluation import EvalData, EvalOptions, evaluate_models, open_data
-from ..io.checkpoint import Meta, atomic_write, load_model, save_state
+from ..io import study_results as summary
+from ..io.checkpoint import Meta, atomic_write, load_model
 from ..models.vgg import VGG
-from ..train import fit
+from ..train import fit, resolve_precision
 from .plan import JITTERED, Run, StudySpec, build_plan
 
 TABLE5 = ["dense", "multicrop", "dense+multicrop"]
@@ -35,6 +39,11 @@ TABLE5 = ["dense", "multicrop", "dense+multicrop"]
 
 def _best(spec: StudySpec, name: str) -> str:
     return str(Path(spec.out_dir) / name / "checkpoints" / "best.safetensors")
+
+
+def summary_dir(spec: StudySpec, name: str) -> Path:
+    """Where a run's summary lives: ``results_dir`` if the study keeps one, else its run directory."""
+    return Path(spec.results_dir or spec.out_dir) / name
 
 
 def run_config(spec: StudySpec, run: Run) -> RunConfig:
@@ -47,51 +56,76 @@ def run_config(spec: StudySpec, run: Run) -> RunConfig:
     return RunConfig.from_sources(overrides=o)
 
 
-def train_run(spec: StudySpec, run: Run, progress: bool) -> dict:
-    """Train ``run`` unless already done; returns its timing record."""
-    record_path = Path(spec.out_dir) / run.name / "study.json"
-    if record_path.is_file():
-        return json.loads(record_path.read_text())
+def open_test_data(spec: StudySpec) -> EvalData:
+    """The split the report is on (never used for a choice), cut to ``test_limit`` if set."""
+    return open_data(spec.test_data).subset(spec.test_limit or None)
+
+
+def train_run(spec: StudySpec, run: Run, progress: bool, keep_summary: bool = False) -> dict:
+    """Train ``run`` unless its run directory says it is done; returns its timing record.
+
+    ``keep_summary``: a parent retrained for a child (its checkpoint was gone) keeps the
+    summary it already has, whose evaluation belongs to the first training.
+    """
+    folder = Path(spec.out_dir) / run.name
+    record = summary.read_record(folder)
+    if record is not None and Path(_best(spec, run.name)).is_file():
+        return record
     print(f"study: training {run.name}", file=sys.stderr, flush=True)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     fit(run_config(spec, run), progress=progress)
+    if not Path(_best(spec, run.name)).is_file():
+        raise ValueError(f"study: {run.name} finished without {_best(spec, run.name)}")
     record = {"cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - wall0}
-    atomic_write(record_path, json.dumps(record).encode())
+    atomic_write(folder / "study.json", json.dumps(record).encode())
+    if spec.results_dir and not keep_summary:
+        summary.copy_run_files(folder, summary_dir(spec, run.name))
     return record
 
 
-def evaluate_run(spec: StudySpec, run: Run, data: EvalData) -> dict:
-    """Evaluate ``run``'s best checkpoint once; cached in ``eval.pt``."""
-    path = Path(spec.out_dir) / run.name / "eval.pt"
-    if path.is_file():
-        return torch.load(path, weights_only=True)
+def ensure_parents(spec: StudySpec, run: Run, plan: dict[str, Run], progress: bool) -> None:
+    """Retrain (parents first) every run whose checkpoint ``run`` starts from and is gone."""
+    for name in run.parents:
+        if not Path(_best(spec, name)).is_file():
+            ensure_parents(spec, plan[name], plan, progress)
+            print(f"study: {name}'s checkpoint is gone; {run.name} starts from it", file=sys.stderr)
+            train_run(spec, plan[name], progress, keep_summary=summary.has_eval(summary_dir(spec, name)))
+
+
+def evaluate_run(spec: StudySpec, run: Run, data: EvalData) -> None:
+    """Evaluate ``run``'s best checkpoint and write its summary's evaluation."""
     model, meta = load_model(_best(spec, run.name))
+    print(f"study: evaluating {run.name} on {len(data)} images", file=sys.stderr, flush=True)
     wall0 = time.perf_counter()
-    out = evaluate_net(run.name, model, meta, data)
+    out = evaluate_net(run, model, meta, data)
     out["wall_s"] = time.perf_counter() - wall0  # the report sums it into the study's cost
-    save_state(path, out)
-    return out
+    summary.write_eval(summary_dir(spec, run.name), out)
 
 
-def evaluate_net(name: str, model: VGG, meta: Meta, data: EvalData) -> dict:
-    """Single-scale dense (Table 3), multi-scale dense (Table 4), and for jittered D/E the
-    three methods of Table 5: {"single/dense": {errors, probs, ...}, ..., "labels"}."""
+def evaluate_net(run: Run, model: VGG, meta: Meta, data: EvalData) -> dict:
+    """Centre crop and dense at the single scale (Table 3), multi-scale dense (Table 4), and for
+    the grid's jittered nets the three methods of Table 5: {"single/dense": {errors, probs, ...},
+    ..., "labels"}. bf16 where the hardware has it natively, as in training."""
     out: dict = {}
-    multi_methods = TABLE5 if name in ("D-jit", "E-jit") else ["dense"]
-    for scales, methods in (("single", ["dense"]), ("multi", multi_methods)):
-        opts = EvalOptions(methods=methods, scales=scales, progress=False, workers=0)
-        res = evaluate_models([(name, model, meta)], data, opts)
+    table5 = run.group == "main" and run.jittered
+    amp = resolve_precision("auto", torch.device("cpu")) is not None
+    workers = 1 if data.samples is not None else 0  # decode photos beside the net
+    for scales, methods in (("single", ["centre", "dense"]), ("multi", TABLE5 if table5 else ["dense"])):
+        opts = EvalOptions(
+            methods=methods, scales=scales, progress=False, workers=workers, amp=amp, channels_last=True
+        )
+        res = evaluate_models([(run.name, model, meta)], data, opts)
         for row in res["rows"]:
             key = f"{scales}/{row['method']}"
             out[key] = {k: row[k] for k in ("images_per_s", "forwards_per_image")}
             out[key] |= {k: row[k] / 100 for k in ("top1_err", "top5_err")}  # evaluation reports %
-            out[key]["probs"] = res["posteriors"][(name, row["method"])]
+            out[key]["probs"] = res["posteriors"][(run.name, row["method"])]
     out["labels"] = res["labels"]
     return out
 
 
 def best_val_error(log: Path) -> float | None:
-    """The lowest held-out (validation split, not test) error in a run's ``log.csv``."""
+    """The lowest held-out (validation split of train, not the reported split) error in ``log.csv``."""
     if not log.is_file():
         return None
     with log.open() as fh:
@@ -99,33 +133,48 @@ def best_val_error(log: Path) -> float | None:
     return min(errs) if errs else None
 
 
+def load_result(spec: StudySpec, run: Run) -> dict | None:
+    """{"run", "record", "eval", "val_err"} from the run's summary, or None if it is not done."""
+    where = summary_dir(spec, run.name)
+    record = summary.read_record(where)
+    if record is None or not summary.has_eval(where):
+        return None
+    out = {"run": run, "record": record, "eval": summary.read_eval(where)}
+    out["val_err"] = best_val_error(where / "log.csv")
+    out |= {k: summary.read_json(where / f"{k}.json") for k in ("result", "config")}
+    return out
+
+
 def run_study(
     spec: StudySpec, progress: bool = True, report_only: bool = False, only: list[str] | None = None
 ) -> dict:
-    """Train and evaluate every run; returns {name: {"record", "eval", "run"}}.
+    """Train and evaluate every run that has no summary; returns {name: load_result(...)}.
 
     ``report_only``: train and evaluate nothing; collect the runs already finished (to report
     on a study that is still going; the report marks the rest "not run"). ``only``: train and
-    evaluate just these runs (their starting points must be done), e.g. in parallel processes.
+    evaluate just these runs (their parents are retrained if gone), e.g. in parallel processes.
     """
-    data = open_data("fashion-mnist").subset(spec.test_limit or None)
+    plan = {r.name: r for r in build_plan(spec)}
+    data = None if report_only else open_test_data(spec)
     results = {}
-    for run in build_plan(spec):
-        folder = Path(spec.out_dir) / run.name
+    for run in plan.values():
         if only is not None and run.name not in only:
             continue
-        if report_only and not ((folder / "study.json").is_file() and (folder / "eval.pt").is_file()):
-            continue
-        record = train_run(spec, run, progress)
-        results[run.name] = {"run": run, "record": record, "eval": evaluate_run(spec, run, data)}
-        results[run.name]["val_err"] = best_val_error(Path(spec.out_dir) / run.name / "log.csv")
-        e = results[run.name]["eval"]
-        print(
-            f"study: {run.name}: test top-1 error {100 * e['single/dense']['top1_err']:.2f}% (single scale), "
-            f"{100 * e['multi/dense']['top1_err']:.2f}% (multi-scale)",
-            file=sys.stderr,
-            flush=True,
-        )
+        done = load_result(spec, run)
+        if done is None and not report_only:
+            ensure_parents(spec, run, plan, progress)
+            train_run(spec, run, progress)
+            evaluate_run(spec, run, data)
+            done = load_result(spec, run)
+            e = done["eval"]
+            print(
+                f"study: {run.name}: {spec.test_name} top-1 error {100 * e['single/dense']['top1_err']:.2f}% "
+                f"(single scale), {100 * e['multi/dense']['top1_err']:.2f}% (multi-scale)",
+                file=sys.stderr,
+                flush=True,
+            )
+        if done is not None:
+            results[run.name] = done
     return results
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from .plan import CONFIGS
+from .plan import CONFIGS, JITTERED
 
 PROTOCOL = "multi/dense"  # the paper's default test protocol (Section 3.2), run for every net
+CENTRE = "single/centre"  # one centre crop at the single scale: the number public leaderboards quote
 
 
 PAPER_T3 = {  # the paper's Table 3, ILSVRC-2012 val top-1 error (%)
@@ -51,10 +52,19 @@ def tables(results: dict) -> list[str]:
             name = f"{c}-{suffix}"
             if name in results:
                 e = results[name]["eval"]["single/dense"]
-                t3.append([c, s, q, pct(e["top1_err"]), pct(e["top5_err"]), str(PAPER_T3.get(name, "—"))])
+                errs = [pct(top1(results, name, CENTRE)), pct(e["top1_err"]), pct(e["top5_err"])]
+                t3.append([c, s, q, *errs, str(PAPER_T3.get(name, "—"))])
     out = md_table(
         "Table 3 analogue: single test scale (dense, flip)",
-        ["net", "train S", "test Q", "top-1 err %", "top-5 err %", "paper top-1 % (ImageNet)"],
+        [
+            "net",
+            "train S",
+            "test Q",
+            "centre crop top-1 err %",
+            "top-1 err %",
+            "top-5 err %",
+            "paper top-1 %",
+        ],
         t3,
     )
     t4 = []
@@ -69,21 +79,13 @@ def tables(results: dict) -> list[str]:
         t4,
     )
     t5 = []
-    for name in ("D-jit", "E-jit"):
+    for name in (f"{c}-jit" for c in JITTERED):
         for method in ("dense", "multicrop", "dense+multicrop"):
             e = results.get(name, {}).get("eval", {}).get(f"multi/{method}")
             if e:
                 speed = f"{e['images_per_s']:.1f}"
-                t5.append(
-                    [
-                        name,
-                        method,
-                        pct(e["top1_err"]),
-                        pct(e["top5_err"]),
-                        speed,
-                        f"{e['forwards_per_image']:g}",
-                    ]
-                )
+                row = [name, method, pct(e["top1_err"]), pct(e["top5_err"]), speed]
+                t5.append([*row, f"{e['forwards_per_image']:g}"])
     return out + md_table(
         "Table 5 analogue: evaluation method (jittered nets, Q = {256, 384, 512})",
         ["net", "method", "top-1 %", "top-5 %", "images/s", "forward passes / image"],
@@ -92,30 +94,34 @@ def tables(results: dict) -> list[str]:
 
 
 def extra_table(results: dict) -> list[str]:
-    """The runs beyond the grid (``[[study.extra]]``), with the settings that differ from it."""
+    """The runs beyond the grid (``[[study.extra]]``), with the settings that differ from it; a
+    ``reference`` run (a peer recipe) is marked so."""
     rows = []
     for name, r in results.items():
-        if r["run"].group == "extra":
+        if r["run"].group in ("extra", "reference"):
             e = r["eval"]
             settings = " ".join(f"`{o}`" for o in r["run"].overrides) or "—"
+            label = f"{name} (reference recipe)" if r["run"].group == "reference" else name
             rows.append(
-                [name, r["run"].arch, str(r["run"].scale), settings, pct(r.get("val_err"))]
-                + [pct(top1(results, name, k)) for k in ("single/dense", "multi/dense")]
+                [label, r["run"].arch, str(r["run"].scale), settings, pct(r.get("val_err"))]
+                + [pct(top1(results, name, k)) for k in (CENTRE, "single/dense", "multi/dense")]
                 + [pct(e["multi/dense"]["top5_err"])]
             )
     if not rows:
         return []
-    header = ["net", "config", "train S", "settings beyond the grid's", "val top-1 %", "single-scale top-1 %"]
-    header += ["multi-scale top-1 %", "multi-scale top-5 %"]
-    return md_table("Beyond the grid: the extra runs", header, rows)
+    header = ["net", "config", "train S", "settings beyond the grid's", "val top-1 %", "centre crop top-1 %"]
+    header += ["single-scale dense top-1 %", "multi-scale top-1 %", "multi-scale top-5 %"]
+    return md_table("Beyond the grid: the extra runs (errors %)", header, rows)
 
 
 def ensemble_table(results: dict) -> list[str]:
     combos = [(["D-jit", "E-jit"], "multi/dense"), (["D-jit", "E-jit"], "multi/dense+multicrop")]
+    combos.append(([f"{c}-jit" for c in JITTERED], "multi/dense"))
     combos.append(([n for n, r in results.items() if r["run"].group == "main"], "multi/dense"))
     extras = [n for n, r in results.items() if r["run"].group == "extra"]
+    choosable = [n for n, r in results.items() if r["run"].group != "reference"]
     if len(extras) >= 2:
-        combos += [(extras, "multi/dense"), (list(results), "multi/dense")]
+        combos += [(extras, "multi/dense"), (choosable, "multi/dense")]
     combos.insert(0, (by_validation(results)[:2], "multi/dense"))  # the pair of the targets
     rows, seen = [], set()
     for names, key in combos:
@@ -132,11 +138,12 @@ def ensemble_table(results: dict) -> list[str]:
 
 
 def _group_label(results: dict, names: list[str]) -> str:
-    if len(names) == len(results):
-        return f"all {len(names)} nets of the study"
-    if all(results[n]["run"].group == "extra" for n in names):
+    groups = {results[n]["run"].group for n in names}
+    if groups == {"extra"}:
         return f"the {len(names)} extra runs"
-    return f"all {len(names)} nets of Table 4"
+    if groups == {"main"}:
+        return f"all {len(names)} nets of Table 4"
+    return f"all {len(names)} nets of the study but a reference recipe"
 
 
 def timing_table(results: dict) -> list[str]:
@@ -157,6 +164,11 @@ def timing_table(results: dict) -> list[str]:
 
 
 def by_validation(results: dict) -> list[str]:
-    """Nets with a validation error, best first (ties: plan order)."""
-    named = [n for n, r in results.items() if r.get("val_err") is not None and PROTOCOL in r["eval"]]
+    """Nets that may be chosen (not a reference recipe) with a validation error, best first
+    (ties: plan order)."""
+    named = [
+        n
+        for n, r in results.items()
+        if r.get("val_err") is not None and PROTOCOL in r["eval"] and r["run"].group != "reference"
+    ]
     return sorted(named, key=lambda n: results[n]["val_err"])

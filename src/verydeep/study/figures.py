@@ -1,0 +1,59 @@
+"""The report's class score maps: dense evaluation of one study net over a few photographs.
+
+Example (needs a trained net; ``verydeep study`` calls it when the chosen net's weights are at
+hand):
+    >>> from verydeep.study.figures import pick_images
+    >>> pick_images([("a.jpg", 0), ("b.jpg", 0), ("c.jpg", 1), ("d.jpg", 2)], 2)
+    [('a.jpg', 0), ('d.jpg', 2)]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..data.images import load_image
+from ..evaluation.predict import class_names, heatmap_png, score_map
+from ..evaluation.runner import scales_for
+from ..io.checkpoint import load_model
+
+# Imagewoof's WordNet ids (its folder names, so the nets' class names) and the breeds they are
+IMAGEWOOF_BREEDS = {
+    "n02086240": "Shih-Tzu",
+    "n02087394": "Rhodesian ridgeback",
+    "n02088364": "beagle",
+    "n02089973": "English foxhound",
+    "n02093754": "Border terrier",
+    "n02096294": "Australian terrier",
+    "n02099601": "golden retriever",
+    "n02105641": "Old English sheepdog",
+    "n02111889": "Samoyed",
+    "n02115641": "dingo",
+}
+
+
+def pick_images(samples: list, n: int) -> list:
+    """The first photograph of each of ``n`` classes spread over the label range."""
+    first: dict[int, tuple] = {}
+    for s in samples:
+        first.setdefault(s[1], s)
+    labels = sorted(first)
+    keep = torch.linspace(0, len(labels) - 1, min(n, len(labels))).round().long().tolist()
+    return [first[labels[i]] for i in keep]
+
+
+def score_maps_png(checkpoint: str | Path, samples: list, name: str, n: int = 4) -> bytes:
+    """PNG: ``n`` photographs and the dense score map of their true class, at the net's largest
+    multi-scale test scale (so the map has the most windows)."""
+    model, meta = load_model(checkpoint)
+    names = class_names(meta, model.num_classes)
+    _, q_px = scales_for(meta.train_scale, model.crop_size, "multi")
+    panels = []
+    for path, label in pick_images(samples, n):
+        img = load_image(path)
+        m = score_map(model, meta, img, label, max(q_px))
+        breed = IMAGEWOOF_BREEDS.get(names[label], names[label])
+        title = f"{breed} ({Path(path).name})\n{name}: {m.shape[0]}x{m.shape[1]} windows at Q={max(q_px)} px"
+        panels.append((img, max(q_px), m, title))
+    return heatmap_png(panels, model.crop_size)
