@@ -4,7 +4,7 @@ Example:
     >>> import tempfile, os
     >>> from verydeep.io.plots import plot_curves
     >>> p = os.path.join(tempfile.mkdtemp(), "c.png")
-    >>> plot_curves([{"epoch": 1, "train_loss": 1.0, "train_err": 0.5, "val_err": 0.4}], p)
+    >>> plot_curves([{"epoch": 1, "train_loss": 1.0, "train_err": 0.5, "val_err": 0.4, "lr": 0.01}], p)
     >>> os.path.getsize(p) > 1000
     True
 """
@@ -21,21 +21,28 @@ import matplotlib.ticker
 
 
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
-    """Training loss and train/held-out top-1 error per epoch, side by side."""
-    epochs = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    """Training loss, train/held-out top-1 error and the learning rate per epoch, side by side
+    (the rate on a log axis, so each of the schedule's divisions by 10 is one equal step)."""
+    epochs = [int(r["epoch"]) for r in history]
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 4))
     ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
     if all("val_loss" in r for r in history):
         ax1.plot(epochs, [r["val_loss"] for r in history], "s-", label="held-out loss")
-    ax1.set_xlabel("epoch")
     ax1.set_ylabel("cross-entropy")
-    ax1.legend()
     ax2.plot(epochs, [100 * r["train_err"] for r in history], "o-", label="train top-1 error")
     if all("val_err" in r for r in history):
         ax2.plot(epochs, [100 * r["val_err"] for r in history], "s-", label="held-out top-1 error")
-    ax2.set_xlabel("epoch")
     ax2.set_ylabel("error (%)")
-    ax2.legend()
+    lrs = [(e, r["lr"]) for e, r in zip(epochs, history, strict=True) if r.get("lr", 0) > 0]
+    if lrs:  # a cosine schedule ends at 0, which a log axis cannot show
+        ax3.step(*zip(*lrs, strict=True), where="post", color="grey", label="learning rate")
+        ax3.set_yscale("log")
+    ax3.set_ylabel("learning rate (during the epoch)")
+    for ax in (ax1, ax2, ax3):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
