@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
         print(f"verydeep {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full or read-only file system, an I/O error: name the path and cause
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"verydeep {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"verydeep {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -95,8 +95,10 @@ def options(args: argparse.Namespace, device: str):
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate, format_csv, format_table
-    from ..io.checkpoint import atomic_write
+    from ..io.checkpoint import atomic_write, output_target
 
+    if args.csv:
+        output_target(args.csv)  # a bad output path fails before the pass, not after it
     res = evaluate(args.checkpoints, args.data, options(args, setup(args)))
     res.pop("posteriors")
     res.pop("labels")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..io.checkpoint import output_target
 from ..io.export import FORMS, export_checkpoint
 
 
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    output_target(args.output)  # before the export, not after it
     worst = export_checkpoint(
         args.checkpoint, args.output, args.form, args.include_preprocess, check=args.check
     )

@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from ..features import DescriptorConfig, describe_dataset
-from ..io.checkpoint import load_model
+from ..io.checkpoint import load_model, output_target
 from ..io.features import save_descriptors
 
 
@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    output_target(args.out)  # a bad output path fails before any image is read
     if args.threads:
         torch.set_num_threads(args.threads)
     model, meta = load_model(args.checkpoint, args.device)

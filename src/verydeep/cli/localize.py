@@ -6,12 +6,14 @@ The classification net that initialises them and scores their boxes comes from `
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 
+from PIL import Image
 from tqdm import tqdm
 
-from ..io.checkpoint import save_model
+from ..io.checkpoint import atomic_write, output_target, save_model
 
 
 def _dense_args(p: argparse.ArgumentParser) -> None:
@@ -117,6 +119,8 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from ..localization.api import evaluate
 
+    if args.json:
+        output_target(args.json)  # before the pass, not after it
     bar = _bar(0, "localize eval")
     r = evaluate(args.data, args.split, args.loc, args.cls, _dense_cfg(args), bar, args.train_split)
     print(f"{r['split']}: {r['images']} images, classes {r['classes']}; localisation error (%)")
@@ -129,13 +133,15 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"  classification top-1 error    {100 * r['classification_top1_error']:5.1f}")
     print(f"  skipped {r['skipped']}; CPU {r['cpu_s']:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1))
+        atomic_write(args.json, json.dumps(r, indent=1).encode())
     return 0
 
 
 def run_tune(args: argparse.Namespace) -> int:
     from ..localization.api import parse_scales, tune_merging
 
+    if args.json:
+        output_target(args.json)  # before the pass, not after it
     sets = [parse_scales(t) for t in args.scale_sets.split(";") if t.strip()]
     flips = [False, True] if args.flip else [False]
     r = tune_merging(args.data, args.split, args.loc, args.cls, sets, flips, _bar(0, "localize tune"))
@@ -145,7 +151,7 @@ def run_tune(args: argparse.Namespace) -> int:
         print(f"  {errs}  {row['flags']}")
     print(f"best: {r['best']['flags']}  (CPU {r['cpu_s']:.0f} s, skipped {r['skipped']})")
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1))
+        atomic_write(args.json, json.dumps(r, indent=1).encode())
     return 0
 
 
@@ -153,11 +159,16 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..localization.api import predict
     from ..localization.draw import draw_guesses
 
+    if args.draw:
+        output_target(args.draw)
     img, guesses, classes = predict(args.image, args.loc, args.cls, _dense_cfg(args))
     for rank, g in enumerate(guesses[: args.top], 1):
         box = ", ".join(f"{v:.0f}" for v in g.box)
         print(f"{rank}. {classes[g.label]} score {g.score:.3f} box (x0, y0, x1, y1) = ({box})")
     if args.draw:
-        draw_guesses(img, guesses, classes, args.top).save(args.draw)
+        buf = io.BytesIO()
+        fmt = Image.registered_extensions().get(Path(args.draw).suffix.lower(), "PNG")
+        draw_guesses(img, guesses, classes, args.top).save(buf, format=fmt)
+        atomic_write(args.draw, buf.getvalue())
         print(f"drew {args.draw}")
     return 0

@@ -25,8 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.core import Runtime
     from ..evaluation.predict import predict
-    from ..io.checkpoint import load_model
+    from ..io.checkpoint import load_model, output_target
 
+    if args.heatmap:
+        output_target(args.heatmap)  # a bad output path fails before any image is read
     device = setup(args)
     rt = Runtime(device, args.bf16, args.channels_last)
     nets = [load_model(m, device) for m in args.model]

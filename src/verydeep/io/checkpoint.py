@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,9 +54,41 @@ class Meta:
         return Preprocess.from_dict(self.preprocess)
 
 
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is either the old file or the complete new one."""
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def output_target(path: str | Path) -> Path:
+    """The file an atomic write of ``path`` replaces: ``path`` itself if it is new or a regular
+    file, the target of a symlink to one (the link stays). Anything else (a device, a FIFO, a
+    directory, a dangling chain or loop of links) is refused with a one-line ValueError.
+
+    Commands call it on their output paths before any work, so a bad path costs nothing."""
     path = Path(path)
+    try:
+        target = path.resolve() if path.is_symlink() else path
+    except (RuntimeError, OSError) as e:  # a loop of links
+        raise ValueError(f"{path}: cannot follow the link ({e})") from None
+    if target.exists() and not target.is_file():
+        mode = target.stat().st_mode
+        kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+        via = f" (the link's target {target})" if target != path else ""
+        raise ValueError(f"{path}{via} is {kind}, not a regular file: refusing to replace it")
+    parent = target.parent
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"{path}: {parent} is not a directory")
+    return target
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` is either the old file or the complete new one (see
+    ``output_target`` for what may sit at ``path``)."""
+    path = output_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     umask = os.umask(0)

@@ -32,7 +32,7 @@ from torch.export import Dim, ExportedProgram
 from ..data.preprocess import Preprocess
 from ..models.dense import to_dense
 from ..models.vgg import VGG
-from .checkpoint import Meta, load_model
+from .checkpoint import Meta, load_model, output_target
 
 FORMS = ("fc", "dense")
 MAX_SIDE = 8192  # upper bound for the dynamic height/width (torch.export wants a finite range)
@@ -91,9 +91,9 @@ def export_onnx(
     opset: int = 18,
 ) -> Path:
     """Write ``model`` as ONNX (input ``image``, output ``scores``); returns the path."""
-    out = Path(out)
-    if out.suffix != ".onnx":
+    if Path(out).suffix != ".onnx":
         raise ValueError(f"output must be a .onnx file, got {out}")
+    out = output_target(out)  # a symlink to a file is written through; devices etc. refused
     meta = meta or Meta()
     prep = meta.prep if include_preprocess else None
     try:
