@@ -102,3 +102,27 @@ def test_existing_checkpoints_are_never_overwritten(tmp_path, capsys):
     assert (tmp_path / "file").read_text() == "precious"
     # resuming the same config is allowed (and may run longer)
     assert train(capsys, *TINY, *data, run, "train.max_steps=2")[0] == 0
+
+
+def test_a_second_run_on_a_busy_out_dir_is_refused(tmp_path, capsys):
+    import subprocess
+    import sys
+    import time
+
+    data = ["data.dataset=imagefolder", f"data.root={folder(tmp_path / 'pets', ('cats', 'dogs'))}"]
+    run = tmp_path / "run"
+    # another process holds the run directory, as a training started a moment earlier would
+    code = f"from verydeep.io.run_dir import RunDir\nimport time\nwith RunDir({str(run)!r}, True).lock():\n"
+    code += "    print('held', flush=True)\n    time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        one_line_error(
+            *train(capsys, *TINY, *data, f"train.out_dir={run}"), "is in use by another run", str(holder.pid)
+        )
+        assert not (run / "config.json").exists()  # the refused run touched nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert train(capsys, *TINY, *data, f"train.out_dir={run}")[0] == 0  # free again once it is gone

@@ -121,6 +121,11 @@ def fit(cfg: RunConfig, progress: bool = True) -> dict:
 def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool) -> dict:
     dist.seed_everything(cfg.train.seed, env)
     run = RunDir(cfg.train.out_dir, env.is_main, progress, env.rank, env.world_size)
+    with run.lock():  # a second run on this out_dir is refused for as long as this one lives
+        return _fit_locked(cfg, env, device, run)
+
+
+def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: RunDir) -> dict:
     run.check_reuse(cfg)  # before anything is read or written: refuse to clobber another run
     data, accum = build_data(cfg, env, device)
     cfg.model = dataclasses.replace(cfg.model, num_classes=len(data.classes), in_channels=data.channels)

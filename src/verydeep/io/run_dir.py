@@ -23,12 +23,16 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
+import os
 import random
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -80,6 +84,36 @@ class RunDir:
 
     def has_checkpoint(self) -> bool:
         return self.checkpoints.exists()
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on ``<out_dir>/.lock`` for the life of the run (rank 0),
+        so that a second run on the same directory is refused instead of mixing with it."""
+        if not self.is_main:
+            yield
+            return
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"train.out_dir {self.root} exists and is not a directory")
+        created = not self.root.exists()
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise ValueError(
+                    f"train.out_dir {self.root} is in use by another run (pid {other}); "
+                    "wait for it to end or choose another out_dir"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+            if created and [p.name for p in self.root.iterdir()] == [".lock"]:  # failed before writing
+                (self.root / ".lock").unlink(missing_ok=True)
+                self.root.rmdir()
 
     def check_reuse(self, cfg) -> None:
         """Refuse (ValueError, nothing touched) to let ``cfg`` overwrite another run's checkpoint."""
