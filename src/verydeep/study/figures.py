@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import pixels
 from ..data.images import load_image
 from ..evaluation.predict import class_names, heatmap_png, score_map
 from ..evaluation.runner import scales_for
@@ -44,16 +45,17 @@ def pick_images(samples: list, n: int) -> list:
 
 
 def score_maps_png(checkpoint: str | Path, samples: list, name: str, n: int = 4) -> bytes:
-    """PNG: ``n`` photographs and the dense score map of their true class, at the net's largest
-    multi-scale test scale (so the map has the most windows)."""
+    """PNG: ``n`` photographs and the dense score map of their true class, at the largest of the
+    net's test scales and the paper's Q = 512 (in paper units), so that the map has windows to show."""
     model, meta = load_model(checkpoint)
     names = class_names(meta, model.num_classes)
     _, q_px = scales_for(meta.train_scale, model.crop_size, "multi")
+    q = max(*q_px, pixels(512, model.crop_size))  # at least the paper's largest Q: a map, not a dot
     panels = []
     for path, label in pick_images(samples, n):
         img = load_image(path)
-        m = score_map(model, meta, img, label, max(q_px))
+        m = score_map(model, meta, img, label, q)
         breed = IMAGEWOOF_BREEDS.get(names[label], names[label])
-        title = f"{breed} ({Path(path).name})\n{name}: {m.shape[0]}x{m.shape[1]} windows at Q={max(q_px)} px"
-        panels.append((img, max(q_px), m, title))
+        title = f"{breed} ({Path(path).name})\n{name}: {m.shape[0]}x{m.shape[1]} windows at Q={q} px"
+        panels.append((img, q, m, title))
     return heatmap_png(panels, model.crop_size)
