@@ -135,6 +135,34 @@ def test_damaged_manifest_and_missing_files_give_one_line_errors(tmp_path):
         CheckpointSet(tmp_path).read()
 
 
+def test_a_manifest_names_files_of_its_own_folder_only(tmp_path):
+    save(tmp_path, 1)
+    outside = tmp_path.parent / "elsewhere.safetensors"
+    outside.write_bytes(b"secret")
+    m = (tmp_path / "last.json").read_text()
+    for bad in (str(outside), "../elsewhere.safetensors", "."):
+        (tmp_path / "last.json").write_text(m.replace("step-000000001.safetensors", bad))
+        before = (tmp_path / "last.safetensors").read_bytes()
+        with pytest.raises(ValueError, match="not a file of"):
+            CheckpointSet(tmp_path).read()
+        assert (tmp_path / "last.safetensors").read_bytes() == before  # nothing copied in
+
+
+@pytest.mark.parametrize("damage", ["missing", "stale"])
+def test_a_kill_between_the_commit_and_the_best_copy_is_repaired(fmnist_root, tmp_path, damage):
+    run = tmp_path / "run"
+    o = [*TINY, "data.val_fraction=0.1", "train.epochs=1", f"train.out_dir={run}"]
+    fit(RunConfig.from_sources(overrides=o), progress=False)
+    best, last = run / "checkpoints" / "best.safetensors", run / "checkpoints" / "last.safetensors"
+    assert best.read_bytes() == last.read_bytes()  # epoch 1 improved on nothing: it is the best
+    if damage == "missing":  # killed before the first copy
+        best.unlink()
+    else:  # killed before the copy of a later best: best still holds older weights
+        best.write_bytes((run / "checkpoints" / "last.safetensors").read_bytes()[:-8] + b"oldbytes")
+    fit(RunConfig.from_sources(overrides=o), progress=False)  # the resume: nothing left to train
+    assert best.read_bytes() == last.read_bytes()
+
+
 def test_config_conflicts_name_what_changed():
     a = RunConfig.from_sources(overrides=["model.arch=A"]).to_dict()
     b = RunConfig.from_sources(overrides=["model.arch=A", "train.epochs=90", "data.workers=2"]).to_dict()

@@ -42,6 +42,7 @@ class StepState:
     global_step: int = 0
     skipped_steps: int = 0
     bad_images: int = 0  # unreadable training images skipped so far
+    best_step: int = -1  # the global step whose weights best.safetensors holds (-1: none yet)
     history: list[dict] = field(default_factory=list)
 
 

@@ -97,6 +97,11 @@ class CheckpointSet:
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path} is damaged ({e}); remove it to start over") from None
         for name in (weights, state_name):
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                # a manifest names files of this folder only: never a path elsewhere to copy in
+                raise ValueError(
+                    f"{path} names {name!r}, not a file of {self.folder}; the checkpoint was tampered with"
+                )
             if not (self.folder / name).is_file():
                 raise ValueError(f"{path} names {name}, which is missing; the checkpoint was tampered with")
         state = _load(self.folder / state_name)

@@ -153,15 +153,23 @@ class RunDir:
         )
 
     def save(self, model, meta: Meta, opt, sched, state: StepState, best: bool = False) -> None:
-        """A crash-safe set (weights, optimiser/schedule/counters, RNG per rank); every rank calls it."""
+        """A crash-safe set (weights, optimiser/schedule/counters, RNG per rank); every rank calls it.
+
+        ``best``: these weights also become ``best.safetensors``. The committed counters say so
+        first (``best_step``), so a kill before the copy is repaired by ``restore``."""
+        if best:
+            state.best_step = state.global_step
         tr = {"optimizer": opt.state_dict(), "schedule": sched.state_dict(), "step": vars(state).copy()}
         self.checkpoints.write(
             state.global_step, lambda p: save_model(p, model, meta), tr, rng_state(), dist.barrier
         )
         if best and self.is_main:
-            tmp = self.ckpt / ".best.safetensors.tmp"
-            shutil.copyfile(self.ckpt / "last.safetensors", tmp)
-            tmp.replace(self.ckpt / "best.safetensors")
+            self._copy_best(self.ckpt / "last.safetensors")
+
+    def _copy_best(self, weights: Path) -> None:
+        tmp = self.ckpt / ".best.safetensors.tmp"
+        shutil.copyfile(weights, tmp)
+        tmp.replace(self.ckpt / "best.safetensors")
 
     def save_init(self, model, meta: Meta) -> None:
         """The initialised weights, before any step (a floor for features, or a start to share)."""
@@ -190,7 +198,10 @@ class RunDir:
             set_rng_state(rng)
         else:
             self.log(f"rank {self.rank}: no RNG state saved for it; crops/dropout will differ from before")
-        return StepState(**tr["step"])
+        state = StepState(**tr["step"])
+        if self.is_main and state.best_step == state.global_step:  # killed between commit and copy?
+            self._copy_best(Path(weights))  # idempotent: best is these weights either way
+        return state
 
     def epoch_row(self, epoch: int, tr: dict, va: dict | None, lr: float, seconds: float) -> dict:
         row = {
