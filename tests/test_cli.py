@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from verydeep.cli import main
 
 
@@ -21,8 +23,59 @@ def test_info_table(capsys):
 
 
 def test_print_config_and_bad_override(capsys):
-    assert main(["train", "--print-config", "--set", "model.arch=vgg19_bn"]) == 0
+    assert main(["train", "--print-config", "json", "--set", "model.arch=vgg19_bn"]) == 0
     assert json.loads(capsys.readouterr().out)["model"]["arch"] == "vgg19_bn"
     assert main(["train", "--set", "model.arch=Z"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("verydeep train: error: unknown VGG config") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("data.subset=-10", "data.subset must be in [0, inf)"),
+        ("train.epochs=-1", "train.epochs must be in [1, "),
+        ("train.max_steps=-5", "train.max_steps must be in [0, inf)"),
+        ("optim.lr_factor=-1", "optim.lr_factor must be in (0, 1)"),
+        ("optim.patience=-1", "optim.patience must be in [1, 1,000]"),
+        ("optim.lr=1e300", "optim.lr must be in (0, 1,000]"),
+        ("data.test_scale=-1", "data.test_scale must be in [0, "),
+        ("train.checkpoint_every=-1", "train.checkpoint_every must be in [0, inf)"),
+        ("train.out_dir=", "train.out_dir must be a folder (not empty)"),
+        ("train.device=tpu", "train.device must be a string matching auto|cpu|cuda"),
+        ("data.scale=[100]", "data.scale must be in [224, "),
+        (
+            "data.test_scale=100",
+            "data.test_scale 100 (paper units, 100 px at crop 224) is smaller than the crop",
+        ),
+        ("model.dropout=1", "model.dropout must be in [0, 1)"),
+        ("optim.micro_batch=512", "optim.micro_batch 512 exceeds optim.batch_size 256"),
+    ],
+)
+def test_every_field_has_a_declared_range(capsys, override, needle):
+    assert main(["train", "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err, err
+
+
+def test_print_config_lists_every_key_with_its_range_and_loads_back(capsys, tmp_path):
+    import dataclasses
+    import tomllib
+
+    from verydeep.config import RunConfig
+
+    assert main(["train", "--print-config", "--set", "model.arch=E", "--set", "data.scale=[256,512]"]) == 0
+    text = capsys.readouterr().out
+    n_keys = sum(len(dataclasses.fields(getattr(RunConfig(), s.name))) for s in dataclasses.fields(RunConfig))
+    lines = [ln for ln in text.splitlines() if " = " in ln]
+    assert len(lines) == n_keys and all("  # " in ln for ln in lines)
+    assert (
+        "crop_size = 224  # [32, 4,096]" in text
+        and 'init = "normal"  # one of normal | glorot | kaiming' in text
+    )
+    (tmp_path / "c.toml").write_text(text)
+    back = RunConfig.from_sources(tmp_path / "c.toml")
+    assert (
+        back.to_dict() == RunConfig.from_sources(overrides=["model.arch=E", "data.scale=[256,512]"]).to_dict()
+    )
+    assert tomllib.loads(text)["data"]["scale"] == [256, 512]

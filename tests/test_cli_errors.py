@@ -60,7 +60,7 @@ def folder(root: Path, classes: tuple[str, ...]) -> Path:
         ((), "[optim]\nlr = 'fast'\n", ("optim.lr expects float",)),
         ((), "[optim\n", ("Expected ']'",)),
         (("model.arch=Z",), "", ("unknown VGG config 'Z'",)),
-        (("data.on_bad_image=ignore",), "", ("data.on_bad_image must be skip or fail",)),
+        (("data.on_bad_image=ignore",), "", ("data.on_bad_image must be one of skip | fail",)),
     ],
 )
 def test_bad_configs(tmp_path, capsys, sets, toml, needles):
@@ -126,3 +126,19 @@ def test_a_second_run_on_a_busy_out_dir_is_refused(tmp_path, capsys):
         holder.wait()
     time.sleep(0.1)
     assert train(capsys, *TINY, *data, f"train.out_dir={run}")[0] == 0  # free again once it is gone
+
+
+def test_counts_that_disagree_with_the_data_are_refused_and_the_config_is_not_changed(tmp_path, capsys):
+    from verydeep.config import RunConfig
+    from verydeep.train import fit
+
+    data = ["data.dataset=imagefolder", f"data.root={folder(tmp_path / 'pets', ('cats', 'dogs'))}"]
+    run = f"train.out_dir={tmp_path / 'run'}"
+    one_line_error(
+        *train(capsys, *TINY, *data, run, "model.num_classes=3"), "model.num_classes is 3", "2 classes"
+    )
+    one_line_error(*train(capsys, *TINY, *data, run, "model.in_channels=1"), "model.in_channels is 1")
+    cfg = RunConfig.from_sources(overrides=[*TINY, *data, run])
+    before = cfg.to_dict()
+    fit(cfg, progress=False)
+    assert cfg.to_dict() == before  # fit worked on a copy (num_classes stays 0: "from the data")

@@ -29,8 +29,8 @@ def test_toml_then_overrides(tmp_path):
         ("nosection=1", "section.key=value"),
         ("train.precision=fp8", "precision"),
         ("data.flip=maybe", "true or false"),
-        ("data.normalize=zscore", "mean or standardize"),
-        ("data.dataset=coco", "fashion-mnist, imagefolder or voc"),
+        ("data.normalize=zscore", r"one of mean \| standardize"),
+        ("data.dataset=coco", r"one of fashion-mnist \| imagefolder \| voc"),
     ],
 )
 def test_bad_values_give_one_line_errors(override, message):

@@ -236,7 +236,7 @@ def test_torchvision_recipe_crops_a_random_region_like_torchvision():
     ref = T2.RandomResizedCrop(32, scale=(0.08, 1.0), antialias=True)(x)
     assert ours.shape == (3, 32, 32) and ours.dtype == torch.uint8
     assert torch.equal(ours, ref)
-    with pytest.raises(ValueError, match=r"data\.augment must be paper or torchvision"):
+    with pytest.raises(ValueError, match=r"data\.augment must be one of paper \| torchvision"):
         RunConfig.from_sources(overrides=["data.augment=rrc"])
     with pytest.raises(ValueError, match="needs photographs"):
         build_data(

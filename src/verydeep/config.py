@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .models.vgg import parse_arch
+from .ranges import check, describe, spec
 
 
 def pixels(s: float, crop_size: int) -> int:
@@ -30,65 +32,55 @@ def pixels(s: float, crop_size: int) -> int:
 
 @dataclass
 class ModelConfig:
-    arch: str = "D"  # paper letter (A, A-LRN, B, C, D, E) or vgg11/13/16/19, "_bn" for batch norm
-    num_classes: int = 0  # 0: take it from the dataset
-    in_channels: int = 0  # 0: take it from the dataset (1 for Fashion-MNIST unless grey_to_rgb)
-    width_mult: float = 1.0  # conv widths are 64..512 times this
-    fc_width: int = 4096
-    crop_size: int = 224
-    dropout: float = 0.5
-    init: str = "normal"  # normal (std below), glorot, kaiming
-    init_std: float = 0.01  # the paper's "variance 1e-2", read as std 0.01 like its Caffe solvers
-    init_from_a: str = ""  # checkpoint of a trained net A: copy its first convs and FC layers
-    init_from_a_convs: int = 4
+    arch: str = spec(
+        "D", words="A | A-LRN | B | C | D | E | vgg11 | vgg13 | vgg16 | vgg19, each also _bn"
+    )  # paper letter (A, A-LRN, B, C, D, E) or vgg11/13/16/19, "_bn" for batch norm
+    num_classes: int = spec(0, lo=0, hi=100_000)  # 0: take it from the dataset
+    in_channels: int = spec(0, choices=(0, 1, 3))  # 0: from the dataset (1 for Fashion-MNIST)
+    width_mult: float = spec(1.0, gt=0, hi=8)  # conv widths are 64..512 times this
+    fc_width: int = spec(4096, lo=1, hi=65_536)
+    crop_size: int = spec(224, lo=32, hi=4096)  # >= 32: five 2x2 pools
+    dropout: float = spec(0.5, lo=0, lt=1)
+    init: str = spec("normal", choices=("normal", "glorot", "kaiming"))  # normal: std below
+    init_std: float = spec(0.01, gt=0, hi=1)  # the paper's "variance 1e-2", read as std 0.01 (Caffe)
+    init_from_a: str = spec(
+        "", words="a checkpoint path, or empty"
+    )  # checkpoint of a trained net A: copy its first convs and FC layers
+    init_from_a_convs: int = spec(4, lo=0, hi=8)
 
     def __post_init__(self) -> None:
         parse_arch(self.arch)
-        if self.crop_size < 32:
-            raise ValueError(f"model.crop_size must be >= 32 (five 2x2 pools), got {self.crop_size}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        if self.init not in ("normal", "glorot", "kaiming"):
-            raise ValueError(f"model.init must be normal, glorot or kaiming, got {self.init!r}")
-        if self.width_mult <= 0 or self.fc_width < 1:
-            raise ValueError("model.width_mult and model.fc_width must be positive")
+        check(self, "model")
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion-mnist"  # fashion-mnist | imagefolder | voc (image-level labels)
-    root: str = "/usr/share/datasets/fashion-mnist"
-    scale: list[int] = field(default_factory=lambda: [256])  # S, or [Smin, Smax] for jittering
-    test_scale: int = 0  # Q for held-out evaluation; 0: S, or (Smin+Smax)/2 when jittered
-    val_fraction: float = 0.1  # held out from the training split to drive the LR schedule
-    subset: int = 0  # use only the first N training images (0: all)
+    dataset: str = spec("fashion-mnist", choices=("fashion-mnist", "imagefolder", "voc"))
+    root: str = spec("/usr/share/datasets/fashion-mnist", words="a folder")
+    # S (paper units: pixels at crop 224), or [Smin, Smax] for jittering
+    scale: list[int] = spec([256], lo=224, hi=100_000)  # noqa: RUF009 (spec gives a default_factory)
+    test_scale: int = spec(0, lo=0, hi=100_000)  # Q for held-out evaluation; 0: S, or the mid of [Smin, Smax]
+    val_fraction: float = spec(0.1, lo=0, lt=1)  # held out from the training split to drive the LR schedule
+    subset: int = spec(0, lo=0)  # use only N training images (0: all)
     flip: bool = True
     # paper: rescale to S, random crop (Section 3.1) | torchvision: RandomResizedCrop (8-100% of the
     # area), flip, the reference recipe's peer (S then only sets the held-out centre crop's Q)
-    augment: str = "paper"
-    normalize: str = "mean"  # mean: the paper's mean subtraction (0-255); standardize: also / std
-    colour_shift: float = 0.1  # std of the PCA colour-shift alphas (Krizhevsky 2012); 0: off
+    augment: str = spec("paper", choices=("paper", "torchvision"))
+    # mean: the paper's mean subtraction (0-255 kept) | standardize: also / std
+    normalize: str = spec("mean", choices=("mean", "standardize"))
+    colour_shift: float = spec(0.1, lo=0, hi=10)  # std of the PCA colour-shift alphas (Krizhevsky); 0: off
     grey_to_rgb: bool = False  # Fashion-MNIST: replicate to 3 channels instead of a 1-channel net
-    workers: int = -1  # DataLoader workers for image files; -1: min(8, cores)
-    on_bad_image: str = "skip"  # skip | fail
+    workers: int = spec(-1, lo=-1, hi=256)  # DataLoader workers for image files; -1: min(8, cores)
+    on_bad_image: str = spec("skip", choices=("skip", "fail"))
     # voc only: ImageSets/Main split names (slices like "train[:80%]" allowed); an image's label
     # is the class of its largest object (ImageFolder reads root/train and root/val|test instead)
-    train_split: str = "train"
-    test_split: str = "val"
+    train_split: str = spec("train", words="a split name, e.g. train or train[:80%]")
+    test_split: str = spec("val", words="a split name, e.g. val or train[80%:]")
 
     def __post_init__(self) -> None:
-        if self.dataset not in ("fashion-mnist", "imagefolder", "voc"):
-            raise ValueError(f"data.dataset must be fashion-mnist, imagefolder or voc, got {self.dataset!r}")
-        if len(self.scale) not in (1, 2) or min(self.scale) < 1 or self.scale != sorted(self.scale):
+        check(self, "data")
+        if len(self.scale) not in (1, 2) or self.scale != sorted(self.scale):
             raise ValueError(f"data.scale must be [S] or [Smin, Smax] with Smin <= Smax, got {self.scale}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.on_bad_image not in ("skip", "fail"):
-            raise ValueError(f"data.on_bad_image must be skip or fail, got {self.on_bad_image!r}")
-        if self.augment not in ("paper", "torchvision"):
-            raise ValueError(f"data.augment must be paper or torchvision, got {self.augment!r}")
-        if self.normalize not in ("mean", "standardize"):
-            raise ValueError(f"data.normalize must be mean or standardize, got {self.normalize!r}")
 
     @property
     def jittered(self) -> bool:
@@ -104,49 +96,49 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: float = spec(0.01, gt=0, hi=1000)  # the paper: 0.01; above 1000 is a typo, not a rate
+    momentum: float = spec(0.9, lo=0, lt=1)
+    weight_decay: float = spec(5e-4, lo=0, hi=1)
     decay_biases: bool = False  # L2 on conv/FC weights only (Caffe's decay_mult 0 on biases and BN)
-    batch_size: int = 256  # global batch, summed over ranks
-    micro_batch: int = 0  # per-step batch per rank; smaller than batch -> gradient accumulation
-    lr_factor: float = 0.1
-    patience: int = 1  # epochs without held-out improvement before the LR is divided
-    max_reductions: int = 3  # the paper divided it three times, then stopped
-    schedule: str = "plateau"  # plateau (the paper's) | cosine (warm-up, then to 0 at train.epochs)
-    warmup_epochs: float = 1.0  # cosine only
+    batch_size: int = spec(256, lo=1, hi=1_000_000)  # global batch, summed over ranks
+    micro_batch: int = spec(0, lo=0, hi=1_000_000)  # per-step batch per rank (< batch: accumulation)
+    lr_factor: float = spec(0.1, gt=0, lt=1)
+    patience: int = spec(1, lo=1, hi=1000)  # epochs without held-out improvement before lr / 10
+    max_reductions: int = spec(3, lo=0, hi=100)  # the paper divided it three times, then stopped
+    schedule: str = spec("plateau", choices=("plateau", "cosine"))  # cosine: warm-up, to 0 at train.epochs
+    warmup_epochs: float = spec(1.0, lo=0, hi=10_000)  # cosine only
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.batch_size < 1 or self.micro_batch < 0:
-            raise ValueError("optim.lr and optim.batch_size must be positive, optim.micro_batch >= 0")
-        if self.schedule not in ("plateau", "cosine"):
-            raise ValueError(f"optim.schedule must be plateau or cosine, got {self.schedule!r}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        check(self, "optim")
+        if self.micro_batch > self.batch_size:
+            raise ValueError(
+                f"optim.micro_batch {self.micro_batch} exceeds optim.batch_size {self.batch_size}"
+            )
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 74  # upper bound; the schedule usually stops earlier
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
+    epochs: int = spec(74, lo=1, hi=1_000_000)  # upper bound; the schedule usually stops earlier
+    seed: int = spec(0, lo=0, hi=2**32 - 1)
+    device: str = spec("auto", pattern=r"auto|cpu|cuda(:\d+)?")
+    precision: str = spec("auto", choices=("auto", "bf16", "fp32"))  # auto: bf16 where native
     channels_last: bool = True
     compile: bool = False
-    out_dir: str = "runs/default"
+    out_dir: str = spec(
+        "runs/default", pattern=r".*\S.*", words="a folder (not empty)"
+    )  # not empty: "" would be the working directory
     resume: bool = True  # continue from out_dir's last checkpoint if there is one
-    init_from: str = ""  # fine-tune from this checkpoint (e.g. S=384 from S=256, new classes allowed)
-    max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for smoke runs
-    checkpoint_every: int = 0  # also checkpoint every N optimiser steps mid-epoch (0: per epoch only)
+    init_from: str = spec(
+        "", words="a checkpoint path, or empty"
+    )  # fine-tune from this checkpoint (e.g. S=384 from S=256, new classes allowed)
+    max_steps: int = spec(0, lo=0)  # stop after this many optimiser steps (0: no limit); smoke runs
+    checkpoint_every: int = spec(0, lo=0)  # also checkpoint every N optimiser steps (0: per epoch)
     save_init: bool = False  # also keep checkpoints/init.safetensors: the weights before step 1
     eval_test: bool = True  # report test error at the end (never used for decisions)
-    on_nonfinite: str = "stop"  # stop | skip
+    on_nonfinite: str = spec("stop", choices=("stop", "skip"))
 
     def __post_init__(self) -> None:
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
-        if self.on_nonfinite not in ("stop", "skip"):
-            raise ValueError(f"train.on_nonfinite must be stop or skip, got {self.on_nonfinite!r}")
+        check(self, "train")
 
 
 @dataclass
@@ -156,8 +148,30 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        crop = self.model.crop_size
+        for what, s in [("data.scale", v) for v in self.data.scale] + [
+            ("data.test_scale", self.data.test_scale)
+        ]:
+            if s and s < 224:  # paper units: S = 224 is the crop itself, at any crop size
+                raise ValueError(
+                    f"{what} {s} (paper units, {round(s * crop / 224)} px at crop {crop}) is smaller than "
+                    "the crop: S and Q must be >= 224"
+                )
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """The resolved config as a TOML file (loadable with ``--config``), each key with its range."""
+        lines = []
+        for name, sub in ((f.name, getattr(self, f.name)) for f in dataclasses.fields(self)):
+            lines += ["" if lines else None, f"[{name}]"]
+            for f in dataclasses.fields(sub):
+                v = getattr(sub, f.name)
+                text = str(v).lower() if isinstance(v, bool) else json.dumps(v)
+                lines.append(f"{f.name} = {text}  # {describe(f)}")
+        return "\n".join(x for x in lines if x is not None) + "\n"
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:

@@ -58,6 +58,18 @@ def _cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def resolved(cfg: RunConfig, classes: int, channels: int) -> RunConfig:
+    """``cfg`` with the data's class and channel counts filled in; a count given that
+    disagrees with the data is a one-line error, never silently replaced."""
+    m = cfg.model
+    if m.num_classes and m.num_classes != classes:
+        raise ValueError(f"model.num_classes is {m.num_classes} but the dataset has {classes} classes")
+    if m.in_channels and m.in_channels != channels:
+        raise ValueError(f"model.in_channels is {m.in_channels} but the data has {channels} channels")
+    model = dataclasses.replace(m, num_classes=classes, in_channels=channels)
+    return dataclasses.replace(cfg, model=model)
+
+
 def build_model(cfg: RunConfig, classes: int, channels: int) -> VGG:
     """The net of the config, initialised as asked (scheme, then net A, then a checkpoint)."""
     m = cfg.model
@@ -128,7 +140,7 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
 def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: RunDir) -> dict:
     run.check_reuse(cfg)  # before anything is read or written: refuse to clobber another run
     data, accum = build_data(cfg, env, device)
-    cfg.model = dataclasses.replace(cfg.model, num_classes=len(data.classes), in_channels=data.channels)
+    cfg = resolved(cfg, len(data.classes), data.channels)  # a copy: the caller's config is left as given
     model, opt = model_and_optimizer(cfg, data, device)
     sched = make_schedule(cfg.optim, cfg.train.epochs, len(data.train) // accum)
     meta = Meta(

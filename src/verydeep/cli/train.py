@@ -19,14 +19,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a net with the paper's recipe (works under torchrun)")
     add_config_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--print-config",
+        nargs="?",
+        const="toml",
+        choices=["toml", "json"],
+        help="print the resolved config and exit: every key with its value and allowed range "
+        "(toml, the default, loads back with --config) or json",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = RunConfig.from_sources(args.config, args.set)
     if args.print_config:
-        print(json.dumps(cfg.to_dict(), indent=1))
+        print(json.dumps(cfg.to_dict(), indent=1) if args.print_config == "json" else cfg.to_toml(), end="")
         return 0
     from ..engine import NonFiniteLossError  # torch-heavy imports only when training
     from ..train import fit
