@@ -250,6 +250,34 @@ def test_divergence_stops_with_one_line_and_the_last_good_checkpoint_intact(fmni
     assert _digests(ckpt) == before and not (tmp_path / "result.json").exists()
 
 
+def test_a_run_that_cannot_make_progress_ends_with_exit_3_and_finite_weights(fmnist_root, tmp_path, capsys):
+    # skip mode: after the first step every loss is non-finite; skipping them all is no progress
+    o = [*TINY, f"train.out_dir={tmp_path}", "optim.lr=1000", "train.on_nonfinite=skip", "train.epochs=2"]
+    assert main(["train", "--no-progress", *[a for x in o for a in ("--set", x)]]) == 3
+    err = capsys.readouterr().err
+    assert "steps of epoch 1 had a non-finite loss" in err and "Traceback" not in err
+    assert not (tmp_path / "checkpoints" / "last.json").exists()  # nothing was committed
+
+
+def test_non_finite_weights_are_never_committed(tmp_path):
+    from verydeep.engine import NonFiniteLossError, StepState
+    from verydeep.io.checkpoint import Meta
+    from verydeep.io.run_dir import RunDir
+    from verydeep.models.vgg import VGG
+    from verydeep.schedule import PlateauSchedule
+
+    net = VGG("A", num_classes=2, width_mult=0.125, fc_width=8, crop_size=32)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    run = RunDir(tmp_path, is_main=True, progress=False)
+    run.save(net, Meta(), opt, PlateauSchedule(0.1), StepState(global_step=1))
+    good = _digests(tmp_path / "checkpoints")
+    with torch.no_grad():
+        net.classifier[0].weight[0, 0] = float("inf")
+    with pytest.raises(NonFiniteLossError, match="non-finite by step 2"):
+        run.save(net, Meta(), opt, PlateauSchedule(0.1), StepState(global_step=2))
+    assert _digests(tmp_path / "checkpoints") == good
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))

@@ -31,7 +31,7 @@ from . import distributed as dist
 from .config import RunConfig
 from .data.build import DataBundle, build_data
 from .data.loaders import FolderBatches
-from .engine import StepState, evaluate, train_one_epoch
+from .engine import NonFiniteLossError, StepState, evaluate, train_one_epoch
 from .io.checkpoint import Meta, load_model
 from .io.run_dir import RunDir
 from .models.init import init_from_net_a, init_weights
@@ -191,6 +191,7 @@ class _Loop:
         Returns the validation split's unreadable-image count from before its pass."""
         t0, cfg, data, run = time.perf_counter(), self.cfg, self.data, self.run
         bad_base, bad_before = state.bad_images, getattr(data.train, "bad_images", 0)
+        skipped_before = state.skipped_steps
         data.train.set_epoch(state.epoch, start=state.step_in_epoch * self.accum)
         _set_lr(self.opt, self.sched, state.global_step)
         steps = len(data.train) // self.accum  # whole steps: trailing micro-batches are left out
@@ -208,6 +209,7 @@ class _Loop:
         args = (self.net, data.train, self.opt, data.train_prepare, self.device, state, self.accum, self.amp)
         tr = train_one_epoch(*args, cfg.train.on_nonfinite, on_step, cfg.train.max_steps)
         bar.close()
+        _check_progress(state, skipped_before, steps, cfg.train.on_nonfinite)
         tr["bad_images"] = _count_bad(data.train, bad_before, self.device)
         state.bad_images = bad_base + tr["bad_images"]
         last_val_bad = getattr(data.val, "bad_images", 0)
@@ -222,6 +224,17 @@ class _Loop:
         elif self.saved_step != state.global_step:  # stopped mid-epoch (max_steps): save unless just saved
             run.save(self.model, self.meta, self.opt, self.sched, state)
         return last_val_bad
+
+
+def _check_progress(state: StepState, skipped_before: int, steps: int, on_nonfinite: str) -> None:
+    """With ``on_nonfinite=skip``, an epoch that skipped more than half of its steps is a run
+    that cannot make progress: stop it (exit 3), as ``stop`` would have at the first."""
+    skipped = state.skipped_steps - skipped_before
+    if on_nonfinite == "skip" and skipped * 2 > steps:
+        raise NonFiniteLossError(
+            f"{skipped} of {steps} steps of epoch {state.epoch + 1} had a non-finite loss or gradient "
+            "and were skipped: the run is not making progress; lower optim.lr"
+        )
 
 
 def _set_lr(opt: torch.optim.Optimizer, sched: PlateauSchedule | CosineSchedule, step: int) -> None:

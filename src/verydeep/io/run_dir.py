@@ -39,7 +39,7 @@ import torch
 from tqdm import tqdm
 
 from .. import distributed as dist
-from ..engine import StepState
+from ..engine import NonFiniteLossError, StepState
 from .checkpoint import Meta, atomic_write, read_model_file, save_model
 from .resume import CheckpointSet, config_conflicts
 
@@ -157,6 +157,12 @@ class RunDir:
 
         ``best``: these weights also become ``best.safetensors``. The committed counters say so
         first (``best_step``), so a kill before the copy is repaired by ``restore``."""
+        bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+        if bad:  # never commit weights that cannot be a "last good" checkpoint
+            raise NonFiniteLossError(
+                f"the weights became non-finite by step {state.global_step} ({bad[0]}, ...); "
+                f"the last good checkpoint in {self.ckpt} is kept; lower optim.lr"
+            )
         if best:
             state.best_step = state.global_step
         tr = {"optimizer": opt.state_dict(), "schedule": sched.state_dict(), "step": vars(state).copy()}
