@@ -142,3 +142,22 @@ def test_counts_that_disagree_with_the_data_are_refused_and_the_config_is_not_ch
     before = cfg.to_dict()
     fit(cfg, progress=False)
     assert cfg.to_dict() == before  # fit worked on a copy (num_classes stays 0: "from the data")
+
+
+def test_a_run_stopped_by_max_steps_leaves_a_complete_run_directory(tmp_path, capsys):
+    import csv
+
+    data = ["data.dataset=imagefolder", f"data.root={folder(tmp_path / 'pets', ('cats', 'dogs'))}"]
+    run = tmp_path / "run"
+    assert (
+        train(capsys, *TINY, *data, f"train.out_dir={run}", "data.val_fraction=0.25", "optim.batch_size=2")[0]
+        == 0
+    )
+    for name in ("config.json", "log.csv", "curves.png", "result.json", "checkpoints/best.safetensors"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert len(rows) == 1 and rows[0]["partial"] == "1" and rows[0]["epoch"] == "1"
+    # localize train --init can start from it: best is the last (only) weights
+    assert (run / "checkpoints" / "best.safetensors").read_bytes() == (
+        run / "checkpoints" / "last.safetensors"
+    ).read_bytes()

@@ -221,8 +221,13 @@ class _Loop:
             run.save(self.model, self.meta, self.opt, self.sched, state, best=improved)
             run.write_log(state.history)
             run.write_curves(state.history)
-        elif self.saved_step != state.global_step:  # stopped mid-epoch (max_steps): save unless just saved
-            run.save(self.model, self.meta, self.opt, self.sched, state)
+        else:  # stopped mid-epoch (max_steps): save unless just saved; log the part done
+            if self.saved_step != state.global_step:
+                run.save(self.model, self.meta, self.opt, self.sched, state)
+            row = run.epoch_row(state.epoch, tr, va, self.sched.lr, time.perf_counter() - t0)
+            run.write_log([*state.history, row | {"partial": 1}])  # the file only, not the state
+            run.write_curves([*state.history, row])
+            run.ensure_best()
         return last_val_bad
 
 

@@ -243,6 +243,12 @@ class RunDir:
         if self.is_main and history:
             plot_curves(history, self.root / "curves.png")
 
+    def ensure_best(self) -> None:
+        """A run stopped before any held-out comparison (``train.max_steps``) still leaves a
+        ``best.safetensors``: its last weights, the only ones it has."""
+        if self.is_main and not (self.ckpt / "best.safetensors").is_file():
+            self._copy_best(self.ckpt / "last.safetensors")
+
     def load_best(self, model) -> None:
         """Rank 0 loads the held-out-best weights into ``model`` (if a best checkpoint exists)."""
         path = self.ckpt / "best.safetensors"
