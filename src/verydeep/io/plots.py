@@ -37,7 +37,7 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     if lrs:  # a cosine schedule ends at 0, which a log axis cannot show
         ax3.step(*zip(*lrs, strict=True), where="post", color="grey", label="learning rate")
         ax3.set_yscale("log")
-    ax3.set_ylabel("learning rate (during the epoch)")
+    ax3.set_ylabel("learning rate for the next epoch")
     for ax in (ax1, ax2, ax3):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -51,8 +51,9 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
 
 def plot_study_curves(histories: dict[str, list[dict]], path: str | Path, columns: int = 5) -> None:
     """Small multiples: one panel per run of a study, with its training and held-out top-1 error
-    (left axis, shared by all panels) and its learning rate (right axis, log scale, grey steps),
-    so each plateau drop of the paper's schedule shows where it happened."""
+    (left axis, shared by all panels) and its learning rate (right axis, log scale, grey steps:
+    the rate logged after epoch e is drawn over epoch e + 1, which trains at it), so each
+    plateau drop of the paper's schedule shows where it happened."""
     runs = [(n, rows) for n, rows in histories.items() if rows]
     if not runs:
         return

@@ -210,6 +210,8 @@ class RunDir:
         return state
 
     def epoch_row(self, epoch: int, tr: dict, va: dict | None, lr: float, seconds: float) -> dict:
+        """One ``log.csv`` row; ``lr`` is the rate after the epoch's schedule step, i.e. the one
+        the next epoch trains at (a plateau drop shows on the epoch that triggered it)."""
         row = {
             "epoch": epoch + 1,
             "lr": lr,
