@@ -42,7 +42,8 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # a cosine run ending at 0 may leave no rate to draw
+            ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
