@@ -79,6 +79,10 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check(self, "data")
+        if self.augment != "paper" and self.dataset == "fashion-mnist":
+            raise ValueError(
+                "data.augment=torchvision needs photographs (imagefolder or voc), not Fashion-MNIST"
+            )
         if len(self.scale) not in (1, 2) or self.scale != sorted(self.scale):
             raise ValueError(f"data.scale must be [S] or [Smin, Smax] with Smin <= Smax, got {self.scale}")
 
@@ -164,14 +168,16 @@ class RunConfig:
 
     def to_toml(self) -> str:
         """The resolved config as a TOML file (loadable with ``--config``), each key with its range."""
-        lines = []
-        for name, sub in ((f.name, getattr(self, f.name)) for f in dataclasses.fields(self)):
-            lines += ["" if lines else None, f"[{name}]"]
+        sections = []
+        for section in dataclasses.fields(self):
+            sub = getattr(self, section.name)
+            lines = [f"[{section.name}]"]
             for f in dataclasses.fields(sub):
                 v = getattr(sub, f.name)
                 text = str(v).lower() if isinstance(v, bool) else json.dumps(v)
                 lines.append(f"{f.name} = {text}  # {describe(f)}")
-        return "\n".join(x for x in lines if x is not None) + "\n"
+            sections.append("\n".join(lines))
+        return "\n\n".join(sections) + "\n"
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:

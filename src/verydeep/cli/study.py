@@ -98,15 +98,17 @@ def _score_maps(spec, results: dict, path: Path) -> Path | None:
     from ..evaluation import open_data
     from ..io.checkpoint import atomic_write
     from ..study.figures import score_maps_png
-    from ..study.runner import _best
+    from ..study.runner import best_checkpoint
     from ..study.tables import by_validation
 
     for name in by_validation(results):
-        if Path(_best(spec, name)).is_file():
+        if Path(best_checkpoint(spec, name)).is_file():
             samples = open_data(spec.test_data).samples
             if samples is None:  # in-memory data (Fashion-MNIST): no photographs to draw
                 return None
-            atomic_write(path, score_maps_png(_best(spec, name), samples, name))
+            atomic_write(
+                path, score_maps_png(best_checkpoint(spec, name), samples, name, readable=spec.class_names)
+            )
             return path
     return path if path.is_file() else None
 

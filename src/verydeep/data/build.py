@@ -117,8 +117,6 @@ def build_data(cfg: RunConfig, env: DistEnv, device: torch.device) -> tuple[Data
 
 def _fashion_mnist(cfg: RunConfig, env: DistEnv, micro: int, device: torch.device) -> DataBundle:
     d, crop = cfg.data, cfg.model.crop_size
-    if d.augment != "paper":
-        raise ValueError("data.augment=torchvision needs photographs (imagefolder or voc), not Fashion-MNIST")
     images, labels = load_fashion_mnist(d.root, "train")
     if d.subset:
         images, labels = images[: d.subset], labels[: d.subset]

@@ -116,9 +116,8 @@ class RunDir:
                 self.root.rmdir()
 
     def check_reuse(self, cfg) -> None:
-        """Refuse (ValueError, nothing touched) to let ``cfg`` overwrite another run's checkpoint."""
-        if self.root.exists() and not self.root.is_dir():
-            raise ValueError(f"train.out_dir {self.root} exists and is not a directory")
+        """Refuse (ValueError, nothing touched) to let ``cfg`` overwrite another run's checkpoint
+        (``lock`` has already refused an out_dir that is not a directory)."""
         if not self.has_checkpoint():
             return
         if not cfg.train.resume:

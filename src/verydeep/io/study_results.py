@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -75,8 +74,3 @@ def read_json(path: str | Path) -> dict | None:
 def read_record(dest: str | Path) -> dict | None:
     """The run's timing record (``study.json``: CPU and wall seconds), or None."""
     return read_json(Path(dest) / "study.json")
-
-
-def remove_summary(dest: str | Path) -> None:
-    """Forget a run's summary (it is being retrained)."""
-    shutil.rmtree(dest, ignore_errors=True)

@@ -19,20 +19,6 @@ from ..evaluation.predict import class_names, heatmap_png, score_map
 from ..evaluation.runner import scales_for
 from ..io.checkpoint import load_model
 
-# Imagewoof's WordNet ids (its folder names, so the nets' class names) and the breeds they are
-IMAGEWOOF_BREEDS = {
-    "n02086240": "Shih-Tzu",
-    "n02087394": "Rhodesian ridgeback",
-    "n02088364": "beagle",
-    "n02089973": "English foxhound",
-    "n02093754": "Border terrier",
-    "n02096294": "Australian terrier",
-    "n02099601": "golden retriever",
-    "n02105641": "Old English sheepdog",
-    "n02111889": "Samoyed",
-    "n02115641": "dingo",
-}
-
 
 def pick_images(samples: list, n: int) -> list:
     """The first photograph of each of ``n`` classes spread over the label range."""
@@ -44,9 +30,12 @@ def pick_images(samples: list, n: int) -> list:
     return [first[labels[i]] for i in keep]
 
 
-def score_maps_png(checkpoint: str | Path, samples: list, name: str, n: int = 4) -> bytes:
+def score_maps_png(
+    checkpoint: str | Path, samples: list, name: str, n: int = 4, readable: dict[str, str] | None = None
+) -> bytes:
     """PNG: ``n`` photographs and the dense score map of their true class, at the largest of the
-    net's test scales and the paper's Q = 512 (in paper units), so that the map has windows to show."""
+    net's test scales and the paper's Q = 512 (in paper units), so that the map has windows to show;
+    ``readable`` maps class names (e.g. WordNet ids) to the names the titles show."""
     model, meta = load_model(checkpoint)
     names = class_names(meta, model.num_classes)
     _, q_px = scales_for(meta.train_scale, model.crop_size, "multi")
@@ -55,7 +44,7 @@ def score_maps_png(checkpoint: str | Path, samples: list, name: str, n: int = 4)
     for path, label in pick_images(samples, n):
         img = load_image(path)
         m = score_map(model, meta, img, label, q)
-        breed = IMAGEWOOF_BREEDS.get(names[label], names[label])
-        title = f"{breed} ({Path(path).name})\n{name}: {m.shape[0]}x{m.shape[1]} windows at Q={q} px"
+        shown = (readable or {}).get(names[label], names[label])
+        title = f"{shown} ({Path(path).name})\n{name}: {m.shape[0]}x{m.shape[1]} windows at Q={q} px"
         panels.append((img, q, m, title))
     return heatmap_png(panels, model.crop_size)

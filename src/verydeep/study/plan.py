@@ -55,6 +55,8 @@ class StudySpec:
     repeat_runs: list[str] = field(default_factory=lambda: ["D-256"])  # retrained with other seeds
     repeat_seeds: list[int] = field(default_factory=lambda: [1, 2])
     test_limit: int = 0  # evaluate on this many test images (0: all)
+    reference_note: str = ""  # published numbers on the same data, quoted beside the centre-crop line
+    class_names: dict[str, str] = field(default_factory=dict)  # folder name -> readable name (figures)
     target_single: float = 0.945  # accuracy the best single net (chosen on held-out data) must reach
     target_ensemble: float = 0.95
     budget_hours: float = 4.0  # what the whole study may take; ``--estimate`` checks it

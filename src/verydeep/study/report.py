@@ -31,9 +31,6 @@ from .tables import (
     top1,
 )
 
-# fastai's Imagewoof leaderboard (random init, centre crop, no test-time augmentation, 128 px)
-LEADERBOARD = "fastai's Imagewoof leaderboard at 128 px: 76.6% after 5 epochs, 86.3% after 20"
-
 
 def verdict(worse: float, better: float, noise: float) -> str:
     """'holds' if ``worse`` exceeds ``better`` by more than 2 noise, 'reversed' if the opposite."""
@@ -209,7 +206,7 @@ def centre_line(results: dict, spec) -> list[str]:
         f"{n} (reference recipe) {acc(n)}" for n in refs
     ]
     out = f"- centre crop, single scale, no flip ({spec.test_name} accuracy): {'; '.join(parts)}"
-    return [out + (f". For scale: {LEADERBOARD} (ResNet variants)." if spec.title == "Imagewoof" else ".")]
+    return [out + (f". For scale: {spec.reference_note}." if spec.reference_note else ".")]
 
 
 def _missing(results: dict, spec) -> list[str]:

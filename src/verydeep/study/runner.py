@@ -37,7 +37,8 @@ from .plan import JITTERED, Run, StudySpec, build_plan
 TABLE5 = ["dense", "multicrop", "dense+multicrop"]
 
 
-def _best(spec: StudySpec, name: str) -> str:
+def best_checkpoint(spec: StudySpec, name: str) -> str:
+    """Where run ``name`` keeps its held-out-best weights (present only where it was trained)."""
     return str(Path(spec.out_dir) / name / "checkpoints" / "best.safetensors")
 
 
@@ -50,9 +51,9 @@ def run_config(spec: StudySpec, run: Run) -> RunConfig:
     o = [*spec.base, *run.overrides, f"model.arch={run.arch}", f"data.scale={run.scale}"]
     o.append(f"train.out_dir={Path(spec.out_dir) / run.name}")
     if run.after:
-        o.append(f"train.init_from={_best(spec, run.after)}")
+        o.append(f"train.init_from={best_checkpoint(spec, run.after)}")
     if run.init_from_a:
-        o.append(f"model.init_from_a={_best(spec, run.init_from_a)}")
+        o.append(f"model.init_from_a={best_checkpoint(spec, run.init_from_a)}")
     return RunConfig.from_sources(overrides=o)
 
 
@@ -69,13 +70,13 @@ def train_run(spec: StudySpec, run: Run, progress: bool, keep_summary: bool = Fa
     """
     folder = Path(spec.out_dir) / run.name
     record = summary.read_record(folder)
-    if record is not None and Path(_best(spec, run.name)).is_file():
+    if record is not None and Path(best_checkpoint(spec, run.name)).is_file():
         return record
     print(f"study: training {run.name}", file=sys.stderr, flush=True)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     fit(run_config(spec, run), progress=progress)
-    if not Path(_best(spec, run.name)).is_file():
-        raise ValueError(f"study: {run.name} finished without {_best(spec, run.name)}")
+    if not Path(best_checkpoint(spec, run.name)).is_file():
+        raise ValueError(f"study: {run.name} finished without {best_checkpoint(spec, run.name)}")
     record = {"cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - wall0}
     atomic_write(folder / "study.json", json.dumps(record).encode())
     if spec.results_dir and not keep_summary:
@@ -86,7 +87,7 @@ def train_run(spec: StudySpec, run: Run, progress: bool, keep_summary: bool = Fa
 def ensure_parents(spec: StudySpec, run: Run, plan: dict[str, Run], progress: bool) -> None:
     """Retrain (parents first) every run whose checkpoint ``run`` starts from and is gone."""
     for name in run.parents:
-        if not Path(_best(spec, name)).is_file():
+        if not Path(best_checkpoint(spec, name)).is_file():
             ensure_parents(spec, plan[name], plan, progress)
             print(f"study: {name}'s checkpoint is gone; {run.name} starts from it", file=sys.stderr)
             train_run(spec, plan[name], progress, keep_summary=summary.has_eval(summary_dir(spec, name)))
@@ -94,7 +95,7 @@ def ensure_parents(spec: StudySpec, run: Run, plan: dict[str, Run], progress: bo
 
 def evaluate_run(spec: StudySpec, run: Run, data: EvalData) -> None:
     """Evaluate ``run``'s best checkpoint and write its summary's evaluation."""
-    model, meta = load_model(_best(spec, run.name))
+    model, meta = load_model(best_checkpoint(spec, run.name))
     print(f"study: evaluating {run.name} on {len(data)} images", file=sys.stderr, flush=True)
     wall0 = time.perf_counter()
     out = evaluate_net(run, model, meta, data)
