@@ -33,8 +33,10 @@ from safetensors.torch import save as st_save
 
 from ..data.preprocess import Preprocess
 from ..models.vgg import VGG
+from .model_check import check_meta, check_tensors, digest
 
 FORMAT = 1
+DIGEST_KEY = "verydeep_sha256"  # of the tensors (model_check.digest); files before it have none
 
 
 @dataclass
@@ -114,12 +116,13 @@ def save_model(path: str | Path, model: VGG, meta: Meta) -> None:
     """Write weights + metadata as one safetensors file (atomically)."""
     meta.model = dict(model.build_kwargs)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    header = {"verydeep": json.dumps(asdict(meta) | {"format": FORMAT})}
+    header = {"verydeep": json.dumps(asdict(meta) | {"format": FORMAT}), DIGEST_KEY: digest(tensors)}
     atomic_write(path, st_save(tensors, metadata=header))
 
 
 def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Meta]:
-    """The tensors and ``Meta`` of a verydeep safetensors file, with one-line errors."""
+    """The tensors and ``Meta`` of a verydeep safetensors file, checked (digest, metadata values),
+    with one-line errors."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint not found: {path}")
@@ -127,11 +130,17 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Meta]:
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
-        raw = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}).get("verydeep")
-    except (SafetensorError, ValueError, UnicodeDecodeError) as e:
+        header = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
+        raw, stored = header.get("verydeep"), header.get(DIGEST_KEY)
+    except (SafetensorError, ValueError, UnicodeDecodeError, AttributeError) as e:
         raise ValueError(f"{path} is not a readable safetensors file ({e})") from None
     if raw is None:
         raise ValueError(f"{path} has no verydeep metadata; import it with `verydeep convert`")
+    if stored is not None and stored != digest(tensors):
+        raise ValueError(
+            f"{path} is damaged: its tensors differ from the SHA-256 stored when it was saved "
+            "(a flipped bit or a partial copy); use another copy"
+        )
     return tensors, _meta(raw, path)
 
 
@@ -145,18 +154,21 @@ def _meta(raw: str, path: Path) -> Meta:
         raise ValueError(f"{path} has damaged verydeep metadata ({type(e).__name__})") from None
     if not isinstance(meta.model, dict) or not isinstance(meta.classes, list):
         raise ValueError(f"{path} has damaged verydeep metadata (model or classes)")
+    check_meta(meta, path)
     return meta
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[VGG, Meta]:
-    """Rebuild the net of a checkpoint and load its weights; returns (model in eval mode, meta)."""
+    """Rebuild the net of a checkpoint and load its weights; returns (model in eval mode, meta).
+
+    The metadata is checked against the tensors before the net is built, and the net is built
+    on the ``meta`` device and given the file's tensors, so no memory goes to a random init."""
     tensors, meta = read_model_file(path)
-    model = VGG(**meta.model)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}: weights do not fit {model.arch} (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+    check_tensors(tensors, meta.model, Path(path))
+    with torch.device("meta"):
+        model = VGG(**meta.model)
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    model.load_state_dict(tensors, strict=True, assign=True)
     return model.to(device).eval(), meta
 
 
