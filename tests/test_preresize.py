@@ -20,13 +20,13 @@ def _tree(root):
 
 def test_preresize_tree(tmp_path):
     src, dst = _tree(tmp_path / "src"), tmp_path / "dst"
-    counts = preresize(src, dst, max_side=300)
+    counts = preresize(src, dst, smallest_side=300)
     assert counts == {"resized": 2, "copied": 1, "exists": 0, "bad": 1}
     assert Image.open(dst / "a" / "big.jpg").size == (450, 300)  # isotropic: 900x600 -> 450x300
     assert (dst / "a" / "small.jpg").read_bytes() == (src / "a" / "small.jpg").read_bytes()
     assert load_image(dst / "b" / "pal.png.jpg").size == (420, 300)
     assert not (dst / "b" / "bad.jpg").exists()
-    again = preresize(src, dst, max_side=300)
+    again = preresize(src, dst, smallest_side=300)
     assert again["exists"] == 3 and again["resized"] == 0
 
 
@@ -42,7 +42,8 @@ def test_preresize_real_photo_and_cli(tmp_path, shared_data, capsys):
         )
         == 0
     )
-    assert "resized 1" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "resized 1" in out.out and "--max-side is deprecated, use --smallest-side" in out.err
     assert min(Image.open(tmp_path / "out" / "ants" / photo.name).size) == 200
 
 
@@ -52,4 +53,7 @@ def test_preresize_errors(tmp_path):
     src = _tree(tmp_path / "src")
     with pytest.raises(ValueError, match="outside the source"):
         preresize(src, src / "inside", 100)
-    assert main(["preresize", str(src), str(tmp_path / "o"), "--max-side", "0"]) == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["preresize", str(src), str(tmp_path / "o"), "--smallest-side", "0"])
+    assert stop.value.code == 2 and not (tmp_path / "o").exists()
+    assert main(["preresize", str(src), str(tmp_path / "o")]) == 2  # no S given

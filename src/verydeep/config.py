@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .models.vgg import parse_arch
-from .ranges import check, describe, spec
+from .ranges import DEVICE_PATTERN, MAX_SCALE, check, describe, spec
 
 
 def pixels(s: float, crop_size: int) -> int:
@@ -58,8 +58,10 @@ class DataConfig:
     dataset: str = spec("fashion-mnist", choices=("fashion-mnist", "imagefolder", "voc"))
     root: str = spec("/usr/share/datasets/fashion-mnist", words="a folder")
     # S (paper units: pixels at crop 224), or [Smin, Smax] for jittering
-    scale: list[int] = spec([256], lo=224, hi=100_000)  # noqa: RUF009 (spec gives a default_factory)
-    test_scale: int = spec(0, lo=0, hi=100_000)  # Q for held-out evaluation; 0: S, or the mid of [Smin, Smax]
+    scale: list[int] = spec([256], lo=224, hi=MAX_SCALE)  # noqa: RUF009 (spec gives a default_factory)
+    test_scale: int = spec(
+        0, lo=0, hi=MAX_SCALE
+    )  # Q for held-out evaluation; 0: S, or the mid of [Smin, Smax]
     val_fraction: float = spec(0.1, lo=0, lt=1)  # held out from the training split to drive the LR schedule
     subset: int = spec(0, lo=0)  # use only N training images (0: all)
     flip: bool = True
@@ -72,6 +74,7 @@ class DataConfig:
     grey_to_rgb: bool = False  # Fashion-MNIST: replicate to 3 channels instead of a 1-channel net
     workers: int = spec(-1, lo=-1, hi=256)  # DataLoader workers for image files; -1: min(8, cores)
     on_bad_image: str = spec("skip", choices=("skip", "fail"))
+    exif: bool = True  # turn photographs upright by their EXIF orientation (false: pixels as stored)
     # voc only: ImageSets/Main split names (slices like "train[:80%]" allowed); an image's label
     # is the class of its largest object (ImageFolder reads root/train and root/val|test instead)
     train_split: str = spec("train", words="a split name, e.g. train or train[:80%]")
@@ -124,7 +127,7 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = spec(74, lo=1, hi=1_000_000)  # upper bound; the schedule usually stops earlier
     seed: int = spec(0, lo=0, hi=2**32 - 1)
-    device: str = spec("auto", pattern=r"auto|cpu|cuda(:\d+)?")
+    device: str = spec("auto", pattern=DEVICE_PATTERN)
     precision: str = spec("auto", choices=("auto", "bf16", "fp32"))  # auto: bf16 where native
     channels_last: bool = True
     compile: bool = False

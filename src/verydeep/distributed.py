@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from .ranges import DEVICE_PATTERN
 
 
 @dataclass(frozen=True)
@@ -40,15 +43,21 @@ class DistEnv:
         return self.world_size > 1
 
 
-def resolve_device(name: str, env: DistEnv) -> torch.device:
-    """``auto`` -> cuda:<local_rank> when CUDA is there, else cpu."""
+def resolve_device(name: str, env: DistEnv | None = None, what: str = "train.device") -> torch.device:
+    """``auto`` -> cuda:<local_rank> when CUDA is there, else cpu; a one-line ValueError for a
+    name that is not a device or asks for a GPU that is not there."""
+    env = env or DistEnv()
+    if not isinstance(name, str) or not re.fullmatch(DEVICE_PATTERN, name):
+        raise ValueError(f"{what} must be auto, cpu, cuda or cuda:N, got {name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         name = f"cuda:{env.local_rank}"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("train.device asks for CUDA but no CUDA device is available")
+        raise ValueError(f"{what} asks for CUDA but no CUDA device is available")
     device = torch.device(name)
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise ValueError(f"{what} asks for {name}, but there are {torch.cuda.device_count()} CUDA devices")
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True  # fixed crop size: autotuning pays off

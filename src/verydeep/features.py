@@ -52,6 +52,7 @@ from .data.voc_labels import is_voc_root, read_voc_labels
 from .io.features import Descriptors
 from .models.extractor import LAYERS, FeatureExtractor
 from .models.vgg import VGG
+from .ranges import MAX_SCALE
 
 log = logging.getLogger(__name__)
 __all__ = [
@@ -76,12 +77,13 @@ class DescriptorConfig:
     normalise_each_scale: bool = False  # also L2-normalise per scale before combining
     batch_size: int = 32
     size_step: int = 1  # round the long side to a multiple of this (1: exact aspect ratio)
+    exif: bool = True  # turn photographs upright by their EXIF orientation
     grey: bool = False  # feed grey replicated to RGB (for nets trained on grey images, e.g. Fashion-MNIST)
     extra: dict = field(default_factory=dict, compare=False)  # free-form provenance
 
     def __post_init__(self) -> None:
-        if not self.scales or min(self.scales) <= 0:
-            raise ValueError(f"descriptor scales must be positive, got {self.scales}")
+        if not self.scales or not all(0 < q <= MAX_SCALE for q in self.scales):
+            raise ValueError(f"descriptor scales must be in (0, {MAX_SCALE}], got {self.scales}")
         checks = {"units": ("paper", "pixels"), "combine": ("average", "stack"), "layer": ("fc6", "fc7")}
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
@@ -149,18 +151,27 @@ def _rescale(img: Image.Image, sides: list[int], step: int, mode: str) -> list[t
 class _PathImages(torch.utils.data.Dataset):
     """Decode once, rescale to every scale: item i -> (i, [uint8 (C, H, W) per scale] or None)."""
 
-    def __init__(self, paths: Sequence[str | Path], sides: list[int], step: int, mode: str, fail: bool):
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        sides: list[int],
+        step: int,
+        mode: str,
+        fail: bool,
+        exif: bool = True,
+    ):
         self.paths, self.sides, self.step, self.mode, self.fail = paths, sides, step, mode, fail
+        self.exif = exif
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[int, list[torch.Tensor] | None]:
+    def __getitem__(self, i: int) -> tuple[int, list[torch.Tensor] | str | None]:
         try:
-            img = load_image(self.paths[i], min_side=max(self.sides))
+            img = load_image(self.paths[i], min_side=max(self.sides), exif=self.exif)
         except BadImageError as e:
-            if self.fail:
-                raise
+            if self.fail:  # raised by the main process: from a worker it would carry a traceback
+                return i, str(e)
             log.warning("skipping bad image: %s", e)
             return i, None
         return i, _rescale(img, self.sides, self.step, self.mode)
@@ -186,6 +197,8 @@ def _run_buckets(
             out.setdefault(i, [None] * n_scales)[key[0]] = row
 
     for i, scaled in items:
+        if isinstance(scaled, str):  # on_bad_image="fail": the loader's message, one line
+            raise BadImageError(scaled)
         if scaled is None:
             continue
         for s, x in enumerate(scaled):
@@ -237,7 +250,7 @@ def describe_paths(
     device = next(model.parameters()).device
     sides = cfg.sides(model.crop_size)
     mode = _colour_mode(model, cfg)
-    ds = _PathImages(list(paths), sides, cfg.size_step, mode, on_bad_image == "fail")
+    ds = _PathImages(list(paths), sides, cfg.size_step, mode, on_bad_image == "fail", cfg.exif)
     loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=workers, collate_fn=_first)
     items = progress(loader) if progress else loader
     return _assemble(_run_buckets(model, prep, items, cfg, len(sides), device), cfg)

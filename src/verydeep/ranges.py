@@ -26,6 +26,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # train.device, and every command's --device
+# The largest training or test scale, in paper units: 16x the paper's 256 (a 4096 px side at crop
+# 224). Larger ones cost more memory than any machine has (Q=1e9 asked for petabytes).
+MAX_SCALE = 4096
+
 
 def spec(
     default: Any,

@@ -16,15 +16,10 @@ from collections.abc import Callable
 
 import torch
 
+from ..distributed import resolve_device
 from .config import TARGETS, BenchConfig
 
 PARTS = ("inference", "training", "lrn", "precision", "eval", "data")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def environment(device: torch.device) -> dict:
@@ -69,7 +64,7 @@ def run_bench(
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown bench parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device, what="bench device")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # autotune: pick the fastest conv algorithm per shape
     photos = cfg.data_root / "hymenoptera"

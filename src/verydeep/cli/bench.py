@@ -12,6 +12,7 @@ from ..bench import PARTS, run_bench
 from ..bench.config import BenchConfig
 from ..bench.report import format_report
 from ..io.checkpoint import atomic_write
+from .values import device, int_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,11 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="tiny nets, few images: seconds (for tests)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts")
-    p.add_argument("--rounds", type=int, help="interleaved samples per variant (median reported)")
-    p.add_argument("--train-batch", type=int, help="training-step batch (default 4)")
+    p.add_argument(
+        "--rounds", type=int_range(1, 1000), help="interleaved samples per variant (median reported)"
+    )
+    p.add_argument("--train-batch", type=int_range(1, 4096), help="training-step batch (default 4)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (saves minutes)")
     p.add_argument("--data", type=Path, help="folder holding hymenoptera/ (default ../shared/data)")
-    p.add_argument("--device", help="cpu, cuda or auto (default)")
+    p.add_argument("--device", type=device, help="cpu, cuda or auto (default)")
     p.add_argument("--save", type=Path, help="also write the full JSON result to this file")
     p.set_defaults(func=run)
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 # heavy imports (torch, torchvision) happen in run(): building the parser must stay cheap
+from .values import THREADS, device, int_range, scales_arg
 
 
 def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
@@ -20,6 +21,7 @@ def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
     p.add_argument(
         "--scales",
         default="multi",
+        type=scales_arg,
         help="test scales Q in paper units (pixels at crop 224), e.g. 256,384,512; 'multi' "
         "(default: S-32,S,S+32 or Smin,mid,Smax from the checkpoint) or 'single' (S or mid)",
     )
@@ -37,11 +39,16 @@ def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
         "or left out at the bottom/right as a plain conv pass does (topleft)",
     )
     p.add_argument("--no-flip", action="store_true", help="do not average in horizontal flips")
-    p.add_argument("--grid", type=int, default=5, help="multi-crop grid side (default 5: 5x5x2 = 50 crops)")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (pixels as stored)")
+    p.add_argument(
+        "--grid", type=int_range(1, 32), default=5, help="multi-crop grid side (default 5: 5x5x2 = 50 crops)"
+    )
+    p.add_argument(
+        "--device", type=device, default="auto", help="auto (cuda if available), cpu, cuda, cuda:N"
+    )
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine)")
+    p.add_argument("--threads", type=THREADS, help="CPU threads for torch (1 is fastest on a busy machine)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,9 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data", required=True, help="ImageFolder directory or 'fashion-mnist[:ROOT]' (test split)"
     )
     add_method_args(p, "dense")
-    p.add_argument("--batch-size", type=int, default=64, help="crops per forward pass (dense: same pixels)")
-    p.add_argument("--workers", type=int, default=2, help="image decoding processes")
-    p.add_argument("--limit", type=int, help="evaluate only this many images, spread evenly")
+    p.add_argument(
+        "--batch-size", type=int_range(1), default=64, help="crops per forward pass (dense: same pixels)"
+    )
+    p.add_argument("--workers", type=int_range(0, 256), default=2, help="image decoding processes")
+    p.add_argument("--limit", type=int_range(1), help="evaluate only this many images, spread evenly")
     p.add_argument("--full-decode", action="store_true", help="no reduced-size JPEG decoding")
     p.add_argument("--json", action="store_true", help="print the full results as JSON")
     p.add_argument("--csv", metavar="FILE", help="also write one CSV row per net and method")
@@ -62,14 +71,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def setup(args: argparse.Namespace) -> str:
-    """Apply --threads; resolve --device auto."""
+    """Apply --threads; resolve --device (auto: cuda if there is one; a missing GPU is an error)."""
     import torch
+
+    from ..distributed import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return args.device
+    return str(resolve_device(args.device, what="--device"))
 
 
 def options(args: argparse.Namespace, device: str):
@@ -88,6 +97,7 @@ def options(args: argparse.Namespace, device: str):
         batch_size=getattr(args, "batch_size", 64),
         workers=getattr(args, "workers", 0),
         fast_decode=not getattr(args, "full_decode", False),
+        exif=not args.no_exif,
         limit=getattr(args, "limit", None),
         progress=not getattr(args, "quiet", True) and sys.stderr.isatty(),
     )

@@ -8,9 +8,11 @@ import sys
 import torch
 from tqdm import tqdm
 
+from ..distributed import resolve_device
 from ..features import DescriptorConfig, describe_dataset
 from ..io.checkpoint import load_model, output_target
 from ..io.features import save_descriptors
+from .values import SCALE, THREADS, device, int_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,20 +24,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help="ImageFolder root (<class>/<image>) or VOC root (Annotations/, ImageSets/)")
     p.add_argument("--split", default="", help="VOC: ImageSets/Main/<split>.txt; ImageFolder: a sub-folder")
     p.add_argument("--out", required=True, help="output file, .safetensors or .npz")
-    p.add_argument("--scales", type=float, nargs="+", default=[384.0], help="Q values (default 384)")
+    p.add_argument("--scales", type=SCALE, nargs="+", default=[384.0], help="Q values (default 384)")
     p.add_argument("--units", choices=["paper", "pixels"], default="paper", help="paper: px at crop 224")
     p.add_argument("--combine", choices=["average", "stack"], default="average", help="over scales")
-    p.add_argument("--layer", choices=["fc7", "fc6"], default="fc7")
+    p.add_argument(
+        "--layer", choices=["fc7", "fc6"], default="fc7", help="FC7 (penultimate, the paper) or FC6"
+    )
     p.add_argument("--no-flip", action="store_true", help="do not average in the flipped image")
     p.add_argument("--normalise-each-scale", action="store_true", help="L2 per scale before combining")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--size-step", type=int, default=1, help="round long sides to a multiple (bigger batches)")
+    p.add_argument("--batch-size", type=int_range(1), default=32, help="images per forward pass")
+    p.add_argument(
+        "--size-step",
+        type=int_range(1, 1024),
+        default=1,
+        help="round long sides to a multiple (bigger batches)",
+    )
+    p.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (pixels as stored)")
     p.add_argument("--grey", action="store_true", help="feed grey images (nets trained on grey data)")
     p.add_argument("--classes-from", help="descriptor file whose class order to use (e.g. the train file)")
-    p.add_argument("--workers", type=int, default=0, help="image-decoding processes")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--on-bad-image", choices=["skip", "fail"], default="skip")
+    p.add_argument("--workers", type=int_range(0, 256), default=0, help="image-decoding processes")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument(
+        "--on-bad-image",
+        choices=["skip", "fail"],
+        default="skip",
+        help="unreadable images: skip and count, or stop",
+    )
     p.set_defaults(func=run)
 
 
@@ -43,11 +58,12 @@ def run(args: argparse.Namespace) -> int:
     output_target(args.out)  # a bad output path fails before any image is read
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, meta = load_model(args.checkpoint, args.device)
+    model, meta = load_model(args.checkpoint, resolve_device(args.device, what="--device"))
     cfg = DescriptorConfig(
         scales=tuple(args.scales), units=args.units, combine=args.combine, flip=not args.no_flip,
         layer=args.layer, normalise_each_scale=args.normalise_each_scale, batch_size=args.batch_size,
-        size_step=args.size_step, grey=args.grey, extra={"checkpoint": args.checkpoint},
+        size_step=args.size_step, grey=args.grey, exif=not args.no_exif,
+        extra={"checkpoint": args.checkpoint},
     )  # fmt: skip
     classes = None
     if args.classes_from:

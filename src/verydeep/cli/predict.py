@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from .eval import add_method_args, setup
+from .eval import add_method_args, options, setup
+from .values import int_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,10 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-m", "--model", action="append", required=True, metavar="CKPT", help="repeat for an ensemble"
     )
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=int_range(1), default=5, help="classes to print per image (default 5)")
     add_method_args(p, "dense")
     p.add_argument("--heatmap", metavar="PNG", help="write the top class's dense score map over each image")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run)
 
 
@@ -29,28 +31,29 @@ def run(args: argparse.Namespace) -> int:
 
     if args.heatmap:
         output_target(args.heatmap)  # a bad output path fails before any image is read
-    device = setup(args)
-    rt = Runtime(device, args.bf16, args.channels_last)
-    nets = [load_model(m, device) for m in args.model]
-    for m, _ in nets:
-        m.eval()
-    kw = dict(scales=args.scales, flip=not args.no_flip, average=args.average, grid=args.grid, rt=rt)
-    kw["align"] = args.dense_align
-    results = predict(nets, args.images, top=args.top, method=args.method, **kw)
-    if args.heatmap:
-        write_heatmap(args, nets[0], results, rt)
+    opts = options(args, setup(args))
+    if len(opts.methods) != 1:
+        raise ValueError(f"predict takes one --method (a + combination is one), got {args.method!r}")
+    nets = [load_model(m, opts.device) for m in args.model]
+    results = predict(nets, args.images, top=args.top, opts=opts)
+    good = [r for r in results if "error" not in r]
     for r in results:
+        if "error" in r:  # reported and passed over: the good files' results are not lost
+            print(f"verydeep predict: skipped {r['error']}", file=sys.stderr)
+    if args.heatmap and good:
+        write_heatmap(args, nets[0], good, Runtime(opts.device, opts.amp, opts.channels_last))
+    for r in good:
         r.pop("probs")
     if args.json:
         print(json.dumps(results, indent=1))
-        return 0
-    for r in results:
-        print(f"{r['path']} ({r['size'][0]}x{r['size'][1]} {r['mode']})")
-        for i, t in enumerate(r["top"], 1):
-            print(f"  {i}. {t['class']:<30} {t['prob']:.4f}")
-    if args.heatmap:
-        print(f"heat map: {args.heatmap}")
-    return 0
+    else:
+        for r in good:
+            print(f"{r['path']} ({r['size'][0]}x{r['size'][1]} {r['mode']})")
+            for i, t in enumerate(r["top"], 1):
+                print(f"  {i}. {t['class']:<30} {t['prob']:.4f}")
+        if args.heatmap and good:
+            print(f"heat map: {args.heatmap}")
+    return 1 if len(good) < len(results) else 0
 
 
 def write_heatmap(args: argparse.Namespace, net: tuple, results: list[dict], rt) -> None:
@@ -66,7 +69,8 @@ def write_heatmap(args: argparse.Namespace, net: tuple, results: list[dict], rt)
     panels = []
     for r in results:
         best = r["top"][0]
-        img = load_image(r["path"])
-        m = score_map(model, meta, img, best["index"], q, rt)
-        panels.append((img, q, m, f"{Path(r['path']).name}: {best['class']} {best['prob']:.3f} (Q={q}px)"))
+        img = load_image(r["path"], exif=not args.no_exif)
+        m, offset = score_map(model, meta, img, best["index"], q, rt, args.dense_align)
+        title = f"{Path(r['path']).name}: {best['class']} {best['prob']:.3f} (Q={q}px)"
+        panels.append((img, q, m, offset, title))
     atomic_write(Path(args.heatmap), heatmap_png(panels, model.crop_size))

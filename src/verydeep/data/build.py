@@ -188,7 +188,9 @@ def _image_folder(cfg: RunConfig, env: DistEnv, micro: int, device: torch.device
 
     def batches(subset: list, transform: Callable, train: bool) -> FolderBatches:
         order = EpochOrder(len(subset), micro, cfg.train.seed, env.rank, env.world_size, shuffle=train)
-        return FolderBatches(ImageFolderDataset(subset, transform, d.on_bad_image), order, workers, pin)
+        return FolderBatches(
+            ImageFolderDataset(subset, transform, d.on_bad_image, d.exif), order, workers, pin
+        )
 
     def train_prepare(x: torch.Tensor) -> torch.Tensor:
         colour = pca.sample(len(x), d.colour_shift).to(x.device) if d.colour_shift else None

@@ -62,8 +62,10 @@ class ImageFolderDataset(Dataset):
         samples: list[tuple[Path, int]],
         transform: Callable,
         on_bad_image: str = "skip",
+        exif: bool = True,
     ) -> None:
         self.samples, self.transform, self.on_bad_image = samples, transform, on_bad_image
+        self.exif = exif  # honour EXIF orientation (see load_image)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -72,7 +74,7 @@ class ImageFolderDataset(Dataset):
         path, label = self.samples[i]
         try:
             load = load_image_tensor if getattr(self.transform, "tensor_input", False) else load_image
-            img = load(path, min_side=getattr(self.transform, "min_side", None))
+            img = load(path, min_side=getattr(self.transform, "min_side", None), exif=self.exif)
         except BadImageError as e:
             if self.on_bad_image == "fail":
                 raise

@@ -1,5 +1,12 @@
 """Reading photographs: every mode to RGB, only the formats we mean to read, clear failures.
 
+What one image may cost is bounded before it is decoded: at most ``MAX_PIXELS`` declared pixels
+and a long side at most ``MAX_ASPECT`` times the short one (a 1,000,000 x 1 PNG of 201 bytes
+would otherwise become a 12 GB tensor once its short side is rescaled to S); ``rescale_smallest``
+checks the rescaled size too. Such a file is a ``BadImageError``, skipped and counted like any
+unreadable image. EXIF orientation is honoured by default (a phone photograph taken upright is
+decoded upright); ``exif=False`` reads the pixels as stored.
+
 Example:
     >>> from verydeep.data.images import load_image
     >>> load_image("/nonexistent.jpg")
@@ -17,13 +24,22 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.io as tio
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "PPM", "TIFF")  # what Image.open may accept
 MAX_PIXELS = 120_000_000  # larger declared sizes are refused as decompression bombs
+MAX_ASPECT = 25  # long side / short side; wider panoramas than this are refused
+
+
+def check_size(width: int, height: int, path: str | Path) -> None:
+    """Refuse (``BadImageError``) a declared size beyond ``MAX_PIXELS`` or ``MAX_ASPECT``."""
+    if width < 1 or height < 1 or width * height > MAX_PIXELS:
+        raise BadImageError(f"{path}: {width}x{height} is outside the pixel limit ({MAX_PIXELS:,})")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise BadImageError(f"{path}: {width}x{height} is longer than {MAX_ASPECT}:1, refused")
 
 
 class BadImageError(ValueError):
@@ -43,8 +59,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
-    """Decode ``path`` to an RGB PIL image.
+def load_image(path: str | Path, min_side: int | None = None, exif: bool = True) -> Image.Image:
+    """Decode ``path`` to an RGB PIL image, turned upright by its EXIF orientation if ``exif``.
 
     With ``min_side`` a JPEG is decoded at the smallest power-of-two reduction whose smaller
     side is still >= ``min_side`` (libjpeg's DCT scaling: much faster, no quality lost once the
@@ -59,12 +75,13 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=FORMATS) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise BadImageError(f"{path}: {img.width}x{img.height} exceeds the pixel limit")
+                check_size(img.width, img.height, path)
                 if min_side and img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
                     scale = min(img.size) / min_side
                     img.draft(img.mode, (int(img.width / scale) + 1, int(img.height / scale) + 1))
                 _load_tolerating_truncation(img, path)
+                if exif:
+                    img = ImageOps.exif_transpose(img)  # a copy only where a turn is needed
                 return _to_rgb(img)
     except BadImageError:
         raise
@@ -78,7 +95,7 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
         raise BadImageError(f"{path}: cannot decode ({type(e).__name__}: {e})") from None
 
 
-def load_image_tensor(path: str | Path, min_side: int | None = None) -> torch.Tensor:
+def load_image_tensor(path: str | Path, min_side: int | None = None, exif: bool = True) -> torch.Tensor:
     """Decode ``path`` to a uint8 RGB tensor (3, H, W); JPEGs through torchvision.io.
 
     torchvision.io (libjpeg-turbo) decodes JPEGs ~13% faster than PIL here; a JPEG big enough
@@ -90,13 +107,18 @@ def load_image_tensor(path: str | Path, min_side: int | None = None) -> torch.Te
         try:
             with Image.open(path, formats=("JPEG",)) as img:  # header only: cheap
                 small = not min_side or min(img.size) < 2 * min_side
+                size = img.size
             if small:
+                check_size(*size, path)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 notice
-                    return tio.decode_jpeg(tio.read_file(str(path)), mode=tio.ImageReadMode.RGB)
-        except (OSError, RuntimeError, ValueError, SyntaxError, Image.DecompressionBombError):
-            pass  # load_image gives the precise error, or tolerates the truncation
-    img = load_image(path, min_side)
+                    data = tio.read_file(str(path))
+                    return tio.decode_jpeg(data, mode=tio.ImageReadMode.RGB, apply_exif_orientation=exif)
+        except (OSError, RuntimeError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            if isinstance(e, BadImageError):
+                raise
+            # otherwise load_image gives the precise error, or tolerates the truncation
+    img = load_image(path, min_side, exif)
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
 

@@ -28,9 +28,16 @@ import torchvision.transforms as T1
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from .images import MAX_PIXELS, BadImageError
+
 
 def rescale_smallest(img: Image.Image | torch.Tensor, side: int) -> Image.Image | torch.Tensor:
-    """Isotropic rescale so that the smaller side equals ``side`` (bilinear, antialiased)."""
+    """Isotropic rescale so that the smaller side equals ``side`` (bilinear, antialiased); a
+    result beyond ``MAX_PIXELS`` is a ``BadImageError`` (no allocation is attempted)."""
+    w, h = img.size if isinstance(img, Image.Image) else (img.shape[-1], img.shape[-2])
+    new_w, new_h = resized_size(w, h, side)
+    if new_w * new_h > MAX_PIXELS:
+        raise BadImageError(f"{w}x{h} image rescaled to {new_w}x{new_h} is beyond the pixel limit")
     return TF.resize(img, side, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
 
 

@@ -97,6 +97,7 @@ def batches(
     batch_size: int = 16,
     workers: int = 0,
     fast_decode: bool = True,
+    exif: bool = True,
 ) -> Iterator[tuple[list, torch.Tensor, torch.Tensor, int]]:
     """Yield ``(per_q, labels, index, bad)``; ``bad`` counts unreadable files skipped."""
     if data.images is not None:
@@ -105,7 +106,7 @@ def batches(
             index = torch.arange(start, start + len(x))
             yield [rescale(x, q) for q in q_pixels], data.labels[index], index, 0
         return
-    ds = ImageFolderDataset(data.samples, MultiScale(q_pixels, fast_decode))
+    ds = ImageFolderDataset(data.samples, MultiScale(q_pixels, fast_decode), exif=exif)
     loader = DataLoader(
         ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate, persistent_workers=False
     )

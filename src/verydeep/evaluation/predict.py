@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..data.images import load_image
+from ..data.images import BadImageError, load_image
 from ..io.checkpoint import Meta
 from ..models.vgg import VGG
 from .core import (
@@ -37,8 +37,9 @@ from .core import (
     match_channels,
     multicrop_probs,
     rescale,
+    window_trim,
 )
-from .runner import parse_methods, scales_for
+from .runner import EvalOptions, parse_methods, scales_for
 
 
 def image_posteriors(
@@ -73,46 +74,64 @@ def class_names(meta: Meta, n: int) -> list[str]:
     return list(meta.classes) if len(meta.classes) == n else [f"class {i}" for i in range(n)]
 
 
-def predict(nets: Sequence[tuple[VGG, Meta]], paths: Sequence[str | Path], top: int = 5, **kw) -> list[dict]:
-    """Top-``top`` (clipped to the classes) names and posteriors per image; several nets are
-    averaged as an ensemble. Unreadable files raise ``BadImageError`` (a ``ValueError``)."""
+def predict(
+    nets: Sequence[tuple[VGG, Meta]],
+    paths: Sequence[str | Path],
+    *,
+    top: int = 5,
+    opts: EvalOptions | None = None,
+) -> list[dict]:
+    """Top-``top`` (clipped to the classes) names and posteriors per image with one method of
+    ``opts`` (default: the paper's dense multi-scale test); several nets are averaged as an
+    ensemble. An unreadable file does not stop the rest: its entry holds ``error`` instead."""
+    opts = opts or EvalOptions(progress=False)
+    if len(opts.methods) != 1:
+        raise ValueError(f"predict takes one method (a + combination is one), got {opts.methods}")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"top must be a positive integer, got {top!r}")
     names = class_names(nets[0][1], nets[0][0].num_classes)
     if any(class_names(meta, m.num_classes) != names for m, meta in nets[1:]):
         raise ValueError("an ensemble needs nets with the same classes")
+    rt = Runtime(opts.device, opts.amp, opts.channels_last)
+    kw = dict(flip=opts.flip, average=opts.average, align=opts.dense_align, grid=opts.grid, rt=rt)
     out = []
     for path in paths:
-        img = load_image(path)
-        with Image.open(path) as raw:
-            mode = raw.mode
-        probs = torch.stack([image_posteriors(m, meta, img, **kw) for m, meta in nets]).mean(0)
+        try:
+            img = load_image(path, exif=opts.exif)
+            with Image.open(path) as raw:
+                mode = raw.mode
+        except (BadImageError, OSError) as e:
+            out.append({"path": str(path), "error": str(e)})
+            continue
+        post = [image_posteriors(m, meta, img, opts.methods[0], opts.scales, **kw) for m, meta in nets]
+        probs = torch.stack(post).mean(0)
         p, i = probs.topk(min(top, len(probs)))
-        out.append(
-            {
-                "path": str(path),
-                "size": list(img.size),
-                "mode": mode,
-                "top": [
-                    {"class": names[c], "index": int(c), "prob": float(v)} for v, c in zip(p, i, strict=True)
-                ],
-                "probs": probs,
-            }
-        )
+        best = [{"class": names[c], "index": int(c), "prob": float(v)} for v, c in zip(p, i, strict=True)]
+        out.append({"path": str(path), "size": list(img.size), "mode": mode, "top": best, "probs": probs})
     return out
 
 
-def score_map(model: VGG, meta: Meta, img: Image.Image, cls: int, q: int, rt: Runtime = CPU) -> torch.Tensor:
-    """Flip-averaged dense score map (h, w) of class ``cls`` for ``img`` rescaled to ``q``."""
+def score_map(
+    model: VGG, meta: Meta, img: Image.Image, cls: int, q: int, rt: Runtime = CPU, align: str = "centre"
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Flip-averaged dense score map (h, w) of class ``cls`` for ``img`` rescaled to ``q``, and
+    the (top, left) pixel of the rescaled image where window (0, 0) starts: the same windows
+    (``window_trim`` with ``align``) as the dense posteriors that ``predict`` prints."""
     x = match_channels(rescale(img, q), model.in_channels)[None]
+    seen = window_trim(x, model.crop_size, 32, align)
+    h, w = x.shape[-2:]
+    offset = ((h - seen.shape[-2]) // 2, (w - seen.shape[-1]) // 2)
     with torch.inference_mode():
-        return dense_maps(model, x, meta.prep, flip=True, rt=rt)[0, cls].cpu()
+        return dense_maps(model, seen, meta.prep, flip=True, rt=rt)[0, cls].cpu(), offset
 
 
 def heatmap_png(panels: Sequence[tuple[Image.Image, int, torch.Tensor, str]], crop: int) -> bytes:
     """PNG: per image, the photo and the photo under its class score map (jet, 50% alpha).
 
-    ``panels``: (original image, test scale Q it was rescaled to, (h, w) map, title). Map cell
-    (i, j) is the window of ``crop`` pixels at (32 i, 32 j) of the rescaled image (five 2x2 pools:
-    stride 32), drawn as a 32 px square around the window's centre, mapped back onto the photo.
+    ``panels``: (original image, test scale Q it was rescaled to, (h, w) map, (top, left) offset
+    of window (0, 0), title), as ``score_map`` gives them. Map cell (i, j) is the window of
+    ``crop`` pixels at (top + 32 i, left + 32 j) of the rescaled image (five 2x2 pools: stride
+    32), drawn as a 32 px square around the window's centre, mapped back onto the photo.
     """
     import matplotlib
 
@@ -120,11 +139,11 @@ def heatmap_png(panels: Sequence[tuple[Image.Image, int, torch.Tensor, str]], cr
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(panels), 2, figsize=(9, 4 * len(panels)), squeeze=False)
-    for (img, q, m, title), (a0, a1) in zip(panels, axes, strict=True):
+    for (img, q, m, (top, left), title), (a0, a1) in zip(panels, axes, strict=True):
         f = min(img.size) / q  # photo pixels per rescaled pixel
         h, w = m.shape
-        lo = crop / 2 - 16
-        extent = (f * lo, f * (lo + 32 * w), f * (lo + 32 * h), f * lo)
+        y0, x0 = top + crop / 2 - 16, left + crop / 2 - 16
+        extent = (f * x0, f * (x0 + 32 * w), f * (y0 + 32 * h), f * y0)
         a0.imshow(img)
         a0.set_title(title, fontsize=9)
         a1.imshow(img)

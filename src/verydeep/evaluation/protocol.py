@@ -26,7 +26,7 @@ from ..io.checkpoint import Meta, load_model
 from ..models.vgg import VGG
 from .data import EvalData, open_data
 from .metrics import classification_metrics
-from .runner import EvalOptions, evaluate_net, forwards_per_image, parse_methods, scales_for
+from .runner import EvalOptions, evaluate_net, forwards_per_image, scales_for
 
 
 def net_names(paths: Sequence[str | Path]) -> list[str]:
@@ -87,7 +87,6 @@ def evaluate_models(nets: Sequence[tuple[str, VGG, Meta]], data: EvalData, opts:
     Nets may differ in config, crop size and preprocessing; each is tested at its own scales
     (``opts.scales`` resolved against its ``train_scale``) and must share the data's classes.
     """
-    opts.methods = parse_methods(opts.methods)
     data = data.subset(opts.limit)
     labels_all = data.label_tensor()
     results, rows, post = [], [], {}

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from ..config import pixels
 from ..data.preprocess import Preprocess
 from ..models.vgg import VGG
+from ..ranges import DEVICE_PATTERN, MAX_SCALE
 from .core import Runtime, crop_probs, dense_probs, grid_crops, match_channels
 from .data import EvalData, batches
 
@@ -66,9 +68,19 @@ def resolve_scales(spec: str | list[float] | None, train_scale: list[float]) -> 
         return default_scales(train_scale, multi=True)
     if spec == "single":
         return default_scales(train_scale, multi=False)
-    values = [float(v) for v in spec.split(",")] if isinstance(spec, str) else [float(v) for v in spec]
-    if not values or min(values) <= 0:
-        raise ValueError(f"test scales must be positive numbers, got {spec!r}")
+    return check_scales(spec)
+
+
+def check_scales(spec: str | list[float]) -> list[float]:
+    """Explicit test scales: numbers in (0, MAX_SCALE] paper units, or a one-line ValueError."""
+    try:
+        values = [float(v) for v in (spec.split(",") if isinstance(spec, str) else spec)]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"test scales must be 'multi', 'single' or numbers like 256,384, got {spec!r}"
+        ) from None
+    if not values or not all(0 < v <= MAX_SCALE for v in values):
+        raise ValueError(f"test scales must be in (0, {MAX_SCALE}] (paper units), got {spec!r}")
     return values
 
 
@@ -89,8 +101,27 @@ class EvalOptions:
     channels_last: bool = False
     workers: int = 2
     fast_decode: bool = True
-    limit: int | None = None
+    exif: bool = True  # turn photographs upright by their EXIF orientation, as training does
+    limit: int | None = None  # evaluate this many images, spread evenly (None: all)
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Methods parsed once; every number in range (one-line ValueErrors, before any work)."""
+        self.methods = parse_methods(self.methods)
+        if self.scales not in (None, "multi", "single"):
+            check_scales(self.scales)
+        for name, lo in (("grid", 1), ("batch_size", 1), ("workers", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name.replace('_', '-')} must be an integer >= {lo}, got {v!r}")
+        if self.grid > 32:
+            raise ValueError(f"grid must be at most 32 (32x32 crops per scale), got {self.grid}")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise ValueError(f"limit must be a positive number of images, got {self.limit!r}")
+        if self.average not in ("scores", "softmax") or self.dense_align not in ("centre", "topleft"):
+            raise ValueError(f"average {self.average!r} / dense_align {self.dense_align!r} unknown")
+        if not re.fullmatch(DEVICE_PATTERN, str(self.device)):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 class _Accumulator:
@@ -182,7 +213,9 @@ def evaluate_net(
     unit = model.crop_size**2
     accs = {m: _Accumulator(fns[m], len(data), opts.batch_size, unit, rt.device) for m in needed}
     valid, bad = torch.zeros(len(data), dtype=torch.bool), 0
-    it = batches(data, q_pixels, batch_size=16, workers=opts.workers, fast_decode=opts.fast_decode)
+    it = batches(
+        data, q_pixels, batch_size=16, workers=opts.workers, fast_decode=opts.fast_decode, exif=opts.exif
+    )
     with torch.inference_mode(), tqdm(total=len(data), desc=desc, disable=not opts.progress) as bar:
         for per_q, _, index, n_bad in it:
             bad += n_bad

@@ -76,9 +76,11 @@ def check_meta(meta: Any, path: Path) -> None:
         raise _bad(path, f"preprocess needs a mean and a non-zero std for each of {channels} channels")
     if not all(isinstance(c, str) for c in meta.classes):
         raise _bad(path, "classes must be strings")
-    n = model.get("num_classes", 1000)
-    if meta.classes and len(meta.classes) != n:
-        raise _bad(path, f"{len(meta.classes)} class names for {n} classes")
+    n, k = model.get("num_classes", 1000), len(meta.classes)
+    # a box net (Appendix A) keeps its classifier's names: 4 outputs (SCR) or 4 per class (PCR)
+    outputs = (4, 4 * k) if isinstance(meta.config, dict) and "localization" in meta.config else (k,)
+    if meta.classes and n not in outputs:
+        raise _bad(path, f"{k} class names for {n} classes")
     scale = meta.train_scale
     if not isinstance(scale, list) or not all(isinstance(s, (int, float)) for s in scale):
         raise _bad(path, "train_scale must be a list of numbers")

@@ -2,12 +2,12 @@
 
 Training rescales each image so its smallest side is S <= Smax; pixels beyond Smax are decoded
 every epoch and thrown away. ``preresize`` writes a copy of an ImageFolder tree (same relative
-paths) where every image whose smallest side exceeds ``max_side`` is rescaled to exactly
-``max_side`` (isotropic, antialiased, the training transform's own resampling) and re-encoded as
+paths) where every image whose smallest side exceeds ``smallest_side`` is rescaled to exactly
+``smallest_side`` (isotropic, antialiased, the training transform's own resampling) and re-encoded as
 JPEG; images already small enough are copied byte for byte (no second lossy encode). Bad files
 are skipped and counted. It resumes: files already in the destination are left alone.
 
-Set ``max_side`` to the largest S used in paper units at your crop (e.g. 512 for S in
+Set ``smallest_side`` to the largest S used in paper units at your crop (e.g. 512 for S in
 [256, 512] at crop 224); training from the copy is then the same up to JPEG re-encoding.
 
 Example:
@@ -18,7 +18,7 @@ Example:
     >>> src, dst = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp()) / "small"
     >>> (src / "cat").mkdir()
     >>> Image.new("RGB", (800, 600), "red").save(src / "cat" / "a.jpg")
-    >>> preresize(src, dst, max_side=300)["resized"], Image.open(dst / "cat" / "a.jpg").size
+    >>> preresize(src, dst, smallest_side=300)["resized"], Image.open(dst / "cat" / "a.jpg").size
     (1, (400, 300))
 """
 
@@ -31,33 +31,48 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from PIL import Image
+
 from ..data.images import IMAGE_EXTENSIONS, BadImageError, load_image
 from ..data.transforms import rescale_smallest
 
 
-def _one(src: Path, dst: Path, max_side: int, quality: int) -> str:
+def _one(src: Path, dst: Path, smallest_side: int, quality: int, exif: bool = True) -> str:
     """Write ``dst`` from ``src``; returns what was done: resized, copied, exists or bad."""
     if dst.exists():
         return "exists"
     try:
-        img = load_image(src, min_side=max_side)  # JPEG draft: decode no bigger than needed
+        img = load_image(src, min_side=smallest_side, exif=exif)  # JPEG draft: no bigger than needed
+        turned = exif and 2 <= _orientation(src) <= 8  # 2-8: a flip or a turn
     except BadImageError:
         return "bad"
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")  # never a half-written file under the final name
-    if min(img.size) > max_side:
+    if min(img.size) > smallest_side:
         buf = io.BytesIO()
-        rescale_smallest(img, max_side).save(buf, "JPEG", quality=quality)
+        try:
+            rescale_smallest(img, smallest_side).save(buf, "JPEG", quality=quality)
+        except BadImageError:
+            return "bad"
         tmp.write_bytes(buf.getvalue())
         done = "resized"
-    elif src.suffix.lower() in (".jpg", ".jpeg"):
+    elif src.suffix.lower() in (".jpg", ".jpeg") and not turned:
         shutil.copyfile(src, tmp)
         done = "copied"
-    else:  # small non-JPEG (PNG, GIF...): re-encoded so the tree is uniformly RGB JPEG
+    else:  # small non-JPEG (PNG, GIF...) or turned upright: re-encoded, uniformly RGB JPEG
         img.save(tmp, "JPEG", quality=quality)
         done = "resized"
     os.replace(tmp, dst)
     return done
+
+
+def _orientation(path: Path) -> int:
+    """The EXIF orientation tag (1: as stored), read from the header only."""
+    try:
+        with Image.open(path) as img:
+            return int(img.getexif().get(0x0112, 1))
+    except (OSError, ValueError, SyntaxError):
+        return 1
 
 
 def plan(src: Path, dst: Path) -> list[tuple[Path, Path]]:
@@ -75,24 +90,30 @@ def plan(src: Path, dst: Path) -> list[tuple[Path, Path]]:
 def preresize(
     src: str | Path,
     dst: str | Path,
-    max_side: int,
+    smallest_side: int,
     quality: int = 90,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
+    exif: bool = True,
 ) -> dict[str, int]:
-    """Copy the image tree ``src`` to ``dst`` with smallest sides capped at ``max_side``."""
+    """Copy the image tree ``src`` to ``dst`` with smallest sides capped at ``smallest_side``;
+    with ``exif`` (default, as training reads them) photographs are written upright and a
+    JPEG that needed turning is re-encoded instead of copied (the copy would keep no tag)."""
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise NotADirectoryError(f"source folder not found: {src}")
-    if max_side < 1 or not 1 <= quality <= 100:
-        raise ValueError(f"--max-side must be positive and --quality in 1..100 (got {max_side}, {quality})")
+    if smallest_side < 1 or not 1 <= quality <= 100:
+        raise ValueError(
+            f"the smallest side must be positive and the quality in 1..100, got {smallest_side}, {quality}"
+        )
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise ValueError("the destination must lie outside the source tree")
     pairs = plan(src, dst)
     if not pairs:
         raise ValueError(f"{src}: no images found")
     counts = {"resized": 0, "copied": 0, "exists": 0, "bad": 0}
-    args = ([s for s, _ in pairs], [d for _, d in pairs], [max_side] * len(pairs), [quality] * len(pairs))
+    n = len(pairs)
+    args = ([s for s, _ in pairs], [d for _, d in pairs], [smallest_side] * n, [quality] * n, [exif] * n)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = pool.map(_one, *args, chunksize=16)

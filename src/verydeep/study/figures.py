@@ -43,8 +43,8 @@ def score_maps_png(
     panels = []
     for path, label in pick_images(samples, n):
         img = load_image(path)
-        m = score_map(model, meta, img, label, q)
+        m, offset = score_map(model, meta, img, label, q)
         shown = (readable or {}).get(names[label], names[label])
         title = f"{shown} ({Path(path).name})\n{name}: {m.shape[0]}x{m.shape[1]} windows at Q={q} px"
-        panels.append((img, q, m, title))
+        panels.append((img, q, m, offset, title))
     return heatmap_png(panels, model.crop_size)

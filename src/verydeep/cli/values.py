@@ -1,0 +1,81 @@
+"""Argument types shared by the subcommands, and a parser whose errors are one line.
+
+argparse checks each value as it parses, so a bad ``--grid 0`` or ``--threads -3`` is refused
+before torch is imported or any file is read, with one line and exit code 2. (The library checks
+the same bounds again, e.g. ``EvalOptions.__post_init__``, for Python callers.)
+
+Example:
+    >>> p = Parser(prog="demo")
+    >>> _ = p.add_argument("--grid", type=int_range(1, 32))
+    >>> p.parse_args(["--grid", "5"]).grid
+    5
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+
+from ..ranges import DEVICE_PATTERN, MAX_SCALE
+
+
+class Parser(argparse.ArgumentParser):
+    """``ArgumentParser`` printing ``prog: error: message (see prog --help)``: one line, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An integer in [lo, hi] (no upper bound if ``hi`` is None)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi if hi is not None else 'inf'}], got {v}")
+        return v
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_range(gt: float, hi: float) -> Callable[[str], float]:
+    """A finite number in (gt, hi]."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not gt < v <= hi:
+            raise argparse.ArgumentTypeError(f"must be in ({gt:g}, {hi:g}], got {text}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+def device(text: str) -> str:
+    """auto, cpu, cuda or cuda:N (whether that GPU exists is checked when the command runs)."""
+    if not re.fullmatch(DEVICE_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def scales_arg(text: str) -> str:
+    """``multi``, ``single`` or comma-separated Q values in (0, MAX_SCALE] paper units."""
+    if text in ("multi", "single"):
+        return text
+    for part in text.split(","):
+        SCALE(part)
+    return text
+
+
+THREADS = int_range(1, 1024)
+SCALE = float_range(0, MAX_SCALE)  # a test scale Q in paper units

@@ -1,0 +1,112 @@
+"""Bad flag values and bad inputs to eval / predict / features / bench (issue 17, items 12 and
+16): one line, exit 2, before any work; predict reports each unreadable file and goes on."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from verydeep.cli import main
+from verydeep.evaluation import EvalOptions
+from verydeep.features import DescriptorConfig
+from verydeep.io.checkpoint import Meta, save_model
+from verydeep.models.vgg import VGG
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("values")
+    torch.manual_seed(0)
+    net = VGG("A", num_classes=2, width_mult=0.125, fc_width=16, crop_size=32)
+    save_model(root / "net.safetensors", net, Meta(classes=["a", "b"]))
+    for c in "ab":
+        (root / "data" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (48 + 9 * i, 40), (90 * i, 100, 20)).save(root / "data" / c / f"{i}.png")
+    (root / "adir").mkdir()
+    return root
+
+
+CK, DATA, IMG = "{r}/net.safetensors", "{r}/data", "{r}/data/a/0.png"
+CASES = [
+    (["eval", CK, "--data", DATA, "--device", "bogus"], "--device"),
+    (["eval", CK, "--data", DATA, "--device", "cuda:7"], "CUDA"),
+    (["eval", CK, "--data", DATA, "--threads", "-3"], "--threads"),
+    (["eval", CK, "--data", DATA, "--grid", "0", "--method", "multicrop"], "--grid"),
+    (["eval", CK, "--data", DATA, "--grid", "-2"], "--grid"),
+    (["eval", CK, "--data", DATA, "--limit", "-1"], "--limit"),
+    (["eval", CK, "--data", DATA, "--scales", "1e9"], "--scales"),
+    (["eval", CK, "--data", DATA, "--scales", "big"], "not a number"),
+    (["eval", CK, "--data", DATA, "--batch-size", "0"], "--batch-size"),
+    (["predict", "-m", CK, IMG, "--top", "-1"], "--top"),
+    (["predict", "-m", CK, IMG, "--grid", "0", "--method", "multicrop"], "--grid"),
+    (["predict", "-m", CK, IMG, "--device", "bogus"], "--device"),
+    (["predict", "-m", CK, IMG, "--method", "dense,centre"], "one --method"),
+    (["predict", "-m", CK, IMG, "--heatmap", "{r}/adir"], "is a directory"),
+    (["features", CK, DATA, "--out", "{r}/f.npz", "--threads", "-1"], "--threads"),
+    (["features", CK, DATA, "--out", "{r}/f.npz", "--device", "bogus"], "--device"),
+    (["features", CK, DATA, "--out", "{r}/f.npz", "--scales", "1e7"], "--scales"),
+    (["bench", "--device", "bogus"], "--device"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needle"), CASES, ids=[" ".join(a[:1] + a[-2:]) for a, _ in CASES])
+def test_bad_values_are_one_line_exit_2(setup, capsys, argv, needle):
+    argv = [a.format(r=setup) for a in argv]
+    with pytest.raises(SystemExit) as stop:  # argparse exits; errors found later return 2
+        raise SystemExit(main(argv))
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert stop.value.code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"verydeep {argv[0]}: error: ") and needle in lines[0], err
+    assert not (setup / "f.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"grid": 0}, {"batch_size": 0}, {"workers": -1}, {"limit": 0}, {"scales": [1e9]}, {"device": "tpu"}],
+)
+def test_the_library_checks_the_same_bounds(kw):
+    with pytest.raises(ValueError):
+        EvalOptions(**kw)
+
+
+def test_descriptor_scales_are_bounded():
+    with pytest.raises(ValueError, match="4096"):
+        DescriptorConfig(scales=(1e7,), units="pixels")
+
+
+def test_predict_reports_bad_files_and_keeps_the_good_ones(setup, capsys, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    good = [setup / "data" / "a" / "0.png", setup / "data" / "b" / "1.png"]
+    argv = [
+        "predict",
+        "-m",
+        str(setup / "net.safetensors"),
+        str(good[0]),
+        str(bad),
+        str(tmp_path / "gone.png"),
+    ]
+    code = main([*argv, str(good[1]), "--json", "--top", "1"])
+    out, err = capsys.readouterr()
+    assert code == 1  # non-zero: not every file was read
+    results = json.loads(out)
+    assert [r["path"] for r in results if "top" in r] == [str(g) for g in good]
+    assert sum("error" in r for r in results) == 2
+    assert err.count("skipped") == 2 and "broken.jpg" in err and "gone.png" in err
+    assert "Traceback" not in err
+
+
+def test_a_bad_image_in_a_feature_worker_is_one_line(setup, capsys, tmp_path):
+    data = tmp_path / "data"
+    for c in "ab":
+        (data / c).mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(data / c / "ok.png")
+    (data / "a" / "bad.jpg").write_bytes(b"\xff\xd8 nothing")
+    argv = ["features", str(setup / "net.safetensors"), str(data), "--out", str(tmp_path / "f.npz")]
+    code = main([*argv, "--on-bad-image", "fail", "--workers", "1", "--scales", "256"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "images:" not in ln]
+    assert code == 2 and len(err) == 1 and "bad.jpg" in err[0] and "Traceback" not in err[0], err
+    assert not (tmp_path / "f.npz").exists()
