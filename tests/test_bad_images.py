@@ -84,10 +84,11 @@ def test_empty_micro_batch_keeps_accumulation_in_step():
     empty = (torch.empty(0, 1, 32, 32), torch.empty(0, dtype=torch.long))
     cpu, ident = torch.device("cpu"), lambda t: t
     sa, sb = StepState(), StepState()
+    opt_a, opt_b = torch.optim.SGD(a.parameters(), lr=0.2), torch.optim.SGD(b.parameters(), lr=0.1)
     train_one_epoch(
-        a, [(x, y), empty, empty, empty], torch.optim.SGD(a.parameters(), lr=0.2), ident, cpu, sa, 2
+        a, [(x, y), empty, empty, empty], opt_a, prepare=ident, device=cpu, state=sa, accum_steps=2
     )
-    train_one_epoch(b, [(x, y)], torch.optim.SGD(b.parameters(), lr=0.1), ident, cpu, sb, 1)
+    train_one_epoch(b, [(x, y)], opt_b, prepare=ident, device=cpu, state=sb)
     assert sa.global_step == 2 and sa.skipped_steps == 0  # the all-empty second step is a no-op
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)

@@ -343,3 +343,21 @@ def test_torchrun_restarts_a_killed_worker_and_resumes(fmnist_root, tmp_path):
     b = load_file(out / "checkpoints" / "last.safetensors")
     for k in a:  # 2 ranks x 16 == 1 x 32 up to float summation order (as in test_train)
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def test_a_resumed_epoch_without_a_held_out_split_is_the_uninterrupted_epoch(fmnist_root, tmp_path):
+    """val_fraction=0: the plateau rule and the log read the training loss of the whole epoch,
+    and a run stopped mid-epoch 2 must see the same numbers as one that never stopped (issue 17,
+    item 6): the epoch's running sums travel in the checkpoint."""
+    o = [*TINY, "data.val_fraction=0", "train.epochs=3", "optim.patience=1", "data.workers=0"]
+    fit(RunConfig.from_sources(overrides=[*o, f"train.out_dir={tmp_path / 'a'}"]), progress=False)
+    b = [*o, f"train.out_dir={tmp_path / 'b'}"]
+    fit(RunConfig.from_sources(overrides=[*b, "train.max_steps=7"]), progress=False)  # 2 of epoch 2's 5 steps
+    fit(RunConfig.from_sources(overrides=b), progress=False)
+    rows = [(tmp_path / r / "log.csv").read_text().splitlines() for r in ("a", "b")]
+    cols = rows[0][0].split(",")
+    keep = [cols.index(c) for c in ("epoch", "lr", "train_loss", "train_err")]
+    pick = lambda lines: [[ln.split(",")[i] for i in keep] for ln in lines[1:]]  # noqa: E731
+    assert pick(rows[0]) == pick(rows[1])
+    a, b = (load_file(tmp_path / r / "checkpoints" / "last.safetensors") for r in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

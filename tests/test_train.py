@@ -85,21 +85,36 @@ def test_ddp_two_processes_equal_one(fmnist_root, tmp_path):
     assert not torch.equal(
         a["classifier.6.weight"], VGG("A", 10, 1, 0.125, 32, 32).state_dict()["classifier.6.weight"]
     )
+    # the logged training loss and error cover every rank's images, not rank 0's half (issue 17, 18)
+    logs = [(tmp_path / r / "log.csv").read_text().splitlines() for r in ("one", "two")]
+    rows = [dict(zip(lg[0].split(","), lg[-1].split(","), strict=True)) for lg in logs]
+    for key in ("train_loss", "train_err"):
+        assert float(rows[0][key]) == pytest.approx(float(rows[1][key]), rel=1e-4), key
 
 
-def test_nonfinite_loss_stops_or_skips():
+@pytest.mark.parametrize("fused", [True, False])
+def test_nonfinite_loss_stops_or_skips(fused):
+    """A bad step is never applied (weights and momentum as before it); ``stop`` raises at the
+    next sync, ``skip`` counts it. Fused SGD skips on the device, others on the host."""
+    torch.manual_seed(0)
     net = VGG("A", num_classes=3, in_channels=1, width_mult=0.125, fc_width=16, crop_size=32)
-    opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    batches = [(torch.zeros(2, 1, 32, 32), torch.tensor([0, 1]))]
-    nan = lambda x: x * float("nan")  # noqa: E731
-    with pytest.raises(NonFiniteLossError, match="non-finite"):
-        train_one_epoch(net, batches, opt, nan, torch.device("cpu"), StepState())
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, fused=fused)
+    good = (torch.randn(2, 1, 32, 32), torch.tensor([0, 1]))
+    poison = (torch.full((2, 1, 32, 32), float("nan")), torch.tensor([0, 1]))
+    cpu = torch.device("cpu")
+    train_one_epoch(net, [good], opt, prepare=lambda t: t, device=cpu, state=StepState())  # momentum exists
     before = [p.clone() for p in net.parameters()]
+    momentum = [opt.state[p]["momentum_buffer"].clone() for p in net.parameters()]
+    with pytest.raises(NonFiniteLossError, match="non-finite loss or gradient at step 1"):
+        train_one_epoch(net, [poison], opt, prepare=lambda t: t, device=cpu, state=StepState(global_step=1))
     state = StepState()
-    train_one_epoch(net, batches, opt, nan, torch.device("cpu"), state, on_nonfinite="skip")
-    assert state.skipped_steps == 1 and all(
-        torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True)
+    train_one_epoch(
+        net, [poison, poison], opt, prepare=lambda t: t, device=cpu, state=state, on_nonfinite="skip"
     )
+    assert state.skipped_steps == 2 and state.global_step == 2
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+    after = [opt.state[p]["momentum_buffer"] for p in net.parameters()]
+    assert all(torch.equal(m, n) for m, n in zip(momentum, after, strict=True))
 
 
 def test_gradient_accumulation_equals_full_batch():
@@ -111,7 +126,10 @@ def test_gradient_accumulation_equals_full_batch():
     for n, chunks in zip(nets, (1, 4), strict=True):
         opt = torch.optim.SGD(n.parameters(), lr=0.1)
         batches = list(zip(x.chunk(chunks), y.chunk(chunks), strict=True))
-        train_one_epoch(n, batches, opt, lambda t: t, torch.device("cpu"), StepState(), accum_steps=chunks)
+        cpu = torch.device("cpu")
+        train_one_epoch(
+            n, batches, opt, prepare=lambda t: t, device=cpu, state=StepState(), accum_steps=chunks
+        )
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 

@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -44,6 +43,9 @@ class StepState:
     bad_images: int = 0  # unreadable training images skipped so far
     best_step: int = -1  # the global step whose weights best.safetensors holds (-1: none yet)
     history: list[dict] = field(default_factory=list)
+    # this epoch so far, summed over ranks: loss x images, top-1 errors, images, and seconds
+    # (rank 0's); a resumed epoch's log row and plateau decision then cover the whole epoch
+    epoch_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -60,29 +62,95 @@ def topk_errors(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] 
     return [int((~hit[:, : min(k, kmax)].any(1)).sum()) for k in ks]
 
 
+class _Meter:
+    """The epoch's running sums and non-finite flags, kept on the device: the host reads them
+    only at ``sync`` (every few steps), so a GPU is never stalled by a per-step ``.item()``."""
+
+    def __init__(self, device: torch.device, state: StepState, main: bool) -> None:
+        restored = state.epoch_sums[:3] if main else [0.0, 0.0, 0.0]  # rank 0 carries the past
+        self.sums = torch.tensor(restored, dtype=torch.float64, device=device)
+        self.seconds, self.t0 = state.epoch_sums[3], time.perf_counter()
+        self.skipped = torch.zeros((), dtype=torch.float64, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        n = len(labels)
+        wrong = (logits.argmax(1) != labels).sum() if n else torch.zeros((), device=labels.device)
+        self.sums += torch.stack([loss.detach().double() * n, wrong.double(), self.sums.new_tensor(n)])
+
+    def found_inf(self, model: nn.Module, loss: torch.Tensor, step: int) -> torch.Tensor:
+        """1.0 if this step's loss or any gradient is NaN/inf (agreed over ranks), else 0.0."""
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        norms = torch.stack(torch._foreach_norm(grads)).float().sum() if grads else loss.new_zeros(())
+        bad = (~torch.isfinite(loss.detach().float() + norms)).float().reshape(())
+        if dist.is_available() and dist.is_initialized():  # the loss is per rank: all ranks must agree
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        self.skipped += bad
+        self.first_bad = torch.where((bad > 0) & (self.first_bad < 0), step, self.first_bad)
+        return bad
+
+    def sync(self, state: StepState, on_nonfinite: str) -> dict:
+        """Read the sums (summed over ranks) into ``state``; a non-finite step under ``stop``
+        raises here, before anything is checkpointed (its update was skipped on the device)."""
+        sums, skipped, first_bad = self.sums.clone(), int(self.skipped), int(self.first_bad)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)
+        if skipped and on_nonfinite == "stop":
+            raise NonFiniteLossError(
+                f"non-finite loss or gradient at step {first_bad}; "
+                "lower optim.lr or set train.on_nonfinite=skip"
+            )
+        state.skipped_steps += skipped
+        self.skipped.zero_()
+        loss, wrong, seen = sums.tolist()
+        seconds = self.seconds + time.perf_counter() - self.t0
+        state.epoch_sums = [loss, wrong, seen, seconds]
+        n = max(seen, 1)
+        return {"loss": loss / n, "top1_err": wrong / n, "img_s": seen / max(seconds, 1e-9)}
+
+
+def _apply_step(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
+    """The optimiser step unless ``bad``: on the device for a fused optimiser (its kernel skips
+    the whole update, momentum included, when ``found_inf`` is set), else decided on the host."""
+    if all(g.get("fused") for g in optimizer.param_groups):
+        optimizer.found_inf = bad  # type: ignore[attr-defined]
+        optimizer.step()
+    elif not bool(bad):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
+    *,
     prepare: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
     state: StepState,
     accum_steps: int = 1,
     amp_dtype: torch.dtype | None = None,
     on_nonfinite: str = "stop",
-    on_step: Callable[[StepState, dict], None] | None = None,
+    on_step: Callable[[StepState, dict, int], None] | None = None,
     max_steps: int = 0,
+    sync_every: int = 1,
+    main: bool = True,
+    set_lr: Callable[[int], None] | None = None,
 ) -> dict:
     """Run the optimiser steps of one epoch (from ``state.step_in_epoch`` on).
 
     ``batches`` yields micro-batches; every ``accum_steps`` of them make one optimiser step.
     ``model`` may be wrapped in DistributedDataParallel: gradient all-reduce then happens only
-    on the last micro-batch of a step. ``on_step`` is called after each step (progress,
-    mid-epoch checkpoints). Returns mean loss, top-1 error and images/s of this epoch.
+    on the last micro-batch of a step. A step with a NaN/inf loss or gradient is never applied;
+    ``on_nonfinite="stop"`` then raises at the next sync. The host reads the running numbers
+    every ``sync_every`` global steps and at the end, then calls ``on_step(state, metrics,
+    steps_since_last_call)`` (progress, mid-epoch checkpoints: keep their interval a multiple).
+    ``main``: this is rank 0, which carries a resumed epoch's sums. ``set_lr(global_step)`` is
+    called after every step (a per-step schedule). Returns the whole epoch's
+    mean loss, top-1 error and images/s (over all ranks).
     """
     model.train()
-    loss_sum, err_sum, seen, t0 = 0.0, 0, 0, time.perf_counter()
-    micro = 0
+    meter, micro, since = _Meter(device, state, main), 0, 0
     if max_steps and state.global_step >= max_steps:  # e.g. resumed from the final checkpoint
         batches = []
     for images, labels in batches:
@@ -97,50 +165,31 @@ def train_one_epoch(
                 loss = F.cross_entropy(logits.float(), labels) if len(labels) else logits.float().sum() * 0
             (loss / accum_steps).backward()
         micro += 1
-        loss_sum += loss.item() * len(labels)
-        err_sum += topk_errors(logits.detach(), labels, (1,))[0]
-        seen += len(labels)
+        meter.add(loss, logits.detach(), labels)
         if not last_micro:
             continue
-        if _finite_step(model, loss, on_nonfinite, state):
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step_in_epoch += 1
-        state.global_step += 1
-        if on_step is not None:
-            elapsed = time.perf_counter() - t0
-            on_step(state, {"loss": loss_sum / seen, "top1_err": err_sum / seen, "img_s": seen / elapsed})
-        if max_steps and state.global_step >= max_steps:
+        _apply_step(optimizer, meter.found_inf(model, loss, state.global_step))
+        state.step_in_epoch, state.global_step, since = (
+            state.step_in_epoch + 1,
+            state.global_step + 1,
+            since + 1,
+        )
+        if set_lr is not None:
+            set_lr(state.global_step)
+        done = bool(max_steps) and state.global_step >= max_steps
+        if state.global_step % sync_every == 0 or done:
+            metrics = meter.sync(state, on_nonfinite)
+            if on_step is not None:
+                on_step(state, metrics, since)
+            since = 0
+        if done:
             break
     if micro % accum_steps:  # trailing micro-batches that do not fill a step: dropped, not carried over
         optimizer.zero_grad(set_to_none=True)
-    elapsed = time.perf_counter() - t0
-    return {
-        "loss": loss_sum / max(seen, 1),
-        "top1_err": err_sum / max(seen, 1),
-        "img_s": seen / max(elapsed, 1e-9),
-    }
-
-
-def _finite_step(model: nn.Module, loss: torch.Tensor, on_nonfinite: str, state: StepState) -> bool:
-    """True if the step may be applied; a NaN/inf loss or gradient stops or skips it."""
-    finite = math.isfinite(loss.item())
-    if finite:
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        finite = bool(torch.stack([g.float().abs().sum() for g in grads]).isfinite().all()) if grads else True
-    if dist.is_available() and dist.is_initialized():  # the loss is per rank: all ranks must agree
-        flag = torch.tensor([int(finite)], device=loss.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        finite = bool(flag.item())
-    if finite:
-        return True
-    if on_nonfinite == "stop":
-        raise NonFiniteLossError(
-            f"non-finite loss or gradient at step {state.global_step} (loss {loss.item()}); "
-            "lower optim.lr or set train.on_nonfinite=skip"
-        )
-    state.skipped_steps += 1
-    return False
+    metrics = meter.sync(state, on_nonfinite)
+    if on_step is not None and since:
+        on_step(state, metrics, since)
+    return metrics
 
 
 @torch.inference_mode()

@@ -20,6 +20,7 @@ Example (two optimiser steps on a Fashion-MNIST subset; skipped where the data i
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -37,6 +38,10 @@ from .io.run_dir import RunDir
 from .models.init import init_from_net_a, init_weights
 from .models.vgg import VGG
 from .schedule import CosineSchedule, PlateauSchedule, make_schedule
+
+# The host reads the loss sums and non-finite flags every this many steps (a GPU is not stalled
+# by a per-step read-back); mid-epoch checkpoints fall on these steps (gcd with checkpoint_every).
+SYNC_STEPS = 20
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -115,6 +120,7 @@ def model_and_optimizer(
         param_groups(model, cfg.optim.weight_decay, cfg.optim.decay_biases),
         lr=cfg.optim.lr,
         momentum=cfg.optim.momentum,
+        fused=device.type in ("cpu", "cuda"),  # one kernel per step, and it can skip a bad step on the device
     )
     return model, opt
 
@@ -197,17 +203,31 @@ class _Loop:
         steps = len(data.train) // self.accum  # whole steps: trailing micro-batches are left out
         bar = run.progress_bar(steps, state.step_in_epoch, f"epoch {state.epoch + 1}")
 
-        def on_step(s: StepState, m: dict) -> None:
-            bar.update(m)
-            _set_lr(self.opt, self.sched, s.global_step)
-            every = cfg.train.checkpoint_every  # the epoch's last step is saved below, after evaluation
+        every = cfg.train.checkpoint_every  # the epoch's last step is saved below, after evaluation
+
+        def on_step(s: StepState, m: dict, n: int) -> None:
+            bar.update(m, n)
             if every and s.global_step % every == 0 and s.step_in_epoch < steps:
                 self.saved_step = s.global_step
                 s.bad_images = bad_base + _count_bad(data.train, bad_before, self.device)  # every rank saves
                 run.save(self.model, self.meta, self.opt, self.sched, s)
 
-        args = (self.net, data.train, self.opt, data.train_prepare, self.device, state, self.accum, self.amp)
-        tr = train_one_epoch(*args, cfg.train.on_nonfinite, on_step, cfg.train.max_steps)
+        tr = train_one_epoch(
+            self.net,
+            data.train,
+            self.opt,
+            prepare=data.train_prepare,
+            device=self.device,
+            state=state,
+            accum_steps=self.accum,
+            amp_dtype=self.amp,
+            on_nonfinite=cfg.train.on_nonfinite,
+            on_step=on_step,
+            max_steps=cfg.train.max_steps,
+            sync_every=math.gcd(SYNC_STEPS, every) if every else SYNC_STEPS,
+            main=self.run.is_main,
+            set_lr=lambda step: _set_lr(self.opt, self.sched, step),
+        )
         bar.close()
         _check_progress(state, skipped_before, steps, cfg.train.on_nonfinite)
         tr["bad_images"] = _count_bad(data.train, bad_before, self.device)
@@ -217,7 +237,7 @@ class _Loop:
         if state.step_in_epoch >= steps:
             improved = self.sched.step(1 - va["top1_err"] if va else -tr["loss"])
             state.history.append(run.epoch_row(state.epoch, tr, va, self.sched.lr, time.perf_counter() - t0))
-            state.epoch, state.step_in_epoch = state.epoch + 1, 0
+            state.epoch, state.step_in_epoch, state.epoch_sums = state.epoch + 1, 0, [0.0] * 4
             run.save(self.model, self.meta, self.opt, self.sched, state, best=improved)
             run.write_log(state.history)
             run.write_curves(state.history)

@@ -62,12 +62,12 @@ class _Bar:
     def __init__(self, bar: tqdm | None) -> None:
         self.bar = bar
 
-    def update(self, m: dict) -> None:
+    def update(self, m: dict, steps: int = 1) -> None:
         if self.bar is not None:
             self.bar.set_postfix(
                 loss=f"{m['loss']:.3f}", err=f"{m['top1_err']:.3f}", img_s=f"{m['img_s']:.0f}"
             )
-            self.bar.update(1)
+            self.bar.update(steps)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -193,7 +193,10 @@ class RunDir:
             )
         try:
             model.load_state_dict(tensors)
+            fused = [g.get("fused") for g in opt.param_groups]
             opt.load_state_dict(tr["optimizer"])
+            for g, f in zip(opt.param_groups, fused, strict=False):  # how to step is this run's choice
+                g["fused"] = f
         except (RuntimeError, KeyError, ValueError) as e:
             raise ValueError(
                 f"the checkpoint in {self.ckpt} does not fit this model: {str(e)[:200]}"

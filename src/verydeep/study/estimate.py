@@ -74,8 +74,19 @@ def _estimate_run(spec: StudySpec, run: Run, test: EvalData, steps: int, eval_im
     amp = resolve_precision(cfg.train.precision, device)
     stamps: list[float] = []
     data.train.set_epoch(0)
-    args = (model, data.train, opt, data.train_prepare, device, StepState(), accum, amp, "skip")
-    train_one_epoch(*args, lambda s, m: stamps.append(time.perf_counter()), WARM_STEPS + steps)
+    train_one_epoch(
+        model,
+        data.train,
+        opt,
+        prepare=data.train_prepare,
+        device=device,
+        state=StepState(),
+        accum_steps=accum,
+        amp_dtype=amp,
+        on_nonfinite="skip",
+        on_step=lambda s, m, n: stamps.append(time.perf_counter()),
+        max_steps=WARM_STEPS + steps,
+    )
     if len(stamps) <= WARM_STEPS:
         raise ValueError(f"estimate: {run.name}'s epoch has fewer than {WARM_STEPS + 1} steps")
     # the median step: a shared machine's hiccups would otherwise land in the whole estimate
