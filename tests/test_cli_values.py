@@ -110,3 +110,27 @@ def test_a_bad_image_in_a_feature_worker_is_one_line(setup, capsys, tmp_path):
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "images:" not in ln]
     assert code == 2 and len(err) == 1 and "bad.jpg" in err[0] and "Traceback" not in err[0], err
     assert not (tmp_path / "f.npz").exists()
+
+
+def test_help_imports_neither_torch_nor_the_heavy_libraries():
+    """`verydeep --help` and every subcommand's --help answer without importing torch (issue 18,
+    item 7: it took 8-13 s); checked by what is imported, not by a timing."""
+    import subprocess
+    import sys
+
+    probe = (  # building the parser registers every subcommand's arguments
+        "import sys; from verydeep.cli import build_parser; build_parser().format_help(); "
+        "print(sorted(m for m in ('torch', 'torchvision', 'PIL', 'sklearn', 'tqdm') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    for cmd in (["--help"], ["eval", "--help"], ["train", "--help"], ["localize", "train", "--help"]):
+        r = subprocess.run([sys.executable, "-m", "verydeep", *cmd], capture_output=True, text=True)
+        assert r.returncode == 0 and "usage: verydeep" in r.stdout
+
+
+def test_torch_free_copies_of_choices_match_the_library():
+    from verydeep.cli.export import FORMS as CLI_FORMS
+    from verydeep.io.export import FORMS
+
+    assert CLI_FORMS == FORMS

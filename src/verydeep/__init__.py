@@ -1,5 +1,8 @@
 """verydeep: Simonyan & Zisserman's Very Deep ConvNets, the whole system.
 
+Names are imported on first use, so that ``verydeep --help`` and the config answer without
+importing torch.
+
 Example:
     >>> import verydeep
     >>> net = verydeep.VGG("vgg16", num_classes=10, width_mult=0.125, fc_width=64, crop_size=32)
@@ -7,7 +10,18 @@ Example:
     'D'
 """
 
-from .models.vgg import CFGS, VGG, parse_arch
+from __future__ import annotations
 
-__all__ = ["CFGS", "VGG", "parse_arch"]
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+_LAZY = {"VGG": "verydeep.models.vgg", "CFGS": "verydeep.models.arch", "parse_arch": "verydeep.models.arch"}
+__all__ = ["CFGS", "VGG", "__version__", "parse_arch"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'verydeep' has no attribute {name!r}")

@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .models.vgg import parse_arch
+from .models.arch import parse_arch
 from .ranges import DEVICE_PATTERN, MAX_SCALE, check, describe, spec
 
 

@@ -29,8 +29,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.svm import LinearSVC
 
 AP_MODES = ("voc07", "area", "raw")
 
@@ -116,6 +114,9 @@ def binary_targets(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 def fit_ovr(x: np.ndarray, targets: np.ndarray, c: float, cfg: SVMConfig) -> tuple[np.ndarray, np.ndarray]:
     """One LinearSVC per column of ``targets`` (rows with 0 left out): weights (C, D), biases (C,)."""
+    from sklearn.exceptions import ConvergenceWarning  # here: the CLI's parser imports this module
+    from sklearn.svm import LinearSVC
+
     ws, bs = [], []
     for j in range(targets.shape[1]):
         keep = targets[:, j] != 0

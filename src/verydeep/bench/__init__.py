@@ -13,16 +13,17 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
+from .config import PARTS, TARGETS, BenchConfig
 
-from ..distributed import resolve_device
-from .config import TARGETS, BenchConfig
-
-PARTS = ("inference", "training", "lrn", "precision", "eval", "data")
+if TYPE_CHECKING:  # torch is imported when a bench runs: `verydeep --help` must stay fast
+    import torch
 
 
 def environment(device: torch.device) -> dict:
+    import torch
+
     env = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -57,6 +58,9 @@ def run_bench(
     cfg: BenchConfig, parts: tuple[str, ...] = PARTS, progress: Callable[[str], None] | None = None
 ) -> dict:
     """Run the requested parts in one process; returns everything the table and --json show."""
+    import torch
+
+    from ..distributed import resolve_device
     from .data_bench import bench_data
     from .eval_bench import bench_eval_cost, precision_check
     from .model_bench import bench_inference, bench_lrn, bench_training

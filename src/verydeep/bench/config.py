@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PARTS = ("inference", "training", "lrn", "precision", "eval", "data")
+
 SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 # issue 8, on the 2-core CPU machine: minimum ratios (verydeep over torchvision, or as named)

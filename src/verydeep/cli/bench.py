@@ -6,12 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tqdm import tqdm
-
-from ..bench import PARTS, run_bench
-from ..bench.config import BenchConfig
-from ..bench.report import format_report
-from ..io.checkpoint import atomic_write
+from ..bench.config import PARTS, BenchConfig
 from .values import device, int_range
 
 
@@ -41,6 +36,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.no_compile:
         cfg.compile = False
+    from tqdm import tqdm
+
+    from ..bench import run_bench
+    from ..bench.report import format_report
+    from ..io.checkpoint import atomic_write
+
     bar = tqdm(desc="bench", unit="call", leave=False)
 
     def progress(what: str) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.preprocess import PRESETS
-from ..io.convert import convert
+from ..data.presets import PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io.convert import convert
+
     meta = convert(
         args.input,
         args.output,

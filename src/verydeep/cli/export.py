@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..io.checkpoint import output_target
-from ..io.export import FORMS, export_checkpoint
+FORMS = ("fc", "dense")  # io.export.FORMS (a test keeps them equal; this module stays torch-free)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io.checkpoint import output_target
+    from ..io.export import export_checkpoint
+
     output_target(args.output)  # before the export, not after it
     worst = export_checkpoint(
         args.checkpoint, args.output, args.form, args.include_preprocess, check=args.check

@@ -5,13 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-from tqdm import tqdm
-
-from ..distributed import resolve_device
-from ..features import DescriptorConfig, describe_dataset
-from ..io.checkpoint import load_model, output_target
-from ..io.features import save_descriptors
 from .values import SCALE, THREADS, device, int_range
 
 
@@ -55,6 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..distributed import resolve_device
+    from ..features import DescriptorConfig, describe_dataset
+    from ..io.checkpoint import load_model, output_target
+    from ..io.features import save_descriptors
+
     output_target(args.out)  # a bad output path fails before any image is read
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..models.summary import table1, table2
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="print Table 1 (configs) and Table 2 (parameters, GFLOPs)")
@@ -16,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..models.summary import table1, table2
+
     rows = table2(size=args.size)
     if args.json:
         print(json.dumps({"table1": table1().splitlines(), "table2": rows}, indent=1))

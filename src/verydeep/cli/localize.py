@@ -10,10 +10,7 @@ import io
 import json
 from pathlib import Path
 
-from PIL import Image
-from tqdm import tqdm
-
-from ..io.checkpoint import atomic_write, output_target, save_model
+# torch, PIL and tqdm are imported by the commands: building the parser must stay cheap
 
 
 def _dense_args(p: argparse.ArgumentParser) -> None:
@@ -81,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _bar(total: int, desc: str):
+    from tqdm import tqdm
+
     bar = tqdm(total=total or None, desc=desc, leave=False)
 
     def step(_i: int, loss: float) -> None:
@@ -101,6 +100,7 @@ def _dense_cfg(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ..io.checkpoint import save_model
     from ..localization.api import fit_localizer
     from ..localization.net import LocTrainConfig
 
@@ -117,6 +117,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from ..io.checkpoint import atomic_write, output_target
     from ..localization.api import evaluate
 
     if args.json:
@@ -138,6 +139,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_tune(args: argparse.Namespace) -> int:
+    from ..io.checkpoint import atomic_write, output_target
     from ..localization.api import parse_scales, tune_merging
 
     if args.json:
@@ -156,6 +158,9 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from ..io.checkpoint import atomic_write, output_target
     from ..localization.api import predict
     from ..localization.draw import draw_guesses
 

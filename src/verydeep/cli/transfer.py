@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..io.features import load_descriptors
-from ..transfer import SVMConfig, run_transfer
+from ..transfer import SVMConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io.features import load_descriptors
+    from ..transfer import run_transfer
+
     cfg = SVMConfig(tuple(args.cs), args.val_fraction, args.loss, args.ap, seed=args.seed)
     train = load_descriptors(args.train)
     test = load_descriptors(args.test) if args.test else None

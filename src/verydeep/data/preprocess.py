@@ -19,16 +19,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-PRESETS = {
-    "paper": {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "pixel_range": 255.0, "bgr": False},
-    "caffe": {"mean": (103.939, 116.779, 123.68), "std": (1.0, 1.0, 1.0), "pixel_range": 255.0, "bgr": True},
-    "torchvision": {
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
-        "pixel_range": 1.0,
-        "bgr": False,
-    },
-}
+from .presets import PRESETS
 
 
 @dataclass(frozen=True)

@@ -23,24 +23,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Table 1 of the paper, one column per configuration.
-_TABLE1 = {
-    "A": "3-64 M 3-128 M 3-256 3-256 M 3-512 3-512 M 3-512 3-512 M",
-    "A-LRN": "3-64 LRN M 3-128 M 3-256 3-256 M 3-512 3-512 M 3-512 3-512 M",
-    "B": "3-64 3-64 M 3-128 3-128 M 3-256 3-256 M 3-512 3-512 M 3-512 3-512 M",
-    "C": "3-64 3-64 M 3-128 3-128 M 3-256 3-256 1-256 M 3-512 3-512 1-512 M 3-512 3-512 1-512 M",
-    "D": "3-64 3-64 M 3-128 3-128 M 3-256 3-256 3-256 M 3-512 3-512 3-512 M 3-512 3-512 3-512 M",
-    "E": "3-64 3-64 M 3-128 3-128 M 3-256 3-256 3-256 3-256 M "
-    "3-512 3-512 3-512 3-512 M 3-512 3-512 3-512 3-512 M",
-}
-CFGS: dict[str, list[str]] = {name: spec.split() for name, spec in _TABLE1.items()}
+from .arch import ALIASES, CFGS, LRN_PARAMS, conv_names, final_map_size, parse_arch
 
-# The usual names; "_bn" may follow any letter but A-LRN (BN replaces what LRN was for).
-ALIASES = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E", "a-lrn": "A-LRN", "a_lrn": "A-LRN"}
-
-# Krizhevsky et al. (2012): n=5, alpha=1e-4, beta=0.75, k=2 in b = a / (k + alpha * sum a^2)^beta.
-# torch's LocalResponseNorm divides alpha by n (Caffe's convention), so alpha_sum = alpha * n there.
-LRN_PARAMS = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
+__all__ = [
+    "ALIASES",
+    "CFGS",
+    "LRN",
+    "LRN_PARAMS",
+    "VGG",
+    "conv_names",
+    "final_map_size",
+    "make_layers",
+    "parse_arch",
+]
 
 
 class LRN(nn.LocalResponseNorm):
@@ -59,33 +54,6 @@ class LRN(nn.LocalResponseNorm):
         band = (offset >= -(self.size // 2)) & (offset <= (self.size - 1) // 2)  # torch's padding
         window_sum = F.conv2d(x * x, band.to(x.dtype)[:, :, None, None])
         return x / (window_sum * (self.alpha / self.size) + self.k).pow(self.beta)
-
-
-def parse_arch(name: str) -> tuple[str, bool]:
-    """Map ``"D"``, ``"vgg16_bn"``, ``"A-LRN"``... to (paper letter, batch_norm)."""
-    key = name.strip().lower().replace(" ", "")
-    bn = key.endswith("_bn") or key.endswith("-bn")
-    if bn:
-        key = key[:-3]
-    letter = ALIASES.get(key, key.upper())
-    if letter not in CFGS:
-        known = ", ".join(list(CFGS) + list(ALIASES)[:4])
-        raise ValueError(f"unknown VGG config {name!r}; known: {known} (add _bn for batch norm)")
-    if bn and letter == "A-LRN":
-        raise ValueError("A-LRN has no batch-norm variant (use A_bn)")
-    return letter, bn
-
-
-def conv_names(letter: str) -> list[str]:
-    """Caffe-style names ``conv<block>_<i>`` of the conv layers of a config, in order."""
-    names, block, i = [], 1, 0
-    for item in CFGS[letter]:
-        if item == "M":
-            block, i = block + 1, 0
-        elif item != "LRN":
-            i += 1
-            names.append(f"conv{block}_{i}")
-    return names
 
 
 def make_layers(
@@ -109,14 +77,6 @@ def make_layers(
             layers.append(nn.ReLU(inplace=True))
             c = out
     return nn.Sequential(*layers)
-
-
-def final_map_size(crop_size: int) -> int:
-    """Spatial size after the five 2x2/2 max-pools (floor division, like the pools)."""
-    size = crop_size
-    for _ in range(5):
-        size //= 2
-    return size
 
 
 class VGG(nn.Module):
