@@ -13,6 +13,7 @@ test: setup
 lint: setup
 	.venv/bin/ruff format --check src tests && .venv/bin/ruff check src tests
 
-# issue 8: speed against torchvision on this machine (about 15 min on 2 busy cores); JSON kept
+# speed against torchvision on this machine (about 15 min on 2 busy cores); JSON kept
+BENCH_DATA ?= ../shared/data/hymenoptera/val
 bench: setup
-	.venv/bin/verydeep bench --save docs/bench-latest.json
+	.venv/bin/verydeep bench --data $(BENCH_DATA) --save docs/bench-latest.json

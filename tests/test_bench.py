@@ -100,7 +100,7 @@ def test_bench_lrn_part_times_both_layers_on_a_lrn_input(capsys):
 
 
 def test_bench_cli_quick_json_photo_parts(capsys, shared_data):
-    args = ["bench", "--quick", "--json", "--rounds", "1", "--data", str(shared_data)]
+    args = ["bench", "--quick", "--json", "--rounds", "1", "--data", str(shared_data / "hymenoptera" / "val")]
     assert main([*args, "--only", "precision", "eval", "data"]) == 0
     _check_structure(json.loads(capsys.readouterr().out), ["precision", "eval", "data"])
 
@@ -111,10 +111,14 @@ def test_bench_table_and_errors(capsys, tmp_path):
         == 0
     )
     out = capsys.readouterr().out
-    assert "torchvision_fp32" in out and "Targets (issue 8)" in out
+    assert "torchvision_fp32" in out and "Targets" in out
     assert "inference" in json.loads((tmp_path / "r.json").read_text())
-    assert main(["bench", "--quick", "--only", "data", "--data", str(tmp_path)]) == 2
+    assert main(["bench", "--quick", "--only", "data", "--data", str(tmp_path / "nope")]) == 2
     assert "need real photographs" in capsys.readouterr().err
+    assert (
+        main(["bench", "--quick", "--rounds", "1", "--only", "lrn", "data"]) == 0
+    )  # no --data: data skipped
+    assert "skipped data: no --data folder" in capsys.readouterr().out
 
 
 def test_quick_config_is_small():

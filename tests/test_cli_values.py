@@ -134,3 +134,86 @@ def test_torch_free_copies_of_choices_match_the_library():
     from verydeep.io.export import FORMS
 
     assert CLI_FORMS == FORMS
+
+
+def test_every_flag_has_help_and_every_command_an_example(capsys):
+    """Issue 18, item 8: no flag without help, defaults shown, examples per subcommand, --version."""
+    import argparse
+
+    from verydeep import __version__
+    from verydeep.cli import build_parser
+
+    missing, no_example = [], []
+
+    def walk(parser, prefix):
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    if "example" not in (sub.epilog or ""):
+                        no_example.append(" ".join([*prefix, name]))
+                    walk(sub, [*prefix, name])
+            elif not a.help and a.dest != "help":
+                missing.append(f"{' '.join(prefix)} {a.option_strings or a.dest}")
+
+    parser = build_parser()
+    walk(parser, [])
+    assert missing == [] and no_example == []
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert "(default: 5)" in sub.choices["eval"].format_help()  # --grid's default is shown
+    assert "--print-config" in sub.choices["train"].format_help()
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"verydeep {__version__}"
+
+
+def test_a_pytorch_file_names_the_convert_step(setup, capsys, tmp_path):
+    """Issue 18, item 10: `predict -m x.pth` said "header too large"."""
+    pth = tmp_path / "vgg.pth"
+    torch.save({"w": torch.zeros(2)}, pth)
+    code = main(["predict", "-m", str(pth), str(setup / "data" / "a" / "0.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a PyTorch" in err and "verydeep convert" in err
+
+
+def test_eval_reads_a_voc_root(tmp_path, capsys):
+    """Issue 18, item 10: train reads VOC, so eval does too (largest object's class per image)."""
+    root = tmp_path / "voc"
+    for d in ("Annotations", "ImageSets/Main", "JPEGImages"):
+        (root / d).mkdir(parents=True)
+    ids = []
+    for i, (name, colour) in enumerate([("cat", (200, 40, 40)), ("dog", (40, 40, 200))] * 2):
+        ids.append(f"im{i}")
+        Image.new("RGB", (60, 48), colour).save(root / "JPEGImages" / f"im{i}.jpg")
+        (root / "Annotations" / f"im{i}.xml").write_text(
+            f"<annotation><filename>im{i}.jpg</filename><size><width>60</width><height>48</height></size>"
+            f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>5</xmin><ymin>5</ymin>"
+            "<xmax>50</xmax><ymax>40</ymax></bndbox></object></annotation>"
+        )
+    (root / "ImageSets/Main/val.txt").write_text("\n".join(ids) + "\n")
+    torch.manual_seed(0)
+    net = VGG("A", num_classes=2, width_mult=0.125, fc_width=16, crop_size=32)
+    save_model(tmp_path / "n.safetensors", net, Meta(classes=["cat", "dog"]))
+    code = main(["eval", str(tmp_path / "n.safetensors"), "--data", str(root), "--json", "--workers", "0"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0 and res["n_images"] == 4 and res["classes"] == ["cat", "dog"]
+
+
+def test_the_heat_map_uses_the_windows_of_the_printed_probability():
+    """Issue 18, item 14: the map was built top-left aligned while the probability was centred."""
+    from verydeep.evaluation.core import dense_maps, dense_probs, match_channels, rescale, window_trim
+    from verydeep.evaluation.predict import score_map
+
+    torch.manual_seed(0)
+    net = VGG("A", num_classes=3, width_mult=0.125, fc_width=16, crop_size=32).eval()
+    meta = Meta(classes=["a", "b", "c"])
+    img = Image.fromarray((torch.rand(64, 91, 3) * 255).byte().numpy())  # 91 = 32 + 32 + 27: r = 27
+    x = match_channels(rescale(img, 64), 3)[None]
+    m, offset = score_map(net, meta, img, 1, 64)
+    assert offset == (0, 27 // 2)  # 64 = 32 + 32: nothing cut from the height
+    seen = window_trim(x, 32, 32, "centre")
+    with torch.inference_mode():
+        assert torch.equal(m, dense_maps(net, seen, meta.prep, flip=True)[0, 1])
+        p = dense_probs(net, x, meta.prep, flip=False)  # the printed number sees the same pixels
+        q = dense_maps(net, seen, meta.prep)[0].mean((1, 2)).softmax(0)
+    torch.testing.assert_close(p[0], q)
+    assert score_map(net, meta, img, 1, 64, align="topleft")[1] == (0, 0)

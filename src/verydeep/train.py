@@ -284,11 +284,7 @@ def _final_report(run: RunDir, model: VGG, data, state: StepState, last_val_bad:
         dist.broadcast_params(model)
         before = getattr(data.test, "bad_images", 0)
         result["test"] = _evaluate(model, data.test, data.eval_prepare, device, amp)
-        result["bad_images"]["test"] = _count_bad(data.test, before, device)
-        run.log(
-            f"test top-1 error {100 * result['test']['top1_err']:.2f}% "
-            f"top-5 error {100 * result['test']['top5_err']:.2f}% ({result['test']['images']} images)"
-        )
+        result["bad_images"]["test"] = _count_bad(data.test, before, device)  # the CLI prints it
     if any(result["bad_images"].values()):
         run.log(f"unreadable images skipped: {result['bad_images']} (see the warnings above)")
     return result

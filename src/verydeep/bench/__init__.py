@@ -15,7 +15,7 @@ import platform
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .config import PARTS, TARGETS, BenchConfig
+from .config import PARTS, PHOTO_PARTS, TARGETS, BenchConfig
 
 if TYPE_CHECKING:  # torch is imported when a bench runs: `verydeep --help` must stay fast
     import torch
@@ -71,11 +71,14 @@ def run_bench(
     device = resolve_device(cfg.device, what="bench device")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # autotune: pick the fastest conv algorithm per shape
-    photos = cfg.data_root / "hymenoptera"
-    needs_photos = {"precision", "eval", "data"} & set(parts)
-    if needs_photos and not photos.is_dir():
-        raise ValueError(f"{sorted(needs_photos)} need real photographs at {photos} (--data DIR)")
+    photos = cfg.data_root
+    needs_photos = sorted(PHOTO_PARTS & set(parts))
+    if needs_photos and photos is not None and not photos.is_dir():
+        raise ValueError(f"{needs_photos} need real photographs: {photos} is not a folder (--data DIR)")
     r: dict = {"environment": environment(device)}
+    if needs_photos and photos is None:  # not the user's data: skipped, and the report says so
+        r["skipped"] = {p: "no --data folder of photographs given" for p in needs_photos}
+        parts = tuple(p for p in parts if p not in PHOTO_PARTS)
     if "inference" in parts:
         r["inference"] = bench_inference(cfg, device, progress)
     if "training" in parts:
@@ -83,10 +86,10 @@ def run_bench(
     if "lrn" in parts:
         r["lrn"] = bench_lrn(cfg, device, progress)
     if "precision" in parts:
-        r["precision"] = precision_check(cfg, device, photos / "val")
+        r["precision"] = precision_check(cfg, device, photos)
     if "eval" in parts:
-        r["eval"] = bench_eval_cost(cfg, device, photos / "val", progress)
+        r["eval"] = bench_eval_cost(cfg, device, photos, progress)
     if "data" in parts:
-        r["data"] = bench_data(cfg, photos / "train", progress)
+        r["data"] = bench_data(cfg, photos, progress)
     r["targets"] = check_targets(r)
     return r

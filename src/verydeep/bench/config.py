@@ -1,4 +1,4 @@
-"""What ``verydeep bench`` measures, and the targets of issue 8 it checks.
+"""What ``verydeep bench`` measures, and the speed targets it checks.
 
 Example:
     >>> from verydeep.bench.config import BenchConfig
@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PARTS = ("inference", "training", "lrn", "precision", "eval", "data")
+PHOTO_PARTS = {"precision", "eval", "data"}  # these read the user's photographs (--data DIR)
 
-SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-
-# issue 8, on the 2-core CPU machine: minimum ratios (verydeep over torchvision, or as named)
+# minimum ratios (verydeep over torchvision, or as named), set for the 2-core CPU machine
 TARGETS = {
     "inference": 2.5,  # images/s, best verydeep mode over torchvision eager fp32 (batch 8)
     "training": 2.0,  # training steps/s, same comparison
@@ -35,7 +34,7 @@ class BenchConfig:
     rounds: int = 3  # interleaved samples per variant; the report uses the median
     compile: bool = True  # also try torch.compile (inductor, freezing) for inference
     matmul_n: int = 2048
-    data_root: Path = SHARED_DATA
+    data_root: Path | None = None  # an ImageFolder of photographs (class folders); None: skip those parts
     data_images: int = 64  # photographs per data-pipeline round
     precision_images: int = 32
     eval_images: int = 1  # per round; rounds pair the two methods (load drifts in ~1 min)

@@ -119,5 +119,5 @@ def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress
         "seconds_per_image": per_img,
         "ratio": paired_ratio(times, "multicrop_150", "dense_3scale_flip"),
         "gmacs_per_image": {"dense_3scale_flip": macs_dense / 1e9, "multicrop_150": macs_crops / 1e9},
-        "note": "measured with VGG.dense_forward and the FC form (evaluation.py not on main yet)",
+        "note": "measured with VGG.dense_forward and the FC form",
     }

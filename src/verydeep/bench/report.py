@@ -94,11 +94,13 @@ def format_report(r: dict) -> str:
         head += f", load average {env['load_average']:.1f} at start)"
     lines = [head, "", *_model_lines(r), *_other_lines(r)]
     if r["targets"]:
-        lines += ["", "Targets (issue 8)"]
+        lines += ["", "Targets"]
         for k, t in r["targets"].items():
             lines.append(
                 f"  {k:22} {t['measured']:>7.2f} (target {t['target']})  {'met' if t['met'] else 'MISSED'}"
             )
+    for part, why in r.get("skipped", {}).items():
+        lines.append(f"skipped {part}: {why}")
     for part, prof in _profiles(r):
         lines += ["", f"Profile of {part} (target missed):", prof]
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 Each module in ``COMMANDS`` defines ``register(subparsers)``, which adds its parser and sets
 ``func`` to a function taking the parsed arguments. Errors a user can fix (``ValueError``,
 ``FileNotFoundError``) become one line on stderr and exit code 2, never a traceback.
+Building the parser imports no torch: each command imports what it needs when it runs.
 
 Example:
     >>> from verydeep.cli import main
@@ -17,6 +18,20 @@ import argparse
 import importlib
 import sys
 
+from .. import __version__
+
+DESCRIPTION = """Very Deep ConvNets (Simonyan & Zisserman, 2015), the whole system: configs A-E,
+the paper's training recipe, dense / multi-crop / multi-scale testing, ensembles,
+localisation (Appendix A) and transfer features (Appendix B)."""
+EPILOG = """examples:
+  verydeep info                                   Tables 1 and 2 of the paper
+  verydeep train --print-config                   every config key, its default and its range
+  verydeep train --set data.dataset=imagefolder --set data.root=~/data/imagenet --set model.arch=D
+  verydeep eval runs/D/checkpoints/best.safetensors --data ~/data/imagenet/val
+  verydeep predict -m vgg16.safetensors photo.jpg --heatmap map.png
+
+Run `verydeep COMMAND --help` for a command's options and examples."""
+
 COMMANDS = [
     "info", "train", "eval", "predict", "features", "transfer", "localize", "convert", "export", "study",
     "bench", "preresize",
@@ -26,7 +41,8 @@ COMMANDS = [
 def build_parser() -> argparse.ArgumentParser:
     from .values import Parser
 
-    parser = Parser(prog="verydeep", description=__doc__.splitlines()[0])
+    parser = Parser(prog="verydeep", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"verydeep {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)

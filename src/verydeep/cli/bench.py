@@ -11,17 +11,32 @@ from .values import device, int_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="speed vs torchvision's VGG: inference, training, eval, data")
+    p = sub.add_parser(
+        "bench",
+        help="speed vs torchvision's VGG: inference, training, eval, data",
+        description="Speed against torchvision's VGG on this machine, as ratios measured in one run.",
+        epilog="""examples:
+  verydeep bench --data ~/data/imagenet/val          every part (15 min on 2 CPU cores)
+  verydeep bench --only inference training --no-compile
+  verydeep bench --quick                             tiny nets, seconds: a smoke test""",
+    )
     p.add_argument("--quick", action="store_true", help="tiny nets, few images: seconds (for tests)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts")
     p.add_argument(
         "--rounds", type=int_range(1, 1000), help="interleaved samples per variant (median reported)"
     )
-    p.add_argument("--train-batch", type=int_range(1, 4096), help="training-step batch (default 4)")
+    p.add_argument(
+        "--train-batch", type=int_range(1, 4096), help="training-step batch (by default 16; quick: 4)"
+    )
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (saves minutes)")
-    p.add_argument("--data", type=Path, help="folder holding hymenoptera/ (default ../shared/data)")
-    p.add_argument("--device", type=device, help="cpu, cuda or auto (default)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="your photographs, as class folders (e.g. an ImageNet val folder): the precision, eval and data "
+        "parts read them and are skipped without it",
+    )
+    p.add_argument("--device", type=device, help="cpu, cuda, cuda:N or auto (by default auto)")
     p.add_argument("--save", type=Path, help="also write the full JSON result to this file")
     p.set_defaults(func=run)
 

@@ -11,6 +11,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
         help="import weights (.caffemodel, torchvision .pth, Keras .h5, .safetensors) as a checkpoint",
+        description="Import weights you already have as a verydeep checkpoint (weights + metadata).",
+        epilog="""examples:
+  verydeep convert vgg16-397923af.pth vgg16.safetensors                      torchvision
+  verydeep convert VGG_ILSVRC_16_layers.caffemodel vgg16.safetensors --prototxt deploy.prototxt --rgb
+  verydeep convert vgg16_weights.h5 vgg16.safetensors --classes names.txt    Keras""",
     )
     p.add_argument("input", help="weights file; its type is read from its first bytes")
     p.add_argument("output", help="verydeep checkpoint to write (.safetensors)")

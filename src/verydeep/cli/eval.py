@@ -41,7 +41,10 @@ def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
     p.add_argument("--no-flip", action="store_true", help="do not average in horizontal flips")
     p.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (pixels as stored)")
     p.add_argument(
-        "--grid", type=int_range(1, 32), default=5, help="multi-crop grid side (default 5: 5x5x2 = 50 crops)"
+        "--grid",
+        type=int_range(1, 32),
+        default=5,
+        help="multi-crop grid side: 5 gives 5x5 crops x 2 flips = 50 per scale",
     )
     p.add_argument(
         "--device", type=device, default="auto", help="auto (cuda if available), cpu, cuda, cuda:N"
@@ -52,10 +55,24 @@ def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate checkpoints (dense / multi-crop / multi-scale / ensemble)")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate checkpoints (dense / multi-crop / multi-scale / ensemble)",
+        description="The paper's test protocol (Tables 3-6): top-1/top-5 error of each net "
+        "and of their ensemble.",
+        epilog="""examples:
+  verydeep eval D.safetensors --data ~/data/imagenet/val                  dense, 3 scales, flips
+  verydeep eval D.safetensors --data val --method dense,multicrop,dense+multicrop --scales 256,384,512
+  verydeep eval D.safetensors E.safetensors --data val --csv results.csv   two nets and their ensemble""",
+    )
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="several = also their ensemble")
     p.add_argument(
-        "--data", required=True, help="ImageFolder directory or 'fashion-mnist[:ROOT]' (test split)"
+        "--data",
+        required=True,
+        help="ImageFolder directory, VOC root (see --split) or 'fashion-mnist[:ROOT]'",
+    )
+    p.add_argument(
+        "--split", default="val", help="VOC root only: ImageSets/Main split, e.g. val or train[80%%:]"
     )
     add_method_args(p, "dense")
     p.add_argument(
@@ -109,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.csv:
         output_target(args.csv)  # a bad output path fails before the pass, not after it
-    res = evaluate(args.checkpoints, args.data, options(args, setup(args)))
+    res = evaluate(args.checkpoints, args.data, options(args, setup(args)), split=args.split)
     res.pop("posteriors")
     res.pop("labels")
     if args.csv:

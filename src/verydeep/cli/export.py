@@ -8,7 +8,14 @@ FORMS = ("fc", "dense")  # io.export.FORMS (a test keeps them equal; this module
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a checkpoint as ONNX (FC form or dense form)")
+    p = sub.add_parser(
+        "export",
+        help="write a checkpoint as ONNX (FC form or dense form)",
+        description="Write a checkpoint as ONNX: the FC form (crop-size input) or the dense form (any size).",
+        epilog="""examples:
+  verydeep export vgg16.safetensors vgg16-dense.onnx --check
+  verydeep export vgg16.safetensors vgg16-fc.onnx --form fc --include-preprocess""",
+    )
     p.add_argument("checkpoint", help="verydeep .safetensors checkpoint")
     p.add_argument("output", help="ONNX file to write (.onnx)")
     p.add_argument(

@@ -12,14 +12,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "features",
         help="penultimate-layer descriptors (dense, pooled, flip-averaged, multi-scale, L2) of a dataset",
+        description="Appendix B descriptors of every image of a labelled set, written to one file.",
+        epilog="""examples:
+  verydeep features D.safetensors ~/data/VOC2007 --split trainval --out voc-train.safetensors
+  verydeep features D.safetensors ~/data/caltech101 --scales 256 384 512 --combine stack --out c101.npz""",
     )
     p.add_argument("checkpoint", help="verydeep .safetensors checkpoint (or imported weights)")
     p.add_argument("data", help="ImageFolder root (<class>/<image>) or VOC root (Annotations/, ImageSets/)")
     p.add_argument("--split", default="", help="VOC: ImageSets/Main/<split>.txt; ImageFolder: a sub-folder")
     p.add_argument("--out", required=True, help="output file, .safetensors or .npz")
-    p.add_argument("--scales", type=SCALE, nargs="+", default=[384.0], help="Q values (default 384)")
-    p.add_argument("--units", choices=["paper", "pixels"], default="paper", help="paper: px at crop 224")
-    p.add_argument("--combine", choices=["average", "stack"], default="average", help="over scales")
+    p.add_argument(
+        "--scales",
+        type=SCALE,
+        nargs="+",
+        default=[384.0],
+        help="test scales Q (smallest image side), paper units unless --units pixels",
+    )
+    p.add_argument(
+        "--units",
+        choices=["paper", "pixels"],
+        default="paper",
+        help="paper: pixels at crop 224, scaled by crop/224; pixels: as given",
+    )
+    p.add_argument(
+        "--combine",
+        choices=["average", "stack"],
+        default="average",
+        help="over scales: average (VOC in the paper) or stack (Caltech)",
+    )
     p.add_argument(
         "--layer", choices=["fc7", "fc6"], default="fc7", help="FC7 (penultimate, the paper) or FC6"
     )

@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 
+from .values import int_range
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="print Table 1 (configs) and Table 2 (parameters, GFLOPs)")
+    p = sub.add_parser(
+        "info",
+        help="print Table 1 (configs) and Table 2 (parameters, GFLOPs)",
+        description="Tables 1 and 2 of the paper, regenerated from the code.",
+        epilog="examples:\n  verydeep info\n  verydeep info --size 384 --json",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--size", type=int, default=224, help="input size for the cost columns")
+    p.add_argument("--size", type=int_range(32, 4096), default=224, help="input size for the cost columns")
     p.set_defaults(func=run)
 
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 # torch, PIL and tqdm are imported by the commands: building the parser must stay cheap
+from .values import float_range, int_range
 
 
 def _dense_args(p: argparse.ArgumentParser) -> None:
@@ -26,53 +27,92 @@ def _dense_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip", action="store_true", help="add the boxes of the mirrored image")
     p.add_argument("--measure", default="iou", choices=["iou", "centre"], help="merge closeness")
     p.add_argument("--threshold", type=float, default=0.5, help="merge while IoU >= t (centre: dist <= t)")
-    p.add_argument("--average", default="count", choices=["count", "pair", "score"])
-    p.add_argument("--merged-score", default="sum", choices=["sum", "max"])
+    p.add_argument(
+        "--average", default="count", choices=["count", "pair", "score"], help="how merged boxes are averaged"
+    )
+    p.add_argument("--merged-score", default="sum", choices=["sum", "max"], help="score of a merged box")
     p.add_argument("--rank", default="class", choices=["class", "box"], help="how guesses are ordered")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("localize", help="object localisation (Appendix A): train, eval, predict")
+    p = sub.add_parser(
+        "localize",
+        help="object localisation (Appendix A): train, eval, tune, predict",
+        description="Box-regression nets of Appendix A, fine-tuned from a classification net.",
+        epilog="""examples:
+  verydeep localize train --data ~/data/VOC --init cls.safetensors --out pcr.safetensors
+  verydeep localize tune --data ~/data/VOC --split 'train[80%:]' --loc pcr.safetensors --cls cls.safetensors
+  verydeep localize eval --data ~/data/VOC --loc pcr.safetensors --cls cls.safetensors
+  verydeep localize predict photo.jpg --loc pcr.safetensors --cls cls.safetensors --draw boxes.png""",
+    )
     s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    t = s.add_parser("train", help="fine-tune a box-regression net from a classification checkpoint")
+    t = s.add_parser(
+        "train",
+        help="fine-tune a box-regression net from a classification checkpoint",
+        epilog="example:\n"
+        "  verydeep localize train --data VOC --init cls.safetensors --out pcr.safetensors --head pcr",
+    )
     t.add_argument("--data", required=True, help="VOC-layout dataset root")
     t.add_argument("--init", required=True, help="classification checkpoint (.safetensors)")
     t.add_argument("--out", required=True, help="output .safetensors")
-    t.add_argument("--head", default="pcr", choices=["scr", "pcr"])
-    t.add_argument("--finetune", default="all", choices=["all", "fc"])
+    t.add_argument(
+        "--head",
+        default="pcr",
+        choices=["scr", "pcr"],
+        help="one box for all classes (scr) or one per class (pcr)",
+    )
+    t.add_argument(
+        "--finetune", default="all", choices=["all", "fc"], help="train every layer or the FC layers only"
+    )
     t.add_argument("--split", default="train", help="training split, e.g. train or train[:80%%]")
-    for name, typ, default in (
-        ("scale", int, 384),
-        ("steps", int, 300),
-        ("batch-size", int, 32),
-        ("lr", float, 1e-3),
-        ("seed", int, 0),
+    for name, typ, default, text in (
+        ("scale", int_range(224, 4096), 384, "training scale S, paper units"),
+        ("steps", int_range(1), 300, "optimiser steps"),
+        ("batch-size", int_range(1, 4096), 32, "photographs per step"),
+        ("lr", float_range(0, 10), 1e-3, "learning rate"),
+        ("seed", int, 0, "random seed"),
     ):
-        t.add_argument(f"--{name}", type=typ, default=default)
+        t.add_argument(f"--{name}", type=typ, default=default, help=text)
     t.set_defaults(func=run_train)
-    e = s.add_parser("eval", help="centre-crop and dense localisation error, with baselines")
-    e.add_argument("--data", required=True)
-    e.add_argument("--split", default="val")
+    e = s.add_parser(
+        "eval",
+        help="centre-crop and dense localisation error, with baselines",
+        epilog="example:\n"
+        "  verydeep localize eval --data VOC --loc pcr.safetensors@256,384 --cls cls.safetensors --flip",
+    )
+    e.add_argument("--data", required=True, help="VOC-layout dataset root")
+    e.add_argument("--split", default="val", help="split to evaluate")
     e.add_argument("--train-split", default="train", help="split whose mean box is a baseline")
     e.add_argument("--json", help="also write the report here")
     _dense_args(e)
     e.set_defaults(func=run_eval)
-    u = s.add_parser("tune", help="choose merge settings and scales on held-out photographs")
-    u.add_argument("--data", required=True)
+    u = s.add_parser(
+        "tune",
+        help="choose merge settings and scales on held-out photographs",
+        epilog="example:\n"
+        "  verydeep localize tune --data VOC --split 'train[80%:]' --loc pcr.safetensors "
+        "--cls cls.safetensors",
+    )
+    u.add_argument("--data", required=True, help="VOC-layout dataset root")
     u.add_argument(
         "--split", required=True, help="held-out split the nets did not train on, e.g. train[80%%:]"
     )
-    u.add_argument("--loc", action="append", required=True, metavar="PATH[@Q,...]")
-    u.add_argument("--cls", required=True)
+    u.add_argument("--loc", action="append", required=True, metavar="PATH[@Q,...]", help="localisation net")
+    u.add_argument("--cls", required=True, help="classification net that scores the boxes")
     u.add_argument("--scale-sets", default="384;256,384", help="';'-separated scale sets to try")
     u.add_argument("--flip", action="store_true", help="also try adding the mirrored image")
-    u.add_argument("--show", type=int, default=10, help="rows to print")
+    u.add_argument("--show", type=int_range(1), default=10, help="rows to print")
     u.add_argument("--json", help="also write every row here")
     u.set_defaults(func=run_tune)
-    pr = s.add_parser("predict", help="localise the object in one photograph")
-    pr.add_argument("image")
+    pr = s.add_parser(
+        "predict",
+        help="localise the object in one photograph",
+        epilog="example:\n"
+        "  verydeep localize predict photo.jpg --loc pcr.safetensors --cls cls.safetensors --draw boxes.png",
+    )
+    pr.add_argument("image", help="a photograph")
     pr.add_argument("--draw", help="write the photograph with its boxes to this PNG")
-    pr.add_argument("--top", type=int, default=1, help="guesses to print and draw")
+    pr.add_argument("--top", type=int_range(1), default=1, help="guesses to print and draw")
     _dense_args(pr)
     pr.set_defaults(func=run_predict)
 

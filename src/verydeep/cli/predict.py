@@ -12,12 +12,21 @@ from .values import int_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="top-5 classes of image files")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = sub.add_parser(
+        "predict",
+        help="top-5 classes of image files",
+        description="The top classes of each image with the paper's dense multi-scale test "
+        "(or another method).",
+        epilog="""examples:
+  verydeep predict -m vgg16.safetensors cat.jpg dog.png
+  verydeep predict -m D.safetensors -m E.safetensors photo.jpg --top 3 --json     an ensemble
+  verydeep predict -m D.safetensors photo.jpg --heatmap map.png       the top class's score map""",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     p.add_argument(
         "-m", "--model", action="append", required=True, metavar="CKPT", help="repeat for an ensemble"
     )
-    p.add_argument("--top", type=int_range(1), default=5, help="classes to print per image (default 5)")
+    p.add_argument("--top", type=int_range(1), default=5, help="classes to print per image")
     add_method_args(p, "dense")
     p.add_argument("--heatmap", metavar="PNG", help="write the top class's dense score map over each image")
     p.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -11,14 +11,20 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "study", help="reproduce Section 4 (Tables 3-6) on Fashion-MNIST or Imagewoof (resumable)"
+        "study",
+        help="reproduce Section 4 (Tables 3-6) on Fashion-MNIST or Imagewoof (resumable)",
+        description="Train and evaluate a Section 4 grid from a study TOML, then write its report.",
+        epilog="""examples:
+  verydeep study --config experiments/imagewoof.toml --estimate        hours, before committing to them
+  verydeep study --config experiments/imagewoof.toml --only A-256,B-256
+  verydeep study --config experiments/imagewoof.toml --report-only     re-render from the summaries""",
     )
     p.add_argument("--config", default="experiments/study.toml", help="study TOML")
     p.add_argument("--quick", action="store_true", help="tiny settings from the [quick] section (CI)")
-    p.add_argument("--report", help="Markdown report path (default: from the config)")
-    p.add_argument("--out-dir", help="where the runs go (default: from the config)")
-    p.add_argument("--results-dir", help="where the runs' committed summaries go (default: from the config)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--report", help="Markdown report path (by default the config's)")
+    p.add_argument("--out-dir", help="where the runs go (by default the config's)")
+    p.add_argument("--results-dir", help="where the runs' committed summaries go (by default the config's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.add_argument("--report-only", action="store_true", help="train nothing: report the finished runs")
     p.add_argument(
         "--estimate",

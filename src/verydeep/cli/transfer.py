@@ -9,17 +9,29 @@ from ..transfer import SVMConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("transfer", help="linear SVMs on `verydeep features` files (VOC mAP / Caltech recall)")
+    p = sub.add_parser(
+        "transfer",
+        help="linear SVMs on `verydeep features` files (VOC mAP / Caltech recall)",
+        description="One-vs-rest linear SVMs on descriptor files (Appendix B): VOC mAP or mean class recall.",
+        epilog="""examples:
+  verydeep transfer voc-train.safetensors voc-test.safetensors
+  verydeep transfer c101.npz --per-class 30 --test-per-class 50 --splits 3      Caltech-101 protocol""",
+    )
     p.add_argument("train", help="descriptor file of the training split")
     p.add_argument("test", nargs="?", help="descriptor file of the test split (Caltech: optional)")
     p.add_argument("--cs", type=float, nargs="+", default=list(SVMConfig.cs), help="candidate C values")
     p.add_argument("--val-fraction", type=float, default=SVMConfig.val_fraction, help="held out to pick C")
-    p.add_argument("--loss", choices=["squared_hinge", "hinge"], default=SVMConfig.loss)
+    p.add_argument(
+        "--loss",
+        choices=["squared_hinge", "hinge"],
+        default=SVMConfig.loss,
+        help="SVM loss: L2-SVM or L1-SVM",
+    )
     p.add_argument("--ap", choices=["voc07", "area", "raw"], default=SVMConfig.ap, help="AP definition")
     p.add_argument("--per-class", type=int, default=0, help="Caltech: training images per class (0: all)")
     p.add_argument("--test-per-class", type=int, default=0, help="Caltech: at most this many test (0: all)")
     p.add_argument("--splits", type=int, default=3, help="Caltech: number of random splits")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the C split and of the Caltech splits")
     p.add_argument("--json", help="also write the full result (per class, per C, per split) here")
     p.set_defaults(func=run)
 

@@ -21,8 +21,26 @@ from collections.abc import Callable
 from ..ranges import DEVICE_PATTERN, MAX_SCALE
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks and appends each flag's default where it says something
+    (not for None, False or an empty list, nor where the help already names it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        quiet = default in (None, False, [], argparse.SUPPRESS) or "default" in text
+        if quiet or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
-    """``ArgumentParser`` printing ``prog: error: message (see prog --help)``: one line, exit 2."""
+    """``ArgumentParser`` printing ``prog: error: message (see prog --help)``: one line, exit 2;
+    help shows defaults and keeps the examples' layout."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)

@@ -4,7 +4,8 @@ Every function takes images already rescaled to one test scale Q (smallest side 
 uint8 (N, C, H, W) in RGB order, and returns soft-max posteriors (N, classes):
 
 - ``centre_probs``: one centre crop of the crop size (the torchvision-style baseline);
-- ``dense_probs``: the whole image through the fully-convolutional net; the class score map is
+- ``dense_probs``: the rescaled image, trimmed to the pixels its windows cover (``window_trim``),
+  through the fully-convolutional net; the class score map is
   spatially averaged and soft-maxed (``average="scores"``, the paper), or soft-maxed at every
   position and then averaged (``average="softmax"``); the horizontal flip is averaged in;
 - ``multicrop_probs``: crops on a regular ``grid`` x ``grid`` grid (``grid_offsets``), each also

@@ -26,6 +26,8 @@ from torch.utils.data import DataLoader
 from ..data.fashion_mnist import CLASSES as FASHION_CLASSES
 from ..data.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
 from ..data.folder import ImageFolderDataset, scan_image_folder
+from ..data.voc import image_level_samples
+from ..data.voc_labels import is_voc_root
 from .core import rescale
 
 
@@ -57,15 +59,20 @@ class EvalData:
         return EvalData(self.classes, images=self.images[keep], labels=self.labels[keep], name=self.name)
 
 
-def open_data(spec: str, classes: list[str] | None = None) -> EvalData:
-    """``spec``: an ImageFolder directory, ``fashion-mnist`` or ``fashion-mnist:ROOT`` (test split).
+def open_data(spec: str, classes: list[str] | None = None, split: str = "val") -> EvalData:
+    """``spec``: an ImageFolder directory, a VOC root (its ``split``, each image labelled with
+    its largest object's class, as ``data.dataset=voc`` trains), ``fashion-mnist`` or
+    ``fashion-mnist:ROOT`` (test split).
 
-    ``classes`` (the net's) fixes the label order of a folder; folders it lacks are an error.
+    ``classes`` (the net's) fixes the label order; classes it lacks are an error.
     """
     if spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
         root = spec.partition(":")[2] or DEFAULT_ROOT
         images, labels = load_fashion_mnist(root, "test")
         return EvalData(list(FASHION_CLASSES), images=images, labels=labels, name="fashion-mnist test")
+    if is_voc_root(spec):
+        samples, found = image_level_samples(spec, split, classes or None)
+        return EvalData(found, samples=samples, name=f"{spec} ({split})")
     samples, found = scan_image_folder(spec, classes=classes or None)
     return EvalData(found, samples=samples, name=str(spec))
 

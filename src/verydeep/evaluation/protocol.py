@@ -150,15 +150,15 @@ def _ensemble_rows(
     return rows
 
 
-def evaluate(paths: Sequence[str | Path], data_spec: str, opts: EvalOptions) -> dict:
+def evaluate(paths: Sequence[str | Path], data_spec: str, opts: EvalOptions, split: str = "val") -> dict:
     """Load checkpoints and evaluate them (and their ensemble) on ``data_spec``.
 
-    ``data_spec``: an ImageFolder directory (labels in the first net's class order) or
-    ``fashion-mnist[:ROOT]`` (test split).
+    ``data_spec``: an ImageFolder directory (labels in the first net's class order), a VOC root
+    (its ``split``) or ``fashion-mnist[:ROOT]`` (test split).
     """
     if not paths:
         raise ValueError("give at least one checkpoint")
     loaded = [load_model(p, opts.device) for p in paths]
-    data = open_data(str(data_spec), classes=loaded[0][1].classes or None)
+    data = open_data(str(data_spec), classes=loaded[0][1].classes or None, split=split)
     nets = [(n, m, meta) for n, (m, meta) in zip(net_names(paths), loaded, strict=True)]
     return evaluate_models(nets, data, opts)

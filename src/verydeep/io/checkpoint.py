@@ -127,6 +127,12 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Meta]:
     if not path.is_file():
         raise ValueError(f"checkpoint not found: {path}")
     data = path.read_bytes()
+    kind = _foreign_kind(data)
+    if kind:  # not safetensors at all: say what it is and what to run
+        raise ValueError(
+            f"{path} is a {kind}, not a verydeep checkpoint: "
+            f"run `verydeep convert {path} OUT.safetensors` first"
+        )
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
@@ -142,6 +148,20 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Meta]:
             "(a flipped bit or a partial copy); use another copy"
         )
     return tensors, _meta(raw, path)
+
+
+def _foreign_kind(data: bytes) -> str:
+    """What a weights file is, from its first bytes, when it is not safetensors ('' otherwise):
+    the same signatures as ``convert.detect_source``."""
+    if data[8:9] == b"{":  # safetensors: an 8-byte header length, then JSON
+        return ""
+    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
+        return "PyTorch (torch.save) or Keras archive"
+    if data[:8] == b"\x89HDF\r\n\x1a\n":
+        return "Keras/HDF5 file"
+    if data[:1] in (b"\x0a", b"\x12", b"\xa2"):
+        return "Caffe model (protobuf)"
+    return ""
 
 
 def _meta(raw: str, path: Path) -> Meta:
