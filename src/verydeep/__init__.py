@@ -3,7 +3,7 @@
 Names are imported on first use, so that ``verydeep --help`` and the config answer without
 importing torch.
 
-Example:
+Example (``verydeep.load(path)`` gives a checkpoint's net, transform and class names):
     >>> import verydeep
     >>> net = verydeep.VGG("vgg16", num_classes=10, width_mult=0.125, fc_width=64, crop_size=32)
     >>> net.arch
@@ -17,8 +17,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"VGG": "verydeep.models.vgg", "CFGS": "verydeep.models.arch", "parse_arch": "verydeep.models.arch"}
-__all__ = ["CFGS", "VGG", "__version__", "parse_arch"]
+_LAZY = {
+    "VGG": "verydeep.models.vgg",
+    "CFGS": "verydeep.models.arch",
+    "parse_arch": "verydeep.models.arch",
+    "load": "verydeep.api",
+}
+__all__ = ["CFGS", "VGG", "__version__", "load", "parse_arch"]
 
 
 def __getattr__(name: str) -> Any:

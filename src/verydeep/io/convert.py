@@ -201,7 +201,7 @@ def load_weights(
         native = to_rgb(model, native)
     prep = choose_preprocess(native, preprocess)
     n = model.num_classes
-    names = read_classes(classes, n) if classes else old.classes if old else [f"class_{i}" for i in range(n)]
+    names = read_classes(classes, n) if classes else old.classes if old else default_classes(n)
     meta = Meta(preprocess=prep.to_dict(), classes=names, source=old.source if old else source)
     if old:
         meta.train_scale, meta.pca, meta.config = old.train_scale, old.pca, old.config
@@ -216,6 +216,17 @@ def convert(src: str | Path, dst: str | Path, **options: object) -> Meta:
     model, meta = load_weights(src, **options)  # type: ignore[arg-type]
     save_model(dst, model, meta)
     return meta
+
+
+def default_classes(n: int) -> list[str]:
+    """Names for imported weights without a classes file: the 1000 ILSVRC-2012 classes in the
+    standard (sorted WordNet id) order that Caffe, torchvision and Keras weights share, as
+    torchvision ships them; ``class_<i>`` for any other count."""
+    if n == 1000:
+        from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+        return list(_IMAGENET_CATEGORIES)
+    return [f"class_{i}" for i in range(n)]
 
 
 def read_classes(path: str | Path, n: int) -> list[str]:
