@@ -19,16 +19,13 @@ from verydeep.evaluation import (
     default_scales,
     dense_pooled,
     dense_probs,
-    dense_scores,
-    dense_scores_batch,
     evaluate_models,
     evaluate_net,
-    grid_crops,
     grid_offsets,
-    match_channels,
     multicrop_probs,
     resolve_scales,
 )
+from verydeep.evaluation.core import grid_crops, match_channels, rescale, window_trim
 from verydeep.io.checkpoint import Meta
 from verydeep.models.dense import to_dense
 from verydeep.models.vgg import VGG
@@ -102,7 +99,12 @@ def test_grid_offsets_are_evenly_spaced_from_border_to_border():
     assert grid_offsets(256, 224) == [0, 8, 16, 24, 32]
     assert grid_offsets(300, 224) == [0, 19, 38, 57, 76]
     assert grid_offsets(224, 224) == [0] * 5
-    assert grid_offsets(41, 32, n=1) == [4]
+    assert grid_offsets(41, 32, n=1) == [4]  # span 9: 4.5 rounds to even, as CenterCrop does
+    for side in range(32, 80):  # --grid 1 is the centre method's crop, pixel for pixel (issue 18, item 4)
+        x = torch.arange(side * side, dtype=torch.float32).view(1, 1, side, side)
+        (t,) = grid_offsets(side, 32, n=1)
+        assert torch.equal(grid_crops(x, 32, 1)[0, 0], TF.center_crop(x, [32, 32])[0]), side
+        assert t == round((side - 32) / 2)
     assert grid_offsets(43, 32, n=3) == [0, 6, 11]  # 5.5 rounds half up
     try:
         grid_offsets(31, 32)
@@ -197,17 +199,16 @@ def test_multiscale_dense_over_a_folder_equals_direct_computation(tmp_path):
             )
 
 
-def test_dense_scores_api_scales_and_batching():
-    net = trained_tiny()
-    imgs = [_photo(i, s) for i, s in enumerate([(50, 40), (40, 50), (50, 40), (64, 36)])]
-    with torch.no_grad():
-        one = torch.stack([dense_scores(net, im, [32, 40], PREP) for im in imgs])
-        per_q = [torch.stack([dense_scores(net, im, q, PREP) for im in imgs]) for q in (32, 40)]
-        batched = dense_scores_batch(net, imgs, [32, 40], PREP, batch_pixels=3 * 40 * 50)
-        fc7 = dense_scores(net, imgs[0], [32, 40], PREP, output="fc7", combine="stack")
-    torch.testing.assert_close(one, (per_q[0] + per_q[1]) / 2, atol=1e-6, rtol=0)
-    torch.testing.assert_close(batched, one, atol=1e-5, rtol=0)
-    assert fc7.shape == (2 * 32,) and (fc7 >= 0).all()  # post-ReLU FC7, stacked over 2 scales
+def _dense_oracle(net, image, q_pixels, prep):
+    """The paper's multi-scale dense posteriors written out from ``dense_forward`` alone: per Q,
+    the centred window-covered pixels, score maps of the image and its flip, spatial mean,
+    soft-max, then the mean over flips and over scales."""
+    per_q = []
+    for q in q_pixels:
+        x = window_trim(match_channels(rescale(image, q), net.in_channels)[None], net.crop_size)
+        maps = [net.dense_forward(prep(v)).double() for v in (x, x.flip(-1))]
+        per_q.append(sum(m.mean((2, 3)).softmax(1) for m in maps)[0] / 2)
+    return torch.stack(per_q).mean(0)
 
 
 def test_ensemble_of_different_nets_averages_posteriors():
@@ -223,8 +224,8 @@ def test_ensemble_of_different_nets_averages_posteriors():
     opts = EvalOptions(methods=["dense", "centre+dense"], workers=0, progress=False)
     res = evaluate_models([("a", a, ma), ("b", b, mb)], data, opts)
     with torch.no_grad():
-        pa = torch.stack([dense_scores(a, x, [32, 37, 41], PREP) for x in images])
-        pb = torch.stack([dense_scores(b, x, [55, 82, 110], prep_b) for x in images])
+        pa = torch.stack([_dense_oracle(a, x, [32, 37, 41], PREP) for x in images]).float()
+        pb = torch.stack([_dense_oracle(b, x, [55, 82, 110], prep_b) for x in images]).float()
     post = res["posteriors"]
     torch.testing.assert_close(post[("a", "dense")], pa, atol=1e-5, rtol=0)
     torch.testing.assert_close(post[("b", "dense")], pb, atol=1e-5, rtol=0)

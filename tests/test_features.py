@@ -216,13 +216,21 @@ def test_grey_input_equals_grey_image():
     assert not torch.allclose(grey, describe_images(net, PREP, [img], cfg))
 
 
-def test_agrees_with_evaluation_dense_fc7():
-    """Cross-check with the evaluation engine's pooled FC7 (another implementation of the same path)."""
-    from verydeep.evaluation.core import dense_scores_batch
+def test_descriptors_equal_fc7_maps_written_out():
+    """The descriptor from the FC7 map written out with ``dense_head`` (no shared helper): per
+    scale the spatial mean of the map of the image and of its flip, averaged; then stacked or
+    averaged over scales and L2-normalised."""
+    from verydeep.evaluation.core import rescale
 
     net = small_net()
     imgs = random_images([(120, 80), (80, 80), (80, 120)])
-    for combine, theirs in (("stack", "stack"), ("average", "mean")):
+
+    def fc7(img, q):
+        x = rescale(img, q)[None]
+        return sum(net.dense_head(net.features(PREP(v)), upto=2).mean((2, 3)) for v in (x, x.flip(-1)))[0] / 2
+
+    with torch.no_grad():
+        per_q = [torch.stack([fc7(im, q) for im in imgs]) for q in (64, 96)]
+    for combine, want in (("stack", torch.cat(per_q, 1)), ("average", (per_q[0] + per_q[1]) / 2)):
         cfg = DescriptorConfig(scales=(64, 96), units="pixels", combine=combine)
-        other = dense_scores_batch(net, imgs, [64, 96], PREP, output="fc7", combine=theirs, align="topleft")
-        torch.testing.assert_close(describe_images(net, PREP, imgs, cfg), F.normalize(other, dim=1))
+        torch.testing.assert_close(describe_images(net, PREP, imgs, cfg), F.normalize(want, dim=1))

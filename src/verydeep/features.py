@@ -49,6 +49,7 @@ from .data.folder import scan_image_folder
 from .data.images import BadImageError, load_image
 from .data.preprocess import Preprocess
 from .data.voc_labels import is_voc_root, read_voc_labels
+from .evaluation.core import Runtime, dense_pooled
 from .io.features import Descriptors
 from .models.extractor import LAYERS, FeatureExtractor
 from .models.vgg import VGG
@@ -78,13 +79,21 @@ class DescriptorConfig:
     batch_size: int = 32
     size_step: int = 1  # round the long side to a multiple of this (1: exact aspect ratio)
     exif: bool = True  # turn photographs upright by their EXIF orientation
+    # dense windows: topleft, a plain fully-convolutional pass (docs/TRANSFER.md's numbers), or
+    # centre, as evaluation trims (see evaluation.core.window_trim)
+    align: str = "topleft"
     grey: bool = False  # feed grey replicated to RGB (for nets trained on grey images, e.g. Fashion-MNIST)
     extra: dict = field(default_factory=dict, compare=False)  # free-form provenance
 
     def __post_init__(self) -> None:
         if not self.scales or not all(0 < q <= MAX_SCALE for q in self.scales):
             raise ValueError(f"descriptor scales must be in (0, {MAX_SCALE}], got {self.scales}")
-        checks = {"units": ("paper", "pixels"), "combine": ("average", "stack"), "layer": ("fc6", "fc7")}
+        checks = {
+            "units": ("paper", "pixels"),
+            "combine": ("average", "stack"),
+            "layer": ("fc6", "fc7"),
+            "align": ("topleft", "centre"),
+        }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"descriptor {name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -99,20 +108,6 @@ class DescriptorConfig:
         if min(sides) < crop_size:
             raise ValueError(f"scales {sides} px: each must be >= the net's crop size {crop_size}")
         return sides
-
-
-def pooled_map(model: VGG, x: torch.Tensor, layer: str = "fc7") -> torch.Tensor:
-    """Global average of the dense FC6/FC7 map of a preprocessed batch: (N, fc_width)."""
-    upto = 2 if layer == "fc7" else 1
-    return model.dense_head(model.features(x), upto=upto).mean(dim=(2, 3))
-
-
-def dense_descriptor(model: VGG, x: torch.Tensor, flip: bool = True, layer: str = "fc7") -> torch.Tensor:
-    """Per-scale descriptor of same-size images: pooled map, averaged with the flipped image's."""
-    d = pooled_map(model, x, layer)
-    if flip:
-        d = (d + pooled_map(model, x.flip(-1), layer)) / 2
-    return d
 
 
 def combine_scales(
@@ -191,8 +186,12 @@ def _run_buckets(
 
     def flush(key: tuple) -> None:
         idx, xs = zip(*buckets.pop(key), strict=True)
-        x = prep(torch.stack(xs).to(device))
-        d = dense_descriptor(model, x, cfg.flip, cfg.layer).float().cpu()
+        # evaluation's dense engine: the pooled FC6/FC7 map, averaged with the flipped image's
+        rt = Runtime(device)
+        d = dense_pooled(
+            model, torch.stack(xs), prep, output=cfg.layer, flip=cfg.flip, align=cfg.align, rt=rt
+        )
+        d = d.float().cpu()
         for i, row in zip(idx, d, strict=True):
             out.setdefault(i, [None] * n_scales)[key[0]] = row
 

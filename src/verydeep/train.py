@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -33,6 +32,7 @@ from .config import RunConfig
 from .data.build import DataBundle, build_data
 from .data.loaders import FolderBatches
 from .engine import NonFiniteLossError, StepState, evaluate, train_one_epoch
+from .hardware import resolve_precision
 from .io.checkpoint import Meta, load_model
 from .io.run_dir import RunDir
 from .models.init import init_from_net_a, init_weights
@@ -42,25 +42,6 @@ from .schedule import CosineSchedule, PlateauSchedule, make_schedule
 # The host reads the loss sums and non-finite flags every this many steps (a GPU is not stalled
 # by a per-step read-back); mid-epoch checkpoints fall on these steps (gcd with checkpoint_every).
 SYNC_STEPS = 20
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast where the hardware has native bf16 (CUDA, or AVX512-BF16/AMX CPUs)."""
-    if name == "fp32":
-        return None
-    if name == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if _cpu_has_bf16() else None
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolved(cfg: RunConfig, classes: int, channels: int) -> RunConfig:

@@ -7,18 +7,17 @@ difference, and how many photos have an fp32 top-1/top-2 margin smaller than tha
 
 Evaluation cost (Section 3.2): dense evaluation at 3 scales with flips (6 fully-convolutional
 passes) against 150 crops (5x5 grid x 2 flips x 3 scales through the FC form), per photo, in the
-same fast mode. The evaluation module lives in another branch, so this uses
-``VGG.dense_forward`` and the FC form directly; rescaling is done before timing (same for both).
+same precision, through the functions ``verydeep eval`` runs (``dense_probs``,
+``multicrop_probs``); rescaling is done before timing (same for both).
 
 Example:
-    >>> from verydeep.bench.eval_bench import crop_grid
-    >>> crop_grid(256, 224, 5)
-    [0, 8, 16, 24, 32]
+    >>> from verydeep.bench.eval_bench import photos
+    >>> callable(photos)
+    True
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,6 +28,8 @@ from ..data.folder import scan_image_folder
 from ..data.images import load_image
 from ..data.preprocess import Preprocess
 from ..data.transforms import CentreCropTransform, rescale_smallest
+from ..evaluation.core import Runtime, dense_probs, multicrop_probs
+from ..hardware import native_bf16
 from ..models.summary import conv_macs
 from .config import BenchConfig
 from .nets import build_pair, fast_inference
@@ -75,39 +76,21 @@ def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
     }
 
 
-def crop_grid(side: int, crop: int, n: int) -> list[int]:
-    """``n`` evenly spaced crop offsets along a side (the paper's 5x5 grid)."""
-    return [round(i * (side - crop) / (n - 1)) for i in range(n)]
-
-
-def _multicrop(net: Callable, img: torch.Tensor, crop: int, chunk: int = 25) -> torch.Tensor:
-    """Mean softmax of 25 grid crops and their flips of one rescaled image (C, H, W)."""
-    h, w = img.shape[-2:]
-    crops = [img[:, t : t + crop, s : s + crop] for t in crop_grid(h, crop, 5) for s in crop_grid(w, crop, 5)]
-    x = torch.stack(crops)
-    x = torch.cat([x, x.flip(-1)])
-    probs = [net(PREP(x[i : i + chunk])).float().softmax(1) for i in range(0, len(x), chunk)]
-    return torch.cat(probs).mean(0)
-
-
-def _dense(net: Callable, img: torch.Tensor) -> torch.Tensor:
-    """Mean softmax of the spatially averaged class score maps of an image and its flip."""
-    x = PREP(torch.stack([img, img.flip(-1)]))
-    return net(x).float().mean((2, 3)).softmax(1).mean(0)
-
-
 def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress=None) -> dict:
     """Seconds per photo: dense 3-scale + flip against 150-crop multi-crop, same fast mode."""
     _, vd = build_pair(cfg.arch, **cfg.model_kwargs)
-    fc = fast_inference(vd, device, torch.bfloat16)
-    dense = fast_inference(vd, device, torch.bfloat16, dense=True)
+    vd = vd.to(device).eval().to(memory_format=torch.channels_last)
+    # what `verydeep eval` runs: its dense and multi-crop functions, bf16 only where it is native
+    rt = Runtime(device, amp=native_bf16(device), channels_last=True)
     qs = [pixels(q, cfg.crop) for q in cfg.eval_scales]
     imgs = [load_image(p, min_side=max(qs)) for p in photos(root, cfg.eval_images)]
-    scaled = [[TF.pil_to_tensor(rescale_smallest(im, q)) for q in qs] for im in imgs]
-    fns = {
-        "dense_3scale_flip": lambda: [_dense(dense, s) for per in scaled for s in per],
-        "multicrop_150": lambda: [_multicrop(fc, s, cfg.crop) for per in scaled for s in per],
-    }
+    scaled = [[TF.pil_to_tensor(rescale_smallest(im, q))[None] for q in qs] for im in imgs]
+
+    def run(method):
+        with torch.inference_mode():
+            return [method(vd, s, PREP, rt=rt) for per in scaled for s in per]
+
+    fns = {"dense_3scale_flip": lambda: run(dense_probs), "multicrop_150": lambda: run(multicrop_probs)}
     # no warm-up (each call is long); rounds pair dense and crops moments apart for the ratio
     times = interleaved(fns, rounds=cfg.rounds, warmup=0, device=device, progress=progress)
     per_img = {k: median(v) / len(imgs) for k, v in times.items()}
@@ -119,5 +102,6 @@ def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress
         "seconds_per_image": per_img,
         "ratio": paired_ratio(times, "multicrop_150", "dense_3scale_flip"),
         "gmacs_per_image": {"dense_3scale_flip": macs_dense / 1e9, "multicrop_150": macs_crops / 1e9},
-        "note": "measured with VGG.dense_forward and the FC form",
+        "precision": "bf16" if rt.amp else "fp32",
+        "note": "evaluation.core's dense_probs and multicrop_probs, as verydeep eval runs them",
     }

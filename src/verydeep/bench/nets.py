@@ -97,22 +97,40 @@ def train_step(
     batch: tuple[torch.Tensor, torch.Tensor],
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
-    fused: bool = False,
+    engine: bool = False,
 ) -> Callable[[], torch.Tensor]:
-    """One SGD step (momentum 0.9, weight decay 5e-4, the paper's) on a fixed batch, as a call."""
+    """One SGD step (momentum 0.9, weight decay 5e-4, the paper's) on a fixed batch, as a call.
+
+    ``engine=False``: what a torchvision user writes (torch's default SGD, every parameter
+    decayed). ``engine=True``: what ``verydeep train`` runs, through the same functions: its
+    parameter groups (no decay on biases), fused SGD and ``engine.train_one_epoch``.
+    """
+    from ..engine import StepState, train_one_epoch
+    from ..train import param_groups
+
     mf = torch.channels_last if channels_last else torch.contiguous_format
     net = copy.deepcopy(model).train().to(device=device, memory_format=mf)
     x, y = batch[0].to(device=device, memory_format=mf), batch[1].to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4, fused=fused or None)
-    loss_fn = nn.CrossEntropyLoss()
+    if not engine:
+        opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+        loss_fn = nn.CrossEntropyLoss()
 
-    def step() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
-        return loss.detach()
+        def step() -> torch.Tensor:
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                loss = loss_fn(net(x), y)
+            loss.backward()
+            opt.step()
+            return loss.detach()
 
-    step.net = net  # type: ignore[attr-defined]  # for tests and profiles
+    else:
+        fused = device.type in ("cpu", "cuda")
+        opt = torch.optim.SGD(param_groups(net, 5e-4, decay_biases=False), lr=1e-4, momentum=0.9, fused=fused)
+        state = StepState()
+
+        def step() -> torch.Tensor:
+            kw = dict(prepare=lambda t: t, device=device, state=state, amp_dtype=amp_dtype, sync_every=20)
+            return torch.tensor(train_one_epoch(net, [(x, y)], opt, **kw)["loss"])
+
+    step.net, step.opt = net, opt  # type: ignore[attr-defined]  # for tests and profiles
     return step

@@ -1,6 +1,7 @@
 """Section 3.2 of the paper: dense, multi-crop, multi-scale and ensemble evaluation.
 
-- ``core``: the methods on batches of same-size images, and the reusable ``dense_scores``;
+- ``core``: the methods on batches of same-size images (``dense_probs``, ``multicrop_probs``,
+  ``centre_probs``; ``dense_pooled`` for scores and FC6/FC7 features, ``dense_maps`` for maps);
 - ``data``: evaluation images (ImageFolder or Fashion-MNIST) rescaled to each test scale;
 - ``runner``: one net over a data set, bucketed by image shape, timed per method;
 - ``protocol``: nets x methods (+ ensemble) -> rows of Tables 3-6; ``metrics``: errors, tables;
@@ -15,15 +16,10 @@ Example:
 from .core import (
     Runtime,
     centre_probs,
-    crop_probs,
     dense_maps,
     dense_pooled,
     dense_probs,
-    dense_scores,
-    dense_scores_batch,
-    grid_crops,
     grid_offsets,
-    match_channels,
     multicrop_probs,
     rescale,
 )
@@ -38,21 +34,16 @@ __all__ = [
     "Runtime",
     "centre_probs",
     "classification_metrics",
-    "crop_probs",
     "default_scales",
     "dense_maps",
     "dense_pooled",
     "dense_probs",
-    "dense_scores",
-    "dense_scores_batch",
     "evaluate",
     "evaluate_models",
     "evaluate_net",
     "format_csv",
     "format_table",
-    "grid_crops",
     "grid_offsets",
-    "match_channels",
     "multicrop_probs",
     "open_data",
     "parse_methods",

@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -66,14 +65,15 @@ def window_trim(x: torch.Tensor, crop: int, stride: int = 32, align: str = "cent
 def grid_offsets(side: int, crop: int, n: int = 5) -> list[int]:
     """``n`` evenly spaced crop offsets from 0 to ``side - crop`` (rounded half up).
 
-    The first and last crops touch the image borders; ``n=1`` gives the centre offset
-    ``(side - crop) // 2``.
+    The first and last crops touch the image borders; ``n=1`` gives the centre crop at
+    torchvision's ``CenterCrop`` placement (``round(span / 2)``, halves to even), the same
+    pixels as the ``centre`` method.
     """
     if side < crop:
         raise ValueError(f"image side {side} px is smaller than the crop {crop} px")
     span = side - crop
     if n == 1:
-        return [span // 2]
+        return [round(span / 2.0)]  # torchvision's CenterCrop expression: Python rounds halves to even
     return [(2 * i * span + n - 1) // (2 * (n - 1)) for i in range(n)]
 
 
@@ -174,7 +174,7 @@ def dense_pooled(
     """One vector per image from the dense net: the engine of dense evaluation.
 
     ``output``: ``probs`` (soft-max posteriors, paper), ``scores`` (spatially averaged class
-    scores, no soft-max) or ``fc7`` (spatially averaged FC7 features, Appendix B). The image and
+    scores, no soft-max), ``fc7`` (spatially averaged FC7 features, Appendix B) or ``fc6``. The image and
     its flip are averaged at the end (posteriors for ``probs``). ``average`` only matters for
     ``probs``: ``scores`` = average the map then soft-max (paper), ``softmax`` = soft-max at every
     position then average. ``align``: which border pixels the windows leave out (``window_trim``).
@@ -182,11 +182,12 @@ def dense_pooled(
     x = window_trim(x, model.crop_size, 32, align)
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
-    if output not in ("probs", "scores", "fc7"):
-        raise ValueError(f"output must be probs, scores or fc7, got {output!r}")
+    upto = {"probs": 3, "scores": 3, "fc7": 2, "fc6": 1}.get(output)
+    if upto is None:
+        raise ValueError(f"output must be probs, scores, fc7 or fc6, got {output!r}")
     with rt.autocast():
         feats = model.features(rt.input(_with_flip(x, flip), prep))
-        maps = model.dense_head(feats, upto=2 if output == "fc7" else 3).float()
+        maps = model.dense_head(feats, upto=upto).float()
     if output == "probs":
         v = maps.mean((2, 3)).softmax(1) if average == "scores" else maps.softmax(1).mean((2, 3))
     else:
@@ -239,81 +240,3 @@ def centre_probs(
     """Centre-crop posteriors (N, classes), torchvision's ``CenterCrop`` placement."""
     crop = model.crop_size
     return crop_probs(model, TF.center_crop(x, [crop, crop]), prep, flip=flip, rt=rt)
-
-
-def dense_scores(
-    model: VGG,
-    image: Image.Image | torch.Tensor,
-    q_pixels: int | Sequence[int],
-    prep: Preprocess,
-    *,
-    output: str = "probs",
-    combine: str = "mean",
-    flip: bool = True,
-    average: str = "scores",
-    rt: Runtime = CPU,
-) -> torch.Tensor:
-    """Dense, flip-averaged vector of one image at each scale Q, averaged or stacked over Q.
-
-    ``image``: PIL image or uint8 (C, H, W) tensor, any size; ``q_pixels``: smallest side(s) in
-    pixels (see ``config.pixels``). Returns (D,) for ``combine="mean"`` (the paper's multi-scale
-    posteriors for ``output="probs"``) or (len(Q) * D,) for ``combine="stack"``.
-    """
-    qs = [q_pixels] if isinstance(q_pixels, int) else list(q_pixels)
-    vecs = []
-    for q in qs:
-        x = match_channels(rescale(image, q), model.in_channels)[None]
-        vecs.append(dense_pooled(model, x, prep, output=output, flip=flip, average=average, rt=rt)[0])
-    if combine == "mean":
-        return torch.stack(vecs).mean(0)
-    if combine == "stack":
-        return torch.cat(vecs)
-    raise ValueError(f"combine must be mean or stack, got {combine!r}")
-
-
-def dense_scores_batch(
-    model: VGG,
-    images: Sequence[Image.Image | torch.Tensor],
-    q_pixels: int | Sequence[int],
-    prep: Preprocess,
-    *,
-    output: str = "probs",
-    combine: str = "mean",
-    batch_pixels: int = 2**22,
-    **kw,
-) -> torch.Tensor:
-    """``dense_scores`` of many images (N, D): same-shape images share one forward pass.
-
-    Images are bucketed by their shape after rescaling; a bucket holds at most ``batch_pixels``
-    input pixels per forward (the images themselves are never padded, so results are exact).
-    """
-    qs = [q_pixels] if isinstance(q_pixels, int) else list(q_pixels)
-    per_q = []
-    for q in qs:
-        xs = [match_channels(rescale(im, q), model.in_channels) for im in images]
-        per_q.append(
-            pooled_by_shape(xs, lambda b: dense_pooled(model, b, prep, output=output, **kw), batch_pixels)
-        )
-    if combine == "mean":
-        return torch.stack(per_q).mean(0)
-    if combine == "stack":
-        return torch.cat(per_q, 1)
-    raise ValueError(f"combine must be mean or stack, got {combine!r}")
-
-
-def pooled_by_shape(xs: Sequence[torch.Tensor], fn, batch_pixels: int = 2**22) -> torch.Tensor:
-    """Apply ``fn`` (batch -> (B, D)) to (C, H, W) tensors grouped by shape; rows in input order."""
-    groups: dict[tuple, list[int]] = {}
-    for i, x in enumerate(xs):
-        groups.setdefault(tuple(x.shape), []).append(i)
-    out: torch.Tensor | None = None
-    for shape, idx in groups.items():
-        per = max(1, batch_pixels // (shape[-1] * shape[-2]))
-        for j in range(0, len(idx), per):
-            part = idx[j : j + per]
-            v = fn(torch.stack([xs[i] for i in part]))
-            if out is None:
-                out = v.new_zeros(len(xs), v.shape[1])
-            out[torch.tensor(part, device=v.device)] = v
-    assert out is not None, "no images"
-    return out

@@ -28,10 +28,11 @@ import torch
 
 from ..config import RunConfig
 from ..evaluation import EvalData, EvalOptions, evaluate_models, open_data
+from ..hardware import resolve_precision
 from ..io import study_results as summary
 from ..io.checkpoint import Meta, atomic_write, load_model
 from ..models.vgg import VGG
-from ..train import fit, resolve_precision
+from ..train import fit
 from .plan import JITTERED, Run, StudySpec, build_plan
 
 TABLE5 = ["dense", "multicrop", "dense+multicrop"]
