@@ -279,7 +279,7 @@ def test_bf16_and_channels_last_runtime_agree_with_fp32():
     with torch.inference_mode():
         ref = dense_probs(net, x, PREP)
         cl = dense_probs(net, x, PREP, rt=Runtime("cpu", channels_last=True))
-        bf = multicrop_probs(net, x, PREP, rt=Runtime("cpu", amp=True, channels_last=True))
+        bf = multicrop_probs(net, x, PREP, rt=Runtime("cpu", bf16=True, channels_last=True))
         bf_ref = multicrop_probs(net, x, PREP)
     torch.testing.assert_close(cl, ref, atol=1e-5, rtol=0)
     assert bf.dtype == torch.float32 and (bf - bf_ref).abs().max() < 0.05

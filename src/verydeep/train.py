@@ -143,15 +143,17 @@ def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: Ru
     run.start(cfg, resumed=state.global_step > 0)
     if cfg.train.save_init and state.global_step == 0:
         run.save_init(model, meta)
-    amp = resolve_precision(cfg.train.precision, device)
+    amp_dtype = resolve_precision(cfg.train.precision, device)
     net: nn.Module = DistributedDataParallel(model) if env.enabled else model
     if cfg.train.compile:
         net = torch.compile(net)
-    loop = _Loop(cfg, run, data, model, net, opt, sched, meta, device, accum, amp)
-    last_val_bad = 0
+    loop = _Loop(
+        cfg=cfg, run=run, data=data, model=model, net=net, opt=opt, sched=sched, meta=meta,
+        device=device, accum=accum, amp_dtype=amp_dtype,
+    )  # fmt: skip
     while state.epoch < cfg.train.epochs and not sched.stopped and not _reached(cfg, state):
-        last_val_bad = loop.epoch(state)
-    result = _final_report(run, model, data, state, last_val_bad, device, amp)
+        loop.epoch(state)
+    result = _final_report(run, model, data, state, loop.val_bad, device, amp_dtype)
     run.finish(result)
     return result
 
@@ -170,14 +172,14 @@ class _Loop:
     meta: Meta
     device: torch.device
     accum: int
-    amp: torch.dtype | None
+    amp_dtype: torch.dtype | None
     saved_step: int = -1  # the last step checkpointed mid-epoch
+    val_bad: int = 0  # unreadable images of the held-out split in its last pass (all ranks)
 
-    def epoch(self, state: StepState) -> int:
-        """One epoch (its rest, if resumed mid-epoch): steps, held-out pass, checkpoint, log.
-        Returns the validation split's unreadable-image count from before its pass."""
+    def epoch(self, state: StepState) -> None:
+        """One epoch (its rest, if resumed mid-epoch): steps, held-out pass, checkpoint, log."""
         t0, cfg, data, run = time.perf_counter(), self.cfg, self.data, self.run
-        bad_base, bad_before = state.bad_images, getattr(data.train, "bad_images", 0)
+        bad_before, bad = state.bad_images, _BadCount(data.train, self.device)  # run so far; this epoch
         skipped_before = state.skipped_steps
         data.train.set_epoch(state.epoch, start=state.step_in_epoch * self.accum)
         _set_lr(self.opt, self.sched, state.global_step)
@@ -190,7 +192,7 @@ class _Loop:
             bar.update(m, n)
             if every and s.global_step % every == 0 and s.step_in_epoch < steps:
                 self.saved_step = s.global_step
-                s.bad_images = bad_base + _count_bad(data.train, bad_before, self.device)  # every rank saves
+                s.bad_images = bad_before + bad.count()  # every rank saves
                 run.save(self.model, self.meta, self.opt, self.sched, s)
 
         tr = train_one_epoch(
@@ -201,7 +203,7 @@ class _Loop:
             device=self.device,
             state=state,
             accum_steps=self.accum,
-            amp_dtype=self.amp,
+            amp_dtype=self.amp_dtype,
             on_nonfinite=cfg.train.on_nonfinite,
             on_step=on_step,
             max_steps=cfg.train.max_steps,
@@ -211,10 +213,10 @@ class _Loop:
         )
         bar.close()
         _check_progress(state, skipped_before, steps, cfg.train.on_nonfinite)
-        tr["bad_images"] = _count_bad(data.train, bad_before, self.device)
-        state.bad_images = bad_base + tr["bad_images"]
-        last_val_bad = getattr(data.val, "bad_images", 0)
-        va = _evaluate(self.model, data.val, data.eval_prepare, self.device, self.amp)
+        tr["bad_images"] = bad.count()
+        state.bad_images = bad_before + tr["bad_images"]
+        va = _evaluate(self.model, data.val, data.eval_prepare, self.device, self.amp_dtype)
+        self.val_bad = va["bad_images"] if va else 0
         if state.step_in_epoch >= steps:
             improved = self.sched.step(1 - va["top1_err"] if va else -tr["loss"])
             state.history.append(run.epoch_row(state.epoch, tr, va, self.sched.lr, time.perf_counter() - t0))
@@ -229,7 +231,6 @@ class _Loop:
             run.write_log([*state.history, row | {"partial": 1}])  # the file only, not the state
             run.write_curves([*state.history, row])
             run.ensure_best()
-        return last_val_bad
 
 
 def _check_progress(state: StepState, skipped_before: int, steps: int, on_nonfinite: str) -> None:
@@ -254,33 +255,50 @@ def _reached(cfg: RunConfig, state: StepState) -> bool:
     return bool(cfg.train.max_steps) and state.global_step >= cfg.train.max_steps
 
 
-def _final_report(run: RunDir, model: VGG, data, state: StepState, last_val_bad: int, device, amp) -> dict:
+def _final_report(run: RunDir, model: VGG, data, state: StepState, val_bad: int, device, amp_dtype) -> dict:
     """Step counts, unreadable-image counts and, once, the test error of the held-out-best weights."""
     result = {"global_step": state.global_step, "epochs": state.epoch, "skipped_steps": state.skipped_steps}
     result["bad_images"] = {"train": state.bad_images}  # val/test: in the last pass over the split
     if isinstance(data.val, FolderBatches):
-        result["bad_images"]["val"] = _count_bad(data.val, last_val_bad, device)
+        result["bad_images"]["val"] = val_bad
     if data.test is not None:  # reported once, with the held-out-best weights; never for decisions
         run.load_best(model)
         dist.broadcast_params(model)
-        before = getattr(data.test, "bad_images", 0)
-        result["test"] = _evaluate(model, data.test, data.eval_prepare, device, amp)
-        result["bad_images"]["test"] = _count_bad(data.test, before, device)  # the CLI prints it
+        result["test"] = _evaluate(
+            model, data.test, data.eval_prepare, device, amp_dtype
+        )  # the CLI prints it
+        result["bad_images"]["test"] = result["test"].pop("bad_images")
     if any(result["bad_images"].values()):
         run.log(f"unreadable images skipped: {result['bad_images']} (see the warnings above)")
     return result
 
 
-def _count_bad(batches, before: int, device: torch.device) -> int:
-    """Images skipped as unreadable since ``before``, summed over ranks (0 for in-memory data)."""
-    return int(dist.sum_across([getattr(batches, "bad_images", 0) - before], device)[0])
+class _BadCount:
+    """Images a loader has skipped as unreadable since this object was made, summed over ranks
+    (the loader's own counter runs for the life of the process; 0 for in-memory data)."""
+
+    def __init__(self, batches, device: torch.device) -> None:
+        self.batches, self.device = batches, device
+        self.start = getattr(batches, "bad_images", 0)
+
+    def count(self) -> int:
+        mine = getattr(self.batches, "bad_images", 0) - self.start
+        return int(dist.sum_across([mine], self.device)[0])
 
 
-def _evaluate(model: nn.Module, batches, prepare, device: torch.device, amp) -> dict | None:
-    """Held-out numbers, summed over ranks (each rank evaluates its shard)."""
+def _evaluate(model: nn.Module, batches, prepare, device: torch.device, amp_dtype) -> dict | None:
+    """Held-out numbers and the pass's unreadable images, summed over ranks (each rank
+    evaluates its shard)."""
     if batches is None:
         return None
-    m = evaluate(model, batches, prepare, device, amp)
+    bad = _BadCount(batches, device)
+    m = evaluate(model, batches, prepare, device, amp_dtype)
     n = m["images"]
     loss, e1, e5, n = dist.sum_across([m["loss"] * n, m["top1_err"] * n, m["top5_err"] * n, n], device)
-    return {"loss": loss / n, "top1_err": e1 / n, "top5_err": e5 / n, "images": int(n)}
+    return {
+        "loss": loss / n,
+        "top1_err": e1 / n,
+        "top5_err": e5 / n,
+        "images": int(n),
+        "bad_images": bad.count(),
+    }

@@ -81,7 +81,7 @@ def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress
     _, vd = build_pair(cfg.arch, **cfg.model_kwargs)
     vd = vd.to(device).eval().to(memory_format=torch.channels_last)
     # what `verydeep eval` runs: its dense and multi-crop functions, bf16 only where it is native
-    rt = Runtime(device, amp=native_bf16(device), channels_last=True)
+    rt = Runtime(device, bf16=native_bf16(device), channels_last=True)
     qs = [pixels(q, cfg.crop) for q in cfg.eval_scales]
     imgs = [load_image(p, min_side=max(qs)) for p in photos(root, cfg.eval_images)]
     scaled = [[TF.pil_to_tensor(rescale_smallest(im, q))[None] for q in qs] for im in imgs]
@@ -102,6 +102,6 @@ def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress
         "seconds_per_image": per_img,
         "ratio": paired_ratio(times, "multicrop_150", "dense_3scale_flip"),
         "gmacs_per_image": {"dense_3scale_flip": macs_dense / 1e9, "multicrop_150": macs_crops / 1e9},
-        "precision": "bf16" if rt.amp else "fp32",
+        "precision": "bf16" if rt.bf16 else "fp32",
         "note": "evaluation.core's dense_probs and multicrop_probs, as verydeep eval runs them",
     }

@@ -109,7 +109,7 @@ def options(args: argparse.Namespace, device: str):
         flip=not args.no_flip,
         grid=args.grid,
         device=device,
-        amp=args.bf16,
+        bf16=args.bf16,
         channels_last=args.channels_last,
         batch_size=getattr(args, "batch_size", 64),
         workers=getattr(args, "workers", 0),

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         if "error" in r:  # reported and passed over: the good files' results are not lost
             print(f"verydeep predict: skipped {r['error']}", file=sys.stderr)
     if args.heatmap and good:
-        write_heatmap(args, nets[0], good, Runtime(opts.device, opts.amp, opts.channels_last))
+        write_heatmap(args, nets[0], good, Runtime(opts.device, opts.bf16, opts.channels_last))
     for r in good:
         r.pop("probs")
     if args.json:

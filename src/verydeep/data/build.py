@@ -43,15 +43,18 @@ from .voc import image_level_samples, split_file
 SPLIT_SEED = 1234  # the held-out split never changes with the training seed
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class DataBundle:
     classes: list[str]
     channels: int
     train: TensorBatches | FolderBatches
     val: TensorBatches | FolderBatches | None
     test: TensorBatches | FolderBatches | None
-    train_prepare: Callable[[torch.Tensor], torch.Tensor]  # device uint8 batch -> net input
-    eval_prepare: Callable[[torch.Tensor], torch.Tensor]
+    # device uint8 batch -> net input: the part of the training transform the loader has not done
+    # (Fashion-MNIST, in memory: rescale, crop, flip, colour shift, normalise; photographs, whose
+    # workers rescale, crop and flip: colour shift, normalise)
+    train_prepare: Callable[[torch.Tensor], torch.Tensor]
+    eval_prepare: Callable[[torch.Tensor], torch.Tensor]  # the same for held-out batches: normalise
     preprocess: Preprocess
     pca: ColourPCA
 
@@ -145,15 +148,15 @@ def _fashion_mnist(cfg: RunConfig, env: DistEnv, micro: int, device: torch.devic
         test = batches(ti.expand(-1, images.shape[1], -1, -1), tl, False)
     val = batches(images[va], labels[va], False) if len(va) else None
     return DataBundle(
-        FMNIST_CLASSES,
-        images.shape[1],
-        batches(images[tr], labels[tr], True),
-        val,
-        test,
-        train_prepare,
-        eval_prepare,
-        prep,
-        pca,
+        classes=FMNIST_CLASSES,
+        channels=images.shape[1],
+        train=batches(images[tr], labels[tr], True),
+        val=val,
+        test=test,
+        train_prepare=train_prepare,
+        eval_prepare=eval_prepare,
+        preprocess=prep,
+        pca=pca,
     )
 
 
@@ -203,13 +206,13 @@ def _image_folder(cfg: RunConfig, env: DistEnv, micro: int, device: torch.device
         train_tf = TrainTransform(scale, crop, d.flip, tensor_input=True)
     test = batches(test_samples(), centre, False) if cfg.train.eval_test and test_samples else None
     return DataBundle(
-        classes,
-        3,
-        batches(train_samples, train_tf, True),
-        batches(val_samples, centre, False) if val_samples else None,
-        test,
-        train_prepare,
-        prep,
-        prep,
-        pca,
+        classes=classes,
+        channels=3,
+        train=batches(train_samples, train_tf, True),
+        val=batches(val_samples, centre, False) if val_samples else None,
+        test=test,
+        train_prepare=train_prepare,
+        eval_prepare=prep,
+        preprocess=prep,
+        pca=pca,
     )

@@ -118,8 +118,8 @@ def rescale(img: Image.Image | torch.Tensor, q: int) -> torch.Tensor:
 class Runtime:
     """Where and how forward passes run: device, bf16 autocast, channels_last."""
 
-    def __init__(self, device: str | torch.device = "cpu", amp: bool = False, channels_last: bool = False):
-        self.device, self.amp, self.channels_last = torch.device(device), amp, channels_last
+    def __init__(self, device: str | torch.device = "cpu", bf16: bool = False, channels_last: bool = False):
+        self.device, self.bf16, self.channels_last = torch.device(device), bf16, channels_last
 
     def input(self, x: torch.Tensor, prep: Preprocess) -> torch.Tensor:
         """uint8 batch -> normalised float input on the device."""
@@ -127,7 +127,7 @@ class Runtime:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if not self.amp:
+        if not self.bf16:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 

@@ -92,7 +92,7 @@ def predict(
     names = class_names(nets[0][1], nets[0][0].num_classes)
     if any(class_names(meta, m.num_classes) != names for m, meta in nets[1:]):
         raise ValueError("an ensemble needs nets with the same classes")
-    rt = Runtime(opts.device, opts.amp, opts.channels_last)
+    rt = Runtime(opts.device, opts.bf16, opts.channels_last)
     kw = dict(flip=opts.flip, average=opts.average, align=opts.dense_align, grid=opts.grid, rt=rt)
     out = []
     for path in paths:

@@ -97,7 +97,7 @@ class EvalOptions:
     centre_flip: bool = False  # torchvision's baseline uses the crop alone
     batch_size: int = 64  # crops per forward; dense: as many pixels as this many crops
     device: str = "cpu"
-    amp: bool = False  # bf16 autocast
+    bf16: bool = False  # bf16 autocast (training's amp_dtype is the dtype itself)
     channels_last: bool = False
     workers: int = 2
     fast_decode: bool = True
@@ -201,7 +201,7 @@ def evaluate_net(
     """Run every base method needed by ``opts.methods`` over ``data`` at scales ``q_pixels``."""
     if min(q_pixels) < model.crop_size:
         raise ValueError(f"test scale {min(q_pixels)} px is smaller than the crop {model.crop_size} px")
-    rt = Runtime(opts.device, opts.amp, opts.channels_last)
+    rt = Runtime(opts.device, opts.bf16, opts.channels_last)
     needed = sorted({b for m in opts.methods for b in m.split("+")})
     fns = {
         "dense": lambda x: dense_probs(

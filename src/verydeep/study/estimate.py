@@ -72,7 +72,7 @@ def _estimate_run(spec: StudySpec, run: Run, test: EvalData, steps: int, eval_im
     device = dist.resolve_device(cfg.train.device, env)
     data, accum = build_data(cfg, env, device)
     model, opt = model_and_optimizer(cfg, data, device)
-    amp = resolve_precision(cfg.train.precision, device)
+    amp_dtype = resolve_precision(cfg.train.precision, device)
     stamps: list[float] = []
     data.train.set_epoch(0)
     train_one_epoch(
@@ -83,7 +83,7 @@ def _estimate_run(spec: StudySpec, run: Run, test: EvalData, steps: int, eval_im
         device=device,
         state=StepState(),
         accum_steps=accum,
-        amp_dtype=amp,
+        amp_dtype=amp_dtype,
         on_nonfinite="skip",
         on_step=lambda s, m, n: stamps.append(time.perf_counter()),
         max_steps=WARM_STEPS + steps,
@@ -93,7 +93,7 @@ def _estimate_run(spec: StudySpec, run: Run, test: EvalData, steps: int, eval_im
     # the median step: a shared machine's hiccups would otherwise land in the whole estimate
     s_per_step = statistics.median(b - a for a, b in itertools.pairwise(stamps[WARM_STEPS - 1 :]))
     steps_per_epoch = len(data.train) // accum
-    val_s = _held_out_seconds(model, data, device, amp)
+    val_s = _held_out_seconds(model, data, device, amp_dtype)
     meta = Meta(
         model=model.build_kwargs,
         preprocess=data.preprocess.to_dict(),
@@ -110,14 +110,14 @@ def _estimate_run(spec: StudySpec, run: Run, test: EvalData, steps: int, eval_im
     }
 
 
-def _held_out_seconds(model: torch.nn.Module, data, device: torch.device, amp) -> float:
+def _held_out_seconds(model: torch.nn.Module, data, device: torch.device, amp_dtype) -> float:
     """One pass over the validation split, from its first few batches."""
     if data.val is None or len(data.val) == 0:
         return 0.0
-    evaluate(model, itertools.islice(data.val, 1), data.eval_prepare, device, amp)  # warm
+    evaluate(model, itertools.islice(data.val, 1), data.eval_prepare, device, amp_dtype)  # warm
     k = min(VAL_BATCHES, len(data.val))
     t0 = time.perf_counter()
-    evaluate(model, itertools.islice(data.val, k), data.eval_prepare, device, amp)
+    evaluate(model, itertools.islice(data.val, k), data.eval_prepare, device, amp_dtype)
     return (time.perf_counter() - t0) / k * len(data.val)
 
 

@@ -1,0 +1,70 @@
+"""Device checks (issue 19, item 5): dense and multi-crop evaluation, a training step, resume and
+bf16 autocast on the accelerator, each against the CPU in fp32. They run on CUDA where there is
+a GPU (``scripts/gpu_check.sh`` runs them there) and on the CPU otherwise, so CI exercises the
+same code paths; ``VERYDEEP_TEST_DEVICE`` picks the device."""
+
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from verydeep.config import RunConfig
+from verydeep.evaluation import dense_probs, multicrop_probs
+from verydeep.evaluation.core import Runtime
+from verydeep.models.vgg import VGG
+from verydeep.train import fit
+
+DEVICE = os.environ.get("VERYDEEP_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+pytestmark = pytest.mark.cuda
+TINY = dict(num_classes=5, width_mult=0.125, fc_width=32, crop_size=32)
+RUN = [
+    "model.arch=A", "model.width_mult=0.125", "model.fc_width=32", "model.crop_size=32", "model.dropout=0",
+    "model.init=glorot", "data.subset=200", "data.flip=false", "data.colour_shift=0", "optim.batch_size=32",
+    "train.precision=fp32", "train.eval_test=false", "data.val_fraction=0", "train.max_steps=4",
+]  # fmt: skip
+
+
+def _net() -> VGG:
+    torch.manual_seed(0)
+    return VGG("A", **TINY).eval()
+
+
+def test_dense_and_multicrop_match_the_cpu():
+    net, x = _net(), torch.randint(0, 256, (2, 3, 48, 61), dtype=torch.uint8)
+    from verydeep.data.preprocess import Preprocess
+
+    prep = Preprocess()
+    with torch.inference_mode():
+        cpu = dense_probs(net, x, prep), multicrop_probs(net, x, prep)
+        rt = Runtime(DEVICE, channels_last=True)
+        dev_net = _net().to(DEVICE)
+        dev = dense_probs(dev_net, x, prep, rt=rt).cpu(), multicrop_probs(dev_net, x, prep, rt=rt).cpu()
+    for a, b in zip(cpu, dev, strict=True):
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-3)  # TF32 is off: fp32 on both
+
+
+def test_bf16_autocast_stays_close_to_fp32():
+    net, x = _net().to(DEVICE), torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    from verydeep.data.preprocess import Preprocess
+
+    prep = Preprocess()
+    with torch.inference_mode():
+        fp32 = dense_probs(net, x, prep, rt=Runtime(DEVICE))
+        bf16 = dense_probs(net, x, prep, rt=Runtime(DEVICE, bf16=True))
+    assert bf16.dtype == torch.float32 and (bf16 - fp32).abs().max() < 0.02
+    assert (bf16 - fp32).abs().max() > 0  # bf16 really ran: the numbers are rounded
+
+
+def test_training_steps_and_resume_on_the_device(fmnist_root, tmp_path):
+    base = [*RUN, f"train.device={DEVICE}"]
+    fit(RunConfig.from_sources(overrides=[*base, f"train.out_dir={tmp_path / 'a'}"]), progress=False)
+    split = [*base, f"train.out_dir={tmp_path / 'b'}"]
+    fit(RunConfig.from_sources(overrides=[*split, "train.max_steps=2"]), progress=False)
+    fit(RunConfig.from_sources(overrides=split), progress=False)  # resumes at step 2
+    cpu = [*RUN, "train.device=cpu", f"train.out_dir={tmp_path / 'c'}"]
+    fit(RunConfig.from_sources(overrides=cpu), progress=False)
+    a, b, c = (load_file(tmp_path / r / "checkpoints" / "last.safetensors") for r in "abc")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)  # resumed == straight
+        torch.testing.assert_close(a[k], c[k], atol=1e-3, rtol=1e-2)  # device == CPU, up to kernels
