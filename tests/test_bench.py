@@ -77,7 +77,11 @@ def _check_structure(r: dict, parts: list[str]) -> None:
         assert name in TARGETS and set(r["targets"][name]) == {"target", "measured", "met"}
     if "inference" in r:
         b = r["inference"]["batch_4"]
-        assert {"torchvision_fp32", "verydeep_bf16_cl", "matmul_bf16", "matmul_fp32"} <= set(b["variants"])
+        want = {"torchvision_fp32", "verydeep_fp32_cl", "matmul_fp32"}
+        bf16 = {"verydeep_bf16_cl", "matmul_bf16"}  # timed only where bf16 is native (issue 19)
+        assert want <= set(b["variants"])
+        assert (bf16 <= set(b["variants"])) == r["environment"]["native_bf16"]
+        assert r["environment"]["hardware_class"] in ("amx", "avx512_bf16", "avx512", "avx2", "other", "cuda")
         assert b["speedup"] > 0 and b["fraction_of_peak"] > 0 and b["best"].startswith("verydeep")
     if "training" in r:
         assert r["training"]["speedup"] > 0 and r["training"]["batch"] == 4
@@ -137,3 +141,16 @@ def test_quick_config_is_small():
         from verydeep.bench import run_bench
 
         run_bench(cfg, parts=("nope",))
+
+
+def test_emulated_bf16_is_not_timed_unless_asked(monkeypatch):
+    """Issue 19, item 1: on an AVX2-only CPU the bench stalled on emulated bf16."""
+    from verydeep.bench import model_bench
+
+    monkeypatch.setattr(model_bench, "native_bf16", lambda device: False)
+    cfg = BenchConfig.make(quick=True, rounds=1, batches=(2,))
+    r = model_bench.bench_inference(cfg, torch.device("cpu"))
+    assert not any("bf16" in k for k in r["batch_2"]["variants"])
+    cfg.all_modes = True
+    r = model_bench.bench_inference(cfg, torch.device("cpu"))
+    assert {"verydeep_bf16_cl", "matmul_bf16"} <= set(r["batch_2"]["variants"])

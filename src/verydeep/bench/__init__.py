@@ -24,11 +24,15 @@ if TYPE_CHECKING:  # torch is imported when a bench runs: `verydeep --help` must
 def environment(device: torch.device) -> dict:
     import torch
 
+    from ..hardware import cpu_class, native_bf16
+
     env = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "hardware_class": "cuda" if device.type == "cuda" else cpu_class(),
+        "native_bf16": native_bf16(device),
         "machine": platform.processor() or platform.machine(),
         "device": str(device),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

@@ -42,6 +42,7 @@ class BenchConfig:
     train_scale: tuple[int, int] = (256, 512)  # S jitter, paper units
     device: str = "auto"
     profile: bool = True  # profile the fast variant of any part that misses its target
+    all_modes: bool = False  # also time bf16 where it is emulated (AVX2-only CPUs: ~7x slower)
 
     @classmethod
     def make(cls, quick: bool = False, **overrides) -> BenchConfig:

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--train-batch", type=int_range(1, 4096), help="training-step batch (by default 16; quick: 4)"
     )
+    p.add_argument(
+        "--all-modes", action="store_true", help="also time bf16 where it is emulated (AVX2-only CPUs: slow)"
+    )
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (saves minutes)")
     p.add_argument(
         "--data",
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.no_compile:
         cfg.compile = False
+    cfg.all_modes = args.all_modes
     from tqdm import tqdm
 
     from ..bench import run_bench
