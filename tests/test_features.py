@@ -70,7 +70,7 @@ def test_descriptor_equals_unfolded_linear_oracle(combine):
     # long sides are whole numbers at both scales (120x80 -> 96x64, 144x96), so resizes agree exactly;
     # three same-size images with batch_size 2 exercise full and partial buckets
     imgs = random_images([(120, 80), (80, 120), (120, 80), (80, 80), (120, 80)])
-    cfg = DescriptorConfig(scales=(64, 96), units="pixels", combine=combine, batch_size=2)
+    cfg = DescriptorConfig(scales=(64, 96), units="pixels", combine=combine, batch_size=2, align="topleft")
     got = describe_images(net, PREP, imgs, cfg)
     want = torch.cat([oracle_descriptor(net, im, [64, 96], combine) for im in imgs])
     assert got.shape == (5, 48 if combine == "stack" else 24)
@@ -225,12 +225,33 @@ def test_descriptors_equal_fc7_maps_written_out():
     net = small_net()
     imgs = random_images([(120, 80), (80, 80), (80, 120)])
 
-    def fc7(img, q):
+    def fc7(img, q, centre):
         x = rescale(img, q)[None]
+        if centre:  # keep crop + 32k pixels per side, the rest cut half from each border
+            h, w = x.shape[-2:]
+            th, tw = 32 + (h - 32) // 32 * 32, 32 + (w - 32) // 32 * 32
+            x = x[..., (h - th) // 2 : (h - th) // 2 + th, (w - tw) // 2 : (w - tw) // 2 + tw]
         return sum(net.dense_head(net.features(PREP(v)), upto=2).mean((2, 3)) for v in (x, x.flip(-1)))[0] / 2
 
-    with torch.no_grad():
-        per_q = [torch.stack([fc7(im, q) for im in imgs]) for q in (64, 96)]
-    for combine, want in (("stack", torch.cat(per_q, 1)), ("average", (per_q[0] + per_q[1]) / 2)):
-        cfg = DescriptorConfig(scales=(64, 96), units="pixels", combine=combine)
-        torch.testing.assert_close(describe_images(net, PREP, imgs, cfg), F.normalize(want, dim=1))
+    for align in ("centre", "topleft"):
+        with torch.no_grad():
+            per_q = [torch.stack([fc7(im, q, align == "centre") for im in imgs]) for q in (64, 96)]
+        for combine, want in (("stack", torch.cat(per_q, 1)), ("average", (per_q[0] + per_q[1]) / 2)):
+            cfg = DescriptorConfig(scales=(64, 96), units="pixels", combine=combine, align=align)
+            torch.testing.assert_close(describe_images(net, PREP, imgs, cfg), F.normalize(want, dim=1))
+
+
+def test_photos_of_different_sizes_share_a_batch():
+    """Issue 19, item 7: sizes fall into 32-px buckets once the pixels no window sees are cut, so
+    three photos of three sizes take one forward pass (before: one pass each), same result."""
+    net = small_net()
+    imgs = random_images([(100, 64), (104, 64), (110, 64)])  # widths 100/104/110 -> 96 px of windows
+    calls = []
+    hook = net.features.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    together = describe_images(net, PREP, imgs, DescriptorConfig(scales=(64,), units="pixels"))
+    hook.remove()
+    assert len(calls) == 1 and calls[0][0] == 6  # 3 photos + their flips
+    alone = torch.cat(
+        [describe_images(net, PREP, [im], DescriptorConfig(scales=(64,), units="pixels")) for im in imgs]
+    )
+    torch.testing.assert_close(together, alone, atol=1e-6, rtol=1e-5)

@@ -49,7 +49,7 @@ from .data.folder import scan_image_folder
 from .data.images import BadImageError, load_image
 from .data.preprocess import Preprocess
 from .data.voc_labels import is_voc_root, read_voc_labels
-from .evaluation.core import Runtime, dense_pooled
+from .evaluation.core import Runtime, dense_pooled, window_trim
 from .io.features import Descriptors
 from .models.extractor import LAYERS, FeatureExtractor
 from .models.vgg import VGG
@@ -79,9 +79,9 @@ class DescriptorConfig:
     batch_size: int = 32
     size_step: int = 1  # round the long side to a multiple of this (1: exact aspect ratio)
     exif: bool = True  # turn photographs upright by their EXIF orientation
-    # dense windows: topleft, a plain fully-convolutional pass (docs/TRANSFER.md's numbers), or
-    # centre, as evaluation trims (see evaluation.core.window_trim)
-    align: str = "topleft"
+    # dense windows: centre, as evaluation cuts the pixels no window sees (window_trim), or
+    # topleft, a plain fully-convolutional pass (docs/TRANSFER.md's numbers were made so)
+    align: str = "centre"
     grey: bool = False  # feed grey replicated to RGB (for nets trained on grey images, e.g. Fashion-MNIST)
     extra: dict = field(default_factory=dict, compare=False)  # free-form provenance
 
@@ -201,6 +201,10 @@ def _run_buckets(
         if scaled is None:
             continue
         for s, x in enumerate(scaled):
+            # cut the border pixels no dense window sees (dense_pooled would cut them anyway):
+            # sizes then fall into 32-px buckets, so photos of different sizes share a batch
+            # and the descriptors are exactly those of the uncut image
+            x = window_trim(x, model.crop_size, 32, cfg.align)
             key = (s, *x.shape[-2:])
             buckets.setdefault(key, []).append((i, x))
             if len(buckets[key]) >= cfg.batch_size:

@@ -28,7 +28,7 @@ from ..config import pixels
 from ..data.preprocess import Preprocess
 from ..models.vgg import VGG
 from ..ranges import DEVICE_PATTERN, MAX_SCALE
-from .core import Runtime, crop_probs, dense_probs, grid_crops, match_channels
+from .core import Runtime, crop_probs, dense_probs, grid_crops, match_channels, window_trim
 from .data import EvalData, batches
 
 BASE_METHODS = ("centre", "dense", "multicrop")
@@ -225,17 +225,19 @@ def evaluate_net(
                 for j, x in enumerate(xs):
                     idx = index if len(xs) == 1 else index[j : j + 1]
                     x = match_channels(x, model.in_channels)
-                    _feed(accs, x, idx, model.crop_size, opts.grid)
+                    _feed(accs, x, idx, model.crop_size, opts.grid, opts.dense_align)
             bar.update(len(index) + n_bad)
         probs = {m: acc.result() for m, acc in accs.items()}
     seconds = {m: a.seconds for m, a in accs.items()}
     return NetPosteriors(probs, valid, seconds, list(q_pixels), {m: a.batches for m, a in accs.items()}, bad)
 
 
-def _feed(accs: dict[str, _Accumulator], x: torch.Tensor, idx: torch.Tensor, crop: int, grid: int) -> None:
+def _feed(
+    accs: dict[str, _Accumulator], x: torch.Tensor, idx: torch.Tensor, crop: int, grid: int, align: str
+) -> None:
     """Hand a batch of same-size images at one scale to each method's accumulator."""
-    if "dense" in accs:
-        accs["dense"].add(x, idx)
+    if "dense" in accs:  # cut to the pixels the windows see (as dense_probs would): 32-px buckets
+        accs["dense"].add(window_trim(x, crop, 32, align), idx)
     if "centre" in accs:  # crop here so that images of different sizes share one batch
         accs["centre"].add(TF.center_crop(x, [crop, crop]), idx)
     if "multicrop" in accs:
