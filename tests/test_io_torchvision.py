@@ -50,7 +50,7 @@ def test_torchvision_round_trip_identical_logits(tmp_path, name, arch):
     ours.eval()
     assert ours.arch == arch and ours.num_classes == 1000 and ours.crop_size == 224
     assert meta.source == "torchvision" and meta.prep == Preprocess.preset("torchvision")
-    assert meta.classes[:2] == ["class_0", "class_1"] and len(meta.classes) == 1000
+    assert meta.classes[:2] == ["tench", "goldfish"] and len(meta.classes) == 1000  # ImageNet names
     img = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
     x = meta.prep(img)
     with torch.no_grad():
