@@ -177,3 +177,54 @@ def test_end_to_end_caltech_recall(tiny_checkpoint, tmp_path, capsys):
     assert main(["transfer", out, "--per-class", "30", "--test-per-class", "30", "--splits", "2"]) == 0
     assert "over 2 splits of 30 training images per class" in capsys.readouterr().out
     assert main(["transfer", out]) == 2  # multi-class without a test file needs --per-class
+
+
+def test_caltech_protocols_counts_and_metric_against_scikit_learn(tmp_path, capsys):
+    """Issue 16, item 3: the paper's Caltech splits (30 train / up to 50 test per class; 60 train
+    / the rest), three of them, the background class dropped on request, and the mean class
+    recall equal to scikit-learn's balanced accuracy on each split."""
+    from verydeep.io.features import save_descriptors
+    from verydeep.transfer import PROTOCOLS, binary_targets, drop_classes, score
+
+    rng = np.random.default_rng(0)
+    sizes = {"BACKGROUND_Google": 90, "ant": 70, "bee": 95, "cat": 100}  # a small Caltech-like set
+    classes = sorted(sizes)
+    labels = np.concatenate([np.full(n, classes.index(c)) for c, n in sizes.items()])
+    centres = rng.normal(size=(len(classes), 16))
+    x = centres[labels] + rng.normal(scale=1.2, size=(len(labels), 16))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    d = Descriptors(x, labels, [f"{i}.jpg" for i in range(len(labels))], classes)
+    p101 = PROTOCOLS["caltech101"]
+    splits = caltech_splits(d.labels, p101["n_train"], p101["n_test"], p101["n_splits"], seed=0)
+    assert len(splits) == 3
+    for tr, te in splits:
+        assert set(tr).isdisjoint(te) and np.bincount(d.labels[tr]).tolist() == [30] * 4
+        want = [min(50, sizes[c] - 30) for c in classes]  # up to 50 of the rest
+        assert np.bincount(d.labels[te]).tolist() == want
+    tr, te = caltech_splits(d.labels, 60, None, 1, seed=0)[0]  # caltech256: the rest for testing
+    assert np.bincount(d.labels[te]).tolist() == [sizes[c] - 60 for c in classes]
+    cfg = SVMConfig()
+    model = fit_ovr(d.features[tr], binary_targets(d.labels[tr], 4), 1.0, cfg)
+    pred = score(d.features[te], model).argmax(1)
+    assert mean_class_recall(d.labels[te], pred, 4)[0] == pytest.approx(
+        balanced_accuracy_score(d.labels[te], pred)
+    )
+    kept = drop_classes(d, ["BACKGROUND_Google"])
+    assert kept.classes == ["ant", "bee", "cat"] and len(kept.labels) == 265 and kept.labels.max() == 2
+    save_descriptors(tmp_path / "c.npz", d)
+    args = [
+        "transfer",
+        str(tmp_path / "c.npz"),
+        "--protocol",
+        "caltech101",
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
+    assert main([*args, "--drop-class", "BACKGROUND_Google"]) == 0
+    out = capsys.readouterr().out
+    assert "over 3 splits of 30 training images per class" in out and "BACKGROUND_Google" not in out
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert len(r["splits"]) == 3 and r["classes"] == ["ant", "bee", "cat"] and r["std"] >= 0
+    assert (
+        main(["transfer", str(tmp_path / "c.npz"), "--drop-class", "nope", "--protocol", "caltech101"]) == 2
+    )

@@ -190,6 +190,29 @@ def train_and_test(
 
 
 # --- Caltech protocol ----------------------------------------------------------------------------
+# Appendix B: 3 random splits; Caltech-101 30 training and up to 50 test images per class,
+# Caltech-256 60 training images per class and the rest for testing; mean class recall.
+PROTOCOLS = {
+    "caltech101": {"n_train": 30, "n_test": 50, "n_splits": 3},
+    "caltech256": {"n_train": 60, "n_test": None, "n_splits": 3},
+}
+
+
+def drop_classes(d: object, names: list[str]) -> object:
+    """``d`` (``Descriptors`` of class indices) without the images of the classes ``names``
+    (e.g. Caltech-101's BACKGROUND_Google, Caltech-256's 257.clutter), labels renumbered."""
+    unknown = sorted(set(names) - set(d.classes))
+    if unknown:
+        raise ValueError(f"no class {unknown[0]!r} to drop; the classes are {d.classes[:5]}...")
+    if d.labels.ndim == 2:
+        raise ValueError("classes can be dropped from multi-class (Caltech-style) descriptors only")
+    keep_cls = [c for c in d.classes if c not in names]
+    new_index = {d.classes.index(c): i for i, c in enumerate(keep_cls)}
+    rows = np.flatnonzero(np.isin(d.labels, list(new_index)))
+    labels = np.array([new_index[int(v)] for v in d.labels[rows]], dtype=d.labels.dtype)
+    return type(d)(d.features[rows], labels, [d.paths[i] for i in rows], keep_cls, dict(d.info))
+
+
 def caltech_splits(
     labels: np.ndarray, n_train: int, n_test: int | None, n_splits: int, seed: int = 0
 ) -> list[tuple[np.ndarray, np.ndarray]]:
