@@ -8,6 +8,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, balanced_accuracy_score
 
+from verydeep.caltech import caltech_splits
 from verydeep.cli import main
 from verydeep.data.preprocess import Preprocess
 from verydeep.io.checkpoint import Meta, save_model
@@ -17,7 +18,6 @@ from verydeep.models.vgg import VGG
 from verydeep.transfer import (
     SVMConfig,
     average_precision,
-    caltech_splits,
     fit_ovr,
     holdout_split,
     mean_average_precision,
@@ -158,13 +158,15 @@ def test_end_to_end_voc_map(tiny_checkpoint, tmp_path, capsys):
         args = ["features", tiny_checkpoint, root, "--split", split, "--out", out, "--batch-size", "64"]
         assert main([*args, "--scales", "256", "384", "--combine", "average", "--threads", "1"]) == 0
     assert load_descriptors(files["val"]).labels.shape == (73, 2)
-    assert (
-        main(["transfer", files["train"], files["val"], "--ap", "voc07", "--json", str(tmp_path / "r.json")])
-        == 0
-    )
+    args = ["transfer", files["train"], files["val"], "--ap", "voc07", "--json", str(tmp_path / "r.json")]
+    assert main([*args, "--pr-curves", str(tmp_path)]) == 0
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["metric"] == "mAP (voc07)" and 0.5 < r["value"] <= 1  # two balanced classes: chance is ~0.5
     assert "mAP (voc07)" in capsys.readouterr().out
+    assert isinstance(r["C"], list) and len(r["C"]) == 2  # a C per class
+    for name, pr in zip(r["classes"], r["pr"], strict=True):  # a precision-recall PNG per class
+        assert (tmp_path / f"pr-{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert pr["recall"][-1] == 1.0 and len(pr["precision"]) == len(pr["recall"])
 
 
 @needs_data
@@ -183,8 +185,9 @@ def test_caltech_protocols_counts_and_metric_against_scikit_learn(tmp_path, caps
     """Issue 16, item 3: the paper's Caltech splits (30 train / up to 50 test per class; 60 train
     / the rest), three of them, the background class dropped on request, and the mean class
     recall equal to scikit-learn's balanced accuracy on each split."""
+    from verydeep.caltech import PROTOCOLS, drop_classes
     from verydeep.io.features import save_descriptors
-    from verydeep.transfer import PROTOCOLS, binary_targets, drop_classes, score
+    from verydeep.transfer import binary_targets, score
 
     rng = np.random.default_rng(0)
     sizes = {"BACKGROUND_Google": 90, "ant": 70, "bee": 95, "cat": 100}  # a small Caltech-like set
@@ -228,3 +231,45 @@ def test_caltech_protocols_counts_and_metric_against_scikit_learn(tmp_path, caps
     assert (
         main(["transfer", str(tmp_path / "c.npz"), "--drop-class", "nope", "--protocol", "caltech101"]) == 2
     )
+
+
+def test_cross_validation_folds_are_stratified_partitions():
+    from verydeep.transfer import cv_folds
+
+    labels = np.repeat([0, 1, 2], [9, 6, 12])
+    folds = cv_folds(labels, 3, seed=0)
+    assert sorted(np.concatenate([val for _, val in folds]).tolist()) == list(range(27))
+    for fit, val in folds:
+        assert set(fit).isdisjoint(val) and np.bincount(labels[val]).tolist() == [3, 2, 4]
+
+
+def test_a_c_per_class_chosen_by_cross_validation_matches_scikit_learn():
+    """Issue 16, item 2: each class its own C, by the mean over folds of that class's AP, with
+    scikit-learn's LinearSVC and average_precision_score as the oracle ("raw" AP is sklearn's)."""
+    from sklearn.svm import LinearSVC
+
+    from verydeep.transfer import cv_folds, select_c
+
+    rng = np.random.default_rng(1)
+    n, dim = 90, 12
+    x = rng.normal(size=(n, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = np.where(rng.random((n, 3)) < 0.5, 1, -1)
+    labels[:, 0] = np.where(x[:, 0] > 0, 1, -1)  # an easy class
+    labels[:, 1] = np.where(x[:, 1] + 0.8 * rng.normal(size=n) > 0, 1, -1)  # a noisy one
+    cfg = SVMConfig(cs=(0.01, 1.0, 100.0), ap="raw", folds=3)
+    best, _ = select_c(x, labels, 3, cfg)
+    assert isinstance(best, list) and len(best) == 3
+    want = []
+    for j in range(3):
+        mean_ap = {}
+        for c in cfg.cs:
+            aps = []
+            for fit, val in cv_folds(labels, 3, cfg.seed):
+                svm = LinearSVC(C=c, max_iter=10000).fit(x[fit], labels[fit, j] > 0)
+                aps.append(average_precision_score(labels[val, j] > 0, svm.decision_function(x[val])))
+            mean_ap[c] = np.mean(aps)
+        want.append(max(cfg.cs, key=lambda c, m=mean_ap: (round(m[c], 9), -c)))
+    assert best == want
+    one, _ = select_c(x, labels, 3, SVMConfig(cs=cfg.cs, ap="raw", per_class_c=False))
+    assert isinstance(one, float) and one in cfg.cs

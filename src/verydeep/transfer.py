@@ -1,8 +1,11 @@
 """Linear SVMs on very deep features (Appendix B): one-vs-rest, C on held-out data, mAP and class recall.
 
 One binary ``LinearSVC`` per class (one-vs-rest) on L2-normalised descriptors. The penalty C is
-chosen among ``SVMConfig.cs`` on a held-out part of the training split (stratified for
-multi-class data), then the SVMs are refitted on the whole training split. Metrics:
+chosen among ``SVMConfig.cs`` by ``folds``-fold cross-validation on the training split (stratified
+for multi-class data; ``folds=0``: one held-out ``val_fraction``), then the SVMs are refitted on
+the whole training split. For multi-label data every class gets its own C (its own binary
+problem, its own AP); multi-class data, whose prediction is the argmax over all classes, gets
+one C for all. Metrics:
 
 * multi-label (VOC): mean over classes of average precision. ``ap="voc07"`` is VOC-2007's
   11-point interpolated AP (mean over recall r in {0, 0.1, ..., 1} of the best precision at
@@ -36,7 +39,9 @@ AP_MODES = ("voc07", "area", "raw")
 @dataclass(frozen=True)
 class SVMConfig:
     cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)  # candidates for the SVM penalty C
-    val_fraction: float = 0.25  # held out of the training split to choose C
+    val_fraction: float = 0.25  # held out of the training split to choose C when folds = 0
+    folds: int = 3  # cross-validation folds of the training split that choose C (0: one held-out part)
+    per_class_c: bool = True  # multi-label: a C per class (multi-class data always shares one)
     loss: str = "squared_hinge"  # LinearSVC loss: squared_hinge (L2-SVM) | hinge (L1-SVM)
     ap: str = "area"  # voc07 | area | raw (see the module docstring)
     max_iter: int = 10000
@@ -47,6 +52,8 @@ class SVMConfig:
             raise ValueError(f"SVM C candidates must be positive, got {self.cs}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.folds == 1 or not 0 <= self.folds <= 20:
+            raise ValueError(f"folds must be 0 (one held-out part) or in [2, 20], got {self.folds}")
         if self.ap not in AP_MODES:
             raise ValueError(f"ap must be one of {AP_MODES}, got {self.ap!r}")
         if self.loss not in ("squared_hinge", "hinge"):
@@ -112,8 +119,12 @@ def binary_targets(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.where(np.arange(n_classes)[None, :] == labels[:, None], 1, -1).astype(np.int8)
 
 
-def fit_ovr(x: np.ndarray, targets: np.ndarray, c: float, cfg: SVMConfig) -> tuple[np.ndarray, np.ndarray]:
-    """One LinearSVC per column of ``targets`` (rows with 0 left out): weights (C, D), biases (C,)."""
+def fit_ovr(
+    x: np.ndarray, targets: np.ndarray, c: float | np.ndarray, cfg: SVMConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """One LinearSVC per column of ``targets`` (rows with 0 left out), with penalty ``c`` (one
+    value, or one per column): weights (C, D), biases (C,)."""
+    c_per = np.broadcast_to(np.asarray(c, dtype=float), (targets.shape[1],))
     from sklearn.exceptions import ConvergenceWarning  # here: the CLI's parser imports this module
     from sklearn.svm import LinearSVC
 
@@ -124,7 +135,10 @@ def fit_ovr(x: np.ndarray, targets: np.ndarray, c: float, cfg: SVMConfig) -> tup
         if y.all() or not y.any():
             raise ValueError(f"class {j} has only {'positive' if y.all() else 'negative'} training images")
         svm = LinearSVC(
-            C=c, loss=cfg.loss, dual=True if cfg.loss == "hinge" else "auto", max_iter=cfg.max_iter
+            C=float(c_per[j]),
+            loss=cfg.loss,
+            dual=True if cfg.loss == "hinge" else "auto",
+            max_iter=cfg.max_iter,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -162,14 +176,44 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     return np.sort(np.array(fit)), np.sort(np.array(val))
 
 
-def select_c(x: np.ndarray, labels: np.ndarray, n_classes: int, cfg: SVMConfig) -> tuple[float, dict]:
-    """The C with the best held-out metric (ties: the smaller C) and the metric of every C."""
-    fit, val = holdout_split(labels, cfg.val_fraction, cfg.seed)
+def cv_folds(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit, held-out) index pairs: ``folds``-fold (stratified for class indices), or one
+    ``holdout_split`` part for ``folds=0`` (see ``select_c``)."""
+    rng = np.random.default_rng(seed)
+    groups = (
+        [np.arange(len(labels))]
+        if labels.ndim == 2
+        else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    )
+    fold_of = np.empty(len(labels), dtype=int)
+    for g in groups:  # each class dealt round-robin over the folds, in a random order
+        fold_of[rng.permutation(g)] = np.arange(len(g)) % folds
+    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(folds)]
+
+
+def select_c(x: np.ndarray, labels: np.ndarray, n_classes: int, cfg: SVMConfig) -> tuple[float | list, dict]:
+    """The C with the best cross-validated metric (ties: the smaller C) and each C's metric;
+    for multi-label data with ``per_class_c`` one C per class, by that class's mean AP."""
+    splits = (
+        cv_folds(labels, cfg.folds, cfg.seed)
+        if cfg.folds
+        else [holdout_split(labels, cfg.val_fraction, cfg.seed)]
+    )
     targets = binary_targets(labels, n_classes)
-    results = {}
+    per_class = labels.ndim == 2 and cfg.per_class_c
+    results: dict[float, float] = {}
+    by_class: dict[float, np.ndarray] = {}
     for c in sorted(cfg.cs):
-        model = fit_ovr(x[fit], targets[fit], c, cfg)
-        results[c] = evaluate(score(x[val], model), labels[val], cfg)[0]
+        runs = [
+            evaluate(score(x[val], fit_ovr(x[fit], targets[fit], c, cfg)), labels[val], cfg)
+            for fit, val in splits
+        ]
+        results[c] = float(np.nanmean([r[0] for r in runs]))
+        by_class[c] = np.nanmean(np.array([r[1] for r in runs], dtype=float), axis=0)
+    if per_class:  # each class its own C: the best mean AP over folds, ties to the smaller C
+        grid = np.stack([np.nan_to_num(by_class[c], nan=-1.0) for c in sorted(cfg.cs)])  # (Cs, classes)
+        best = [sorted(cfg.cs)[i] for i in grid.argmax(0)]
+        return best, results
     best = max(results, key=lambda c: (np.nan_to_num(results[c], nan=-1.0), -c))
     return best, results
 
@@ -182,80 +226,25 @@ def train_and_test(
     n_classes: int,
     cfg: SVMConfig,
 ) -> dict:
-    """Choose C on held-out training data, refit on all of it, evaluate on the test set."""
+    """Choose C on the training data, refit on all of it, evaluate on the test set; multi-label
+    results also hold each class's precision-recall curve on the test set (``pr``)."""
     best, held_out = select_c(x_train, y_train, n_classes, cfg)
     model = fit_ovr(x_train, binary_targets(y_train, n_classes), best, cfg)
-    value, per_class = evaluate(score(x_test, model), y_test, cfg)
-    return {"value": value, "per_class": per_class, "C": best, "held_out": held_out}
+    scores = score(x_test, model)
+    value, per_class = evaluate(scores, y_test, cfg)
+    out = {"value": value, "per_class": per_class, "C": best, "held_out": held_out}
+    if y_test.ndim == 2:
+        curves = [precision_recall(scores[:, j], y_test[:, j]) for j in range(n_classes)]
+        out["pr"] = [{"precision": p.tolist(), "recall": r.tolist()} for p, r in curves]
+    return out
 
 
-# --- Caltech protocol ----------------------------------------------------------------------------
-# Appendix B: 3 random splits; Caltech-101 30 training and up to 50 test images per class,
-# Caltech-256 60 training images per class and the rest for testing; mean class recall.
-PROTOCOLS = {
-    "caltech101": {"n_train": 30, "n_test": 50, "n_splits": 3},
-    "caltech256": {"n_train": 60, "n_test": None, "n_splits": 3},
-}
-
-
-def drop_classes(d: object, names: list[str]) -> object:
-    """``d`` (``Descriptors`` of class indices) without the images of the classes ``names``
-    (e.g. Caltech-101's BACKGROUND_Google, Caltech-256's 257.clutter), labels renumbered."""
-    unknown = sorted(set(names) - set(d.classes))
-    if unknown:
-        raise ValueError(f"no class {unknown[0]!r} to drop; the classes are {d.classes[:5]}...")
-    if d.labels.ndim == 2:
-        raise ValueError("classes can be dropped from multi-class (Caltech-style) descriptors only")
-    keep_cls = [c for c in d.classes if c not in names]
-    new_index = {d.classes.index(c): i for i, c in enumerate(keep_cls)}
-    rows = np.flatnonzero(np.isin(d.labels, list(new_index)))
-    labels = np.array([new_index[int(v)] for v in d.labels[rows]], dtype=d.labels.dtype)
-    return type(d)(d.features[rows], labels, [d.paths[i] for i in rows], keep_cls, dict(d.info))
-
-
-def caltech_splits(
-    labels: np.ndarray, n_train: int, n_test: int | None, n_splits: int, seed: int = 0
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``n_splits`` random (train, test) index pairs: ``n_train`` per class, up to ``n_test`` of the rest."""
-    counts = np.bincount(labels)
-    short = [c for c in np.unique(labels) if counts[c] <= n_train]
-    if short:
-        raise ValueError(f"classes {short[:5]} have <= {n_train} images; lower the training images per class")
-    rng = np.random.default_rng(seed)
-    splits = []
-    for _ in range(n_splits):
-        train, test = [], []
-        for c in np.unique(labels):
-            idx = rng.permutation(np.flatnonzero(labels == c))
-            train.extend(idx[:n_train])
-            test.extend(idx[n_train:] if n_test is None else idx[n_train : n_train + n_test])
-        splits.append((np.sort(np.array(train)), np.sort(np.array(test))))
-    return splits
-
-
-def caltech_protocol(
-    x: np.ndarray,
-    labels: np.ndarray,
-    n_classes: int,
-    cfg: SVMConfig,
-    n_train: int,
-    n_test: int | None = None,
-    n_splits: int = 3,
-    test: tuple[np.ndarray, np.ndarray] | None = None,
-) -> dict:
-    """Mean class recall over random splits: mean, sample std and each split's result.
-
-    Splits are drawn from (``x``, ``labels``); with ``test`` given, each split's SVMs are scored
-    on that fixed test set instead of the rest of the pool.
-    """
-    runs = []
-    for i, (tr, te) in enumerate(caltech_splits(labels, n_train, n_test, n_splits, cfg.seed)):
-        split_cfg = SVMConfig(cfg.cs, cfg.val_fraction, cfg.loss, cfg.ap, cfg.max_iter, cfg.seed + i)
-        x_te, y_te = test if test is not None else (x[te], labels[te])
-        runs.append(train_and_test(x[tr], labels[tr], x_te, y_te, n_classes, split_cfg))
-    values = np.array([r["value"] for r in runs])
-    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return {"value": float(values.mean()), "std": std, "splits": runs}
+def _c_words(c: float | list, cfg: SVMConfig) -> str:
+    how = f"{cfg.folds}-fold cross-validation" if cfg.folds else "a held-out part"
+    if isinstance(c, list):
+        spread = f"{min(c):g} to {max(c):g}, median {float(np.median(c)):g}"
+        return f"a C per class ({spread}) by {how} of the training data"
+    return f"C={c:g} by {how} of the training data"
 
 
 def run_transfer(
@@ -271,6 +260,8 @@ def run_transfer(
     Multi-label data: mAP on ``test``. Multi-class data: mean class recall on ``test``, or with
     ``n_train`` > 0 the Caltech protocol (splits drawn from ``train``, scored on ``test`` if given).
     """
+    from .caltech import caltech_protocol  # that module builds on this one
+
     if test is not None and list(test.classes) != list(train.classes):
         raise ValueError(f"train classes {train.classes[:5]} differ from test classes {test.classes[:5]}")
     k = len(train.classes)
@@ -281,7 +272,7 @@ def run_transfer(
             raise ValueError("a test descriptor file is needed (or --per-class for Caltech-style splits)")
         r = train_and_test(train.features, train.labels, test.features, test.labels, k, cfg)
         r |= {"std": 0.0, "metric": metric}
-        r["summary"] = f"{metric}: {100 * r['value']:.2f}% (C={r['C']:g} chosen on held-out training data)"
+        r["summary"] = f"{metric}: {100 * r['value']:.2f}% ({_c_words(r['C'], cfg)})"
     else:
         held = (test.features, test.labels) if test is not None else None
         r = caltech_protocol(train.features, train.labels, k, cfg, n_train, n_test, n_splits, held)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from ..transfer import PROTOCOLS, SVMConfig
+from ..caltech import PROTOCOLS
+from ..transfer import SVMConfig
 from .values import int_range
 
 
@@ -21,7 +23,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("train", help="descriptor file of the training split")
     p.add_argument("test", nargs="?", help="descriptor file of the test split (Caltech: optional)")
     p.add_argument("--cs", type=float, nargs="+", default=list(SVMConfig.cs), help="candidate C values")
-    p.add_argument("--val-fraction", type=float, default=SVMConfig.val_fraction, help="held out to pick C")
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=SVMConfig.folds,
+        help="cross-validation folds that choose C (0: one held-out part)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=SVMConfig.val_fraction,
+        help="with --folds 0: held out to pick C",
+    )
+    p.add_argument(
+        "--one-c", action="store_true", help="multi-label: one C for all classes (default: one per class)"
+    )
     p.add_argument(
         "--loss",
         choices=["squared_hinge", "hinge"],
@@ -48,21 +64,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the C split and of the Caltech splits")
     p.add_argument("--json", help="also write the full result (per class, per C, per split) here")
+    p.add_argument(
+        "--pr-curves", metavar="DIR", help="multi-label (VOC): one precision-recall PNG per class here"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..caltech import drop_classes
     from ..io.checkpoint import atomic_write, output_target
     from ..io.features import load_descriptors
-    from ..transfer import drop_classes, run_transfer
+    from ..transfer import run_transfer
 
     if args.json:
         output_target(args.json)  # a bad output path fails before the SVMs are trained
+    if args.pr_curves and Path(args.pr_curves).exists() and not Path(args.pr_curves).is_dir():
+        raise ValueError(f"--pr-curves {args.pr_curves} is not a directory")
     preset = PROTOCOLS.get(args.protocol or "", {"n_train": 0, "n_test": None, "n_splits": 3})
     n_train = preset["n_train"] if args.per_class is None else args.per_class
     n_test = preset["n_test"] if args.test_per_class is None else (args.test_per_class or None)
     n_splits = preset["n_splits"] if args.splits is None else args.splits
-    cfg = SVMConfig(tuple(args.cs), args.val_fraction, args.loss, args.ap, seed=args.seed)
+    cfg = SVMConfig(
+        cs=tuple(args.cs),
+        val_fraction=args.val_fraction,
+        folds=args.folds,
+        per_class_c=not args.one_c,
+        loss=args.loss,
+        ap=args.ap,
+        seed=args.seed,
+    )
     train = load_descriptors(args.train)
     test = load_descriptors(args.test) if args.test else None
     if args.drop_class:
@@ -74,4 +104,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:20} {100 * v:6.2f}")
     if args.json:
         atomic_write(args.json, json.dumps(r, indent=1).encode())
+    if args.pr_curves and "pr" in r:
+        from ..io.plots import pr_curve_png
+
+        for name, ap, pr in zip(r["classes"], r["per_class"], r["pr"], strict=True):
+            png = pr_curve_png(name, pr["precision"], pr["recall"], ap, cfg.ap)
+            atomic_write(Path(args.pr_curves) / f"pr-{_safe(name)}.png", png)
+        print(f"precision-recall curves: {args.pr_curves}/pr-<class>.png")
     return 0
+
+
+def _safe(name: str) -> str:
+    """A class name as a file name: letters, digits, '-', '_' and '.' kept, the rest '_'."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "class"

@@ -20,6 +20,22 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 
 
+def pr_curve_png(name: str, precision: list[float], recall: list[float], ap: float, ap_mode: str) -> bytes:
+    """PNG of one class's precision-recall curve on the test set (Appendix B's VOC metric)."""
+    import io
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.step([0.0, *recall], [1.0, *precision], where="post", color="tab:blue")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
+    ax.set_title(f"{name}: AP {100 * ap:.1f}% ({ap_mode})", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     """Training loss, train/held-out top-1 error and the learning rate per epoch, side by side
     (the rate on a log axis, so each of the schedule's divisions by 10 is one equal step)."""
