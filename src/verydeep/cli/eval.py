@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 # heavy imports (torch, torchvision) happen in run(): building the parser must stay cheap
-from .values import THREADS, device, int_range, scales_arg
+from .values import THREADS, add_dense_args, device, int_range, scales_arg
 
 
 def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
@@ -31,15 +31,8 @@ def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
         default="scores",
         help="dense: average the score map then soft-max (paper) or soft-max then average",
     )
-    p.add_argument(
-        "--dense-align",
-        choices=["centre", "topleft"],
-        default="centre",
-        help="dense: the border pixels no 32-px-stride window sees are cut from both sides (centre) "
-        "or left out at the bottom/right as a plain conv pass does (topleft)",
-    )
+    add_dense_args(p)
     p.add_argument("--no-flip", action="store_true", help="do not average in horizontal flips")
-    p.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (pixels as stored)")
     p.add_argument(
         "--grid",
         type=int_range(1, 32),

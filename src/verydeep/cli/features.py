@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .values import SCALE, THREADS, device, int_range
+from .values import SCALE, THREADS, add_dense_args, device, int_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,14 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="round long sides to a multiple (bigger batches)",
     )
-    p.add_argument(
-        "--align",
-        choices=["centre", "topleft"],
-        default="centre",
-        help="dense windows: the pixels no window sees cut from both sides (as eval does), or left at the "
-        "bottom/right as a plain conv pass does (docs/TRANSFER.md's numbers)",
-    )
-    p.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (pixels as stored)")
+    add_dense_args(p)  # --dense-align topleft: how docs/TRANSFER.md's numbers were made
     p.add_argument("--grey", action="store_true", help="feed grey images (nets trained on grey data)")
     p.add_argument("--classes-from", help="descriptor file whose class order to use (e.g. the train file)")
     p.add_argument("--workers", type=int_range(0, 256), default=0, help="image-decoding processes")
@@ -90,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = DescriptorConfig(
         scales=tuple(args.scales), units=args.units, combine=args.combine, flip=not args.no_flip,
         layer=args.layer, normalise_each_scale=args.normalise_each_scale, batch_size=args.batch_size,
-        size_step=args.size_step, grey=args.grey, exif=not args.no_exif, align=args.align,
+        size_step=args.size_step, grey=args.grey, exif=not args.no_exif, align=args.dense_align,
         extra={"checkpoint": args.checkpoint},
     )  # fmt: skip
     classes = None

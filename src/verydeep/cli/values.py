@@ -95,5 +95,17 @@ def scales_arg(text: str) -> str:
     return text
 
 
+def add_dense_args(p: argparse.ArgumentParser) -> None:
+    """``--dense-align`` and ``--no-exif``, the same for eval, predict and features."""
+    p.add_argument(
+        "--dense-align",
+        choices=["centre", "topleft"],
+        default="centre",
+        help="dense: the border pixels no 32-px-stride window sees are cut from both sides (centre) "
+        "or left out at the bottom/right as a plain conv pass does (topleft)",
+    )
+    p.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (pixels as stored)")
+
+
 THREADS = int_range(1, 1024)
 SCALE = float_range(0, MAX_SCALE)  # a test scale Q in paper units
