@@ -5,12 +5,23 @@
 #   3. merge settings and test scales chosen on the held-out train[80%:] (`localize tune`),
 #   4. everything reported once on val with those settings (never used for a choice).
 # Usage: bash experiments/localization.sh [VOCROOT] [OUTDIR]     (about 15 CPU-minutes on 2 cores)
+#        INIT=~/.cache/verydeep/study-imagewoof/D-256/checkpoints/best.safetensors ARCH=D \
+#          bash experiments/localization.sh ../shared/data/critters-voc runs/loc-imagewoof
+#   With INIT the classifier is fine-tuned from that Imagewoof net, as Appendix A starts from the
+#   classification nets (the study's grid nets: width 0.5, FC 1024, crop 64; ARCH its letter).
 set -euo pipefail
 D=${1:-../shared/data/critters-voc}
 OUT=${2:-runs/loc}
 VD=${VERYDEEP:-verydeep}
 mkdir -p "$OUT"
 t() { /usr/bin/time -f "%U+%S s CPU, %e s wall: $*" "$@"; }
+if [ -n "${INIT:-}" ]; then  # the study's net shape; a tenth of the rate, the source's weights
+  NET=(--set "model.arch=${ARCH:-D}" --set model.width_mult=0.5 --set model.fc_width=1024 --set model.crop_size=64
+       --set "train.init_from=$INIT" --set optim.lr=0.001)
+else  # from scratch, as docs/LOCALIZATION.md's first numbers
+  NET=(--set model.arch=D_bn --set model.width_mult=0.25 --set model.fc_width=256 --set model.crop_size=64
+       --set model.init=kaiming --set data.normalize=standardize)
+fi
 
 # 1. classifier: D with batch norm (plain D does not leave chance level on 233 photographs in
 #    this budget), Kaiming init, standardised inputs, S = 384 paper units at crop 64 (110 px).
@@ -18,8 +29,7 @@ t() { /usr/bin/time -f "%U+%S s CPU, %e s wall: $*" "$@"; }
 #    rate was cut after 56 steps); the rate is divided when the training loss stops falling.
 t $VD train --no-progress \
   --set data.dataset=voc --set "data.root=$D" --set "data.train_split=train[:80%]" --set data.test_split=val \
-  --set model.arch=D_bn --set model.width_mult=0.25 --set model.fc_width=256 --set model.crop_size=64 \
-  --set model.init=kaiming --set data.normalize=standardize --set data.scale=[384] \
+  "${NET[@]}" --set data.scale=[384] \
   --set optim.batch_size=32 --set data.val_fraction=0 --set optim.patience=5 --set optim.max_reductions=2 \
   --set train.epochs=90 --set data.workers=0 --set "train.out_dir=$OUT/cls"
 CLS=$OUT/cls/checkpoints/best.safetensors
