@@ -114,8 +114,11 @@ def test_bench_lrn_part_times_both_layers_on_a_lrn_input(capsys):
 
 def test_bench_cli_quick_json_photo_parts(capsys, shared_data):
     args = ["bench", "--quick", "--json", "--rounds", "1", "--data", str(shared_data / "hymenoptera" / "val")]
-    assert main([*args, "--only", "precision", "eval", "data"]) == 0
-    _check_structure(json.loads(capsys.readouterr().out), ["precision", "eval", "data"])
+    assert main([*args, "--only", "precision", "eval", "data", "features"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    _check_structure(r, ["precision", "eval", "data", "features"])
+    f = r["features"]
+    assert set(f["images_per_s"]) == {"exact_sizes", "window_buckets"} and f["speedup"] > 0
 
 
 def test_bench_table_and_errors(capsys, tmp_path):

@@ -67,6 +67,7 @@ def run_bench(
     from ..distributed import resolve_device
     from .data_bench import bench_data
     from .eval_bench import bench_eval_cost, precision_check
+    from .features_bench import bench_features
     from .model_bench import bench_inference, bench_lrn, bench_training
 
     unknown = set(parts) - set(PARTS)
@@ -95,5 +96,7 @@ def run_bench(
         r["eval"] = bench_eval_cost(cfg, device, photos, progress)
     if "data" in parts:
         r["data"] = bench_data(cfg, photos, progress)
+    if "features" in parts:
+        r["features"] = bench_features(cfg, device, photos, progress)
     r["targets"] = check_targets(r)
     return r

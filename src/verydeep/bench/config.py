@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PARTS = ("inference", "training", "lrn", "precision", "eval", "data")
-PHOTO_PARTS = {"precision", "eval", "data"}  # these read the user's photographs (--data DIR)
+PARTS = ("inference", "training", "lrn", "precision", "eval", "data", "features")
+PHOTO_PARTS = {"precision", "eval", "data", "features"}  # these read the user's photographs (--data DIR)
 
 # minimum ratios (verydeep over torchvision, or as named), set for the 2-core CPU machine
 TARGETS = {

@@ -82,6 +82,12 @@ def _other_lines(r: dict) -> list[str]:
         for k, v in d["images_per_cpu_s"].items():
             lines.append(f"  {k:30} {v:>9.1f} images/CPU-s {paired.get(k, v / base):>6.2f}x torchvision")
         lines.append(f"  fastest decoder here: {d['best_decoder']}")
+    if "features" in r:
+        f = r["features"]
+        lines.append(f"Feature extraction, {f['images']} photos of mixed sizes ({f['note']}):")
+        for k, v in f["images_per_s"].items():
+            lines.append(f"  {k:30} {v:>9.1f} images/s")
+        lines.append(f"  window buckets: {f['speedup']:.2f}x exact-size buckets")
     return lines
 
 
