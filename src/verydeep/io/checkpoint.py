@@ -127,7 +127,7 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Meta]:
     if not path.is_file():
         raise ValueError(f"checkpoint not found: {path}")
     data = path.read_bytes()
-    kind = _foreign_kind(data)
+    kind = _foreign_kind(data, path)
     if kind:  # not safetensors at all: say what it is and what to run
         raise ValueError(
             f"{path} is a {kind}, not a verydeep checkpoint: "
@@ -150,18 +150,20 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Meta]:
     return tensors, _meta(raw, path)
 
 
-def _foreign_kind(data: bytes) -> str:
-    """What a weights file is, from its first bytes, when it is not safetensors ('' otherwise):
-    the same signatures as ``convert.detect_source``."""
+_FOREIGN = {"torchvision": "PyTorch (torch.save) file", "keras": "Keras file", "caffe": "Caffe model"}
+
+
+def _foreign_kind(data: bytes, path: Path) -> str:
+    """What a weights file is when it is not safetensors ('' otherwise), by ``convert``'s own
+    signatures (``detect_source``)."""
     if data[8:9] == b"{":  # safetensors: an 8-byte header length, then JSON
         return ""
-    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
-        return "PyTorch (torch.save) or Keras archive"
-    if data[:8] == b"\x89HDF\r\n\x1a\n":
-        return "Keras/HDF5 file"
-    if data[:1] in (b"\x0a", b"\x12", b"\xa2"):
-        return "Caffe model (protobuf)"
-    return ""
+    from .convert import detect_source  # convert builds on this module
+
+    try:
+        return _FOREIGN.get(detect_source(path), "")
+    except ValueError:  # no known signature: the safetensors reader says what is wrong
+        return ""
 
 
 def _meta(raw: str, path: Path) -> Meta:

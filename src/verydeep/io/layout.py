@@ -22,6 +22,7 @@ import math
 import torch
 
 from ..models.vgg import CFGS, VGG, conv_names, parse_arch
+from .model_check import expected_shapes
 
 FC_NAMES = ("fc6", "fc7", "fc8")
 
@@ -82,11 +83,6 @@ def _shape(sd: dict[str, torch.Tensor], key: str) -> tuple[int, ...]:
     return tuple(sd[key].shape)
 
 
-def _expected_shapes(kwargs: dict) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):  # no memory, no init cost
-        return {k: tuple(v.shape) for k, v in VGG(**kwargs).state_dict().items()}
-
-
 def infer_kwargs(sd: dict[str, torch.Tensor], arch: str | None = None) -> dict:
     """The ``VGG`` builder kwargs whose parameter shapes equal those of ``sd`` exactly."""
     first, fc6, fc8 = (_shape(sd, f"{k}.weight") for k in ("features.0", "classifier.0", "classifier.6"))
@@ -109,7 +105,7 @@ def infer_kwargs(sd: dict[str, torch.Tensor], arch: str | None = None) -> dict:
     got = {k: tuple(v.shape) for k, v in sd.items()}
     for cand in candidates:
         kwargs = {"arch": cand, **base}
-        want = _expected_shapes(kwargs)
+        want = expected_shapes(kwargs)
         if want == got:
             return kwargs
     if arch:

@@ -86,10 +86,16 @@ def check_meta(meta: Any, path: Path) -> None:
         raise _bad(path, "train_scale must be a list of numbers")
 
 
+def expected_shapes(model: dict) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of ``VGG(**model)``, built on the meta device (no memory,
+    no init cost: a lying width costs nothing)."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in VGG(**model).state_dict().items()}
+
+
 def check_tensors(tensors: dict[str, torch.Tensor], model: dict, path: Path) -> None:
     """The tensors are exactly those of ``VGG(**model)`` (names and shapes) and all finite."""
-    with torch.device("meta"):  # shapes only: a lying width costs no memory
-        want = {k: tuple(v.shape) for k, v in VGG(**model).state_dict().items()}
+    want = expected_shapes(model)
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if want != got:
         diff = sorted(set(want.items()) ^ set(got.items()), key=str)[:3]
