@@ -228,7 +228,33 @@ def test_sigkilled_run_resumes_bit_identical(fmnist_root, tmp_path):
     log = (out / "log.csv").read_text().splitlines()
     # one epoch ended, logged once although the run was killed around it; then the part of
     # epoch 2 that max_steps allowed, marked partial
-    assert [r.split(",")[0] for r in log[1:]] == ["1", "2"] and log[2].endswith(",1"), log
+    assert [r.split(",")[0] for r in log[1:]] == ["1", "2"] and log[2].endswith(",1"), (seed, kills, log)
+
+
+def test_a_kill_after_the_final_checkpoint_still_logs_the_partial_epoch(fmnist_root, tmp_path):
+    """Killed after the last step's checkpoint was committed but before its log row was written:
+    the resume has no step left, yet writes the partial epoch's row from the saved sums."""
+    o = [
+        *TINY,
+        "train.max_steps=7",
+        "train.checkpoint_every=1",
+        f"train.out_dir={tmp_path}",
+        "data.workers=0",
+    ]
+    fit(RunConfig.from_sources(overrides=o), progress=False)
+    log = tmp_path / "log.csv"
+    whole = log.read_text().splitlines()
+    assert [r.split(",")[0] for r in whole[1:]] == ["1", "2"] and whole[2].endswith(",1")
+    log.write_text("\n".join(whole[:2]) + "\n")  # as the kill left it
+    weights = (tmp_path / "checkpoints" / "last.safetensors").read_bytes()
+    fit(RunConfig.from_sources(overrides=o), progress=False)
+    again = log.read_text().splitlines()
+    cols = whole[0].split(",")
+    keep = [cols.index(c) for c in ("epoch", "lr", "train_loss", "train_err", "val_err", "partial")]
+    assert [[r.split(",")[i] for i in keep] for r in again[1:]] == [
+        [r.split(",")[i] for i in keep] for r in whole[1:]
+    ]
+    assert (tmp_path / "checkpoints" / "last.safetensors").read_bytes() == weights  # nothing retrained
 
 
 def _digests(folder: Path) -> dict[str, str]:

@@ -151,6 +151,11 @@ def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: Ru
         cfg=cfg, run=run, data=data, model=model, net=net, opt=opt, sched=sched, meta=meta,
         device=device, accum=accum, amp_dtype=amp_dtype,
     )  # fmt: skip
+    if state.step_in_epoch and _reached(cfg, state):
+        # resumed from the checkpoint of the final step, which a kill may have left without the
+        # partial epoch's log row: no step runs, the row is rebuilt from the saved epoch sums
+        loop.saved_step = state.global_step
+        loop.epoch(state)
     while state.epoch < cfg.train.epochs and not sched.stopped and not _reached(cfg, state):
         loop.epoch(state)
     result = _final_report(run, model, data, state, loop.val_bad, device, amp_dtype)
