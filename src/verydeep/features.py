@@ -50,6 +50,14 @@ from .data.images import BadImageError, load_image
 from .data.preprocess import Preprocess
 from .data.voc_labels import is_voc_root, read_voc_labels
 from .evaluation.core import Runtime, dense_pooled, window_trim
+from .evaluation.precision import (
+    PRECISIONS,
+    for_precision,
+    image_paths,
+    inference_precision,
+    read_images,
+    spread,
+)
 from .io.features import Descriptors
 from .models.extractor import LAYERS, FeatureExtractor
 from .models.vgg import VGG
@@ -83,6 +91,8 @@ class DescriptorConfig:
     # topleft, a plain fully-convolutional pass (docs/TRANSFER.md's numbers were made so)
     align: str = "centre"
     grey: bool = False  # feed grey replicated to RGB (for nets trained on grey images, e.g. Fashion-MNIST)
+    precision: str = "fp32"  # fp32 | bf16 | int8 (CPU) | auto: see evaluation/precision.py
+    calibrate: str | None = None  # int8: a folder of photos to calibrate on (default: the inputs)
     extra: dict = field(default_factory=dict, compare=False)  # free-form provenance
 
     def __post_init__(self) -> None:
@@ -93,6 +103,7 @@ class DescriptorConfig:
             "combine": ("average", "stack"),
             "layer": ("fc6", "fc7"),
             "align": ("topleft", "centre"),
+            "precision": PRECISIONS,
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
@@ -178,7 +189,7 @@ def _first(batch: list) -> object:
 
 @torch.no_grad()
 def _run_buckets(
-    model: VGG, prep: Preprocess, items: Iterable, cfg: DescriptorConfig, n_scales: int, device: torch.device
+    model: VGG, prep: Preprocess, items: Iterable, cfg: DescriptorConfig, n_scales: int, rt: Runtime
 ) -> dict[int, list[torch.Tensor]]:
     """Feed (i, per-scale tensors) items through size buckets; returns {i: [descriptor per scale]}."""
     buckets: dict[tuple, list] = {}
@@ -187,7 +198,6 @@ def _run_buckets(
     def flush(key: tuple) -> None:
         idx, xs = zip(*buckets.pop(key), strict=True)
         # evaluation's dense engine: the pooled FC6/FC7 map, averaged with the flipped image's
-        rt = Runtime(device)
         d = dense_pooled(
             model, torch.stack(xs), prep, output=cfg.layer, flip=cfg.flip, align=cfg.align, rt=rt
         )
@@ -226,13 +236,26 @@ def describe_images(
     model: VGG, prep: Preprocess, images: Sequence[Image.Image], cfg: DescriptorConfig
 ) -> torch.Tensor:
     """Descriptors (N, D) of in-memory PIL images, in order."""
-    model.eval()
-    device = next(model.parameters()).device
+    net, rt = _for_precision(model, prep, cfg, images)
     sides = cfg.sides(model.crop_size)
     items = (
         (i, _rescale(img, sides, cfg.size_step, _colour_mode(model, cfg))) for i, img in enumerate(images)
     )
-    return _assemble(_run_buckets(model, prep, items, cfg, len(sides), device), cfg)[0]
+    return _assemble(_run_buckets(net, prep, items, cfg, len(sides), rt), cfg)[0]
+
+
+def _for_precision(model: VGG, prep: Preprocess, cfg: DescriptorConfig, inputs: Sequence) -> tuple:
+    """(net, Runtime) for ``cfg.precision``; int8 calibrates on ``cfg.calibrate`` or ``inputs``
+    (paths or PIL images), evenly spread."""
+    model.eval()
+    device = next(model.parameters()).device
+    precision = inference_precision(cfg.precision, device)
+    calib: Iterable = ()
+    if precision == "int8":
+        pick = spread(image_paths(cfg.calibrate) if cfg.calibrate else list(inputs))
+        calib = pick if pick and isinstance(pick[0], Image.Image) else list(read_images(pick, cfg.exif))
+    net, bf16 = for_precision(model, prep, precision, calib)
+    return net, Runtime(device, bf16)
 
 
 def describe_paths(
@@ -249,14 +272,13 @@ def describe_paths(
     Decoding and rescaling run in ``workers`` DataLoader processes; ``progress`` wraps the item
     iterator (e.g. ``tqdm``).
     """
-    model.eval()
-    device = next(model.parameters()).device
+    net, rt = _for_precision(model, prep, cfg, list(paths))
     sides = cfg.sides(model.crop_size)
     mode = _colour_mode(model, cfg)
     ds = _PathImages(list(paths), sides, cfg.size_step, mode, on_bad_image == "fail", cfg.exif)
     loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=workers, collate_fn=_first)
     items = progress(loader) if progress else loader
-    return _assemble(_run_buckets(model, prep, items, cfg, len(sides), device), cfg)
+    return _assemble(_run_buckets(net, prep, items, cfg, len(sides), rt), cfg)
 
 
 def labelled_images(

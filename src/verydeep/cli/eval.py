@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 # heavy imports (torch, torchvision) happen in run(): building the parser must stay cheap
-from .values import THREADS, add_dense_args, device, int_range, scales_arg
+from .values import THREADS, add_dense_args, add_precision_args, device, int_range, scales_arg
 
 
 def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
@@ -42,7 +42,8 @@ def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
     p.add_argument(
         "--device", type=device, default="auto", help="auto (cuda if available), cpu, cuda, cuda:N"
     )
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    add_precision_args(p)
+    p.add_argument("--bf16", action="store_true", help="the same as --precision bf16 (kept for old scripts)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--threads", type=THREADS, help="CPU threads for torch (1 is fastest on a busy machine)")
 
@@ -102,7 +103,8 @@ def options(args: argparse.Namespace, device: str):
         flip=not args.no_flip,
         grid=args.grid,
         device=device,
-        bf16=args.bf16,
+        precision="bf16" if args.bf16 else args.precision,
+        calibrate=args.calibrate,
         channels_last=args.channels_last,
         batch_size=getattr(args, "batch_size", 64),
         workers=getattr(args, "workers", 0),

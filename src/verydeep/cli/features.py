@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .values import SCALE, THREADS, add_dense_args, device, int_range
+from .values import SCALE, THREADS, add_dense_args, add_precision_args, device, int_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int_range(0, 256), default=0, help="image-decoding processes")
     p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or auto")
+    add_precision_args(p)
     p.add_argument(
         "--on-bad-image",
         choices=["skip", "fail"],
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         scales=tuple(args.scales), units=args.units, combine=args.combine, flip=not args.no_flip,
         layer=args.layer, normalise_each_scale=args.normalise_each_scale, batch_size=args.batch_size,
         size_step=args.size_step, grey=args.grey, exif=not args.no_exif, align=args.dense_align,
+        precision=args.precision, calibrate=args.calibrate,
         extra={"checkpoint": args.checkpoint},
     )  # fmt: skip
     classes = None

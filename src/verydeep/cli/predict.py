@@ -34,7 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..evaluation.core import Runtime
+    from ..evaluation.precision import inference_precision
     from ..evaluation.predict import predict
     from ..io.checkpoint import load_model, output_target
 
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         if "error" in r:  # reported and passed over: the good files' results are not lost
             print(f"verydeep predict: skipped {r['error']}", file=sys.stderr)
     if args.heatmap and good:
-        write_heatmap(args, nets[0], good, Runtime(opts.device, opts.bf16, opts.channels_last))
+        bf16 = inference_precision(opts.precision, torch.device(opts.device)) == "bf16"
+        write_heatmap(args, nets[0], good, Runtime(opts.device, bf16, opts.channels_last))
     for r in good:
         r.pop("probs")
     if args.json:

@@ -107,5 +107,21 @@ def add_dense_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (pixels as stored)")
 
 
+def add_precision_args(p: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--calibrate``, the same for eval, predict and features."""
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "int8", "auto"],  # evaluation/precision.PRECISIONS (kept torch-free)
+        default="fp32",
+        help="fp32 (exact); bf16 autocast; int8: the net quantised on 32 calibration photos (CPU); "
+        "auto: bf16 where the hardware has it natively, else fp32 (docs/BENCHMARKS.md)",
+    )
+    p.add_argument(
+        "--calibrate",
+        metavar="DIR",
+        help="int8: calibrate on 32 photos of this folder (default: 32 of the inputs, pixels only)",
+    )
+
+
 THREADS = int_range(1, 1024)
 SCALE = float_range(0, MAX_SCALE)  # a test scale Q in paper units

@@ -39,6 +39,7 @@ from .core import (
     rescale,
     window_trim,
 )
+from .precision import for_precision, image_paths, inference_precision, read_images, spread
 from .runner import EvalOptions, parse_methods, scales_for
 
 
@@ -92,7 +93,11 @@ def predict(
     names = class_names(nets[0][1], nets[0][0].num_classes)
     if any(class_names(meta, m.num_classes) != names for m, meta in nets[1:]):
         raise ValueError("an ensemble needs nets with the same classes")
-    rt = Runtime(opts.device, opts.bf16, opts.channels_last)
+    precision = inference_precision(opts.precision, torch.device(opts.device))
+    if precision == "int8":
+        calib = list(read_images(spread(image_paths(opts.calibrate) if opts.calibrate else paths), opts.exif))
+        nets = [(for_precision(m, meta.prep, precision, calib)[0], meta) for m, meta in nets]
+    rt = Runtime(opts.device, precision == "bf16", opts.channels_last)
     kw = dict(flip=opts.flip, average=opts.average, align=opts.dense_align, grid=opts.grid, rt=rt)
     out = []
     for path in paths:

@@ -26,7 +26,8 @@ from ..io.checkpoint import Meta, load_model
 from ..models.vgg import VGG
 from .data import EvalData, open_data
 from .metrics import classification_metrics
-from .runner import EvalOptions, evaluate_net, forwards_per_image, scales_for
+from .precision import for_precision, inference_precision
+from .runner import EvalOptions, calibration_images, evaluate_net, forwards_per_image, scales_for
 
 
 def net_names(paths: Sequence[str | Path]) -> list[str]:
@@ -96,9 +97,12 @@ def evaluate_models(nets: Sequence[tuple[str, VGG, Meta]], data: EvalData, opts:
         if opts.channels_last:
             model.to(memory_format=torch.channels_last)
         q_paper, q_px = scales_for(meta.train_scale, model.crop_size, opts.scales)
-        res = evaluate_net(model, meta.prep, data, q_px, opts, desc=name)
+        precision = inference_precision(opts.precision, torch.device(opts.device))
+        net, _ = for_precision(model, meta.prep, precision, calibration_images(data, opts))
+        res = evaluate_net(net, meta.prep, data, q_px, opts, desc=name)
         info = {
             "arch": model.arch,
+            "precision": precision,
             "train_scale": "-".join(f"{s:g}" for s in meta.train_scale),
             "test_scales": _fmt(q_paper),
             "test_pixels": _fmt(q_px),

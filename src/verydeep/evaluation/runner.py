@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +30,7 @@ from ..models.vgg import VGG
 from ..ranges import DEVICE_PATTERN, MAX_SCALE
 from .core import Runtime, crop_probs, dense_probs, grid_crops, match_channels, window_trim
 from .data import EvalData, batches
+from .precision import PRECISIONS, image_paths, inference_precision, read_images, spread
 
 BASE_METHODS = ("centre", "dense", "multicrop")
 
@@ -97,7 +98,8 @@ class EvalOptions:
     centre_flip: bool = False  # torchvision's baseline uses the crop alone
     batch_size: int = 64  # crops per forward; dense: as many pixels as this many crops
     device: str = "cpu"
-    bf16: bool = False  # bf16 autocast (training's amp_dtype is the dtype itself)
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | int8 (CPU) | auto: see evaluation/precision.py
+    calibrate: str | None = None  # int8: a folder of photographs to calibrate on (default: the inputs)
     channels_last: bool = False
     workers: int = 2
     fast_decode: bool = True
@@ -120,6 +122,8 @@ class EvalOptions:
             raise ValueError(f"limit must be a positive number of images, got {self.limit!r}")
         if self.average not in ("scores", "softmax") or self.dense_align not in ("centre", "topleft"):
             raise ValueError(f"average {self.average!r} / dense_align {self.dense_align!r} unknown")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not re.fullmatch(DEVICE_PATTERN, str(self.device)):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -195,13 +199,23 @@ class NetPosteriors:
     bad: int = 0
 
 
+def calibration_images(data: EvalData, opts: EvalOptions) -> Iterable:
+    """The images int8 is calibrated on: ``opts.calibrate``'s, else the evaluated ones (pixels only)."""
+    if opts.calibrate:
+        return read_images(spread(image_paths(opts.calibrate)), exif=opts.exif)
+    if data.samples is not None:
+        return read_images(spread([p for p, _ in data.samples]), exif=opts.exif)
+    return spread(list(data.images))
+
+
 def evaluate_net(
     model: VGG, prep: Preprocess, data: EvalData, q_pixels: list[int], opts: EvalOptions, desc: str = ""
 ) -> NetPosteriors:
     """Run every base method needed by ``opts.methods`` over ``data`` at scales ``q_pixels``."""
     if min(q_pixels) < model.crop_size:
         raise ValueError(f"test scale {min(q_pixels)} px is smaller than the crop {model.crop_size} px")
-    rt = Runtime(opts.device, opts.bf16, opts.channels_last)
+    bf16 = inference_precision(opts.precision, torch.device(opts.device)) == "bf16"
+    rt = Runtime(opts.device, bf16, opts.channels_last)
     needed = sorted({b for m in opts.methods for b in m.split("+")})
     fns = {
         "dense": lambda x: dense_probs(

@@ -24,11 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from ..config import RunConfig
 from ..evaluation import EvalData, EvalOptions, evaluate_models, open_data
-from ..hardware import resolve_precision
 from ..io import study_results as summary
 from ..io.checkpoint import Meta, atomic_write, load_model
 from ..models.vgg import VGG
@@ -110,11 +107,15 @@ def evaluate_net(run: Run, model: VGG, meta: Meta, data: EvalData) -> dict:
     ..., "labels"}. bf16 where the hardware has it natively, as in training."""
     out: dict = {}
     table5 = run.group == "main" and run.jittered
-    bf16 = resolve_precision("auto", torch.device("cpu")) is not None
     workers = 1 if data.samples is not None else 0  # decode photos beside the net
     for scales, methods in (("single", ["centre", "dense"]), ("multi", TABLE5 if table5 else ["dense"])):
         opts = EvalOptions(
-            methods=methods, scales=scales, progress=False, workers=workers, bf16=bf16, channels_last=True
+            methods=methods,
+            scales=scales,
+            progress=False,
+            workers=workers,
+            precision="auto",
+            channels_last=True,
         )
         res = evaluate_models([(run.name, model, meta)], data, opts)
         for row in res["rows"]:

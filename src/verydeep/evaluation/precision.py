@@ -1,0 +1,102 @@
+"""The arithmetic inference runs in: ``fp32``, ``bf16``, ``int8`` or ``auto``, one choice shared
+by eval, predict and features (and measured by ``verydeep bench``).
+
+- ``fp32``: exact; the default.
+- ``bf16``: autocast to bf16; fast where the hardware has it (AMX, AVX512-BF16, most GPUs),
+  about 7x slower than fp32 where it is emulated (AVX2-only CPUs).
+- ``int8``: the net quantised after training (``models/int8.py``), calibrated on
+  ``CALIBRATION_IMAGES`` photographs: by default the ones being processed, evenly spread (their
+  pixels only, never their labels); a folder of others can be named instead. CPU only.
+- ``auto``: bf16 where it is native, else fp32. Never int8: quantisation changes the numbers
+  slightly (docs/BENCHMARKS.md gives the agreement), so it is asked for, not chosen.
+
+Example:
+    >>> import torch
+    >>> from verydeep.evaluation.precision import inference_precision
+    >>> inference_precision("fp32", torch.device("cpu")), inference_precision("int8", torch.device("cpu"))
+    ('fp32', 'int8')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from torch import nn
+
+from ..data.images import IMAGE_EXTENSIONS, BadImageError, load_image
+from ..data.preprocess import Preprocess
+from ..hardware import native_bf16
+from ..models.vgg import VGG
+from .core import match_channels, rescale
+
+PRECISIONS = ("fp32", "bf16", "int8", "auto")
+CALIBRATION_IMAGES = 32
+
+
+def inference_precision(name: str, device: torch.device) -> str:
+    """``auto`` resolved for ``device``; ``int8`` off the CPU is a one-line ValueError."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    if name == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if name == "int8" and device.type != "cpu":
+        raise ValueError(f"int8 inference runs on the CPU only, not {device}; use --precision bf16 there")
+    return name
+
+
+def calibration_side(crop: int) -> int:
+    """Calibration crops are cut from images rescaled to S = 256 in paper units."""
+    return round(256 * crop / 224)
+
+
+def calibration_crops(images: Iterable[Image.Image | torch.Tensor], crop: int, channels: int) -> torch.Tensor:
+    """Centre crops (N, C, crop, crop) uint8 of PIL or uint8 CHW images, each rescaled first."""
+    side = calibration_side(crop)
+    out = [TF.center_crop(match_channels(rescale(x, side)[None], channels), [crop, crop])[0] for x in images]
+    if not out:
+        raise ValueError("int8 needs calibration images; none could be read")
+    return torch.stack(out)
+
+
+def spread(items: Sequence, n: int = CALIBRATION_IMAGES) -> list:
+    """``n`` items evenly spread over ``items`` (all of them if fewer): every class has its share."""
+    if len(items) <= n:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)] if n > 1 else [items[0]]
+
+
+def image_paths(folder: str | Path) -> list[Path]:
+    """Every image file under ``folder``, sorted (the ``--calibrate`` folder)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"calibration folder {folder} does not exist")
+    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not found:
+        raise ValueError(f"calibration folder {folder} holds no images")
+    return found
+
+
+def read_images(paths: Iterable[str | Path], exif: bool = True) -> Iterable[Image.Image]:
+    """The images of ``paths`` that can be read (the rest are left out)."""
+    for p in paths:
+        try:
+            yield load_image(p, exif=exif)
+        except (BadImageError, OSError):
+            continue
+
+
+def for_precision(
+    model: VGG, prep: Preprocess, precision: str, calibration: Iterable[Image.Image | torch.Tensor] = ()
+) -> tuple[nn.Module, bool]:
+    """(net to run, bf16 autocast?) for a resolved ``precision``. ``int8`` quantises a copy of
+    ``model`` on ``calibration`` (PIL or uint8 CHW images); the others return ``model`` itself."""
+    if precision != "int8":
+        return model, precision == "bf16"
+    from ..models.int8 import quantize_int8
+
+    crops = calibration_crops(calibration, model.crop_size, model.in_channels)
+    return quantize_int8(model, prep(crops)), False
