@@ -87,7 +87,11 @@ def _check_structure(r: dict, parts: list[str]) -> None:
         assert r["training"]["speedup"] > 0 and r["training"]["batch"] == 4
     if "precision" in r:
         p = r["precision"]
-        assert 0 <= p["top1_agreement"] <= 1 and p["max_abs_logit_diff"] >= 0 and p["images"] == 4
+        assert p["images"] == 6 and "int8" in p["modes"]  # a CPU run: int8 is always compared
+        assert ("bf16" in p["modes"]) == r["environment"]["native_bf16"]
+        for v in p["modes"].values():
+            for m in ("centre", "dense"):
+                assert 0 <= v[m]["top1_agreement"] <= 1 and v[m]["max_prob_diff"] >= 0
     if "eval" in r:
         assert set(r["eval"]["seconds_per_image"]) == {"dense_3scale_flip", "multicrop_150"}
     if "data" in r:
@@ -112,8 +116,15 @@ def test_bench_lrn_part_times_both_layers_on_a_lrn_input(capsys):
     assert set(r["seconds"]) == {"torch", "verydeep"} and min(r["seconds"].values()) > 0
 
 
-def test_bench_cli_quick_json_photo_parts(capsys, shared_data):
+def test_bench_cli_quick_json_photo_parts(capsys, shared_data, tmp_path):
+    from verydeep.io.checkpoint import Meta, save_model
+    from verydeep.models.vgg import VGG
+
+    ckpt = tmp_path / "net.safetensors"  # the precision part needs a net (untrained: structure only)
+    net = VGG("A", num_classes=2, width_mult=1 / 16, fc_width=64, crop_size=32)
+    save_model(ckpt, net, Meta(classes=["ants", "bees"]))
     args = ["bench", "--quick", "--json", "--rounds", "1", "--data", str(shared_data / "hymenoptera" / "val")]
+    args += ["--checkpoint", str(ckpt)]
     assert main([*args, "--only", "precision", "eval", "data", "features"]) == 0
     r = json.loads(capsys.readouterr().out)
     _check_structure(r, ["precision", "eval", "data", "features"])
@@ -157,3 +168,26 @@ def test_emulated_bf16_is_not_timed_unless_asked(monkeypatch):
     cfg.all_modes = True
     r = model_bench.bench_inference(cfg, torch.device("cpu"))
     assert {"verydeep_bf16_cl", "matmul_bf16"} <= set(r["batch_2"]["variants"])
+
+
+def test_bench_isa_avx2_restarts_itself_held_at_avx2():
+    """The bench re-executes itself with the AVX2 variables set (torch's kernels read them at load)."""
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "verydeep",
+        "bench",
+        "--quick",
+        "--rounds",
+        "1",
+        "--only",
+        "lrn",
+        "--isa",
+        "avx2",
+    ]
+    out = subprocess.run([*cmd, "--json"], capture_output=True, text=True, check=True).stdout
+    env = json.loads(out)["environment"]
+    assert env["isa_capped_at_avx2"] and env["cpu_capability"] == "AVX2" and not env["native_bf16"]

@@ -22,3 +22,19 @@ def test_this_machine_is_read():
     flags = hardware.cpu_flags()
     assert isinstance(flags, frozenset)
     assert hardware.native_bf16(torch.device("cpu")) == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def test_kernels_held_at_avx2_make_the_facts_avx2(monkeypatch):
+    """``bench --isa avx2`` (ONEDNN_MAX_CPU_ISA=AVX2 and friends): on a CPU with AMX or AVX-512
+    the facts, and so every ``auto`` choice, are those of an AVX2-only machine."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    hardware.cpu_flags.cache_clear()
+    try:
+        flags = hardware.cpu_flags()
+        assert not any(f.startswith(("avx512", "amx", "avx_vnni")) for f in flags)
+        assert hardware.cpu_class() in ("avx2", "other") and not hardware.native_bf16(torch.device("cpu"))
+        assert hardware.resolve_precision("auto", torch.device("cpu")) is None
+    finally:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+        hardware.cpu_flags.cache_clear()
+    assert hardware.AVX2_ENV["ONEDNN_MAX_CPU_ISA"] == "AVX2" and len(hardware.AVX2_ENV) == 4

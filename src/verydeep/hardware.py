@@ -14,20 +14,39 @@ Example:
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import torch
 
+# The environment that makes torch's CPU kernels (oneDNN, MKL, fbgemm, ATen's own) stop at AVX2:
+# how `verydeep bench --isa avx2` measures an AVX2-only machine's modes on a bigger CPU. Each
+# library reads its variable once, when torch loads, so it must be set before the process starts.
+AVX2_ENV = {
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+}
+_ABOVE_AVX2 = ("avx512", "amx", "avx_vnni", "avx10")
+
+
+def isa_capped() -> bool:
+    """oneDNN is held at AVX2 (``ONEDNN_MAX_CPU_ISA``): then so are the facts below."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "AVX2"
+
 
 @functools.cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be read)."""
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be read), without
+    those above AVX2 when torch's kernels are held at AVX2 (``isa_capped``)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return frozenset()
     line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return frozenset(line.partition(":")[2].split())
+    flags = frozenset(line.partition(":")[2].split())
+    return frozenset(f for f in flags if not f.startswith(_ABOVE_AVX2)) if isa_capped() else flags
 
 
 def cpu_class() -> str:

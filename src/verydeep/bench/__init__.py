@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # torch is imported when a bench runs: `verydeep --help` must
 def environment(device: torch.device) -> dict:
     import torch
 
-    from ..hardware import cpu_class, native_bf16
+    from ..hardware import cpu_class, isa_capped, native_bf16
 
     env = {
         "torch": torch.__version__,
@@ -33,6 +33,7 @@ def environment(device: torch.device) -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "hardware_class": "cuda" if device.type == "cuda" else cpu_class(),
         "native_bf16": native_bf16(device),
+        "isa_capped_at_avx2": isa_capped(),  # --isa avx2: torch's kernels held at AVX2 on a bigger CPU
         "machine": platform.processor() or platform.machine(),
         "device": str(device),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
@@ -84,6 +85,9 @@ def run_bench(
     if needs_photos and photos is None:  # not the user's data: skipped, and the report says so
         r["skipped"] = {p: "no --data folder of photographs given" for p in needs_photos}
         parts = tuple(p for p in parts if p not in PHOTO_PARTS)
+    if "precision" in parts and cfg.checkpoint is None:
+        r.setdefault("skipped", {})["precision"] = "no --checkpoint of a trained net given"
+        parts = tuple(p for p in parts if p != "precision")
     if "inference" in parts:
         r["inference"] = bench_inference(cfg, device, progress)
     if "training" in parts:

@@ -36,7 +36,8 @@ class BenchConfig:
     matmul_n: int = 2048
     data_root: Path | None = None  # an ImageFolder of photographs (class folders); None: skip those parts
     data_images: int = 64  # photographs per data-pipeline round
-    precision_images: int = 32
+    precision_images: int = 200  # photos the precision part compares modes on (half as many calibrate int8)
+    checkpoint: Path | None = None  # a trained net for the precision part (skipped without one)
     eval_images: int = 1  # per round; rounds pair the two methods (load drifts in ~1 min)
     eval_scales: tuple[int, ...] = (256, 384, 512)  # paper units (Q at crop 224)
     train_scale: tuple[int, int] = (256, 512)  # S jitter, paper units
@@ -50,7 +51,7 @@ class BenchConfig:
             tiny = {"width_mult": 1 / 16, "fc_width": 64, "crop_size": 32, "num_classes": 10}
             base = cls(quick=True, model_kwargs=tiny, batches=(4, 1), train_batch=4, rounds=2)
             base.compile, base.profile, base.matmul_n, base.data_images = False, False, 256, 6
-            base.precision_images, base.eval_images = 4, 1
+            base.precision_images, base.eval_images = 6, 1
         else:
             base = cls(model_kwargs={"num_classes": 1000})
         for k, v in overrides.items():

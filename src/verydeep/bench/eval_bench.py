@@ -1,9 +1,10 @@
-"""What bf16 costs in accuracy, and what dense evaluation saves over 150 crops, on real photos.
+"""What bf16 and int8 cost in accuracy, and what dense evaluation saves over 150 crops, on real photos.
 
-Precision: the same He-initialised weights run in fp32 and in verydeep's bf16 mode on centre
-crops of real photographs; we report top-1 agreement, top-5 overlap and the largest logit
-difference, and how many photos have an fp32 top-1/top-2 margin smaller than that difference
-(those are the only ones whose top-1 bf16 rounding can legitimately flip).
+Precision: a trained net (``--checkpoint``; random weights say nothing about agreement) runs in
+fp32 and in each fast mode that this hardware has (bf16 where native, int8 on CPUs) through
+``--precision``'s own code (``evaluation/precision.py``), on the user's photographs; we report top-1
+agreement and the largest posterior difference, for centre crops and dense evaluation. A mode
+below 99% agreement is not a default.
 
 Evaluation cost (Section 3.2): dense evaluation at 3 scales with flips (6 fully-convolutional
 passes) against 150 crops (5x5 grid x 2 flips x 3 scales through the FC form), per photo, in the
@@ -27,12 +28,14 @@ from ..config import pixels
 from ..data.folder import scan_image_folder
 from ..data.images import load_image
 from ..data.preprocess import Preprocess
-from ..data.transforms import CentreCropTransform, rescale_smallest
-from ..evaluation.core import Runtime, dense_probs, multicrop_probs
+from ..data.transforms import rescale_smallest
+from ..evaluation.core import Runtime, crop_probs, dense_probs, match_channels, multicrop_probs, rescale
+from ..evaluation.precision import CALIBRATION_IMAGES, for_precision, read_images, spread
 from ..hardware import native_bf16
+from ..io.checkpoint import load_model
 from ..models.summary import conv_macs
 from .config import BenchConfig
-from .nets import build_pair, fast_inference
+from .nets import build_pair
 from .timing import interleaved, median, paired_ratio
 
 PREP = Preprocess.preset("paper", mean=(123.68, 116.78, 103.94))  # the ILSVRC mean pixel
@@ -46,34 +49,49 @@ def photos(root: Path, n: int) -> list[Path]:
 
 
 def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
-    """fp32 vs bf16 (weights and activations) logits of one net on real photographs."""
-    _, vd = build_pair(cfg.arch, **cfg.model_kwargs)
-    centre = CentreCropTransform(pixels(256, cfg.crop), cfg.crop)
-    x = PREP(
-        torch.stack(
-            [centre(load_image(p, min_side=centre.min_side)) for p in photos(root, cfg.precision_images)]
-        )
+    """Each fast mode against fp32, with the trained net ``cfg.checkpoint`` on photographs of
+    ``root``: top-1 agreement and the largest posterior difference, for the centre crop and for
+    dense evaluation at the net's single test scale. int8 calibrates on other photographs."""
+    model, meta = load_model(cfg.checkpoint, device)
+    model.eval()
+    samples, _ = scan_image_folder(root)
+    tested = photos(root, cfg.precision_images)
+    seen = set(tested)
+    calib = spread([p for p, _ in samples if p not in seen], CALIBRATION_IMAGES)
+    q = pixels(sum(meta.train_scale) / len(meta.train_scale), model.crop_size)
+    xs = [match_channels(rescale(load_image(p), q)[None], model.in_channels) for p in tested]
+    modes = (["bf16"] if native_bf16(device) or cfg.all_modes else []) + (
+        ["int8"] if device.type == "cpu" else []
     )
-    ref = fast_inference(vd, device, torch.float32)(x).float().cpu()
-    low = fast_inference(vd, device, torch.bfloat16)(x).float().cpu()
-    top2 = ref.topk(2, dim=1)
-    diff = (low - ref).abs().amax(dim=1)
-    margin = top2.values[:, 0] - top2.values[:, 1]
-    k = min(5, ref.shape[1])
-    overlap = [
-        len(set(a.tolist()) & set(b.tolist())) / k
-        for a, b in zip(ref.topk(k, 1).indices, low.topk(k, 1).indices, strict=True)
-    ]
-    return {
-        "images": len(x),
-        "top1_agreement": (ref.argmax(1) == low.argmax(1)).float().mean().item(),
-        "top5_overlap": sum(overlap) / len(overlap),
-        "max_abs_logit_diff": diff.max().item(),
-        "logit_std": ref.std().item(),
-        "median_top1_margin": margin.median().item(),
-        "near_ties": int((margin < diff).sum()),  # margin below this photo's bf16 error
-        "disagreements_at_near_ties": int(((ref.argmax(1) != low.argmax(1)) & (margin < diff)).sum()),
-    }
+    prep = meta.prep
+
+    def posteriors(net, bf16: bool) -> dict[str, torch.Tensor]:
+        rt = Runtime(device, bf16, channels_last=True)
+        with torch.inference_mode():
+            centre = [
+                crop_probs(net, TF.center_crop(x, [net.crop_size] * 2), prep, flip=False, rt=rt) for x in xs
+            ]
+            dense = [dense_probs(net, x, prep, rt=rt) for x in xs]
+        return {"centre": torch.cat(centre).cpu(), "dense": torch.cat(dense).cpu()}
+
+    ref = posteriors(model, False)
+    out: dict = {"checkpoint": str(cfg.checkpoint), "images": len(xs), "test_scale_px": q, "modes": {}}
+    for mode in modes:
+        net, bf16 = for_precision(model, prep, mode, read_images(calib) if mode == "int8" else ())
+        got = posteriors(net, bf16)
+        out["modes"][mode] = {
+            m: {
+                "top1_agreement": (ref[m].argmax(1) == got[m].argmax(1)).float().mean().item(),
+                "max_prob_diff": (ref[m] - got[m]).abs().max().item(),
+            }
+            for m in ref
+        }
+        out["modes"][mode]["can_be_default"] = all(
+            v["top1_agreement"] >= 0.99 for v in out["modes"][mode].values()
+        )
+    if "int8" in modes:
+        out["calibration_images"] = len(calib)
+    return out
 
 
 def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress=None) -> dict:

@@ -24,12 +24,12 @@ import torch
 from ..hardware import native_bf16
 from ..models.summary import conv_macs
 from .config import TARGETS, BenchConfig
-from .nets import build_pair, eager_inference, fast_inference, train_step
+from .nets import build_pair, eager_inference, fast_inference, int8_inference, nnpack_inference, train_step
 from .profile import op_profile
 from .timing import interleaved, matmul_variant, median, paired_ratio
 
 log = logging.getLogger(__name__)
-_NAME = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+_NAME = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.int8: "int8"}
 Progress = Callable[[str], None] | None
 
 
@@ -71,6 +71,15 @@ def bench_inference(cfg: BenchConfig, device: torch.device, progress: Progress =
     variants = {"torchvision_fp32": eager_inference(tv, device)}
     for dt in kinds:
         variants[f"verydeep_{_NAME[dt]}_cl"] = fast_inference(vd, device, dt)
+    cpu = device.type == "cpu"
+    if cpu:  # the CPU-only candidates: int8 (--precision int8) and NNPACK's Winograd convolutions
+        g = torch.Generator().manual_seed(3)  # timing only: the precision part calibrates on photos
+        variants["verydeep_int8_cl"] = int8_inference(vd, torch.randn(8, 3, cfg.crop, cfg.crop, generator=g))
+        nnpack = nnpack_inference(vd)
+        if nnpack is not None:
+            variants["verydeep_fp32_nnpack"] = nnpack
+    limits = [(dt, b) for dt in kinds for b in (("torch", "onednn") if cpu else ("torch",))]
+    limits += [(torch.int8, "torch")] if cpu else []
     results, compiled = {}, {}
     for batch in cfg.batches:
         x = torch.randn(batch, 3, cfg.crop, cfg.crop)
@@ -80,15 +89,18 @@ def bench_inference(cfg: BenchConfig, device: torch.device, progress: Progress =
             if compiled[batch] is not None:
                 fns[f"verydeep_{_NAME[kinds[-1]]}_cl_compiled"] = lambda f=compiled[batch], x=x: f(x)
         work = {name: float(batch) for name in fns}
-        for dt in kinds:
-            fns[f"matmul_{_NAME[dt]}"], work[f"matmul_{_NAME[dt]}"] = matmul_variant(cfg.matmul_n, dt, device)
+        for dt, backend in limits:
+            name = f"matmul_{_NAME[dt]}" + ("_onednn" if backend == "onednn" else "")
+            fns[name], work[name] = matmul_variant(cfg.matmul_n, dt, device, backend=backend)
         times = interleaved(fns, cfg.rounds, warmup=1, device=device, progress=progress)
         v = _summarise(times, work, "per_s")
         for name in v:
             v[name]["gflops"] = v[name]["per_s"] * (1e-9 if name.startswith("matmul") else gflop_img)
         ratios = {n: paired_ratio(times, "torchvision_fp32", n) for n in v if n.startswith("verydeep")}
         best = max(ratios, key=ratios.__getitem__)
-        mm = "matmul_bf16" if "bf16" in best else "matmul_fp32"
+        # the limit: the faster kernel (torch's or oneDNN's) in the dtype the winning mode uses
+        dtype_name = next((d for d in ("int8", "bf16") if d in best), "fp32")
+        mm = max((n for n in v if n.startswith(f"matmul_{dtype_name}")), key=lambda n: v[n]["per_s"])
         # per round: the net's GFLOP/s over the matmul's, timed moments apart
         frac = paired_ratio(times, mm, best, scale=batch * gflop_img * 1e9 / work[mm])
         results[f"batch_{batch}"] = {
@@ -98,6 +110,7 @@ def bench_inference(cfg: BenchConfig, device: torch.device, progress: Progress =
             "best": best,
             "speedup": ratios[best],
             "fraction_of_peak": frac,
+            "limit": mm,
             "gflop_per_image": gflop_img,
         }
         missed = results[f"batch_{batch}"]["speedup"] < TARGETS["inference"] or (

@@ -80,6 +80,46 @@ def fast_inference(
     return run
 
 
+def int8_inference(model: VGG, calibration: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``--precision int8``'s net (``models/int8.py``, calibrated on ``calibration``), channels_last."""
+    from ..models.int8 import quantize_int8
+
+    net = quantize_int8(copy.deepcopy(model).cpu(), calibration)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return net(x.contiguous(memory_format=torch.channels_last))
+
+    return run
+
+
+class _Nnpack(nn.Module):
+    """A 3x3 conv through NNPACK (Winograd F(6x6, 3x3) where it picks it): a candidate the bench
+    measures, not a mode of verydeep (it lost to oneDNN on both CPU classes: BENCHMARKS.md)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        return torch._nnpack_spatial_convolution(x.contiguous(), c.weight, c.bias, c.padding, c.stride)
+
+
+def nnpack_inference(model: VGG) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """fp32 with every conv through NNPACK, or None where this torch has no NNPACK."""
+    if not torch._nnpack_available():  # the call also initialises NNPACK: ops fail without it
+        return None
+    net = copy.deepcopy(model).cpu().eval()
+    net.features = nn.Sequential(*[_Nnpack(m) if isinstance(m, nn.Conv2d) else m for m in net.features])
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return net(x)
+
+    return run
+
+
 def eager_inference(model: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     """The baseline: fp32, NCHW, ``torch.no_grad`` (what a torchvision user writes)."""
     net = copy.deepcopy(model).eval().to(device)

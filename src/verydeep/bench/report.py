@@ -37,7 +37,8 @@ def _model_lines(r: dict) -> list[str]:
         lines += _rows(title, b["variants"], "torchvision_fp32", "images/s", "GFLOP/s", b.get("speedups"))
         lines.append(
             f"  best: {b['best']}  {b['speedup']:.2f}x torchvision, "
-            f"{100 * b['fraction_of_peak']:.0f}% of the measured matmul peak of its dtype"
+            f"{100 * b['fraction_of_peak']:.0f}% of the fastest measured matmul of its dtype "
+            f"({b.get('limit', 'matmul')})"
         )
     if "compile" in r.get("inference", {}):
         lines.append(f"  torch.compile works here: {r['inference']['compile']['works']}")
@@ -60,12 +61,16 @@ def _other_lines(r: dict) -> list[str]:
     if "precision" in r:
         p = r["precision"]
         lines.append(
-            f"bf16 vs fp32 on {p['images']} real photos: top-1 agreement {100 * p['top1_agreement']:.0f}%, "
-            f"top-5 overlap {100 * p['top5_overlap']:.0f}%, max |logit diff| {p['max_abs_logit_diff']:.3g} "
-            f"(logit std {p['logit_std']:.3g}, median top-1 margin {p['median_top1_margin']:.3g}, "
-            f"{p['near_ties']} photos with margin < their bf16 error, "
-            f"{p.get('disagreements_at_near_ties', '?')} of the disagreements among them)"
+            f"Agreement with fp32, {p['checkpoint']} on {p['images']} photos at {p['test_scale_px']} px:"
         )
+        for mode, v in p["modes"].items():
+            parts = [
+                f"{m} {100 * a['top1_agreement']:.1f}% (max |dp| {a['max_prob_diff']:.3f})"
+                for m, a in v.items()
+                if m != "can_be_default"
+            ]
+            verdict = "" if v["can_be_default"] else "  below 99%: not a default"
+            lines.append(f"  {mode:5} top-1 agreement: {', '.join(parts)}{verdict}")
     if "eval" in r:
         e = r["eval"]
         s, g = e["seconds_per_image"], e["gmacs_per_image"]

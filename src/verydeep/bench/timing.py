@@ -71,16 +71,27 @@ def interleaved(
 
 
 def matmul_variant(
-    n: int, dtype: torch.dtype, device: torch.device | str, repeat: int = 4
+    n: int, dtype: torch.dtype, device: torch.device | str, repeat: int = 4, backend: str = "torch"
 ) -> tuple[Callable[[], object], float]:
-    """A square ``n``-matmul call (``repeat`` products) and its FLOPs: the hardware-limit probe."""
+    """A square ``n``-matmul call (``repeat`` products) and its FLOPs: the hardware-limit probe.
+
+    ``backend``: ``torch`` (``torch.mm``: MKL for fp32 on CPU; ``torch._int_mm`` for int8) or
+    ``onednn`` (oneDNN's inner product on oneDNN-layout tensors, CPU fp32/bf16 only).
+    """
     g = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
-    b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
-    out = torch.empty(n, n, device=device, dtype=dtype)
+    if dtype == torch.int8:
+        a, b = (torch.randint(-128, 128, (n, n), generator=g, dtype=torch.int8).to(device) for _ in "ab")
+        mm: Callable[[], object] = lambda: torch._int_mm(a, b)  # noqa: E731
+    elif backend == "onednn":
+        a, b = (torch.randn(n, n, generator=g).to(dtype=dtype).to_mkldnn() for _ in "ab")
+        mm = lambda: torch._C._nn.mkldnn_linear(a, b, None)  # noqa: E731
+    else:
+        a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in "ab")
+        out = torch.empty(n, n, device=device, dtype=dtype)
+        mm = lambda: torch.mm(a, b, out=out)  # noqa: E731
 
     def fn() -> None:
         for _ in range(repeat):
-            torch.mm(a, b, out=out)
+            mm()
 
     return fn, 2.0 * n**3 * repeat

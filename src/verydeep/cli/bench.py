@@ -40,17 +40,44 @@ def register(sub: argparse._SubParsersAction) -> None:
         "parts read them and are skipped without it",
     )
     p.add_argument("--device", type=device, help="cpu, cuda, cuda:N or auto (by default auto)")
+    p.add_argument(
+        "--isa",
+        choices=["native", "avx2"],
+        default="native",
+        help="avx2: hold torch's CPU kernels (oneDNN, MKL, fbgemm) at AVX2, to measure an AVX2-only "
+        "machine's modes on a bigger CPU (the bench restarts itself with their variables set)",
+    )
+    p.add_argument(
+        "--checkpoint", type=Path, help="a trained net: the precision part measures agreement with it"
+    )
     p.add_argument("--save", type=Path, help="also write the full JSON result to this file")
     p.set_defaults(func=run)
 
 
+def _restart_capped() -> None:
+    """Run this same command again in a process whose kernels stop at AVX2 (they read their
+    variables once, when torch loads: this process has loaded it)."""
+    import os
+    import sys
+
+    from ..hardware import AVX2_ENV
+
+    env = os.environ | AVX2_ENV
+    os.execve(sys.executable, [sys.executable, "-m", "verydeep", *sys.argv[1:]], env)
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..hardware import isa_capped
+
+    if args.isa == "avx2" and not isa_capped():
+        _restart_capped()
     cfg = BenchConfig.make(
         quick=args.quick,
         rounds=args.rounds,
         train_batch=args.train_batch,
         data_root=args.data,
         device=args.device,
+        checkpoint=args.checkpoint,
     )
     if args.no_compile:
         cfg.compile = False
