@@ -28,15 +28,43 @@ def test_every_config_quantises_to_int8_kernels_close_to_fp32(arch):
     net = VGG(arch, num_classes=5, width_mult=0.125, fc_width=32, crop_size=32).eval()
     x = torch.rand(12, 3, 32, 32) * 2 - 1
     q = quantize_int8(net, x[:8])
-    kinds = {type(m) for m in q.modules()}
-    assert nnq.Linear in kinds or any(issubclass(k, nnq.Linear) for k in kinds)  # FC layers: int8
     convs = [m for m in q.modules() if isinstance(m, nnq.Conv2d)]  # ConvReLU2d is a Conv2d
-    assert len(convs) == sum(isinstance(m, torch.nn.Conv2d) for m in net.features)
+    assert len(convs) == sum(isinstance(m, torch.nn.Conv2d) for m in net.features) - 1  # conv1_1: fp32
+    assert sum(isinstance(m, nnq.Linear) for m in q.modules()) == 2  # FC6, FC7; FC8 stays fp32
+    assert isinstance(q.fcs[2], torch.nn.Linear) and not isinstance(q.fcs[2], nnq.Linear)
     with torch.inference_mode():
         ref, got = net(x), q(x)
     assert got.shape == ref.shape
     err = (got - ref).abs().max() / ref.abs().max()
     assert 0 < err < 0.1, err  # rounded (so int8 ran), but by a few per cent of the range at most
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_equalisation_keeps_the_function_and_evens_the_channel_ranges(arch):
+    import copy
+
+    from verydeep.models.int8 import _fold_bn, equalize
+
+    torch.manual_seed(1)
+    net = VGG(arch, num_classes=5, width_mult=0.125, fc_width=32, crop_size=32).eval()
+    for m in net.features:  # uneven channel scales, as training leaves them
+        if isinstance(m, torch.nn.Conv2d):
+            m.weight.data *= torch.rand(m.out_channels, 1, 1, 1) * 4 + 0.05
+    feats = _fold_bn(copy.deepcopy(net.features))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = net.features(x)
+        spread_before = _spread(feats)
+        equalize(feats)
+        torch.testing.assert_close(feats(x), ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+    assert _spread(feats) < spread_before
+
+
+def _spread(features) -> float:
+    """Mean over convs of max/min output-channel weight range: 1 when all channels are alike."""
+    convs = [m for m in features if isinstance(m, torch.nn.Conv2d)]
+    r = [c.weight.abs().amax(dim=(1, 2, 3)) for c in convs[:-1]]  # the last conv has no partner
+    return sum((v.max() / v.min()).item() for v in r) / len(r)
 
 
 def test_dense_head_equals_the_fc_form_and_any_size_runs():

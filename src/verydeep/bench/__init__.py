@@ -15,7 +15,7 @@ import platform
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .config import PARTS, PHOTO_PARTS, TARGETS, BenchConfig
+from .config import PARTS, PHOTO_PARTS, BenchConfig, targets_for
 
 if TYPE_CHECKING:  # torch is imported when a bench runs: `verydeep --help` must stay fast
     import torch
@@ -56,7 +56,8 @@ def check_targets(r: dict) -> dict:
         got["data"] = r["data"]["speedup"]
     if "eval" in r:
         got["eval_dense_vs_crops"] = r["eval"]["ratio"]
-    return {k: {"target": TARGETS[k], "measured": v, "met": v >= TARGETS[k]} for k, v in got.items()}
+    want = targets_for(r["environment"].get("native_bf16", True))
+    return {k: {"target": want[k], "measured": v, "met": v >= want[k]} for k, v in got.items()}
 
 
 def run_bench(

@@ -54,8 +54,11 @@ def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
     dense evaluation at the net's single test scale. int8 calibrates on other photographs."""
     model, meta = load_model(cfg.checkpoint, device)
     model.eval()
-    samples, _ = scan_image_folder(root)
+    samples, classes = scan_image_folder(root)
     tested = photos(root, cfg.precision_images)
+    label_of = dict(samples)
+    # the photos' own labels, where the net was trained on these classes: error rates too
+    labels = torch.tensor([label_of[p] for p in tested]) if list(meta.classes) == list(classes) else None
     seen = set(tested)
     calib = spread([p for p, _ in samples if p not in seen], CALIBRATION_IMAGES)
     q = pixels(sum(meta.train_scale) / len(meta.train_scale), model.crop_size)
@@ -74,8 +77,16 @@ def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
             dense = [dense_probs(net, x, prep, rt=rt) for x in xs]
         return {"centre": torch.cat(centre).cpu(), "dense": torch.cat(dense).cpu()}
 
+    def errors(post: dict[str, torch.Tensor]) -> dict[str, float] | None:
+        return (
+            None
+            if labels is None
+            else {m: (p.argmax(1) != labels).float().mean().item() for m, p in post.items()}
+        )
+
     ref = posteriors(model, False)
     out: dict = {"checkpoint": str(cfg.checkpoint), "images": len(xs), "test_scale_px": q, "modes": {}}
+    out["fp32_top1_err"] = errors(ref)
     for mode in modes:
         net, bf16 = for_precision(model, prep, mode, read_images(calib) if mode == "int8" else ())
         got = posteriors(net, bf16)
@@ -86,8 +97,9 @@ def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
             }
             for m in ref
         }
+        out["modes"][mode]["top1_err"] = errors(got)
         out["modes"][mode]["can_be_default"] = all(
-            v["top1_agreement"] >= 0.99 for v in out["modes"][mode].values()
+            out["modes"][mode][m]["top1_agreement"] >= 0.99 for m in ref
         )
     if "int8" in modes:
         out["calibration_images"] = len(calib)

@@ -67,10 +67,14 @@ def _other_lines(r: dict) -> list[str]:
             parts = [
                 f"{m} {100 * a['top1_agreement']:.1f}% (max |dp| {a['max_prob_diff']:.3f})"
                 for m, a in v.items()
-                if m != "can_be_default"
+                if m in ("centre", "dense")
             ]
             verdict = "" if v["can_be_default"] else "  below 99%: not a default"
             lines.append(f"  {mode:5} top-1 agreement: {', '.join(parts)}{verdict}")
+            if v.get("top1_err") and p.get("fp32_top1_err"):
+                e, ref = v["top1_err"], p["fp32_top1_err"]
+                errs = ", ".join(f"{m} {100 * ref[m]:.1f}% -> {100 * e[m]:.1f}%" for m in e)
+                lines.append(f"        top-1 error on these photos, fp32 -> {mode}: {errs}")
     if "eval" in r:
         e = r["eval"]
         s, g = e["seconds_per_image"], e["gmacs_per_image"]

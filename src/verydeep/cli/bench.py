@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint", type=Path, help="a trained net: the precision part measures agreement with it"
     )
+    p.add_argument(
+        "--precision-photos", type=int_range(1, 100000), help="photos the precision part compares on (500)"
+    )
     p.add_argument("--save", type=Path, help="also write the full JSON result to this file")
     p.set_defaults(func=run)
 
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data,
         device=args.device,
         checkpoint=args.checkpoint,
+        precision_images=args.precision_photos,
     )
     if args.no_compile:
         cfg.compile = False

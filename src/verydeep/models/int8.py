@@ -1,11 +1,14 @@
-"""int8 inference on x86 CPUs: post-training static quantisation of every conv and FC layer.
+"""int8 inference on x86 CPUs: post-training static quantisation of the convs and FC layers.
 
-Each conv (with its BatchNorm folded in) and its ReLU are fused, as are FC6/FC7 and their ReLUs;
-weights are symmetric int8 per output channel, activations uint8 per tensor, with ranges from
-histograms of calibration images (7-bit, ``reduce_range``, so that AVX2's 16-bit pair sums
-cannot saturate). torch's ``x86`` quantised engine runs the result: fbgemm and oneDNN int8
-kernels, VNNI or AMX where the CPU has them, AVX2 otherwise. LRN has no int8 kernel and runs in
-fp32 between a dequantise and a quantise. Inference only: dropout is gone.
+BatchNorm is folded into its conv, the conv chain is equalised across layers (``equalize``),
+and each conv from conv1_2 on is fused with its ReLU, as are FC6 and FC7; weights are symmetric
+int8 per output channel, activations uint8 per tensor, with ranges from histograms of
+calibration images (7-bit, ``reduce_range``, so that AVX2's 16-bit pair sums cannot saturate).
+conv1_1 and FC8 stay fp32 (0.6% of VGG-16's operations): on an Imagewoof net, quantising them
+cost the most top-1 agreement with fp32 (docs/BENCHMARKS.md). torch's ``x86`` quantised engine
+runs the result: fbgemm and oneDNN int8 kernels, VNNI or AMX where the CPU has them, AVX2
+otherwise. LRN has no int8 kernel and runs in fp32 between a dequantise and a quantise.
+Inference only: dropout is gone.
 
 Why torch's eager quantisation and not PT2E (torch.export + torchao's x86 inductor quantiser +
 torch.compile): both reached the same speed on VGG-16 (docs/BENCHMARKS.md), but the compiled
@@ -37,6 +40,7 @@ import torch
 import torch.ao.quantization as tq
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .vgg import VGG
 
@@ -61,23 +65,64 @@ class _Float(nn.Module):
         return self.quant(self.layer(self.dequant(x)))
 
 
-def _fusable(features: nn.Sequential) -> tuple[nn.Sequential, list[list[str]]]:
-    """``features`` with non-int8 layers wrapped, and the conv(+BN)+ReLU groups to fuse."""
-    layers, groups = [], []
-    for i, m in enumerate(features):
-        layers.append(m if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d)) else _Float(m))
+def _fold_bn(features: nn.Sequential) -> nn.Sequential:
+    """BatchNorm folded into the conv before it (eval statistics): conv, ReLU, pool and LRN remain."""
+    layers = list(features)
+    for i, m in enumerate(layers):
+        if isinstance(m, nn.BatchNorm2d) and i and isinstance(layers[i - 1], nn.Conv2d):
+            layers[i - 1], layers[i] = fuse_conv_bn_eval(layers[i - 1], m), nn.Identity()
+    return nn.Sequential(*[m for m in layers if not isinstance(m, nn.Identity)])
+
+
+@torch.no_grad()
+def equalize(features: nn.Sequential, rounds: int = 4) -> None:
+    """Cross-layer equalisation (Nagel et al., 2019), in place: for each conv followed by another
+    with only ReLU and max-pooling between (both commute with a positive per-channel scale),
+    scale output channel c of the first by 1/s and input channel c of the second by s, with
+    s = sqrt(r1 / r2) from the two weight ranges. The net computes the same function, but every
+    channel's range is closer to the tensor's, which per-tensor activation ranges need."""
+    convs, pairs = [], []
+    for m in features:
         if isinstance(m, nn.Conv2d):
-            bn = i + 1 < len(features) and isinstance(features[i + 1], nn.BatchNorm2d)
-            groups.append([str(j) for j in range(i, i + (3 if bn else 2))])
-    return nn.Sequential(*layers), groups
+            if convs and convs[-1] is not None:
+                pairs.append((convs[-1], m))
+            convs.append(m)
+        elif not isinstance(m, (nn.ReLU, nn.MaxPool2d)):
+            convs.append(None)  # LRN mixes channels: no pair across it
+    for _ in range(rounds):
+        for a, b in pairs:
+            r1 = a.weight.abs().amax(dim=(1, 2, 3))
+            r2 = b.weight.abs().amax(dim=(0, 2, 3))
+            s = (r1 / r2.clamp_min(1e-12)).sqrt().clamp(1e-3, 1e3)
+            a.weight.div_(s[:, None, None, None])
+            if a.bias is not None:
+                a.bias.div_(s)
+            b.weight.mul_(s[None, :, None, None])
 
 
-def _quantize(body: nn.Module, groups: list[list[str]], calib: list[torch.Tensor]) -> nn.Module:
-    """Fuse ``groups`` of ``body``, wrap it in quantise/dequantise, observe ``calib``, convert."""
+def _split(features: nn.Sequential) -> tuple[nn.Sequential, nn.Sequential, list[list[str]]]:
+    """(fp32 head: conv1_1 and its ReLU, int8 body with non-int8 layers wrapped, conv+ReLU
+    groups of the body to fuse). conv1_1 stays fp32: quantising the image itself to 7 bits was
+    the largest single loss measured, and the layer costs 0.6% of VGG-16's operations."""
+    head, rest = nn.Sequential(*features[:2]), list(features[2:])
+    layers, groups = [], []
+    for i, m in enumerate(rest):
+        layers.append(m if isinstance(m, (nn.Conv2d, nn.ReLU, nn.MaxPool2d)) else _Float(m))
+        if isinstance(m, nn.Conv2d):
+            groups.append([str(i), str(i + 1)])
+    return head, nn.Sequential(*layers), groups
+
+
+def _quantize(
+    body: nn.Module, groups: list[list[str]], calib: list[torch.Tensor], head: nn.Module | None = None
+) -> nn.Module:
+    """Fuse ``groups`` of ``body``, wrap it in quantise/dequantise (after the fp32 ``head``),
+    observe ``calib``, convert."""
     with _quiet():
         fused = tq.fuse_modules(body.eval(), groups) if groups else body.eval()
-        net = nn.Sequential(tq.QuantStub(), fused, tq.DeQuantStub()).eval()
+        net = nn.Sequential(tq.QuantStub(), fused, tq.DeQuantStub())
         net.qconfig = tq.get_default_qconfig("x86")
+        net = nn.Sequential(head, net).eval() if head is not None else net.eval()
         observed = tq.prepare(net)
         with torch.no_grad():
             for x in calib:
@@ -96,7 +141,7 @@ class _Quiet(nn.Module):
 
 
 class Int8VGG(nn.Module):
-    """A quantised ``VGG`` for inference: int8 ``features`` and FC6, FC7, FC8."""
+    """A quantised ``VGG`` for inference: ``features`` (int8 from conv1_2 on), FC6, FC7 (int8), FC8."""
 
     def __init__(self, model: VGG, features: nn.Module, fcs: list[nn.Module]) -> None:
         super().__init__()
@@ -146,15 +191,18 @@ def quantize_int8(model: VGG, calibration: torch.Tensor, *, chunk: int = 16) -> 
         raise ValueError(f"calibration must be crops of {model.crop_size} px, got {tuple(calibration.shape)}")
     net = copy.deepcopy(model).float().eval()
     batches = list(calibration.float().contiguous().split(chunk))
-    body, groups = _fusable(net.features)
-    features = _quantize(body, groups, batches)
+    features = _fold_bn(net.features)
+    equalize(features)
+    head, body, groups = _split(features)
+    q_features = _quantize(body, groups, batches, head=head)
     with torch.no_grad():
-        acts = [torch.flatten(net.features(x), 1) for x in batches]
+        acts = [torch.flatten(features(x), 1) for x in batches]
     c = net.classifier
-    fcs = []
-    for block in (nn.Sequential(c[0], nn.ReLU()), nn.Sequential(c[3], nn.ReLU()), nn.Sequential(c[6])):
+    fcs: list[nn.Module] = []
+    for block in (nn.Sequential(c[0], nn.ReLU()), nn.Sequential(c[3], nn.ReLU())):
         with torch.no_grad():
             nxt = [block(a) for a in acts]  # before fusing: the float block's outputs feed the next
-        fcs.append(_quantize(block, [["0", "1"]] if len(block) == 2 else [], acts))
+        fcs.append(_quantize(block, [["0", "1"]], acts))
         acts = nxt
-    return Int8VGG(net, features, fcs)
+    fcs.append(c[6])  # FC8 in fp32: its int8 rounding moved near-tied top-1s most (4M MACs)
+    return Int8VGG(net, q_features, fcs)
