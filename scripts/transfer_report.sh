@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Reproduces every number of docs/TRANSFER.md. Run from the repository root after
-#   verydeep train --config experiments/transfer_fmnist.toml
-# (its best checkpoint is the "fmnist" net, its init.safetensors the "random" one).
-# Prints each command with its CPU time (user + sys, this process and its children).
+# Reproduces every number of docs/TRANSFER.md. Run from the repository root; the nets:
+#   imagewoof  an Imagewoof study net (IMAGEWOOF=its checkpoint; default the study's A-256)
+#   random-a   that net's architecture at its Glorot initialisation (made here: one-step run, init kept)
+#   fmnist     verydeep train --config experiments/transfer_fmnist.toml (its best checkpoint)
+#   random     that run's init.safetensors (the Fashion-MNIST net's shape, untrained)
+# NETS="imagewoof random-a" limits the nets, DATASETS="voc" the data sets. Prints each command
+# with its CPU time (user + sys, this process and its children).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 export PYTHONPATH=src
@@ -10,16 +13,33 @@ D=../shared/data
 OUT=runs/transfer-report
 mkdir -p "$OUT"
 TIMEFORMAT='    CPU %3U s user + %3S s sys, wall %3R s'
-DATASETS=${DATASETS:-"hym voc"}  # e.g. DATASETS=voc to redo the critters-voc half only
+DATASETS=${DATASETS:-"hym voc"}
+NETS=${NETS:-"imagewoof random-a fmnist random"}
+IMAGEWOOF=${IMAGEWOOF:-$HOME/.cache/verydeep/study-imagewoof/A-256/checkpoints/best.safetensors}
 want() { [[ " $DATASETS " == *" $1 "* ]]; }
-ckpt() { [[ $1 == fmnist ]] && echo runs/transfer-fmnist/checkpoints/best.safetensors \
-         || echo runs/transfer-fmnist/checkpoints/init.safetensors; }
 vd() { echo "\$ verydeep $*"; time "$PY" -m verydeep "$@" 2>/dev/null; }
+ckpt() {
+  case $1 in
+    imagewoof) echo "$IMAGEWOOF" ;;
+    random-a) echo runs/transfer-random-a/checkpoints/init.safetensors ;;
+    fmnist) echo runs/transfer-fmnist/checkpoints/best.safetensors ;;
+    random) echo runs/transfer-fmnist/checkpoints/init.safetensors ;;
+  esac
+}
+if [[ " $NETS " == *" random-a "* && ! -f $(ckpt random-a) ]]; then
+  # the Imagewoof net's shape and init, untrained: train.save_init keeps the weights before step 1
+  ARCH=$("$PY" -c "import json,sys; from safetensors import safe_open; \
+m=json.loads(safe_open(sys.argv[1],'pt').metadata()['verydeep'])['model']; print(m['arch'])" "$IMAGEWOOF")
+  "$PY" -m verydeep train --no-progress --set data.dataset=imagefolder --set data.root=$D/imagewoof-160 \
+    --set "model.arch=$ARCH" --set model.width_mult=0.5 --set model.fc_width=1024 --set model.crop_size=64 \
+    --set model.init=glorot --set train.save_init=true --set train.max_steps=1 --set data.val_fraction=0 \
+    --set train.eval_test=false --set train.out_dir=runs/transfer-random-a > /dev/null
+fi
 
 declare -A SCALES=([single]="--scales 256" [stack]="--scales 256 384 512 --combine stack"
                    [average]="--scales 256 384 512 --combine average")
-for net in fmnist random; do
-  ck=$(ckpt $net)
+for net in $NETS; do
+  ck=$(ckpt "$net")
   for mode in single stack average; do
     for split in train val; do
       want hym && vd features "$ck" $D/hymenoptera --split $split --out $OUT/hym-$net-$mode-$split.safetensors \
@@ -30,23 +50,8 @@ for net in fmnist random; do
     h=$OUT/hym-$net-$mode; v=$OUT/voc-$net-$mode
     want hym && vd transfer $h-train.safetensors $h-val.safetensors --json $h.json
     want hym && vd transfer $h-train.safetensors $h-val.safetensors --per-class 30 --splits 3 --json $h-caltech.json
-    want voc && vd transfer $v-train.safetensors $v-val.safetensors --ap area --json $v.json
+    want voc && vd transfer $v-train.safetensors $v-val.safetensors --ap area --json $v.json \
+      --pr-curves $OUT/pr-$net-$mode
     want voc && vd transfer $v-train.safetensors $v-val.safetensors --ap voc07 --json $v-voc07.json
   done
-done
-
-# Ablation: grey input (the Fashion-MNIST net only ever saw R = G = B), stacked scales.
-for net in fmnist random; do
-  ck=$(ckpt $net)
-  for split in train val; do
-    want hym && vd features "$ck" $D/hymenoptera --split $split --out $OUT/hym-$net-grey-$split.safetensors \
-      ${SCALES[stack]} --grey --threads 1
-    want voc && vd features "$ck" $D/critters-voc --split $split --out $OUT/voc-$net-grey-$split.safetensors \
-      ${SCALES[stack]} --grey --threads 1
-  done
-  h=$OUT/hym-$net-grey; v=$OUT/voc-$net-grey
-  want hym && vd transfer $h-train.safetensors $h-val.safetensors --json $h.json
-  want hym && vd transfer $h-train.safetensors $h-val.safetensors --per-class 30 --splits 3 --json $h-caltech.json
-  want voc && vd transfer $v-train.safetensors $v-val.safetensors --ap area --json $v.json
-  want voc && vd transfer $v-train.safetensors $v-val.safetensors --ap voc07 --json $v-voc07.json
 done

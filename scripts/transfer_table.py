@@ -14,8 +14,8 @@ MODES = {
     "single": "single scale Q=256",
     "stack": "Q={256,384,512} stacked",
     "average": "Q={256,384,512} averaged",
-    "grey": "Q={256,384,512} stacked, grey input",
 }
+NETS = ("imagewoof", "random-a", "fmnist", "random")
 
 
 def pct(path: Path, std: bool = False) -> str:
@@ -23,6 +23,17 @@ def pct(path: Path, std: bool = False) -> str:
         return "-"
     r = json.loads(path.read_text())
     return f"{100 * r['value']:.1f} ± {100 * r['std']:.1f}" if std else f"{100 * r['value']:.1f}"
+
+
+def descriptor_dim(*files: Path) -> str:
+    """The descriptor length, read from the first descriptor file's header."""
+    from safetensors import safe_open
+
+    for f in files:
+        if f.is_file():
+            with safe_open(f, "np") as st:
+                return str(st.get_slice("features").get_shape()[1])
+    return "-"
 
 
 HEAD = [
@@ -46,10 +57,12 @@ if CPU:
     HEAD.append("CPU s")
 print("| " + " | ".join(HEAD) + " |")
 print("|" + " --- |" * len(HEAD))
-for net in ("fmnist", "random"):
+for net in NETS:
     for mode, name in MODES.items():
         h, v = OUT / f"hym-{net}-{mode}", OUT / f"voc-{net}-{mode}"
-        dim = 768 if mode in ("stack", "grey") else 256
+        if not h.with_suffix(".json").is_file() and not v.with_suffix(".json").is_file():
+            continue
+        dim = descriptor_dim(Path(f"{h}-train.safetensors"), Path(f"{v}-train.safetensors"))
         row = [pct(h.with_suffix(".json")), pct(Path(f"{h}-caltech.json"), std=True)]
         row += [pct(v.with_suffix(".json")), pct(Path(f"{v}-voc07.json"))]
         if CPU:
