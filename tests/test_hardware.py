@@ -14,8 +14,13 @@ def test_auto_precision_follows_the_cpu_flags(monkeypatch):
     assert hardware.resolve_precision("bf16", cpu) is torch.bfloat16  # asked for: given
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
     assert hardware.cpu_class() == "avx512_bf16" and hardware.resolve_precision("auto", cpu) is torch.bfloat16
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16", "amx_tile"}))
-    assert hardware.cpu_class() == "amx"
+    assert hardware.int8_dot(cpu) == "avx2"  # AVX-512 without VNNI: int8 pair sums as on AVX2
+    monkeypatch.setattr(
+        hardware, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16", "amx_tile", "amx_int8"})
+    )
+    assert hardware.cpu_class() == "amx" and hardware.int8_dot(cpu) == "amx"
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx_vnni"}))
+    assert hardware.int8_dot(cpu) == "vnni" and hardware.int8_dot(torch.device("cuda")) == ""
 
 
 def test_this_machine_is_read():

@@ -63,6 +63,19 @@ def cpu_class() -> str:
     return "other"
 
 
+def int8_dot(device: torch.device) -> str:
+    """The CPU's int8 dot-product unit, which decides int8's speed: amx, vnni or avx2 (16-bit
+    pair sums, slower; activations then use 7 bits), "" off the CPU or on older CPUs."""
+    flags = cpu_flags()
+    if device.type != "cpu":
+        return ""
+    if "amx_int8" in flags:
+        return "amx"
+    if {"avx512_vnni", "avx_vnni"} & flags:
+        return "vnni"
+    return "avx2" if "avx2" in flags else ""
+
+
 def native_bf16(device: torch.device) -> bool:
     """bf16 matmuls run natively (not emulated) on ``device``."""
     if device.type == "cuda":

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # torch is imported when a bench runs: `verydeep --help` must
 def environment(device: torch.device) -> dict:
     import torch
 
-    from ..hardware import cpu_class, isa_capped, native_bf16
+    from ..hardware import cpu_class, int8_dot, isa_capped, native_bf16
 
     env = {
         "torch": torch.__version__,
@@ -38,8 +38,10 @@ def environment(device: torch.device) -> dict:
         "device": str(device),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
+    env["int8_dot"] = int8_dot(device)
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
+        env["tf32"] = torch.cuda.get_device_capability(device) >= (8, 0)  # Ampere and later
     return env
 
 
