@@ -1,6 +1,6 @@
 """Markdown table of the results written by scripts/transfer_report.sh (runs/transfer-report/*.json).
 
-Usage: python scripts/transfer_table.py [LOG ...]; with the script's logs (a later log's run of a
+Usage: .venv/bin/python scripts/transfer_table.py [LOG ...]; with the script's logs (a later log's run of a
 command replaces an earlier one) a column gives each row's CPU seconds (user + sys, 8 commands).
 """
 
