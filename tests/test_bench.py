@@ -125,6 +125,11 @@ def test_bench_cli_quick_json_photo_parts(capsys, shared_data, tmp_path):
     save_model(ckpt, net, Meta(classes=["ants", "bees"]))
     args = ["bench", "--quick", "--json", "--rounds", "1", "--data", str(shared_data / "hymenoptera" / "val")]
     args += ["--checkpoint", str(ckpt)]
+    # more photos asked for than the folder holds beside the 32 that calibrate int8: fewer are tested
+    assert main([*args, "--only", "precision", "--precision-photos", "100000"]) == 0
+    p = json.loads(capsys.readouterr().out)["precision"]
+    assert p["images"] == 153 - 32 and p["calibration_images"] == 32
+    assert p["calibrated_on"] == "other photos of the folder"
     assert main([*args, "--only", "precision", "eval", "data", "features"]) == 0
     r = json.loads(capsys.readouterr().out)
     _check_structure(r, ["precision", "eval", "data", "features"])

@@ -55,12 +55,15 @@ def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
     model, meta = load_model(cfg.checkpoint, device)
     model.eval()
     samples, classes = scan_image_folder(root)
-    tested = photos(root, cfg.precision_images)
+    # leave 32 photos out to calibrate int8 on; a folder too small for that calibrates on the
+    # tested photos' pixels, as `--precision int8` does on its inputs by default
+    tested = photos(root, min(cfg.precision_images, max(1, len(samples) - CALIBRATION_IMAGES)))
     label_of = dict(samples)
     # the photos' own labels, where the net was trained on these classes: error rates too
     labels = torch.tensor([label_of[p] for p in tested]) if list(meta.classes) == list(classes) else None
     seen = set(tested)
-    calib = spread([p for p, _ in samples if p not in seen], CALIBRATION_IMAGES)
+    others = [p for p, _ in samples if p not in seen]
+    calib = spread(others or tested, CALIBRATION_IMAGES)
     q = pixels(sum(meta.train_scale) / len(meta.train_scale), model.crop_size)
     xs = [match_channels(rescale(load_image(p), q)[None], model.in_channels) for p in tested]
     modes = (["bf16"] if native_bf16(device) or cfg.all_modes else []) + (
@@ -103,6 +106,7 @@ def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
         )
     if "int8" in modes:
         out["calibration_images"] = len(calib)
+        out["calibrated_on"] = "other photos of the folder" if others else "the tested photos"
     return out
 
 
