@@ -27,6 +27,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import nn
 
+from ..config import pixels
 from ..data.images import IMAGE_EXTENSIONS, BadImageError, load_image
 from ..data.preprocess import Preprocess
 from ..hardware import native_bf16
@@ -48,14 +49,9 @@ def inference_precision(name: str, device: torch.device) -> str:
     return name
 
 
-def calibration_side(crop: int) -> int:
-    """Calibration crops are cut from images rescaled to S = 256 in paper units."""
-    return round(256 * crop / 224)
-
-
 def calibration_crops(images: Iterable[Image.Image | torch.Tensor], crop: int, channels: int) -> torch.Tensor:
     """Centre crops (N, C, crop, crop) uint8 of PIL or uint8 CHW images, each rescaled first."""
-    side = calibration_side(crop)
+    side = pixels(256, crop)  # crops cut from images rescaled to S = 256 paper units
     out = [TF.center_crop(match_channels(rescale(x, side)[None], channels), [crop, crop])[0] for x in images]
     if not out:
         raise ValueError("int8 needs calibration images; none could be read")
