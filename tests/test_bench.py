@@ -196,3 +196,33 @@ def test_bench_isa_avx2_restarts_itself_held_at_avx2():
     out = subprocess.run([*cmd, "--json"], capture_output=True, text=True, check=True).stdout
     env = json.loads(out)["environment"]
     assert env["isa_capped_at_avx2"] and env["cpu_capability"] == "AVX2" and not env["native_bf16"]
+
+
+def test_a_failing_part_keeps_the_parts_already_measured(monkeypatch, capsys, tmp_path):
+    """One part that raises (out of memory, an odd folder) is one line; the others are kept."""
+    from verydeep.bench import model_bench
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(model_bench, "bench_training", boom)
+    save = tmp_path / "r.json"
+    args = [
+        "bench",
+        "--quick",
+        "--rounds",
+        "1",
+        "--only",
+        "inference",
+        "training",
+        "lrn",
+        "--save",
+        str(save),
+    ]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "FAILED training: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB" in out
+    assert "more detail" not in out and "torchvision_fp32" in out
+    r = json.loads(save.read_text())
+    assert {"inference", "lrn"} <= set(r) and "training" not in r
+    assert set(r["failed"]) == {"training"}

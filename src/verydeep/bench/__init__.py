@@ -62,6 +62,11 @@ def check_targets(r: dict) -> dict:
     return {k: {"target": want[k], "measured": v, "met": v >= want[k]} for k, v in got.items()}
 
 
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def run_bench(
     cfg: BenchConfig, parts: tuple[str, ...] = PARTS, progress: Callable[[str], None] | None = None
 ) -> dict:
@@ -91,19 +96,21 @@ def run_bench(
     if "precision" in parts and cfg.checkpoint is None:
         r.setdefault("skipped", {})["precision"] = "no --checkpoint of a trained net given"
         parts = tuple(p for p in parts if p != "precision")
-    if "inference" in parts:
-        r["inference"] = bench_inference(cfg, device, progress)
-    if "training" in parts:
-        r["training"] = bench_training(cfg, device, progress)
-    if "lrn" in parts:
-        r["lrn"] = bench_lrn(cfg, device, progress)
-    if "precision" in parts:
-        r["precision"] = precision_check(cfg, device, photos)
-    if "eval" in parts:
-        r["eval"] = bench_eval_cost(cfg, device, photos, progress)
-    if "data" in parts:
-        r["data"] = bench_data(cfg, photos, progress)
-    if "features" in parts:
-        r["features"] = bench_features(cfg, device, photos, progress)
+    steps = {
+        "inference": lambda: bench_inference(cfg, device, progress),
+        "training": lambda: bench_training(cfg, device, progress),
+        "lrn": lambda: bench_lrn(cfg, device, progress),
+        "precision": lambda: precision_check(cfg, device, photos),
+        "eval": lambda: bench_eval_cost(cfg, device, photos, progress),
+        "data": lambda: bench_data(cfg, photos, progress),
+        "features": lambda: bench_features(cfg, device, photos, progress),
+    }
+    for part in (p for p in PARTS if p in parts):
+        try:
+            r[part] = steps[part]()
+        except (RuntimeError, ValueError, OSError, MemoryError) as e:
+            # one part's failure (out of memory, an odd folder) must not lose the parts already
+            # measured: it is reported in one line and the run goes on
+            r.setdefault("failed", {})[part] = f"{type(e).__name__}: {_first_line(e)}"
     r["targets"] = check_targets(r)
     return r

@@ -116,6 +116,8 @@ def format_report(r: dict) -> str:
             )
     for part, why in r.get("skipped", {}).items():
         lines.append(f"skipped {part}: {why}")
+    for part, why in r.get("failed", {}).items():
+        lines.append(f"FAILED {part}: {why}")
     for part, prof in _profiles(r):
         lines += ["", f"Profile of {part} (target missed):", prof]
     return "\n".join(lines)

@@ -106,4 +106,4 @@ def run(args: argparse.Namespace) -> int:
     if args.save:
         atomic_write(args.save, (text + "\n").encode())
     print(text if args.json else format_report(result))
-    return 0
+    return 1 if result.get("failed") else 0  # the parts that ran are printed and saved all the same
