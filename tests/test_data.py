@@ -134,6 +134,32 @@ def test_preprocess_presets():
         Preprocess.preset("keras")
 
 
+@pytest.mark.parametrize("name", ["paper", "caffe", "torchvision"])
+def test_preprocess_with_colour_shift_matches_torchvision_normalize(name):
+    """The fused one-pass form against the textbook order: add the shift, scale, reorder, then
+    torchvision's transforms v2 Normalize."""
+    import torchvision.transforms.v2 as T2
+
+    prep = Preprocess.preset(name, mean=(120.0, 110.0, 100.0) if name == "paper" else None)
+    x = torch.randint(0, 256, (4, 3, 5, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    colour = torch.randn(4, 3, generator=torch.Generator().manual_seed(1)) * 10
+    want = (x.float() + colour[:, :, None, None]) * (prep.pixel_range / 255.0)
+    want = want.flip(1) if prep.bgr else want
+    want = T2.Normalize(list(prep.mean), list(prep.std))(want)
+    torch.testing.assert_close(prep(x, colour), want, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(
+        prep(x.float()),
+        T2.Normalize(list(prep.mean), list(prep.std))(
+            (x.float() * (prep.pixel_range / 255.0)).flip(1)
+            if prep.bgr
+            else x.float() * (prep.pixel_range / 255.0)
+        ),
+        rtol=1e-5,
+        atol=1e-4,
+    )
+    assert prep(x).dtype == torch.float32 and x.dtype == torch.uint8
+
+
 def test_train_transform_equals_rescale_then_crop(shared_data):
     """Oracle: rescale the whole photo to S with torchvision, crop, flip (the obvious way).
 

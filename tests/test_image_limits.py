@@ -105,6 +105,54 @@ def test_exif_orientation_is_honoured_by_default(tmp_path, orientation):
     assert raw.shape == stored.shape and np.abs(raw - stored).mean() < 4
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tensor_path_orients_as_pil_exif_transpose(tmp_path, orientation):
+    """Every orientation, PIL's ``ImageOps.exif_transpose`` as the oracle for the tensor path's
+    own EXIF reader and view transforms; a gradient image, so any wrong turn shows."""
+    from PIL import ImageOps
+
+    from verydeep.data.images import exif_orientation
+
+    yy, xx = np.mgrid[0:40, 0:60]
+    arr = np.stack([xx * 4, yy * 6, (xx + yy) * 2], -1).astype(np.uint8)
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    img.save(tmp_path / "p.jpg", quality=98, exif=exif)
+    data = (tmp_path / "p.jpg").read_bytes()
+    assert exif_orientation(data) == orientation == Image.open(tmp_path / "p.jpg").getexif()[0x0112]
+    want = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "p.jpg")).convert("RGB"), float)
+    got = load_image_tensor(tmp_path / "p.jpg").permute(1, 2, 0).numpy().astype(float)
+    assert got.shape == want.shape and np.abs(got - want).max() <= 2
+
+
+def test_exif_reader_agrees_with_pil_on_real_photos(shared_data):
+    from verydeep.data.images import exif_orientation
+
+    paths = sorted((shared_data / "critters-voc" / "JPEGImages").glob("*.jpg"))
+    paths += sorted((shared_data / "hymenoptera" / "train").rglob("*.jpg"))
+    tagged = 0
+    for p in paths:
+        exif = Image.open(p).getexif()
+        pil, tagged = exif.get(0x0112, 1), tagged + (0x0112 in exif)
+        # kangaroo-00076.jpg says 0, outside 1-8: both readers leave such a photo as stored
+        assert exif_orientation(p.read_bytes()) == (pil if 1 <= pil <= 8 else 1), p.name
+    assert tagged > 20  # 28 photos carry the tag (two with values outside 1-8): a real comparison
+
+
+def test_tensor_path_without_simplejpeg_reads_the_same(tmp_path, monkeypatch, shared_data):
+    """Where simplejpeg's wheel is missing every JPEG goes through PIL: same sizes, pixels within
+    the two libjpeg-turbo builds' rounding."""
+    from verydeep.data import images
+
+    paths = sorted((shared_data / "hymenoptera" / "train" / "bees").glob("*.jpg"))[:6]
+    fast = [images.load_image_tensor(p, min_side=128) for p in paths]
+    monkeypatch.setattr(images, "simplejpeg", None)
+    for p, a in zip(paths, fast, strict=True):
+        b = images.load_image_tensor(p, min_side=128)
+        assert a.shape == b.shape and (a.float() - b.float()).abs().mean() < 1.5, p.name
+
+
 def test_exif_in_datasets_and_preresize(tmp_path):
     (tmp_path / "src" / "a").mkdir(parents=True)
     exif_photo(tmp_path / "src" / "a" / "p.jpg", 6)

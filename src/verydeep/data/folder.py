@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .images import IMAGE_EXTENSIONS, BadImageError, load_image, load_image_tensor
+from .images import BadImageError, is_image_file, load_image, load_image_tensor
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,7 @@ def scan_image_folder(
     if unknown:
         raise ValueError(f"{root}: class folders {unknown[:5]} are not among the model's classes")
     index = {c: i for i, c in enumerate(classes)}
-    samples = [
-        (p, index[d])
-        for d in found
-        for p in sorted((root / d).rglob("*"))
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-    ]
+    samples = [(p, index[d]) for d in found for p in sorted((root / d).rglob("*")) if is_image_file(p)]
     if not samples:
         raise ValueError(f"{root}: no images found (expected {root}/<class>/<image>.jpg)")
     return samples, classes

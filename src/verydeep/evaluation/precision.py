@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 
 from ..config import pixels
-from ..data.images import IMAGE_EXTENSIONS, BadImageError, load_image
+from ..data.images import BadImageError, find_images, load_image
 from ..data.preprocess import Preprocess
 from ..hardware import native_bf16
 from ..models.vgg import VGG
@@ -67,13 +67,7 @@ def spread(items: Sequence, n: int = CALIBRATION_IMAGES) -> list:
 
 def image_paths(folder: str | Path) -> list[Path]:
     """Every image file under ``folder``, sorted (the ``--calibrate`` folder)."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise ValueError(f"calibration folder {folder} does not exist")
-    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not found:
-        raise ValueError(f"calibration folder {folder} holds no images")
-    return found
+    return find_images(folder, what="calibration folder")
 
 
 def read_images(paths: Iterable[str | Path], exif: bool = True) -> Iterable[Image.Image]:
