@@ -96,8 +96,9 @@ def _check_structure(r: dict, parts: list[str]) -> None:
         assert set(r["eval"]["seconds_per_image"]) == {"dense_3scale_flip", "multicrop_150"}
     if "data" in r:
         d = r["data"]
-        assert {"torchvision", "verydeep", "decode_pil_draft"} <= set(d["images_per_cpu_s"])
-        assert d["best_decoder"] in ("pil", "pil_draft", "torchvision_io")
+        assert {"torchvision", "verydeep", "verydeep_pil", "decode_simplejpeg"} <= set(d["images_per_cpu_s"])
+        assert d["best_decoder"] in ("pil", "pil_draft", "torchvision_io", "simplejpeg")
+        assert d["speedup"] == d["speedups"]["verydeep"]  # the pipeline training runs
 
 
 def test_bench_cli_quick_json_model_parts(capsys):
@@ -226,3 +227,16 @@ def test_a_failing_part_keeps_the_parts_already_measured(monkeypatch, capsys, tm
     r = json.loads(save.read_text())
     assert {"inference", "lrn"} <= set(r) and "training" not in r
     assert set(r["failed"]) == {"training"}
+
+
+def test_photo_parts_read_any_folder_of_photos(capsys, shared_data):
+    """Issue 19, item 6: `--only data --data DIR` on any folder: here a VOC tree, no class folders."""
+    voc = shared_data / "critters-voc"
+    assert (
+        main(
+            ["bench", "--quick", "--json", "--rounds", "1", "--only", "data", "features", "--data", str(voc)]
+        )
+        == 0
+    )
+    r = json.loads(capsys.readouterr().out)
+    assert r["data"]["images"] == 6 and r["data"]["speedup"] > 0 and r["features"]["images"] == 6

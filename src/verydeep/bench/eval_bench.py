@@ -26,7 +26,7 @@ import torchvision.transforms.v2.functional as TF
 
 from ..config import pixels
 from ..data.folder import scan_image_folder
-from ..data.images import load_image
+from ..data.images import find_images, load_image
 from ..data.preprocess import Preprocess
 from ..data.transforms import rescale_smallest
 from ..evaluation.core import Runtime, crop_probs, dense_probs, match_channels, multicrop_probs, rescale
@@ -42,10 +42,9 @@ PREP = Preprocess.preset("paper", mean=(123.68, 116.78, 103.94))  # the ILSVRC m
 
 
 def photos(root: Path, n: int) -> list[Path]:
-    """``n`` photographs spread over the classes of ``root`` (an ImageFolder tree), sorted."""
-    samples, _ = scan_image_folder(root)
-    step = max(1, len(samples) // n)
-    return [p for p, _ in samples[::step][:n]]
+    """``n`` photographs evenly spread over every image under ``root`` (class folders, a VOC
+    tree, or a plain folder), sorted: an ImageFolder's classes each get their share."""
+    return spread(find_images(root, what="photo folder"), n)
 
 
 def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
@@ -57,7 +56,9 @@ def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
     samples, classes = scan_image_folder(root)
     # leave 32 photos out to calibrate int8 on; a folder too small for that calibrates on the
     # tested photos' pixels, as `--precision int8` does on its inputs by default
-    tested = photos(root, min(cfg.precision_images, max(1, len(samples) - CALIBRATION_IMAGES)))
+    tested = spread(
+        [p for p, _ in samples], min(cfg.precision_images, max(1, len(samples) - CALIBRATION_IMAGES))
+    )
     label_of = dict(samples)
     # the photos' own labels, where the net was trained on these classes: error rates too
     labels = torch.tensor([label_of[p] for p in tested]) if list(meta.classes) == list(classes) else None
