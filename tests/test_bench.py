@@ -135,7 +135,10 @@ def test_bench_cli_quick_json_photo_parts(capsys, shared_data, tmp_path):
     r = json.loads(capsys.readouterr().out)
     _check_structure(r, ["precision", "eval", "data", "features"])
     f = r["features"]
-    assert set(f["images_per_s"]) == {"exact_sizes", "window_buckets"} and f["speedup"] > 0
+    want = {"exact_sizes", "window_buckets"} | (
+        {"window_buckets_bf16"} if r["environment"]["native_bf16"] else set()
+    )
+    assert set(f["images_per_s"]) == want and f["speedup"] > 0 and f["gmacs_per_image"] > 0
 
 
 def test_bench_table_and_errors(capsys, tmp_path):

@@ -10,6 +10,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from verydeep.config import pixels
+from verydeep.data.photos import rescaled_size
 from verydeep.data.preprocess import Preprocess
 from verydeep.data.voc_labels import read_voc_labels
 from verydeep.features import (
@@ -20,7 +21,6 @@ from verydeep.features import (
     describe_images,
     describe_paths,
     labelled_images,
-    rescaled_size,
 )
 from verydeep.io.features import Descriptors, load_descriptors, save_descriptors
 from verydeep.models.init import init_weights
@@ -255,3 +255,22 @@ def test_photos_of_different_sizes_share_a_batch():
         [describe_images(net, PREP, [im], DescriptorConfig(scales=(64,), units="pixels")) for im in imgs]
     )
     torch.testing.assert_close(together, alone, atol=1e-6, rtol=1e-5)
+
+
+def test_decoding_workers_rule_and_workers_give_the_same_descriptors(tmp_path):
+    """-1 (the CLI's default): none on a CPU, min(8, cores) on a GPU; decoding in worker
+    processes with the deep prefetch gives the same descriptors as in the main process."""
+    from verydeep.data.photos import decoding_workers
+
+    assert decoding_workers(-1, torch.device("cpu")) == 0 and decoding_workers(3, torch.device("cpu")) == 3
+    assert 1 <= decoding_workers(-1, torch.device("cuda")) <= 8
+    net = small_net(32)
+    paths = []
+    for i, img in enumerate(random_images([(50, 40), (64, 48), (40, 70), (50, 41), (33, 90)])):
+        img.save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    cfg = DescriptorConfig(scales=(40.0,), units="pixels", batch_size=2)
+    main_process, kept = describe_paths(net, PREP, paths, cfg, workers=0)
+    in_workers, kept2 = describe_paths(net, PREP, paths, cfg, workers=2)
+    assert kept == kept2 == list(range(5))
+    torch.testing.assert_close(main_process, in_workers)

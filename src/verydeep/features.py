@@ -38,17 +38,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from .config import pixels
-from .data.folder import scan_image_folder
-from .data.images import BadImageError, load_image
+from .data.images import BadImageError
+from .data.photos import PathImages, decoding_workers, first_item, labelled_images, rescale_to_sides
 from .data.preprocess import Preprocess
-from .data.voc_labels import is_voc_root, read_voc_labels
 from .evaluation.core import Runtime, dense_pooled, window_trim
 from .evaluation.precision import (
     PRECISIONS,
@@ -131,60 +128,8 @@ def combine_scales(
     return F.normalize(d, dim=1)
 
 
-def rescaled_size(width: int, height: int, side: int, step: int = 1) -> tuple[int, int]:
-    """(H, W) with the smaller side ``side`` and the aspect kept (long side rounded to ``step``)."""
-    short, long = min(width, height), max(width, height)
-    new_long = max(side, round(long * side / short / step) * step)
-    return (side, new_long) if height <= width else (new_long, side)
-
-
 def _colour_mode(model: VGG, cfg: DescriptorConfig) -> str:
     return "L" if model.in_channels == 1 else ("LRGB" if cfg.grey else "RGB")
-
-
-def _rescale(img: Image.Image, sides: list[int], step: int, mode: str) -> list[torch.Tensor]:
-    if mode != "RGB":
-        img = img.convert("L")
-        img = img.convert("RGB") if mode == "LRGB" else img
-    out = []
-    for side in sides:
-        h, w = rescaled_size(img.width, img.height, side, step)
-        resized = TF.resize(img, [h, w], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-        out.append(TF.pil_to_tensor(resized))
-    return out
-
-
-class _PathImages(torch.utils.data.Dataset):
-    """Decode once, rescale to every scale: item i -> (i, [uint8 (C, H, W) per scale] or None)."""
-
-    def __init__(
-        self,
-        paths: Sequence[str | Path],
-        sides: list[int],
-        step: int,
-        mode: str,
-        fail: bool,
-        exif: bool = True,
-    ):
-        self.paths, self.sides, self.step, self.mode, self.fail = paths, sides, step, mode, fail
-        self.exif = exif
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[int, list[torch.Tensor] | str | None]:
-        try:
-            img = load_image(self.paths[i], min_side=max(self.sides), exif=self.exif)
-        except BadImageError as e:
-            if self.fail:  # raised by the main process: from a worker it would carry a traceback
-                return i, str(e)
-            log.warning("skipping bad image: %s", e)
-            return i, None
-        return i, _rescale(img, self.sides, self.step, self.mode)
-
-
-def _first(batch: list) -> object:
-    return batch[0]
 
 
 @torch.no_grad()
@@ -239,7 +184,8 @@ def describe_images(
     net, rt = _for_precision(model, prep, cfg, images)
     sides = cfg.sides(model.crop_size)
     items = (
-        (i, _rescale(img, sides, cfg.size_step, _colour_mode(model, cfg))) for i, img in enumerate(images)
+        (i, rescale_to_sides(img, sides, cfg.size_step, _colour_mode(model, cfg)))
+        for i, img in enumerate(images)
     )
     return _assemble(_run_buckets(net, prep, items, cfg, len(sides), rt), cfg)[0]
 
@@ -255,7 +201,7 @@ def _for_precision(model: VGG, prep: Preprocess, cfg: DescriptorConfig, inputs: 
         pick = spread(image_paths(cfg.calibrate) if cfg.calibrate else list(inputs))
         calib = pick if pick and isinstance(pick[0], Image.Image) else list(read_images(pick, cfg.exif))
     net, bf16 = for_precision(model, prep, precision, calib)
-    return net, Runtime(device, bf16)
+    return net, Runtime(device, bf16, channels_last=True)  # same descriptors, ~1.5x faster on CPU
 
 
 def describe_paths(
@@ -263,36 +209,27 @@ def describe_paths(
     prep: Preprocess,
     paths: Sequence[str | Path],
     cfg: DescriptorConfig,
-    workers: int = 0,
+    workers: int = -1,
     on_bad_image: str = "skip",
     progress: Callable[[Iterable], Iterable] | None = None,
 ) -> tuple[torch.Tensor, list[int]]:
     """Descriptors of image files and the indices (into ``paths``) of those that could be read.
 
-    Decoding and rescaling run in ``workers`` DataLoader processes; ``progress`` wraps the item
-    iterator (e.g. ``tqdm``).
+    Decoding and rescaling run in ``workers`` DataLoader processes (-1: ``decoding_workers``),
+    which keep up to two batches decoded ahead of the net; ``progress`` wraps the item iterator
+    (e.g. ``tqdm``).
     """
     net, rt = _for_precision(model, prep, cfg, list(paths))
     sides = cfg.sides(model.crop_size)
     mode = _colour_mode(model, cfg)
-    ds = _PathImages(list(paths), sides, cfg.size_step, mode, on_bad_image == "fail", cfg.exif)
-    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=workers, collate_fn=_first)
+    ds = PathImages(list(paths), sides, cfg.size_step, mode, on_bad_image == "fail", cfg.exif)
+    n = decoding_workers(workers, rt.device)
+    # items come one photo at a time and the net takes a bucket of batch_size at once: a deep
+    # prefetch lets the workers go on decoding while the net runs
+    ahead = {"prefetch_factor": max(2, -(-2 * cfg.batch_size // n)), "persistent_workers": False} if n else {}
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=n, collate_fn=first_item, **ahead)
     items = progress(loader) if progress else loader
     return _assemble(_run_buckets(net, prep, items, cfg, len(sides), rt), cfg)
-
-
-def labelled_images(
-    root: str | Path, split: str = "", classes: list[str] | None = None
-) -> tuple[list[Path], np.ndarray, list[str]]:
-    """(paths, labels, classes) of a VOC tree's ``split`` (multi-label) or an ImageFolder tree.
-
-    For an ImageFolder, ``split`` (if given) is a sub-folder of ``root`` (``train``, ``val``).
-    """
-    root = Path(root)
-    if is_voc_root(root):
-        return read_voc_labels(root, split or "train", classes)
-    samples, classes = scan_image_folder(root / split if split else root, classes)
-    return [p for p, _ in samples], np.array([y for _, y in samples], dtype=np.int64), classes
 
 
 def describe_dataset(

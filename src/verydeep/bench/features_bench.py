@@ -1,12 +1,16 @@
 """Feature extraction over a folder (issue 19, item 7): images/s of ``describe_paths``, the
 function ``verydeep features`` runs, with photos bucketed by the 32-px windows the dense net sees
-(``--dense-align centre``) against exact-size buckets (``topleft``: photos of different sizes
-never share a batch). Decoding runs in the same process, so images/s is the whole cost.
+(``--dense-align centre``: the border pixels no window sees are cut, so the descriptors are those
+of the uncut photo) against exact-size buckets (``topleft``: photos of different sizes never
+share a batch), and the same in bf16 where the CPU has it natively. Decoding runs as
+``verydeep features`` runs it by default (on a CPU in the same process), so images/s is the
+whole cost; GMAC/s is the net's arithmetic (conv layers, FC6, FC7 over every window, flips) over
+that time, to set beside the matmul limit of the inference part.
 
 Example:
     >>> from verydeep.bench.features_bench import VARIANTS
     >>> sorted(VARIANTS)
-    ['exact_sizes', 'window_buckets']
+    ['exact_sizes', 'window_buckets', 'window_buckets_bf16']
 """
 
 from __future__ import annotations
@@ -15,13 +19,32 @@ from pathlib import Path
 
 import torch
 
+from ..data.images import load_image
+from ..data.photos import rescale_to_sides
+from ..evaluation.core import window_trim
 from ..features import DescriptorConfig, describe_paths
+from ..hardware import native_bf16
+from ..models.summary import conv_macs
 from .config import BenchConfig
 from .eval_bench import PREP, photos
 from .nets import build_pair
 from .timing import interleaved, median, paired_ratio
 
-VARIANTS = {"exact_sizes": "topleft", "window_buckets": "centre"}
+VARIANTS = {
+    "exact_sizes": ("topleft", "fp32"),
+    "window_buckets": ("centre", "fp32"),
+    "window_buckets_bf16": ("centre", "bf16"),
+}
+Q = 384.0  # paper units: the descriptor scale of the paper's VOC/Caltech single-scale results
+
+
+def _gmacs_per_image(net, paths: list[Path], side: int) -> float:
+    """Mean GMACs of one descriptor (image and its flip) at the trimmed sizes the net sees."""
+    total = 0
+    for p in paths:
+        x = window_trim(rescale_to_sides(load_image(p), [side], 1, "RGB")[0], net.crop_size, 32, "centre")
+        total += 2 * conv_macs(net, *x.shape[-2:], fc_layers=2)
+    return total / len(paths) / 1e9
 
 
 def bench_features(cfg: BenchConfig, device: torch.device, root: Path, progress=None) -> dict:
@@ -29,14 +52,23 @@ def bench_features(cfg: BenchConfig, device: torch.device, root: Path, progress=
     _, vd = build_pair(cfg.arch, **cfg.model_kwargs)
     vd = vd.to(device).eval()
     paths = photos(root, cfg.data_images)
-    fns = {
-        name: (lambda a=align: describe_paths(vd, PREP, paths, DescriptorConfig(scales=(384.0,), align=a)))
-        for name, align in VARIANTS.items()
-    }
+    names = [k for k, (_, prec) in VARIANTS.items() if prec != "bf16" or native_bf16(device) or cfg.all_modes]
+
+    def run(align: str, precision: str):
+        return lambda: describe_paths(
+            vd, PREP, paths, DescriptorConfig(scales=(Q,), align=align, precision=precision)
+        )
+
+    fns = {k: run(*VARIANTS[k]) for k in names}
     times = interleaved(fns, rounds=cfg.rounds, warmup=0, device=device, progress=progress)
+    gmacs = _gmacs_per_image(vd, paths, DescriptorConfig(scales=(Q,)).sides(vd.crop_size)[0])
+    rate = {k: len(paths) / median(v) for k, v in times.items()}
     return {
         "images": len(paths),
-        "images_per_s": {k: len(paths) / median(v) for k, v in times.items()},
+        "images_per_s": rate,
+        "gmacs_per_image": gmacs,
+        "gmac_per_s": {k: r * gmacs for k, r in rate.items()},
         "speedup": paired_ratio(times, "exact_sizes", "window_buckets"),
-        "note": "describe_paths at Q=384 (paper units), flip averaged, decoding included, one process",
+        "speedups": {k: paired_ratio(times, "exact_sizes", k) for k in names if k != "exact_sizes"},
+        "note": f"describe_paths at Q={Q:.0f} (paper units), flip averaged, decoding included",
     }

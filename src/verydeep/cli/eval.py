@@ -44,7 +44,12 @@ def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
     )
     add_precision_args(p)
     p.add_argument("--bf16", action="store_true", help="the same as --precision bf16 (kept for old scripts)")
-    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="channels_last memory format: the same numbers, faster on CPU (--no-channels-last: NCHW)",
+    )
     p.add_argument("--threads", type=THREADS, help="CPU threads for torch (1 is fastest on a busy machine)")
 
 

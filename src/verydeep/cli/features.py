@@ -55,7 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dense_args(p)  # --dense-align topleft: how docs/TRANSFER.md's numbers were made
     p.add_argument("--grey", action="store_true", help="feed grey images (nets trained on grey data)")
     p.add_argument("--classes-from", help="descriptor file whose class order to use (e.g. the train file)")
-    p.add_argument("--workers", type=int_range(0, 256), default=0, help="image-decoding processes")
+    p.add_argument(
+        "--workers",
+        type=int_range(-1, 256),
+        default=-1,
+        help="image-decoding processes; -1: min(8, cores) on a GPU, none on a CPU (the net uses every core)",
+    )
     p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or auto")
     add_precision_args(p)

@@ -20,11 +20,12 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def conv_macs(model: VGG, height: int, width: int) -> int:
+def conv_macs(model: VGG, height: int, width: int, fc_layers: int = 3) -> int:
     """Multiply-accumulates of one forward pass at ``height x width`` (dense form if larger).
 
     Pools and ReLUs are free; FC layers count as convolutions over the final map, so for the
-    crop size this equals the FC form's cost.
+    crop size this equals the FC form's cost. ``fc_layers``: how many of FC6-FC8 run (2: up to
+    FC7, as for descriptors).
     """
     macs, h, w = 0, height, width
     for m in model.features:
@@ -34,7 +35,7 @@ def conv_macs(model: VGG, height: int, width: int) -> int:
             h, w = h // 2, w // 2
     k = model.kernel
     h, w = h - k + 1, w - k + 1
-    for i in (0, 3, 6):
+    for i in (0, 3, 6)[:fc_layers]:
         lin = model.classifier[i]
         macs += lin.in_features * lin.out_features * h * w
     return macs

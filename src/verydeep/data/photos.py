@@ -1,0 +1,112 @@
+"""Photographs for descriptors: labelled sets on disk, decoded once and rescaled to every scale.
+
+``labelled_images`` reads a VOC tree (multi-label) or an ImageFolder tree; ``PathImages`` is the
+dataset ``features.describe_paths`` feeds through DataLoader workers (``decoding_workers``).
+
+Example:
+    >>> from PIL import Image
+    >>> from verydeep.data.photos import rescale_to_sides, rescaled_size
+    >>> rescaled_size(200, 100, 50)  # (H, W): the smaller side becomes 50
+    (50, 100)
+    >>> [t.shape for t in rescale_to_sides(Image.new("RGB", (60, 40)), [32, 48], 1, "LRGB")]
+    [torch.Size([3, 32, 48]), torch.Size([3, 48, 72])]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from .folder import scan_image_folder
+from .images import BadImageError, load_image
+from .voc_labels import is_voc_root, read_voc_labels
+
+log = logging.getLogger(__name__)
+
+
+def labelled_images(
+    root: str | Path, split: str = "", classes: list[str] | None = None
+) -> tuple[list[Path], np.ndarray, list[str]]:
+    """(paths, labels, classes) of a VOC tree's ``split`` (multi-label) or an ImageFolder tree.
+
+    For an ImageFolder, ``split`` (if given) is a sub-folder of ``root`` (``train``, ``val``).
+    """
+    root = Path(root)
+    if is_voc_root(root):
+        return read_voc_labels(root, split or "train", classes)
+    samples, classes = scan_image_folder(root / split if split else root, classes)
+    return [p for p, _ in samples], np.array([y for _, y in samples], dtype=np.int64), classes
+
+
+def rescaled_size(width: int, height: int, side: int, step: int = 1) -> tuple[int, int]:
+    """(H, W) with the smaller side ``side`` and the aspect kept (long side rounded to ``step``)."""
+    short, long = min(width, height), max(width, height)
+    new_long = max(side, round(long * side / short / step) * step)
+    return (side, new_long) if height <= width else (new_long, side)
+
+
+def rescale_to_sides(img: Image.Image, sides: list[int], step: int, mode: str) -> list[torch.Tensor]:
+    """uint8 (C, H, W) of ``img`` rescaled to each smaller side in ``sides`` (colour ``mode``:
+    RGB, L, or LRGB = grey replicated to RGB), as descriptors see it."""
+    if mode != "RGB":
+        img = img.convert("L")
+        img = img.convert("RGB") if mode == "LRGB" else img
+    out = []
+    for side in sides:
+        h, w = rescaled_size(img.width, img.height, side, step)
+        resized = TF.resize(img, [h, w], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+        out.append(TF.pil_to_tensor(resized))
+    return out
+
+
+class PathImages(torch.utils.data.Dataset):
+    """Decode once, rescale to every scale: item i -> (i, [uint8 (C, H, W) per scale] or None)."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        sides: list[int],
+        step: int,
+        mode: str,
+        fail: bool,
+        exif: bool = True,
+    ):
+        self.paths, self.sides, self.step, self.mode, self.fail = paths, sides, step, mode, fail
+        self.exif = exif
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, list[torch.Tensor] | str | None]:
+        try:
+            img = load_image(self.paths[i], min_side=max(self.sides), exif=self.exif)
+        except BadImageError as e:
+            if self.fail:  # raised by the main process: from a worker it would carry a traceback
+                return i, str(e)
+            log.warning("skipping bad image: %s", e)
+            return i, None
+        return i, rescale_to_sides(img, self.sides, self.step, self.mode)
+
+
+def _first(batch: list) -> object:
+    return batch[0]
+
+
+def decoding_workers(workers: int, device: torch.device) -> int:
+    """``workers`` >= 0 as given; -1 (auto): on a GPU min(8, cores) decoding processes, on the
+    CPU none (the net already uses every core; decoding is a few percent of its time there)."""
+    if workers >= 0:
+        return workers
+    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+
+
+def first_item(batch: list) -> object:
+    """DataLoader collate for batches of one: the item itself (buckets are formed downstream)."""
+    return batch[0]
