@@ -204,3 +204,27 @@ def test_quick_imagewoof_study_resumes_from_committed_summaries(shared_data, tmp
     assert main(args) == 0
     assert sorted(p.name for p in runs.iterdir()) == ["A-256", "C-256"]
     assert (res / "A-256" / "study.json").read_text() == before and (res / "C-256" / "eval.json").is_file()
+
+
+def test_timing_table_counts_every_session_of_a_resumed_run(tmp_path):
+    """study.json times only the process that finished a run; log.csv's epochs hold every
+    session's seconds (A-LRN-256 on Imagewoof: 86 s recorded, about an hour trained)."""
+    from verydeep.study.plan import Run
+    from verydeep.study.runner import epoch_seconds
+    from verydeep.study.tables import timing_table
+
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,lr,seconds\n1,0.01,1000.5\n2,0.01,999.5\n3,0.001,\n")
+    assert epoch_seconds(log) == 2000.0 and epoch_seconds(tmp_path / "none.csv") == 0.0
+    runs = {
+        "A-256": {"run": Run("A-256", "A", [256], []), "record": {"cpu_s": 900.0, "wall_s": 1000.0}, "eval": {"wall_s": 10.0},
+                  "epoch_seconds": 990.0},
+        "A-LRN-256": {"run": Run("A-LRN-256", "A-LRN", [256], []), "record": {"cpu_s": 79.0, "wall_s": 86.0}, "eval": {},
+                      "epoch_seconds": 2000.0},
+    }  # fmt: skip
+    text = "\n".join(timing_table(runs))
+    assert "| A-256 | scratch | 1000 | 900 | 10 |" in text  # never resumed: its own record
+    assert "| A-LRN-256 | scratch | 2000 | 79 (last session) | — |" in text
+    assert (
+        "| total | | 3000 (0.8 h) | 979 (recorded part) | 10 |" in text and "resumed across sessions" in text
+    )

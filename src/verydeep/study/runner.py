@@ -136,6 +136,15 @@ def best_val_error(log: Path) -> float | None:
     return min(errs) if errs else None
 
 
+def epoch_seconds(log: Path) -> float:
+    """Training seconds summed over ``log.csv``'s epochs: every session's share of a resumed run
+    (each epoch's time is checkpointed with it), where ``study.json`` holds only the last session."""
+    if not log.is_file():
+        return 0.0
+    with log.open() as fh:
+        return sum(float(row["seconds"]) for row in csv.DictReader(fh) if row.get("seconds"))
+
+
 def load_result(spec: StudySpec, run: Run) -> dict | None:
     """{"run", "record", "eval", "val_err"} from the run's summary, or None if it is not done."""
     where = summary_dir(spec, run.name)
@@ -144,6 +153,7 @@ def load_result(spec: StudySpec, run: Run) -> dict | None:
         return None
     out = {"run": run, "record": record, "eval": summary.read_eval(where)}
     out["val_err"] = best_val_error(where / "log.csv")
+    out["epoch_seconds"] = epoch_seconds(where / "log.csv")
     out |= {k: summary.read_json(where / f"{k}.json") for k in ("result", "config")}
     return out
 
