@@ -216,12 +216,16 @@ def test_timing_table_counts_every_session_of_a_resumed_run(tmp_path):
     log = tmp_path / "log.csv"
     log.write_text("epoch,lr,seconds\n1,0.01,1000.5\n2,0.01,999.5\n3,0.001,\n")
     assert epoch_seconds(log) == 2000.0 and epoch_seconds(tmp_path / "none.csv") == 0.0
+
+    def result(name: str, cpu: float, wall: float, logged: float, ev: dict) -> dict:
+        arch = name.rsplit("-", 1)[0]
+        rec = {"cpu_s": cpu, "wall_s": wall}
+        return {"run": Run(name, arch, [256], []), "record": rec, "eval": ev, "epoch_seconds": logged}
+
     runs = {
-        "A-256": {"run": Run("A-256", "A", [256], []), "record": {"cpu_s": 900.0, "wall_s": 1000.0}, "eval": {"wall_s": 10.0},
-                  "epoch_seconds": 990.0},
-        "A-LRN-256": {"run": Run("A-LRN-256", "A-LRN", [256], []), "record": {"cpu_s": 79.0, "wall_s": 86.0}, "eval": {},
-                      "epoch_seconds": 2000.0},
-    }  # fmt: skip
+        "A-256": result("A-256", 900.0, 1000.0, 990.0, {"wall_s": 10.0}),
+        "A-LRN-256": result("A-LRN-256", 79.0, 86.0, 2000.0, {}),
+    }
     text = "\n".join(timing_table(runs))
     assert "| A-256 | scratch | 1000 | 900 | 10 |" in text  # never resumed: its own record
     assert "| A-LRN-256 | scratch | 2000 | 79 (last session) | — |" in text
