@@ -2,10 +2,11 @@
 
 import gzip
 
+import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from verydeep.config import RunConfig
 from verydeep.data.build import build_data, input_preprocess, split_indices
@@ -268,3 +269,37 @@ def test_torchvision_recipe_crops_a_random_region_like_torchvision():
         build_data(
             RunConfig.from_sources(overrides=["data.augment=torchvision"]), DistEnv(), torch.device("cpu")
         )
+
+
+def test_dataset_decodes_a_big_jpeg_only_as_large_as_the_drawn_scale(tmp_path, monkeypatch):
+    """S is drawn before decoding: a 1600x1200 photo trained at S = 150 is decoded at 1/4 (400x300,
+    still >= S), not at the 1/2 the largest S would need; the crop matches full-size decoding."""
+    import random
+
+    from verydeep.data import folder
+    from verydeep.data.images import load_image_tensor
+
+    yy, xx = np.mgrid[0:1200, 0:1600]
+    arr = np.stack([xx % 256, yy % 256, (xx // 7 + yy // 5) % 256], -1).astype(np.uint8)
+    arr = np.asarray(Image.fromarray(arr).resize((1600, 1200), Image.Resampling.BILINEAR))
+    Image.fromarray(arr).filter(ImageFilter.GaussianBlur(6)).save(tmp_path / "big.jpg", quality=95)
+    seen = []
+
+    def spy(path, min_side=None, exif=True):
+        x = load_image_tensor(path, min_side, exif)
+        seen.append((min_side, tuple(x.shape[-2:])))
+        return x
+
+    monkeypatch.setattr(folder, "load_image_tensor", spy)
+    t = TrainTransform((150, 300), 64, tensor_input=True)
+    ds = folder.ImageFolderDataset([(tmp_path / "big.jpg", 0)], t)
+    random.seed(5)
+    s = t.draw_scale()
+    random.seed(5)
+    got = ds[0][0]
+    f = max(k for k in (1, 2, 4, 8) if -(-1200 // k) >= s)
+    assert f >= 4 and seen == [(s, (-(-1200 // f), -(-1600 // f)))]
+    random.seed(5)
+    t.draw_scale()
+    full = t(load_image_tensor(tmp_path / "big.jpg"), s)  # the same draws on the full-size decode
+    assert got.shape == full.shape and (got.float() - full.float()).abs().mean() < 3

@@ -62,8 +62,8 @@ def decoder_names() -> list[str]:
 class _ResizeThenCrop(TrainTransform):
     """The earlier transform: rescale the whole image to S, then crop (same random draws)."""
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        img = rescale_smallest(img, random.randint(self.scale[0], self.scale[1]))
+    def __call__(self, img: Image.Image, s: int | None = None) -> torch.Tensor:
+        img = rescale_smallest(img, self.draw_scale() if s is None else s)
         top, left = random.randint(0, img.height - self.crop), random.randint(0, img.width - self.crop)
         img = img.crop((left, top, left + self.crop, top + self.crop))
         if self.flip and random.random() < 0.5:

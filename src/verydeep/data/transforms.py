@@ -62,14 +62,19 @@ class TrainTransform:
         if scale[0] < crop:
             raise ValueError(f"training scale {scale[0]} px is smaller than the crop {crop} px")
         self.scale, self.crop, self.flip = scale, crop, flip
-        self.min_side = scale[1]  # JPEG draft decoding may shrink down to this side
+        self.min_side = scale[1]  # JPEG DCT-domain decoding may shrink down to this side
         # tensor_input: datasets decode to uint8 tensors (load_image_tensor), see _call_tensor
         self.tensor_input = tensor_input
 
-    def __call__(self, img: Image.Image | torch.Tensor) -> torch.Tensor:
+    def draw_scale(self) -> int:
+        """S ~ U{Smin..Smax}, drawn before decoding so a big JPEG is decoded only as large as
+        this S needs (``ImageFolderDataset``); the draws then go on in the same order."""
+        return random.randint(self.scale[0], self.scale[1])
+
+    def __call__(self, img: Image.Image | torch.Tensor, s: int | None = None) -> torch.Tensor:
+        s = self.draw_scale() if s is None else s
         if isinstance(img, torch.Tensor):
-            return self._call_tensor(img)
-        s = random.randint(self.scale[0], self.scale[1])
+            return self._call_tensor(img, s)
         w, h = resized_size(img.width, img.height, s)
         top = random.randint(0, h - self.crop)
         left = random.randint(0, w - self.crop)
@@ -85,14 +90,13 @@ class TrainTransform:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return TF.pil_to_tensor(img)
 
-    def _call_tensor(self, x: torch.Tensor) -> torch.Tensor:
+    def _call_tensor(self, x: torch.Tensor, s: int) -> torch.Tensor:
         """Same draws on a uint8 (C, H, W) tensor; the crop's source window is cut at whole pixels.
 
         torch's antialiased uint8 resize is ~3x faster than PIL's, but takes no sub-pixel box:
         the window's position and size differ from rescale-then-crop by under one source pixel.
         """
         h0, w0 = x.shape[-2:]
-        s = random.randint(self.scale[0], self.scale[1])
         w, h = resized_size(w0, h0, s)
         top, left = random.randint(0, h - self.crop), random.randint(0, w - self.crop)
         fx, fy = w0 / w, h0 / h
