@@ -43,7 +43,9 @@ class BenchConfig:
     compile: bool = True  # also try torch.compile (inductor, freezing) for inference
     matmul_n: int = 2048
     data_root: Path | None = None  # an ImageFolder of photographs (class folders); None: skip those parts
-    data_images: int = 64  # photographs per data-pipeline round
+    data_images: int = 128  # photographs per data-pipeline round (64 let two 5-Mpx photos weigh 20%)
+    data_rounds: int = 7  # the data part is cheap (seconds a round) and its rounds swing by 20%
+    features_images: int = 32  # photographs per feature-extraction round (a full-size net: ~1 s each)
     precision_images: int = 500  # photos the precision part compares modes on (32 others calibrate int8)
     checkpoint: Path | None = None  # a trained net for the precision part (skipped without one)
     eval_images: int = 1  # per round; rounds pair the two methods (load drifts in ~1 min)
@@ -59,6 +61,7 @@ class BenchConfig:
             tiny = {"width_mult": 1 / 16, "fc_width": 64, "crop_size": 32, "num_classes": 10}
             base = cls(quick=True, model_kwargs=tiny, batches=(4, 1), train_batch=4, rounds=2)
             base.compile, base.profile, base.matmul_n, base.data_images = False, False, 256, 6
+            base.data_rounds, base.features_images = 2, 6
             base.precision_images, base.eval_images = 6, 1
         else:
             base = cls(model_kwargs={"num_classes": 1000})

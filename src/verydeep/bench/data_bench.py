@@ -142,7 +142,7 @@ def bench_data(cfg: BenchConfig, root: Path, progress=None) -> dict:
         fns.update({f"decode_{k}": f for k, f in decoders([p for p, _ in samples], scale[0]).items()})
         random.seed(0)
         torch.manual_seed(0)
-        times = interleaved(fns, cfg.rounds, warmup=1, clock=time.process_time, progress=progress)
+        times = interleaved(fns, cfg.data_rounds, warmup=1, clock=time.process_time, progress=progress)
         rate = {k: len(samples) / median(v) for k, v in times.items()}
         prof = None
         ratios = {k: paired_ratio(times, "torchvision", k) for k in ("verydeep", "verydeep_pil")}

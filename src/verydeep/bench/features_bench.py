@@ -51,7 +51,7 @@ def bench_features(cfg: BenchConfig, device: torch.device, root: Path, progress=
     """Images/s of FC7 descriptors (one scale, flip averaged) of real photographs of mixed sizes."""
     _, vd = build_pair(cfg.arch, **cfg.model_kwargs)
     vd = vd.to(device).eval()
-    paths = photos(root, cfg.data_images)
+    paths = photos(root, cfg.features_images)
     names = [k for k, (_, prec) in VARIANTS.items() if prec != "bf16" or native_bf16(device) or cfg.all_modes]
 
     def run(align: str, precision: str):

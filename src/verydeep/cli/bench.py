@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts")
     p.add_argument(
-        "--rounds", type=int_range(1, 1000), help="interleaved samples per variant (median reported)"
+        "--rounds",
+        type=int_range(1, 1000),
+        help="interleaved samples per variant, median reported (by default 3, the data part 7)",
     )
     p.add_argument(
         "--train-batch", type=int_range(1, 4096), help="training-step batch (by default 16; quick: 4)"
@@ -85,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.no_compile:
         cfg.compile = False
+    if args.rounds:
+        cfg.data_rounds = args.rounds
     cfg.all_modes = args.all_modes
     from tqdm import tqdm
 
