@@ -1,6 +1,7 @@
 """Precision follows the hardware (issue 19, item 3): where the CPU lacks native bf16, ``auto``
 never picks it, in training and in the bench's evaluation alike."""
 
+import pytest
 import torch
 
 from verydeep import hardware
@@ -43,3 +44,21 @@ def test_kernels_held_at_avx2_make_the_facts_avx2(monkeypatch):
         monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
         hardware.cpu_flags.cache_clear()
     assert hardware.AVX2_ENV["ONEDNN_MAX_CPU_ISA"] == "AVX2" and len(hardware.AVX2_ENV) == 4
+
+
+def test_channels_last_auto_follows_the_hardware(monkeypatch):
+    """Issue 19: NCHW trains faster than channels_last on AVX2-only CPUs (fp32 NHWC backward),
+    channels_last wins where bf16 is native; an explicit setting is obeyed, and configs saved when
+    the field was a bool still load."""
+    from verydeep.config import RunConfig
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "fma"})
+    assert not hardware.resolve_channels_last("auto", cpu) and hardware.resolve_channels_last("true", cpu)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert hardware.resolve_channels_last("auto", cpu) and not hardware.resolve_channels_last("false", cpu)
+    assert RunConfig().train.channels_last == "auto"
+    assert RunConfig.from_dict({"train": {"channels_last": True}}).train.channels_last == "true"
+    assert RunConfig.from_sources(overrides=["train.channels_last=false"]).train.channels_last == "false"
+    with pytest.raises(ValueError, match=r"train\.channels_last must be one of"):
+        RunConfig.from_sources(overrides=["train.channels_last=maybe"])

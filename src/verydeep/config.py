@@ -129,7 +129,9 @@ class TrainConfig:
     seed: int = spec(0, lo=0, hi=2**32 - 1)
     device: str = spec("auto", pattern=DEVICE_PATTERN)
     precision: str = spec("auto", choices=("auto", "bf16", "fp32"))  # auto: bf16 where native
-    channels_last: bool = True
+    # memory format of the training net: auto = channels_last on a GPU and on CPUs with native
+    # bf16, NCHW on AVX2-only CPUs (oneDNN's NHWC backward was 14% slower there; docs/BENCHMARKS.md)
+    channels_last: str = spec("auto", choices=("auto", "true", "false"))
     compile: bool = False
     out_dir: str = spec(
         "runs/default", pattern=r".*\S.*", words="a folder (not empty)"
@@ -196,6 +198,7 @@ class RunConfig:
             if unknown:
                 raise ValueError(f"unknown key(s) in [{f.name}]: {', '.join(sorted(unknown))}")
             hints = typing.get_type_hints(sub_cls)
+            values = _legacy(f.name, values)
             values = {k: _typed(f"{f.name}.{k}", hints[k], v) for k, v in values.items()}
             sections[f.name] = sub_cls(**values)
         return cls(**sections)
@@ -219,6 +222,14 @@ class RunConfig:
                 )
             d.setdefault(section, {})[name] = _coerce(_TYPES[section], name, raw.strip())
         return cls.from_dict(d)
+
+
+def _legacy(section: str, values: dict) -> dict:
+    """Values of fields whose type has changed, as saved by earlier versions: a checkpoint's or
+    TOML file's ``train.channels_last = true`` (a bool until it gained ``auto``) still loads."""
+    if section == "train" and isinstance(values.get("channels_last"), bool):
+        values = values | {"channels_last": str(values["channels_last"]).lower()}
+    return values
 
 
 _TYPES = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}

@@ -83,6 +83,14 @@ def native_bf16(device: torch.device) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
+def resolve_channels_last(setting: str, device: torch.device) -> bool:
+    """``train.channels_last``: ``true``/``false`` as asked; ``auto`` -> channels_last on a GPU and
+    where the CPU has native bf16, NCHW on AVX2-only CPUs (their fp32 NHWC backward is slower)."""
+    if setting in ("true", "false"):
+        return setting == "true"
+    return device.type == "cuda" or native_bf16(device)
+
+
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """``fp32`` -> None, ``bf16`` -> bf16 (asked for, so given), ``auto`` -> bf16 only if native."""
     if name == "fp32":

@@ -32,7 +32,7 @@ from .config import RunConfig
 from .data.build import DataBundle, build_data
 from .data.loaders import FolderBatches
 from .engine import NonFiniteLossError, StepState, evaluate, train_one_epoch
-from .hardware import resolve_precision
+from .hardware import resolve_channels_last, resolve_precision
 from .io.checkpoint import Meta, load_model
 from .io.run_dir import RunDir
 from .models.init import init_from_net_a, init_weights
@@ -93,9 +93,9 @@ def param_groups(model: nn.Module, weight_decay: float, decay_biases: bool) -> l
 def model_and_optimizer(
     cfg: RunConfig, data: DataBundle, device: torch.device
 ) -> tuple[VGG, torch.optim.SGD]:
-    """The net on ``device`` (channels_last if asked) and its SGD with momentum."""
+    """The net on ``device`` (channels_last if asked, or by ``auto``) and its SGD with momentum."""
     model = build_model(cfg, len(data.classes), data.channels).to(device)
-    if cfg.train.channels_last:
+    if resolve_channels_last(cfg.train.channels_last, device):
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(
         param_groups(model, cfg.optim.weight_decay, cfg.optim.decay_biases),
