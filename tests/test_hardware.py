@@ -1,6 +1,8 @@
 """Precision follows the hardware (issue 19, item 3): where the CPU lacks native bf16, ``auto``
 never picks it, in training and in the bench's evaluation alike."""
 
+import time
+
 import pytest
 import torch
 
@@ -62,3 +64,25 @@ def test_channels_last_auto_follows_the_hardware(monkeypatch):
     assert RunConfig.from_sources(overrides=["train.channels_last=false"]).train.channels_last == "false"
     with pytest.raises(ValueError, match=r"train\.channels_last must be one of"):
         RunConfig.from_sources(overrides=["train.channels_last=maybe"])
+
+
+class _Busy(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> int:
+        t = time.process_time()
+        while time.process_time() - t < 0.1:  # 0.1 CPU-s of decoding, in the worker
+            pass
+        return i
+
+
+def test_cpu_seconds_counts_the_decoding_workers():
+    """The epoch's cpu_s in log.csv: a DataLoader worker's CPU time is counted, which the main
+    process's own clock (``time.process_time``) never sees."""
+    from verydeep.hardware import cpu_seconds
+
+    c0, p0 = cpu_seconds(), time.process_time()
+    loader = torch.utils.data.DataLoader(_Busy(), num_workers=1, persistent_workers=True, batch_size=1)
+    assert list(loader) == [torch.tensor([i]) for i in range(4)]
+    assert cpu_seconds() - c0 >= 0.35 > time.process_time() - p0

@@ -2,6 +2,7 @@
 bit-identically, divergence stopping with the last good checkpoint intact."""
 
 import contextlib
+import csv
 import hashlib
 import os
 import random
@@ -379,7 +380,15 @@ def test_a_resumed_epoch_without_a_held_out_split_is_the_uninterrupted_epoch(fmn
     fit(RunConfig.from_sources(overrides=[*o, f"train.out_dir={tmp_path / 'a'}"]), progress=False)
     b = [*o, f"train.out_dir={tmp_path / 'b'}"]
     fit(RunConfig.from_sources(overrides=[*b, "train.max_steps=7"]), progress=False)  # 2 of epoch 2's 5 steps
+    with (tmp_path / "b" / "log.csv").open() as fh:
+        first = list(csv.DictReader(fh))[1]  # epoch 2's partial row: its first session's time
     fit(RunConfig.from_sources(overrides=b), progress=False)
+    with (tmp_path / "b" / "log.csv").open() as fh:
+        whole = list(csv.DictReader(fh))[1]
+    # the resumed epoch's time counts both sessions (the first one's travels in the checkpoint),
+    # and CPU time includes the decoding workers' (none here: workers=0)
+    assert first["partial"] == "1" and float(first["cpu_s"]) > 0 and float(first["seconds"]) > 0
+    assert float(whole["seconds"]) > float(first["seconds"]) and float(whole["cpu_s"]) > float(first["cpu_s"])
     rows = [(tmp_path / r / "log.csv").read_text().splitlines() for r in ("a", "b")]
     cols = rows[0][0].split(",")
     keep = [cols.index(c) for c in ("epoch", "lr", "train_loss", "train_err")]

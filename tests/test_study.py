@@ -215,20 +215,26 @@ def test_timing_table_counts_every_session_of_a_resumed_run(tmp_path):
 
     log = tmp_path / "log.csv"
     log.write_text("epoch,lr,seconds\n1,0.01,1000.5\n2,0.01,999.5\n3,0.001,\n")
-    assert epoch_seconds(log) == 2000.0 and epoch_seconds(tmp_path / "none.csv") == 0.0
+    assert epoch_seconds(log) == (2000.0, None) and epoch_seconds(tmp_path / "none.csv") == (0.0, None)
+    (tmp_path / "new.csv").write_text("epoch,seconds,cpu_s\n1,10,15.5\n2,10,14.5\n")
+    assert epoch_seconds(tmp_path / "new.csv") == (20.0, 30.0)
 
     def result(name: str, cpu: float, wall: float, logged: float, ev: dict) -> dict:
         arch = name.rsplit("-", 1)[0]
         rec = {"cpu_s": cpu, "wall_s": wall}
-        return {"run": Run(name, arch, [256], []), "record": rec, "eval": ev, "epoch_seconds": logged}
+        return {"run": Run(name, arch, [256], []), "record": rec, "eval": ev, "epoch_seconds": logged} | (
+            {"epoch_cpu": 1500.0} if name == "B-256" else {}
+        )
 
     runs = {
         "A-256": result("A-256", 900.0, 1000.0, 990.0, {"wall_s": 10.0}),
         "A-LRN-256": result("A-LRN-256", 79.0, 86.0, 2000.0, {}),
+        "B-256": result("B-256", 20.0, 30.0, 1000.0, {}),  # resumed, but its epochs logged their CPU
     }
     text = "\n".join(timing_table(runs))
     assert "| A-256 | scratch | 1000 | 900 | 10 |" in text  # never resumed: its own record
     assert "| A-LRN-256 | scratch | 2000 | 79 (last session) | — |" in text
+    assert "| B-256 | scratch | 1000 | 1500 | — |" in text  # resumed, yet complete: its epochs logged CPU
     assert (
-        "| total | | 3000 (0.8 h) | 979 (recorded part) | 10 |" in text and "resumed across sessions" in text
+        "| total | | 4000 (1.1 h) | 2479 (recorded part) | 10 |" in text and "resumed across sessions" in text
     )

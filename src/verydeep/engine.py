@@ -46,6 +46,10 @@ class StepState:
     # this epoch so far, summed over ranks: loss x images, top-1 errors, images, and seconds
     # (rank 0's); a resumed epoch's log row and plateau decision then cover the whole epoch
     epoch_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    # wall and CPU seconds this epoch spent in earlier sessions (training, held-out pass, saving),
+    # so a resumed epoch's log row reports all of it
+    epoch_wall: float = 0.0
+    epoch_cpu: float = 0.0
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -83,6 +83,26 @@ def native_bf16(device: torch.device) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its child processes: the DataLoader
+    workers that decode images, live ones read from /proc (Linux), ended ones from rusage."""
+    import multiprocessing
+    import resource
+
+    total = sum(
+        getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for f in ("ru_utime", "ru_stime")
+    )  # fmt: skip
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for child in multiprocessing.active_children():
+        try:
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue  # ended meanwhile, or no /proc: its time is in RUSAGE_CHILDREN once reaped
+    return total
+
+
 def resolve_channels_last(setting: str, device: torch.device) -> bool:
     """``train.channels_last``: ``true``/``false`` as asked; ``auto`` -> channels_last on a GPU and
     where the CPU has native bf16, NCHW on AVX2-only CPUs (their fp32 NHWC backward is slower)."""

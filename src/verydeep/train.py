@@ -32,7 +32,7 @@ from .config import RunConfig
 from .data.build import DataBundle, build_data
 from .data.loaders import FolderBatches
 from .engine import NonFiniteLossError, StepState, evaluate, train_one_epoch
-from .hardware import resolve_channels_last, resolve_precision
+from .hardware import cpu_seconds, resolve_channels_last, resolve_precision
 from .io.checkpoint import Meta, load_model
 from .io.run_dir import RunDir
 from .models.init import init_from_net_a, init_weights
@@ -184,6 +184,11 @@ class _Loop:
     def epoch(self, state: StepState) -> None:
         """One epoch (its rest, if resumed mid-epoch): steps, held-out pass, checkpoint, log."""
         t0, cfg, data, run = time.perf_counter(), self.cfg, self.data, self.run
+        c0, wall0, cpu0 = cpu_seconds(), state.epoch_wall, state.epoch_cpu  # this epoch's earlier sessions
+
+        def spent(s: StepState) -> None:  # the epoch's time so far, saved with the state
+            s.epoch_wall, s.epoch_cpu = wall0 + time.perf_counter() - t0, cpu0 + cpu_seconds() - c0
+
         bad_before, bad = state.bad_images, _BadCount(data.train, self.device)  # run so far; this epoch
         skipped_before = state.skipped_steps
         data.train.set_epoch(state.epoch, start=state.step_in_epoch * self.accum)
@@ -198,6 +203,7 @@ class _Loop:
             if every and s.global_step % every == 0 and s.step_in_epoch < steps:
                 self.saved_step = s.global_step
                 s.bad_images = bad_before + bad.count()  # every rank saves
+                spent(s)
                 run.save(self.model, self.meta, self.opt, self.sched, s)
 
         tr = train_one_epoch(
@@ -222,17 +228,19 @@ class _Loop:
         state.bad_images = bad_before + tr["bad_images"]
         va = _evaluate(self.model, data.val, data.eval_prepare, self.device, self.amp_dtype)
         self.val_bad = va["bad_images"] if va else 0
+        spent(state)
         if state.step_in_epoch >= steps:
             improved = self.sched.step(1 - va["top1_err"] if va else -tr["loss"])
-            state.history.append(run.epoch_row(state.epoch, tr, va, self.sched.lr, time.perf_counter() - t0))
+            state.history.append(run.epoch_row(state.epoch, tr, va, self.sched.lr, state))
             state.epoch, state.step_in_epoch, state.epoch_sums = state.epoch + 1, 0, [0.0] * 4
+            state.epoch_wall = state.epoch_cpu = 0.0
             run.save(self.model, self.meta, self.opt, self.sched, state, best=improved)
             run.write_log(state.history)
             run.write_curves(state.history)
         else:  # stopped mid-epoch (max_steps): save unless just saved; log the part done
             if self.saved_step != state.global_step:
                 run.save(self.model, self.meta, self.opt, self.sched, state)
-            row = run.epoch_row(state.epoch, tr, va, self.sched.lr, time.perf_counter() - t0)
+            row = run.epoch_row(state.epoch, tr, va, self.sched.lr, state)
             run.write_log([*state.history, row | {"partial": 1}])  # the file only, not the state
             run.write_curves([*state.history, row])
             run.ensure_best()

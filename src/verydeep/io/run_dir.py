@@ -211,9 +211,11 @@ class RunDir:
             self._copy_best(Path(weights))  # idempotent: best is these weights either way
         return state
 
-    def epoch_row(self, epoch: int, tr: dict, va: dict | None, lr: float, seconds: float) -> dict:
+    def epoch_row(self, epoch: int, tr: dict, va: dict | None, lr: float, spent: StepState) -> dict:
         """One ``log.csv`` row; ``lr`` is the rate after the epoch's schedule step, i.e. the one
-        the next epoch trains at (a plateau drop shows on the epoch that triggered it)."""
+        the next epoch trains at (a plateau drop shows on the epoch that triggered it).
+        ``seconds`` and ``cpu_s`` are the epoch's wall and CPU time over every session that ran
+        it (``spent.epoch_wall``/``epoch_cpu``); CPU counts the decoding workers too."""
         row = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -223,7 +225,8 @@ class RunDir:
         }
         if va:
             row |= {"val_loss": va["loss"], "val_err": va["top1_err"], "val_top5_err": va["top5_err"]}
-        row["seconds"] = seconds
+        row["seconds"] = spent.epoch_wall
+        row["cpu_s"] = spent.epoch_cpu
         row["bad_images"] = tr.get("bad_images", 0)
         if self.is_main:
             msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())

@@ -136,13 +136,17 @@ def best_val_error(log: Path) -> float | None:
     return min(errs) if errs else None
 
 
-def epoch_seconds(log: Path) -> float:
-    """Training seconds summed over ``log.csv``'s epochs: every session's share of a resumed run
-    (each epoch's time is checkpointed with it), where ``study.json`` holds only the last session."""
+def epoch_seconds(log: Path) -> tuple[float, float | None]:
+    """Wall and CPU seconds summed over ``log.csv``'s epochs: every session's share of a resumed
+    run, where ``study.json`` holds only the last session. CPU is None for logs written before
+    epochs recorded it (``cpu_s``)."""
     if not log.is_file():
-        return 0.0
+        return 0.0, None
     with log.open() as fh:
-        return sum(float(row["seconds"]) for row in csv.DictReader(fh) if row.get("seconds"))
+        rows = list(csv.DictReader(fh))
+    wall = sum(float(r["seconds"]) for r in rows if r.get("seconds"))
+    has_cpu = bool(rows) and all(r.get("cpu_s") for r in rows)
+    return wall, (sum(float(r["cpu_s"]) for r in rows) if has_cpu else None)
 
 
 def load_result(spec: StudySpec, run: Run) -> dict | None:
@@ -153,7 +157,7 @@ def load_result(spec: StudySpec, run: Run) -> dict | None:
         return None
     out = {"run": run, "record": record, "eval": summary.read_eval(where)}
     out["val_err"] = best_val_error(where / "log.csv")
-    out["epoch_seconds"] = epoch_seconds(where / "log.csv")
+    out["epoch_seconds"], out["epoch_cpu"] = epoch_seconds(where / "log.csv")
     out |= {k: summary.read_json(where / f"{k}.json") for k in ("result", "config")}
     return out
 

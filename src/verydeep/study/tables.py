@@ -147,9 +147,9 @@ def _group_label(results: dict, names: list[str]) -> str:
 
 
 def timing_table(results: dict) -> list[str]:
-    """Per run: training wall time over every session (the epochs' checkpointed seconds), the
-    CPU time of the process that finished it (all of it only for a run never resumed), and the
-    evaluation's wall time."""
+    """Per run: training wall and CPU time over every session (the epochs' checkpointed times;
+    runs logged before epochs recorded CPU show the CPU of the process that finished them), and
+    the evaluation's wall time."""
     lines = [
         "| run | started from | training wall (s), all sessions | training CPU (s) | evaluation wall (s) |"
     ]
@@ -160,11 +160,13 @@ def timing_table(results: dict) -> list[str]:
         src = r["run"].after or (f"net A ({r['run'].init_from_a})" if r["run"].init_from_a else "scratch")
         e = r["eval"].get("wall_s")  # absent in evaluations cached before it was recorded
         w = max(r.get("epoch_seconds", 0.0), r["record"]["wall_s"])
-        part = w > 1.2 * r["record"]["wall_s"]  # resumed: study.json saw only the last session
+        logged = r.get("epoch_cpu")  # every session's, decoding workers included
+        part = logged is None and w > 1.2 * r["record"]["wall_s"]  # study.json saw the last session only
         resumed |= part
-        c = f"{r['record']['cpu_s']:.0f}" + (" (last session)" if part else "")
+        c_s = logged if logged is not None else r["record"]["cpu_s"]
+        c = f"{c_s:.0f}" + (" (last session)" if part else "")
         lines.append(f"| {name} | {src} | {w:.0f} | {c} | {'—' if e is None else f'{e:.0f}'} |")
-        cpu, wall, ev = cpu + r["record"]["cpu_s"], wall + w, ev + (e or 0.0)
+        cpu, wall, ev = cpu + c_s, wall + w, ev + (e or 0.0)
     total = f"{wall:.0f} ({wall / 3600:.1f} h)"
     lines.append(f"| total | | {total} | {cpu:.0f}{' (recorded part)' if resumed else ''} | {ev:.0f} |")
     if resumed:
