@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
-try:  # libjpeg-turbo 3 in a self-contained wheel: 25-35% faster than torchvision.io's and PIL's here
+try:  # libjpeg-turbo 3 in a self-contained wheel: faster than torchvision.io's and PIL's builds here
+    # (7-27% and 20-48% on three photo folders; docs/BENCHMARKS.md)
     import simplejpeg
 except ImportError:  # a platform without its wheel: every JPEG goes through PIL
     simplejpeg = None
