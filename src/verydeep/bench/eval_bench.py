@@ -30,7 +30,7 @@ from ..data.images import find_images, load_image
 from ..data.preprocess import Preprocess
 from ..data.transforms import rescale_smallest
 from ..evaluation.core import Runtime, crop_probs, dense_probs, match_channels, multicrop_probs, rescale
-from ..evaluation.precision import CALIBRATION_IMAGES, for_precision, read_images, spread
+from ..evaluation.precision import CALIBRATION_IMAGES, for_precision, inference_precision, read_images, spread
 from ..hardware import native_bf16
 from ..io.checkpoint import load_model
 from ..models.summary import conv_macs
@@ -115,8 +115,10 @@ def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress
     """Seconds per photo: dense 3-scale + flip against 150-crop multi-crop, same fast mode."""
     _, vd = build_pair(cfg.arch, **cfg.model_kwargs)
     vd = vd.to(device).eval().to(memory_format=torch.channels_last)
-    # what `verydeep eval` runs: its dense and multi-crop functions, bf16 only where it is native
-    rt = Runtime(device, bf16=native_bf16(device), channels_last=True)
+    # what `verydeep eval --precision auto` runs: its dense and multi-crop functions, and its
+    # precision choice (bf16 weights where bf16 is native)
+    vd, bf16 = for_precision(vd, PREP, inference_precision("auto", device))
+    rt = Runtime(device, bf16=bf16, channels_last=True)
     qs = [pixels(q, cfg.crop) for q in cfg.eval_scales]
     imgs = [load_image(p, min_side=max(qs)) for p in photos(root, cfg.eval_images)]
     scaled = [[TF.pil_to_tensor(rescale_smallest(im, q))[None] for q in qs] for im in imgs]
