@@ -121,11 +121,13 @@ def decoders(paths: list[Path], min_side: int) -> dict[str, Callable[[], None]]:
         for p in paths:
             simplejpeg.decode_jpeg(p.read_bytes(), colorspace="RGB")
 
-    found = {"pil": pil, "pil_draft": lambda: [load_image(p, min_side=min_side) for p in paths]}
-    found["torchvision_io"] = tv_io
-    if simplejpeg is not None:
-        found["simplejpeg"] = turbo
-    return found
+    found = {
+        "pil": pil,
+        "pil_draft": lambda: [load_image(p, min_side=min_side) for p in paths],
+        "torchvision_io": tv_io,
+        "simplejpeg": turbo,
+    }
+    return {k: found[k] for k in decoder_names()}  # simplejpeg only where its wheel is installed
 
 
 def bench_data(cfg: BenchConfig, root: Path, progress=None) -> dict:

@@ -95,10 +95,6 @@ class PathImages(torch.utils.data.Dataset):
         return i, rescale_to_sides(img, self.sides, self.step, self.mode)
 
 
-def _first(batch: list) -> object:
-    return batch[0]
-
-
 def decoding_workers(workers: int, device: torch.device) -> int:
     """``workers`` >= 0 as given; -1 (auto): on a GPU min(8, cores) decoding processes, on the
     CPU none (the net already uses every core; decoding is a few percent of its time there)."""
