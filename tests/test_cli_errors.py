@@ -161,3 +161,26 @@ def test_a_run_stopped_by_max_steps_leaves_a_complete_run_directory(tmp_path, ca
     assert (run / "checkpoints" / "best.safetensors").read_bytes() == (
         run / "checkpoints" / "last.safetensors"
     ).read_bytes()
+
+
+def test_weights_that_score_nan_are_never_kept(tmp_path, capsys):
+    # lr 1000 under skip: one step of each two-step epoch trains, its weights stay finite, but
+    # they score NaN on the held-out split; the run used to end with exit 0 and keep them
+    from safetensors.torch import load_file
+
+    for c, green in (("a", 90), ("b", 20)):  # 3 photos a class: 2 steps an epoch, 1 of them skipped
+        (tmp_path / "pets" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (48 + 5 * i, 40), (70 * i, green, 30)).save(tmp_path / "pets" / c / f"{i}.png")
+    data = ["data.dataset=imagefolder", f"data.root={tmp_path / 'pets'}"]
+    run = tmp_path / "run"
+    sets = [*TINY, *data, "data.val_fraction=0.25", "optim.batch_size=2", "optim.lr=1000"]
+    sets += ["train.on_nonfinite=skip", "train.max_steps=20", f"train.out_dir={run}"]
+    code, err = train(capsys, *sets)
+    assert code == 3 and "Traceback" not in err, err
+    assert "held-out loss" in err or "had a non-finite loss" in err, err
+    last = run / "checkpoints" / "last.safetensors"
+    if last.is_file():  # an epoch that scored finite was kept: it must be finite
+        assert all(t.isfinite().all() for t in load_file(str(last)).values() if t.is_floating_point())
+    for row in (run / "log.csv").read_text().splitlines()[1:] if (run / "log.csv").is_file() else []:
+        assert "nan" not in row, row

@@ -112,3 +112,32 @@ def test_output_target_names_the_new_path_or_the_links_target(tmp_path):
     assert output_target(tmp_path / "l") == tmp_path / "f"
     with pytest.raises(ValueError, match="is not a directory"):
         output_target(tmp_path / "f" / "x.png")
+
+
+@pytest.mark.parametrize("kind", ["resized", "copied"])
+def test_a_disk_that_fills_during_a_preresize_write_leaves_no_partial_file(
+    tmp_path, capsys, monkeypatch, kind
+):
+    """The temporary file of a write that fails half-way is removed (it used to be left behind
+    as ``.<name>.tmp``), and the error is one line."""
+    from verydeep.io import preresize
+
+    src = tmp_path / "src" / "cats"
+    src.mkdir(parents=True)
+    Image.new("RGB", (80 if kind == "resized" else 30, 60), (60, 80, 120)).save(src / "0.jpg")
+
+    def half_then_full(*args, **kwargs):
+        Path(args[1] if kind == "copied" else args[0]).write_bytes(b"\xff\xd8 half")
+        raise OSError(28, os.strerror(28))
+
+    if kind == "copied":
+        monkeypatch.setattr(preresize.shutil, "copyfile", half_then_full)
+    else:
+        monkeypatch.setattr(Image.Image, "save", lambda self, fp, *a, **k: half_then_full(fp))
+    dst = tmp_path / "dst"
+    assert (
+        main(["preresize", str(tmp_path / "src"), str(dst), "--smallest-side", "32", "--workers", "1"]) == 2
+    )
+    line = last_line(capsys)
+    assert line.startswith("verydeep preresize: error: ") and "No space" in line, line
+    assert not [p for p in dst.rglob("*") if p.is_file()]

@@ -396,3 +396,34 @@ def test_a_resumed_epoch_without_a_held_out_split_is_the_uninterrupted_epoch(fmn
     assert pick(rows[0]) == pick(rows[1])
     a, b = (load_file(tmp_path / r / "checkpoints" / "last.safetensors") for r in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_disk_that_fills_mid_run_then_frees_resumes_bit_identical(
+    fmnist_root, tmp_path, capsys, monkeypatch
+):
+    """ENOSPC at a mid-run save: one line, exit 2, the committed set intact; once space is
+    back, the resumed run ends with the weights of a run that never stopped (issue 17, item 2)."""
+    o = [*TINY, "train.max_steps=7", "train.checkpoint_every=2", "data.workers=0"]
+    fit(RunConfig.from_sources(overrides=[*o, f"train.out_dir={tmp_path / 'a'}"]), progress=False)
+    real, calls = os.replace, []
+
+    def fills(src, dst):
+        calls.append(dst)
+        if len(calls) >= 6:  # the saves of step 2 went through; the disk fills during step 4's
+            raise OSError(28, os.strerror(28), str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", fills)
+    argv = [
+        "train",
+        "--no-progress",
+        *[a for s in [*o, f"train.out_dir={tmp_path / 'b'}"] for a in ("--set", s)],
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "No space left" in err[-1] and "Traceback" not in "\n".join(err), err
+    monkeypatch.setattr(os, "replace", real)
+    assert not list((tmp_path / "b").rglob("*.tmp")) and _committed_step(tmp_path / "b") == 2
+    assert main(argv) == 0
+    a, b = (load_file(tmp_path / r / "checkpoints" / "last.safetensors") for r in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -116,6 +116,22 @@ def test_nonfinite_loss_stops_or_skips(fused):
     assert all(torch.equal(m, n) for m, n in zip(momentum, after, strict=True))
 
 
+def test_a_skipped_step_is_left_out_of_the_epoch_loss():
+    """Under ``skip`` the epoch's loss and error are those of the steps that trained; before,
+    one skipped step made the logged train loss NaN for the whole epoch."""
+    torch.manual_seed(0)
+    net = VGG("A", num_classes=3, in_channels=1, width_mult=0.125, fc_width=16, crop_size=32, dropout=0)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)  # the weights stay put: both passes see one net
+    good = (torch.randn(2, 1, 32, 32), torch.tensor([0, 1]))
+    poison = (torch.full((2, 1, 32, 32), float("nan")), torch.tensor([0, 1]))
+    kw = {"prepare": lambda t: t, "device": torch.device("cpu"), "on_nonfinite": "skip"}
+    alone = train_one_epoch(net, [good], opt, state=StepState(), **kw)
+    state = StepState()
+    mixed = train_one_epoch(net, [good, poison], opt, state=state, **kw)
+    assert state.skipped_steps == 1 and state.epoch_sums[2] == 2  # two images trained, not four
+    assert mixed["loss"] == pytest.approx(alone["loss"]) and mixed["top1_err"] == alone["top1_err"]
+
+
 def test_gradient_accumulation_equals_full_batch():
     torch.manual_seed(0)
     net = VGG("A", num_classes=3, in_channels=1, width_mult=0.125, fc_width=16, crop_size=32, dropout=0)

@@ -78,9 +78,12 @@ class _Meter:
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Count a micro-batch; one with a non-finite loss (a step that is skipped) counts as
+        nothing, so the epoch's loss stays the mean over the images that trained."""
         n = len(labels)
         wrong = (logits.argmax(1) != labels).sum() if n else torch.zeros((), device=labels.device)
-        self.sums += torch.stack([loss.detach().double() * n, wrong.double(), self.sums.new_tensor(n)])
+        row = torch.stack([loss.detach().double() * n, wrong.double(), self.sums.new_tensor(n)])
+        self.sums += torch.where(torch.isfinite(row[0]), row, 0.0)
 
     def found_inf(self, model: nn.Module, loss: torch.Tensor, step: int) -> torch.Tensor:
         """1.0 if this step's loss or any gradient is NaN/inf (agreed over ranks), else 0.0."""

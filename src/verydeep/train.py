@@ -227,6 +227,7 @@ class _Loop:
         tr["bad_images"] = bad.count()
         state.bad_images = bad_before + tr["bad_images"]
         va = _evaluate(self.model, data.val, data.eval_prepare, self.device, self.amp_dtype)
+        _check_scores(va, state)
         self.val_bad = va["bad_images"] if va else 0
         spent(state)
         if state.step_in_epoch >= steps:
@@ -254,6 +255,17 @@ def _check_progress(state: StepState, skipped_before: int, steps: int, on_nonfin
         raise NonFiniteLossError(
             f"{skipped} of {steps} steps of epoch {state.epoch + 1} had a non-finite loss or gradient "
             "and were skipped: the run is not making progress; lower optim.lr"
+        )
+
+
+def _check_scores(va: dict | None, state: StepState) -> None:
+    """Finite weights can still score NaN/inf (a forward pass that overflows): such weights are
+    not a checkpoint to keep, in either ``on_nonfinite`` mode. Stop (exit 3) before the save,
+    so the last good checkpoint stays the last committed one."""
+    if va and not math.isfinite(va["loss"]):
+        raise NonFiniteLossError(
+            f"the held-out loss after epoch {state.epoch + 1} is {va['loss']}: the weights no longer "
+            "give finite scores; lower optim.lr"
         )
 
 

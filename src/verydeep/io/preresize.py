@@ -24,8 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import io
-import os
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -35,6 +33,7 @@ from PIL import Image
 
 from ..data.images import IMAGE_EXTENSIONS, BadImageError, load_image
 from ..data.transforms import rescale_smallest
+from .checkpoint import replacing
 
 
 def _one(src: Path, dst: Path, smallest_side: int, quality: int, exif: bool = True) -> str:
@@ -46,23 +45,22 @@ def _one(src: Path, dst: Path, smallest_side: int, quality: int, exif: bool = Tr
         turned = exif and 2 <= _orientation(src) <= 8  # 2-8: a flip or a turn
     except BadImageError:
         return "bad"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")  # never a half-written file under the final name
     if min(img.size) > smallest_side:
-        buf = io.BytesIO()
         try:
-            rescale_smallest(img, smallest_side).save(buf, "JPEG", quality=quality)
+            img = rescale_smallest(img, smallest_side)
         except BadImageError:
             return "bad"
-        tmp.write_bytes(buf.getvalue())
         done = "resized"
     elif src.suffix.lower() in (".jpg", ".jpeg") and not turned:
-        shutil.copyfile(src, tmp)
         done = "copied"
     else:  # small non-JPEG (PNG, GIF...) or turned upright: re-encoded, uniformly RGB JPEG
-        img.save(tmp, "JPEG", quality=quality)
         done = "resized"
-    os.replace(tmp, dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(dst) as tmp:  # never a half-written file under the final name
+        if done == "copied":
+            shutil.copyfile(src, tmp)
+        else:
+            img.save(tmp, "JPEG", quality=quality)
     return done
 
 

@@ -35,7 +35,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .checkpoint import atomic_write, load_state, save_state
+from .checkpoint import atomic_write, load_state, replacing, save_state
 
 MANIFEST = "last.json"
 FORMAT = 1
@@ -115,13 +115,12 @@ class CheckpointSet:
 
     def _publish(self, weights: Path) -> None:
         """Point ``last.safetensors`` at the committed weights (hard link; copy where unsupported)."""
-        tmp = self.folder / ".last.safetensors.link.tmp"
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(weights, tmp)
-        except OSError:
-            shutil.copyfile(weights, tmp)
-        os.replace(tmp, self.folder / "last.safetensors")
+        with replacing(self.folder / "last.safetensors") as tmp:
+            tmp.unlink(missing_ok=True)  # a killed publish's leftover
+            try:
+                os.link(weights, tmp)
+            except OSError:
+                shutil.copyfile(weights, tmp)
         # a legacy state file would otherwise be taken for a checkpoint of these weights
         for legacy in [self.folder / "last.state.pt", *self.folder.glob("last.rng*.pt")]:
             legacy.unlink(missing_ok=True)

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from .. import distributed as dist
 from ..engine import NonFiniteLossError, StepState
-from .checkpoint import Meta, atomic_write, read_model_file, save_model
+from .checkpoint import Meta, atomic_write, read_model_file, replacing, save_model
 from .resume import CheckpointSet, config_conflicts
 
 
@@ -172,9 +172,8 @@ class RunDir:
             self._copy_best(self.ckpt / "last.safetensors")
 
     def _copy_best(self, weights: Path) -> None:
-        tmp = self.ckpt / ".best.safetensors.tmp"
-        shutil.copyfile(weights, tmp)
-        tmp.replace(self.ckpt / "best.safetensors")
+        with replacing(self.ckpt / "best.safetensors") as tmp:
+            shutil.copyfile(weights, tmp)
 
     def save_init(self, model, meta: Meta) -> None:
         """The initialised weights, before any step (a floor for features, or a start to share)."""
