@@ -303,3 +303,33 @@ def test_dataset_decodes_a_big_jpeg_only_as_large_as_the_drawn_scale(tmp_path, m
     t.draw_scale()
     full = t(load_image_tensor(tmp_path / "big.jpg"), s)  # the same draws on the full-size decode
     assert got.shape == full.shape and (got.float() - full.float()).abs().mean() < 3
+
+
+@pytest.mark.parametrize("hw", [(40, 60), (60, 40), (50, 50), (375, 500), (333, 500), (500, 333), (7, 1000)])
+@pytest.mark.parametrize("s", [32, 37, 73, 224, 256])
+def test_rescaled_size_is_torchvisions_resize(hw, s):
+    """The one size helper every rescale uses, against the size torchvision's Resize gives;
+    ``round_to`` (descriptor buckets) rounds the long side to the nearest multiple instead."""
+    from torchvision.transforms.v2 import functional as TVF
+
+    from verydeep.data.transforms import rescaled_size
+
+    want = tuple(TVF.resize(torch.zeros(1, *hw), s, antialias=False).shape[-2:])
+    assert rescaled_size(*hw, s) == want
+    h, w = rescaled_size(*hw, s, round_to=32)
+    long = max(h, w)
+    assert min(h, w) == s and (long % 32 == 0 or long == s)  # never below s
+    assert long == s or abs(long - s * max(hw) / min(hw)) <= 16  # the nearest multiple of 32
+
+
+@pytest.mark.parametrize(("length", "n"), [(10, 3), (60000, 7), (9025, 512), (5, 5), (5, 9), (4, 1), (4, 0)])
+def test_spread_indices_keep_every_class_share(length, n):
+    from verydeep.data.loaders import spread_indices
+
+    idx = spread_indices(length, n)
+    assert len(idx) == min(n, length) and idx == sorted(set(idx))
+    if 1 < n < length:
+        assert idx[0] == 0 and idx[-1] == length - 1
+        # over 5 equal classes sorted by label, each gets its share of the picks (+-1)
+        per = np.bincount([i * 5 // length for i in idx], minlength=5)
+        assert per.max() - per.min() <= 1 or n < 5

@@ -10,8 +10,8 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from verydeep.config import pixels
-from verydeep.data.photos import rescaled_size
 from verydeep.data.preprocess import Preprocess
+from verydeep.data.transforms import rescaled_size
 from verydeep.data.voc_labels import read_voc_labels
 from verydeep.features import (
     DescriptorConfig,
@@ -111,8 +111,8 @@ def test_scales_in_paper_units_and_sizes():
     cfg = DescriptorConfig(scales=(256, 384, 512))
     assert cfg.sides(32) == [pixels(256, 32), pixels(384, 32), pixels(512, 32)] == [37, 55, 73]
     assert cfg.sides(224) == [256, 384, 512]
-    assert rescaled_size(200, 100, 50) == (50, 100)  # (H, W)
-    assert rescaled_size(100, 300, 40, step=8) == (120, 40)
+    assert rescaled_size(100, 200, 50, round_to=1) == (50, 100)  # (H, W)
+    assert rescaled_size(300, 100, 40, round_to=8) == (120, 40)
     with pytest.raises(ValueError, match="crop size"):
         DescriptorConfig(scales=(20,), units="pixels").sides(32)
     with pytest.raises(ValueError, match="combine"):

@@ -27,7 +27,7 @@ from .fashion_mnist import CLASSES as FMNIST_CLASSES
 from .fashion_mnist import load_fashion_mnist
 from .folder import ImageFolderDataset, scan_image_folder
 from .images import BadImageError, load_image
-from .loaders import EpochOrder, FolderBatches, TensorBatches
+from .loaders import EpochOrder, FolderBatches, TensorBatches, spread_indices
 from .preprocess import ColourPCA, Preprocess
 from .transforms import (
     CentreCropTransform,
@@ -180,7 +180,7 @@ def _image_folder(cfg: RunConfig, env: DistEnv, micro: int, device: torch.device
     d, crop = cfg.data, cfg.model.crop_size
     samples, classes, test_samples = _scan(cfg)
     if d.subset and d.subset < len(samples):  # spread over the class-sorted list: every class keeps its share
-        samples = [samples[i] for i in torch.linspace(0, len(samples) - 1, d.subset).round().long().tolist()]
+        samples = [samples[i] for i in spread_indices(len(samples), d.subset)]
     tr, va = split_indices(len(samples), d.val_fraction)
     train_samples = [samples[i] for i in tr.tolist()]
     prep, pca = input_preprocess(_sample_folder_pixels(train_samples), d.normalize)

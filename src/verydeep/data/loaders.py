@@ -26,6 +26,17 @@ from .folder import collate_skip_bad
 from .images import BadImageError
 
 
+def spread_indices(length: int, n: int) -> list[int]:
+    """``n`` indices evenly spread over ``range(length)``, first and last included (all of them
+    if ``n >= length``). Over a class-sorted list every class keeps its share; training subsets,
+    ``eval --limit``, calibration sets and figures all pick this way."""
+    if n >= length:
+        return list(range(length))
+    if n <= 0:
+        return []
+    return torch.linspace(0, length - 1, n).round().long().unique().tolist()
+
+
 class EpochOrder(Sampler[int]):
     """Indices for this rank in this epoch (shuffled with seed+epoch), whole batches only."""
 

@@ -5,9 +5,7 @@ dataset ``features.describe_paths`` feeds through DataLoader workers (``decoding
 
 Example:
     >>> from PIL import Image
-    >>> from verydeep.data.photos import rescale_to_sides, rescaled_size
-    >>> rescaled_size(200, 100, 50)  # (H, W): the smaller side becomes 50
-    (50, 100)
+    >>> from verydeep.data.photos import rescale_to_sides
     >>> [t.shape for t in rescale_to_sides(Image.new("RGB", (60, 40)), [32, 48], 1, "LRGB")]
     [torch.Size([3, 32, 48]), torch.Size([3, 48, 72])]
 """
@@ -26,6 +24,7 @@ from PIL import Image
 
 from .folder import scan_image_folder
 from .images import BadImageError, load_image
+from .transforms import rescaled_size
 from .voc_labels import is_voc_root, read_voc_labels
 
 log = logging.getLogger(__name__)
@@ -45,13 +44,6 @@ def labelled_images(
     return [p for p, _ in samples], np.array([y for _, y in samples], dtype=np.int64), classes
 
 
-def rescaled_size(width: int, height: int, side: int, step: int = 1) -> tuple[int, int]:
-    """(H, W) with the smaller side ``side`` and the aspect kept (long side rounded to ``step``)."""
-    short, long = min(width, height), max(width, height)
-    new_long = max(side, round(long * side / short / step) * step)
-    return (side, new_long) if height <= width else (new_long, side)
-
-
 def rescale_to_sides(img: Image.Image, sides: list[int], step: int, mode: str) -> list[torch.Tensor]:
     """uint8 (C, H, W) of ``img`` rescaled to each smaller side in ``sides`` (colour ``mode``:
     RGB, L, or LRGB = grey replicated to RGB), as descriptors see it."""
@@ -60,7 +52,7 @@ def rescale_to_sides(img: Image.Image, sides: list[int], step: int, mode: str) -
         img = img.convert("RGB") if mode == "LRGB" else img
     out = []
     for side in sides:
-        h, w = rescaled_size(img.width, img.height, side, step)
+        h, w = rescaled_size(img.height, img.width, side, round_to=step)
         resized = TF.resize(img, [h, w], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
         out.append(TF.pil_to_tensor(resized))
     return out

@@ -35,17 +35,10 @@ def rescale_smallest(img: Image.Image | torch.Tensor, side: int) -> Image.Image 
     """Isotropic rescale so that the smaller side equals ``side`` (bilinear, antialiased); a
     result beyond ``MAX_PIXELS`` is a ``BadImageError`` (no allocation is attempted)."""
     w, h = img.size if isinstance(img, Image.Image) else (img.shape[-1], img.shape[-2])
-    new_w, new_h = resized_size(w, h, side)
+    new_h, new_w = rescaled_size(h, w, side)
     if new_w * new_h > MAX_PIXELS:
         raise BadImageError(f"{w}x{h} image rescaled to {new_w}x{new_h} is beyond the pixel limit")
     return TF.resize(img, side, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-
-
-def resized_size(width: int, height: int, side: int) -> tuple[int, int]:
-    """(width, height) after ``rescale_smallest(img, side)``, torchvision's rounding."""
-    if width <= height:
-        return side, int(side * height / width)
-    return int(side * width / height), side
 
 
 class TrainTransform:
@@ -75,7 +68,7 @@ class TrainTransform:
         s = self.draw_scale() if s is None else s
         if isinstance(img, torch.Tensor):
             return self._call_tensor(img, s)
-        w, h = resized_size(img.width, img.height, s)
+        h, w = rescaled_size(img.height, img.width, s)
         top = random.randint(0, h - self.crop)
         left = random.randint(0, w - self.crop)
         fx, fy = img.width / w, img.height / h  # source pixels per rescaled pixel
@@ -97,7 +90,7 @@ class TrainTransform:
         the window's position and size differ from rescale-then-crop by under one source pixel.
         """
         h0, w0 = x.shape[-2:]
-        w, h = resized_size(w0, h0, s)
+        h, w = rescaled_size(h0, w0, s)
         top, left = random.randint(0, h - self.crop), random.randint(0, w - self.crop)
         fx, fy = w0 / w, h0 / h
         y0, x0 = min(round(top * fy), h0 - 1), min(round(left * fx), w0 - 1)
@@ -143,11 +136,16 @@ class CentreCropTransform:
         return TF.pil_to_tensor(TF.center_crop(rescale_smallest(img, self.q), [self.crop, self.crop]))
 
 
-def rescaled_size(h: int, w: int, s: int) -> tuple[int, int]:
-    """(H, W) after an isotropic rescale to smallest side ``s``, as torchvision computes it."""
-    if h <= w:
-        return s, int(s * w / h)
-    return int(s * h / w), s
+def rescaled_size(h: int, w: int, s: int, round_to: int | None = None) -> tuple[int, int]:
+    """(H, W) after an isotropic rescale to smallest side ``s``. The long side is truncated, as
+    torchvision's ``Resize`` computes it, or with ``round_to`` rounded to the nearest multiple
+    of it, never below ``s`` (descriptor passes use 32, so photos share size buckets)."""
+    short, long = min(h, w), max(h, w)
+    if round_to is None:
+        new_long = int(s * long / short)
+    else:
+        new_long = max(s, round(long * s / short / round_to) * round_to)
+    return (s, new_long) if h <= w else (new_long, s)
 
 
 def scale_crop_flip(

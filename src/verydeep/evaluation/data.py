@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from ..data.fashion_mnist import CLASSES as FASHION_CLASSES
 from ..data.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
 from ..data.folder import ImageFolderDataset, scan_image_folder
+from ..data.loaders import spread_indices
 from ..data.voc import image_level_samples
 from ..data.voc_labels import is_voc_root
 from .core import rescale
@@ -53,7 +54,7 @@ class EvalData:
         """``limit`` images evenly spread over the set (every class keeps its share)."""
         if not limit or limit >= len(self):
             return self
-        keep = torch.linspace(0, len(self) - 1, limit).round().long().unique()
+        keep = spread_indices(len(self), limit)
         if self.samples is not None:
             return EvalData(self.classes, samples=[self.samples[i] for i in keep], name=self.name)
         return EvalData(self.classes, images=self.images[keep], labels=self.labels[keep], name=self.name)

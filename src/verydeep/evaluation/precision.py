@@ -30,6 +30,7 @@ from torch import nn
 
 from ..config import pixels
 from ..data.images import BadImageError, find_images, load_image
+from ..data.loaders import spread_indices
 from ..data.preprocess import Preprocess
 from ..hardware import native_bf16
 from ..models.vgg import VGG
@@ -61,9 +62,7 @@ def calibration_crops(images: Iterable[Image.Image | torch.Tensor], crop: int, c
 
 def spread(items: Sequence, n: int = CALIBRATION_IMAGES) -> list:
     """``n`` items evenly spread over ``items`` (all of them if fewer): every class has its share."""
-    if len(items) <= n:
-        return list(items)
-    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)] if n > 1 else [items[0]]
+    return [items[i] for i in spread_indices(len(items), n)]
 
 
 def image_paths(folder: str | Path) -> list[Path]:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from ..config import pixels
 from ..data.images import load_image
+from ..data.loaders import spread_indices
 from ..evaluation.predict import class_names, heatmap_png, score_map
 from ..evaluation.runner import scales_for
 from ..io.checkpoint import load_model
@@ -26,8 +25,7 @@ def pick_images(samples: list, n: int) -> list:
     for s in samples:
         first.setdefault(s[1], s)
     labels = sorted(first)
-    keep = torch.linspace(0, len(labels) - 1, min(n, len(labels))).round().long().tolist()
-    return [first[labels[i]] for i in keep]
+    return [first[labels[i]] for i in spread_indices(len(labels), n)]
 
 
 def score_maps_png(
