@@ -8,8 +8,10 @@
 #        INIT=~/.cache/verydeep/study-imagewoof/D-256/checkpoints/best.safetensors ARCH=D \
 #          bash experiments/localization.sh ../shared/data/critters-voc runs/loc-imagewoof
 #   With INIT the classifier is fine-tuned from that Imagewoof net, as Appendix A starts from the
-#   classification nets (the study's grid nets: width 0.5, FC 1024, crop 64; ARCH its letter).
-#   CLS=<classifier checkpoint> skips step 1; LOC_LR=<rate> sets the box nets' rate (default 0.01).
+#   classification nets; its shape (arch, width, FC width, crop) is read from INIT's metadata.
+#   CLS=<classifier checkpoint> skips step 1; LOC_LR=<rate> sets the box nets' rate (default 0.01);
+#   STEPS_ALL / STEPS_FC their steps when all layers / the FC layers only are trained (600 each;
+#   an FC-only step costs about a third of an all-layer one: no backward through the convs).
 set -euo pipefail
 D=${1:-../shared/data/critters-voc}
 OUT=${2:-runs/loc}
@@ -18,9 +20,11 @@ mkdir -p "$OUT"
 t() { local cmd="$*"; /usr/bin/time -f "%U+%S s CPU, %e s wall: ${cmd//%/%%}" "$@"; }  # % doubled: time reads it as a format
 # the box nets' rate: LOC_LR (0.01 by default; a trained source may want the paper's 1e-3)
 LOC_LR=${LOC_LR:-0.01}
-if [ -n "${INIT:-}" ]; then  # the study's net shape; a tenth of the rate, the source's weights
-  NET=(--set "model.arch=${ARCH:-D}" --set model.width_mult=0.5 --set model.fc_width=1024 --set model.crop_size=64
-       --set "train.init_from=$INIT" --set optim.lr=0.001)
+if [ -n "${INIT:-}" ]; then  # the source net's shape; a tenth of the rate, the source's weights
+  read -r -a SHAPE <<< "$(python3 -c "import json,sys,struct; f=open(sys.argv[1],'rb'); \
+h=json.loads(f.read(struct.unpack('<Q',f.read(8))[0])); m=json.loads(h['__metadata__']['verydeep'])['model']; \
+print(' '.join(f'--set model.{k}={m[k]}' for k in ('arch','width_mult','fc_width','crop_size')))" "$INIT")"
+  NET=("${SHAPE[@]}" --set "train.init_from=$INIT" --set optim.lr=0.001)
 else  # from scratch, as docs/LOCALIZATION.md's first numbers
   NET=(--set model.arch=D_bn --set model.width_mult=0.25 --set model.fc_width=256 --set model.crop_size=64
        --set model.init=kaiming --set data.normalize=standardize)
@@ -43,7 +47,8 @@ fi
 for v in "scr all" "pcr all" "scr fc" "pcr fc"; do
   set -- $v
   t $VD localize train --data "$D" --split "train[:80%]" --init "$CLS" --out "$OUT/$1-$2.safetensors" \
-    --head "$1" --finetune "$2" --steps 600 --lr "$LOC_LR"
+    --head "$1" --finetune "$2" --steps "$([ "$2" = fc ] && echo "${STEPS_FC:-600}" || echo "${STEPS_ALL:-600}")" \
+    --lr "$LOC_LR"
 done
 
 # 3. choose merging and scales on held-out photographs, per net

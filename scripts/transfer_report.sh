@@ -4,13 +4,15 @@
 #   random-a   that net's architecture at its Glorot initialisation (made here: one-step run, init kept)
 #   fmnist     verydeep train --config experiments/transfer_fmnist.toml (its best checkpoint)
 #   random     that run's init.safetensors (the Fashion-MNIST net's shape, untrained)
-# NETS="imagewoof random-a" limits the nets, DATASETS="voc" the data sets. Prints each command
-# with its CPU time (user + sys, this process and its children).
+# NETS="imagewoof random-a" limits the nets, DATASETS="voc" the data sets; OUT and RANDOM_A move
+# the outputs and the random-a run (one per Imagewoof net shape). Prints each command with its
+# CPU time (user + sys, this process and its children).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 export PYTHONPATH=src
 D=../shared/data
-OUT=runs/transfer-report
+OUT=${OUT:-runs/transfer-report}
+RANDOM_A=${RANDOM_A:-runs/transfer-random-a}
 mkdir -p "$OUT"
 TIMEFORMAT='    CPU %3U s user + %3S s sys, wall %3R s'
 DATASETS=${DATASETS:-"hym voc"}
@@ -21,19 +23,22 @@ vd() { echo "\$ verydeep $*"; time "$PY" -m verydeep "$@" 2>/dev/null; }
 ckpt() {
   case $1 in
     imagewoof) echo "$IMAGEWOOF" ;;
-    random-a) echo runs/transfer-random-a/checkpoints/init.safetensors ;;
+    random-a) echo "$RANDOM_A/checkpoints/init.safetensors" ;;
     fmnist) echo runs/transfer-fmnist/checkpoints/best.safetensors ;;
     random) echo runs/transfer-fmnist/checkpoints/init.safetensors ;;
   esac
 }
 if [[ " $NETS " == *" random-a "* && ! -f $(ckpt random-a) ]]; then
-  # the Imagewoof net's shape and init, untrained: train.save_init keeps the weights before step 1
-  ARCH=$("$PY" -c "import json,sys; from safetensors import safe_open; \
-m=json.loads(safe_open(sys.argv[1],'pt').metadata()['verydeep'])['model']; print(m['arch'])" "$IMAGEWOOF")
+  # the Imagewoof net's shape (from its metadata) and init, untrained: train.save_init keeps the
+  # weights before step 1
+  SHAPE=$("$PY" -c "import json,sys; from safetensors import safe_open; \
+m=json.loads(safe_open(sys.argv[1],'pt').metadata()['verydeep'])['model']; \
+print(' '.join(f'--set model.{k}={m[k]}' for k in ('arch','width_mult','fc_width','crop_size')))" "$IMAGEWOOF")
+  # shellcheck disable=SC2086  # SHAPE is a list of flags
   "$PY" -m verydeep train --no-progress --set data.dataset=imagefolder --set data.root=$D/imagewoof-160 \
-    --set "model.arch=$ARCH" --set model.width_mult=0.5 --set model.fc_width=1024 --set model.crop_size=64 \
-    --set model.init=glorot --set train.save_init=true --set train.max_steps=1 --set data.val_fraction=0 \
-    --set train.eval_test=false --set train.out_dir=runs/transfer-random-a > /dev/null
+    $SHAPE --set model.init=glorot --set train.save_init=true --set train.max_steps=1 \
+    --set data.val_fraction=0 --set train.eval_test=false --set optim.batch_size=8 \
+    --set "train.out_dir=$RANDOM_A" > /dev/null
 fi
 
 declare -A SCALES=([single]="--scales 256" [stack]="--scales 256 384 512 --combine stack"
