@@ -285,6 +285,18 @@ def test_bf16_and_channels_last_runtime_agree_with_fp32():
     assert bf.dtype == torch.float32 and (bf - bf_ref).abs().max() < 0.05
 
 
+def test_the_bf16_copy_is_made_once_and_leaves_the_net_as_it_was():
+    from verydeep.evaluation.precision import for_precision
+
+    net = trained_tiny()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    copy, autocast = for_precision(net, PREP, "bf16")
+    assert autocast and copy is not net and next(copy.parameters()).dtype == torch.bfloat16
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # fp32 untouched
+    assert for_precision(copy, PREP, "bf16")[0] is copy  # already bf16: no second copy
+    assert for_precision(net, PREP, "fp32") == (net, False)
+
+
 def test_forward_pass_counts_and_method_parsing():
     from verydeep.evaluation.runner import forwards_per_image, parse_methods
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from PIL import Image
 
-from ..data.images import load_image
-from ..data.photos import rescale_to_sides
+from ..data.transforms import rescaled_size
 from ..evaluation.core import window_trim
+from ..evaluation.precision import for_precision
 from ..features import DescriptorConfig, describe_paths
 from ..hardware import native_bf16
 from ..models.summary import conv_macs
@@ -39,11 +40,17 @@ Q = 384.0  # paper units: the descriptor scale of the paper's VOC/Caltech single
 
 
 def _gmacs_per_image(net, paths: list[Path], side: int) -> float:
-    """Mean GMACs of one descriptor (image and its flip) at the trimmed sizes the net sees."""
+    """Mean GMACs of one descriptor (image and its flip) at the trimmed sizes the net sees; the
+    sizes come from the file headers (EXIF turns included), nothing is decoded."""
     total = 0
     for p in paths:
-        x = window_trim(rescale_to_sides(load_image(p), [side], 1, "RGB")[0], net.crop_size, 32, "centre")
-        total += 2 * conv_macs(net, *x.shape[-2:], fc_layers=2)
+        with Image.open(p) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # a quarter turn swaps the sides
+                w, h = h, w
+        shape = rescaled_size(h, w, side, round_to=1)  # as rescale_to_sides computes it
+        trimmed = window_trim(torch.empty(0, *shape), net.crop_size, 32, "centre").shape[-2:]
+        total += 2 * conv_macs(net, *trimmed, fc_layers=2)
     return total / len(paths) / 1e9
 
 
@@ -54,9 +61,11 @@ def bench_features(cfg: BenchConfig, device: torch.device, root: Path, progress=
     paths = photos(root, cfg.features_images)
     names = [k for k, (_, prec) in VARIANTS.items() if prec != "bf16" or native_bf16(device) or cfg.all_modes]
 
-    def run(align: str, precision: str):
+    nets = {"fp32": vd, "bf16": for_precision(vd, PREP, "bf16")[0] if "window_buckets_bf16" in names else vd}
+
+    def run(align: str, precision: str):  # the bf16 copy is made once, not once per round
         return lambda: describe_paths(
-            vd, PREP, paths, DescriptorConfig(scales=(Q,), align=align, precision=precision)
+            nets[precision], PREP, paths, DescriptorConfig(scales=(Q,), align=align, precision=precision)
         )
 
     fns = {k: run(*VARIANTS[k]) for k in names}

@@ -84,8 +84,11 @@ def for_precision(
 ) -> tuple[nn.Module, bool]:
     """(net to run, bf16 autocast?) for a resolved ``precision``. ``bf16`` runs a copy of
     ``model`` with bf16 weights, ``int8`` quantises a copy on ``calibration`` (PIL or uint8 CHW
-    images); ``fp32`` returns ``model`` itself."""
+    images); ``fp32`` returns ``model`` itself, and so does ``bf16`` for a model whose weights
+    are bf16 already (a caller that runs many passes converts once)."""
     if precision == "bf16":
+        if next(model.parameters()).dtype == torch.bfloat16:  # already such a copy: reuse it
+            return model, True
         # a copy with bf16 weights: autocast then has nothing to cast per call (it re-cast FC6's
         # 102 M weights on every forward, a third of a dense evaluation's time)
         return copy.deepcopy(model).to(torch.bfloat16), True
