@@ -1,15 +1,18 @@
-"""Markdown table of the results written by scripts/transfer_report.sh (runs/transfer-report/*.json).
+"""Markdown table of the results written by scripts/transfer_report.sh (runs/transfer-report/*.json,
+or the folder in OUT, as for the report script).
 
-Usage: .venv/bin/python scripts/transfer_table.py [LOG ...]; with the script's logs (a later log's run of a
-command replaces an earlier one) a column gives each row's CPU seconds (user + sys, 8 commands).
+Usage: [OUT=DIR] .venv/bin/python scripts/transfer_table.py [LOG ...]; with the script's logs (a later
+log's run of a command replaces an earlier one) a column gives each row's CPU seconds (user + sys,
+8 commands).
 """
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
-OUT = Path("runs/transfer-report")
+OUT = Path(os.environ.get("OUT", "runs/transfer-report"))
 MODES = {
     "single": "single scale Q=256",
     "stack": "Q={256,384,512} stacked",
