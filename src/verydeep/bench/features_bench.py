@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..data.images import header_orientation
 from ..data.transforms import rescaled_size
 from ..evaluation.core import window_trim
 from ..evaluation.precision import for_precision
@@ -46,8 +47,8 @@ def _gmacs_per_image(net, paths: list[Path], side: int) -> float:
     for p in paths:
         with Image.open(p) as im:
             w, h = im.size
-            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # a quarter turn swaps the sides
-                w, h = h, w
+        if header_orientation(p) in (5, 6, 7, 8):  # a quarter turn swaps the sides
+            w, h = h, w
         shape = rescaled_size(h, w, side, round_to=1)  # as rescale_to_sides computes it
         trimmed = window_trim(torch.empty(0, *shape), net.crop_size, 32, "centre").shape[-2:]
         total += 2 * conv_macs(net, *trimmed, fc_layers=2)

@@ -156,6 +156,15 @@ def _decode_jpeg(data: bytes, path: Path, min_side: int | None) -> torch.Tensor 
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
+def header_orientation(path: str | Path) -> int:
+    """The EXIF orientation tag of any image file (1: as stored), read from its header only."""
+    try:
+        with Image.open(path) as img:
+            return int(img.getexif().get(0x0112, 1))
+    except (OSError, ValueError, SyntaxError):
+        return 1
+
+
 def exif_orientation(data: bytes) -> int:
     """The EXIF orientation tag (1-8) of JPEG bytes; 1 where there is none or it is unreadable.
 

@@ -29,9 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from PIL import Image
-
-from ..data.images import IMAGE_EXTENSIONS, BadImageError, load_image
+from ..data.images import IMAGE_EXTENSIONS, BadImageError, header_orientation, load_image
 from ..data.transforms import rescale_smallest
 from .checkpoint import replacing
 
@@ -42,7 +40,7 @@ def _one(src: Path, dst: Path, smallest_side: int, quality: int, exif: bool = Tr
         return "exists"
     try:
         img = load_image(src, min_side=smallest_side, exif=exif)  # JPEG draft: no bigger than needed
-        turned = exif and 2 <= _orientation(src) <= 8  # 2-8: a flip or a turn
+        turned = exif and 2 <= header_orientation(src) <= 8  # 2-8: a flip or a turn
     except BadImageError:
         return "bad"
     if min(img.size) > smallest_side:
@@ -62,15 +60,6 @@ def _one(src: Path, dst: Path, smallest_side: int, quality: int, exif: bool = Tr
         else:
             img.save(tmp, "JPEG", quality=quality)
     return done
-
-
-def _orientation(path: Path) -> int:
-    """The EXIF orientation tag (1: as stored), read from the header only."""
-    try:
-        with Image.open(path) as img:
-            return int(img.getexif().get(0x0112, 1))
-    except (OSError, ValueError, SyntaxError):
-        return 1
 
 
 def plan(src: Path, dst: Path) -> list[tuple[Path, Path]]:
