@@ -204,6 +204,12 @@ def test_quick_imagewoof_study_resumes_from_committed_summaries(shared_data, tmp
     assert main(args) == 0
     assert sorted(p.name for p in runs.iterdir()) == ["A-256", "C-256"]
     assert (res / "A-256" / "study.json").read_text() == before and (res / "C-256" / "eval.json").is_file()
+    # the retrain's own log sits beside the first training's summary, and the report names it
+    (again,) = (res / "A-256" / "retrains").iterdir()
+    assert (again / "log.csv").is_file() and not (again / "eval.json").exists()
+    assert "- A-256: best held-out error" in report.read_text() and f"({again.name})" in report.read_text()
+    retrains = json.loads((tmp_path / "IMAGEWOOF.json").read_text())["runs"]["A-256"]["retrains_val_err"]
+    assert list(retrains) == [again.name] and 0 <= retrains[again.name] <= 1
 
 
 def test_timing_table_counts_every_session_of_a_resumed_run(tmp_path):

@@ -92,6 +92,7 @@ def _write_report(spec, results: dict, report: Path, command: str) -> None:
             "eval_wall_s": r["eval"].get("wall_s"),
             "val_err": r["val_err"],
             "epochs": (r.get("result") or {}).get("epochs"),
+            "retrains_val_err": r.get("retrains") or {},
         }
     doc = {"runs": numbers, "noise": noise_level(results), "targets": target_summary(results, spec)}
     atomic_write(report.with_suffix(".json"), json.dumps(doc, indent=1).encode())

@@ -26,6 +26,7 @@ from .tables import (
     ensemble_table,
     extra_table,
     pct,
+    retrain_lines,
     tables,
     timing_table,
     top1,
@@ -258,5 +259,6 @@ def render(results: dict, spec, command: str, figures: list[str], notes: str = "
         *[f"![{f}]({f})" for f in figures],
         "",
         *timing_table(results),
+        *retrain_lines(results),
     ]
     return "\n".join(out) + "\n"

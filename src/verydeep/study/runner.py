@@ -77,8 +77,12 @@ def train_run(spec: StudySpec, run: Run, progress: bool, keep_summary: bool = Fa
         raise ValueError(f"study: {run.name} finished without {best_checkpoint(spec, run.name)}")
     record = {"cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - wall0}
     atomic_write(folder / "study.json", json.dumps(record).encode())
-    if spec.results_dir and not keep_summary:
-        summary.copy_run_files(folder, summary_dir(spec, run.name))
+    if spec.results_dir:
+        # a retrained parent keeps the summary of its first training, and its own log goes beside
+        # it: its children start from these weights, which the report's numbers did not come from
+        dest = summary_dir(spec, run.name)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        summary.copy_run_files(folder, dest / "retrains" / stamp if keep_summary else dest)
     return record
 
 
@@ -158,6 +162,8 @@ def load_result(spec: StudySpec, run: Run) -> dict | None:
     out = {"run": run, "record": record, "eval": summary.read_eval(where)}
     out["val_err"] = best_val_error(where / "log.csv")
     out["epoch_seconds"], out["epoch_cpu"] = epoch_seconds(where / "log.csv")
+    retrains = sorted(p for p in (where / "retrains").glob("*") if (p / "log.csv").is_file())
+    out["retrains"] = {p.name: best_val_error(p / "log.csv") for p in retrains}
     out |= {k: summary.read_json(where / f"{k}.json") for k in ("result", "config")}
     return out
 
@@ -192,6 +198,8 @@ def run_study(
             )
         if done is not None:
             results[run.name] = done
+    if not report_only:  # a parent retrained for a later run has a new retrain record
+        results = {n: load_result(spec, plan[n]) or r for n, r in results.items()}
     return results
 
 

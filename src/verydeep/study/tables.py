@@ -179,6 +179,20 @@ def timing_table(results: dict) -> list[str]:
     return lines
 
 
+def retrain_lines(results: dict) -> list[str]:
+    """Parents trained again because their checkpoint was gone (a new machine): the children
+    start from the retrain, while the tables keep the first training's numbers."""
+    rows = [(n, r) for n, r in results.items() if r.get("retrains")]
+    if not rows:
+        return []
+    lines = ["", "Retrained parents (their weights were lost; every later child starts from the retrain):"]
+    for name, r in rows:
+        again = ", ".join(f"{pct(e)}% ({stamp})" for stamp, e in r["retrains"].items())
+        first = pct(r["val_err"])
+        lines.append(f"- {name}: best held-out error {first}% first, then {again}; same seed and config")
+    return lines
+
+
 def by_validation(results: dict) -> list[str]:
     """Nets that may be chosen (not a reference recipe) with a validation error, best first
     (ties: plan order)."""
