@@ -93,7 +93,13 @@ def _check_structure(r: dict, parts: list[str]) -> None:
             for m in ("centre", "dense"):
                 assert 0 <= v[m]["top1_agreement"] <= 1 and v[m]["max_prob_diff"] >= 0
     if "eval" in r:
-        assert set(r["eval"]["seconds_per_image"]) == {"dense_3scale_flip", "multicrop_150"}
+        e = r["eval"]
+        assert set(e["seconds_per_image"]) == {"dense_3scale_flip", "multicrop_150"}
+        # one row per test scale, whose work adds up to the 3-scale total
+        assert list(e["by_scale"]) == [str(q) for q in e["scales_px"]]
+        for k, total in e["gmacs_per_image"].items():
+            assert sum(b[k]["gmacs_per_image"] for b in e["by_scale"].values()) == pytest.approx(total)
+        assert all(b["ratio"] > 0 for b in e["by_scale"].values())
     if "data" in r:
         d = r["data"]
         assert {"torchvision", "verydeep", "verydeep_pil", "decode_simplejpeg"} <= set(d["images_per_cpu_s"])

@@ -123,22 +123,42 @@ def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress
     imgs = [load_image(p, min_side=max(qs)) for p in photos(root, cfg.eval_images)]
     scaled = [[TF.pil_to_tensor(rescale_smallest(im, q))[None] for q in qs] for im in imgs]
 
-    def run(method):
+    def run(method, i):
         with torch.inference_mode():
-            return [method(vd, s, PREP, rt=rt) for per in scaled for s in per]
+            return [method(vd, per[i], PREP, rt=rt) for per in scaled]
 
-    fns = {"dense_3scale_flip": lambda: run(dense_probs), "multicrop_150": lambda: run(multicrop_probs)}
+    # one variant per method and scale, so the report can say where the ratio comes from: at a
+    # small Q dense evaluation is one window or a few, at a large Q it is most of 150 crops' work
+    methods = {"dense_3scale_flip": dense_probs, "multicrop_150": multicrop_probs}
+    fns = {f"{k}@{q}": (lambda m=m, i=i: run(m, i)) for k, m in methods.items() for i, q in enumerate(qs)}
     # no warm-up (each call is long); rounds pair dense and crops moments apart for the ratio
     times = interleaved(fns, rounds=cfg.rounds, warmup=0, device=device, progress=progress)
-    per_img = {k: median(v) / len(imgs) for k, v in times.items()}
-    macs_dense = sum(2 * conv_macs(vd, *s.shape[-2:]) for per in scaled for s in per) / len(imgs)
-    macs_crops = 3 * 50 * conv_macs(vd, cfg.crop, cfg.crop)
+    totals = {k: [sum(r) for r in zip(*(times[f"{k}@{q}"] for q in qs), strict=True)] for k in methods}
+    per_img = {k: median(v) / len(imgs) for k, v in totals.items()}
+    macs = {
+        "dense_3scale_flip": [
+            sum(2 * conv_macs(vd, *per[i].shape[-2:]) for per in scaled) / len(imgs) for i in range(len(qs))
+        ],
+        "multicrop_150": [50 * conv_macs(vd, cfg.crop, cfg.crop)] * len(qs),
+    }
+    by_scale = {
+        str(q): {
+            k: {
+                "seconds_per_image": median(times[f"{k}@{q}"]) / len(imgs),
+                "gmacs_per_image": macs[k][i] / 1e9,
+            }
+            for k in methods
+        }
+        | {"ratio": paired_ratio(times, f"multicrop_150@{q}", f"dense_3scale_flip@{q}")}
+        for i, q in enumerate(qs)
+    }
     return {
         "images": len(imgs),
         "scales_px": qs,
         "seconds_per_image": per_img,
-        "ratio": paired_ratio(times, "multicrop_150", "dense_3scale_flip"),
-        "gmacs_per_image": {"dense_3scale_flip": macs_dense / 1e9, "multicrop_150": macs_crops / 1e9},
+        "ratio": paired_ratio(totals, "multicrop_150", "dense_3scale_flip"),
+        "gmacs_per_image": {k: sum(v) / 1e9 for k, v in macs.items()},
+        "by_scale": by_scale,
         "precision": "bf16" if rt.bf16 else "fp32",
         "note": "evaluation.core's dense_probs and multicrop_probs, as verydeep eval runs them",
     }

@@ -81,6 +81,13 @@ def _other_lines(r: dict) -> list[str]:
         lines.append(f"Evaluation per photo ({e['images']} photos, scales {e['scales_px']} px):")
         for k in s:
             lines.append(f"  {k:30} {s[k]:>9.2f} s {g[k]:>9.1f} GMACs")
+        for q, b in e.get("by_scale", {}).items():
+            d, c = b["dense_3scale_flip"], b["multicrop_150"]
+            rate = lambda x: x["gmacs_per_image"] / x["seconds_per_image"]  # noqa: E731
+            lines.append(
+                f"    Q = {q} px: dense {d['seconds_per_image']:.2f} s ({rate(d):.0f} GMAC/s), 50 crops "
+                f"{c['seconds_per_image']:.2f} s ({rate(c):.0f} GMAC/s): {b['ratio']:.1f}x"
+            )
         lines.append(f"  150 crops cost {e['ratio']:.1f}x dense 3-scale+flip ({e['note']})")
     if "data" in r:
         d = r["data"]
