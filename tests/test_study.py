@@ -244,3 +244,31 @@ def test_timing_table_counts_every_session_of_a_resumed_run(tmp_path):
     assert (
         "| total | | 4000 (1.1 h) | 2479 (recorded part) | 10 |" in text and "resumed across sessions" in text
     )
+
+
+def test_score_maps_keep_the_best_nets_figure_when_its_weights_are_gone(tmp_path, monkeypatch):
+    """A new machine has the summaries but not C-256's weights, and a retrained A-256: the
+    figure drawn from C-256 stays, rather than being replaced by a weaker net's."""
+    import verydeep.study.figures as figures
+    from verydeep.cli.study import _score_maps
+    from verydeep.study.plan import Run
+    from verydeep.study.runner import best_checkpoint
+
+    spec = StudySpec(out_dir=str(tmp_path / "runs"), test_data=str(tmp_path))
+    results = {
+        n: {"run": Run(n, n[0], [256], []), "val_err": e, "eval": {"multi/dense": {}}}
+        for n, e in (("A-256", 0.38), ("C-256", 0.36))
+    }
+    weights = Path(best_checkpoint(spec, "A-256"))  # only A-256's weights are at hand
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"")
+    drawn: list[str] = []
+    monkeypatch.setattr(
+        figures, "score_maps_png", lambda ck, samples, name, readable: drawn.append(name) or b"png"
+    )
+    monkeypatch.setattr("verydeep.evaluation.open_data", lambda root: type("D", (), {"samples": [1]})())
+    fig = tmp_path / "maps.png"
+    fig.write_bytes(b"C-256's figure")
+    assert _score_maps(spec, results, fig) == fig and fig.read_bytes() == b"C-256's figure" and not drawn
+    fig.unlink()  # no earlier figure: the best net with weights is drawn
+    assert _score_maps(spec, results, fig) == fig and drawn == ["A-256"] and fig.read_bytes() == b"png"

@@ -100,15 +100,18 @@ def _write_report(spec, results: dict, report: Path, command: str) -> None:
 
 
 def _score_maps(spec, results: dict, path: Path) -> Path | None:
-    """Dense class score maps of the best net by validation whose weights are at hand; an
-    earlier figure stays when none is (a fresh clone has summaries, not weights)."""
+    """Dense class score maps of the best net by validation, where its weights are at hand; else
+    an earlier figure stays (a fresh clone has summaries, not weights), and only where there is
+    none is the next net with weights drawn."""
     from ..evaluation import open_data
     from ..io.checkpoint import atomic_write
     from ..study.figures import score_maps_png
     from ..study.runner import best_checkpoint
     from ..study.tables import by_validation
 
-    for name in by_validation(results):
+    for i, name in enumerate(by_validation(results)):
+        if i == 1 and path.is_file():  # the best net's weights are gone: keep its figure
+            return path
         if Path(best_checkpoint(spec, name)).is_file():
             samples = open_data(spec.test_data).samples
             if samples is None:  # in-memory data (Fashion-MNIST): no photographs to draw
