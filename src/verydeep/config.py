@@ -111,6 +111,9 @@ class OptimConfig:
     micro_batch: int = spec(0, lo=0, hi=1_000_000)  # per-step batch per rank (< batch: accumulation)
     lr_factor: float = spec(0.1, gt=0, lt=1)
     patience: int = spec(1, lo=1, hi=1000)  # epochs without held-out improvement before lr / 10
+    # held-out epochs whose mean accuracy the plateau rule compares (1: single epochs, the paper's
+    # rule; more where one epoch's accuracy on a small held-out split is noisier than its gains)
+    plateau_window: int = spec(1, lo=1, hi=100)
     max_reductions: int = spec(3, lo=0, hi=100)  # the paper divided it three times, then stopped
     schedule: str = spec("plateau", choices=("plateau", "cosine"))  # cosine: warm-up, to 0 at train.epochs
     warmup_epochs: float = spec(1.0, lo=0, hi=10_000)  # cosine only

@@ -1,7 +1,8 @@
 """The paper's learning-rate schedule: divide by 10 when held-out accuracy stops improving.
 
-It was divided three times, then training stopped; here the number of divisions, the factor and
-the patience are explicit. The schedule stops training at the first plateau after the last
+It was divided three times, then training stopped; here the number of divisions, the factor,
+the patience and how many epochs each comparison averages (``window``; 1 is the paper's rule) are
+explicit. The schedule stops training at the first plateau after the last
 division.
 
 Example:
@@ -31,18 +32,36 @@ class _Stateful:
 
 
 class PlateauSchedule(_Stateful):
-    def __init__(self, lr: float, factor: float = 0.1, patience: int = 1, max_reductions: int = 3) -> None:
+    """``window`` > 1: the rule compares the mean of the last ``window`` epochs' metric with the
+    best such mean, not single epochs (one epoch's accuracy on a small held-out split moves by
+    more than an epoch of training gains, and a plateau read from that noise cuts the rate early).
+    The checkpoint's "new best" stays the single epoch's."""
+
+    def __init__(
+        self, lr: float, factor: float = 0.1, patience: int = 1, max_reductions: int = 3, window: int = 1
+    ) -> None:
         self.lr, self.factor, self.patience, self.max_reductions = lr, factor, patience, max_reductions
-        self.best = float("-inf")
+        self.window = window
+        self.best = float("-inf")  # best mean over ``window`` epochs: what the rule compares with
+        self.best_epoch_metric = float("-inf")  # best single epoch: what the best checkpoint holds
+        self.recent: list[float] = []
         self.bad_epochs = 0
         self.reductions = 0
         self.stopped = False
 
+    def load_state_dict(self, state: dict) -> None:
+        # a schedule saved before ``window`` existed compared single epochs: its best is both
+        super().load_state_dict({"best_epoch_metric": state["best"], "recent": [], "window": 1} | state)
+
     def step(self, metric: float) -> bool:
         """Record one epoch's held-out metric (higher is better); True if it is a new best."""
-        if metric > self.best:
-            self.best, self.bad_epochs = metric, 0
-            return True
+        improved = metric > self.best_epoch_metric
+        self.best_epoch_metric = max(metric, self.best_epoch_metric)
+        self.recent = [*self.recent, metric][-self.window :]
+        mean = sum(self.recent) / len(self.recent)
+        if mean > self.best:
+            self.best, self.bad_epochs = mean, 0
+            return improved
         self.bad_epochs += 1
         if self.bad_epochs >= self.patience:
             self.bad_epochs = 0
@@ -51,7 +70,7 @@ class PlateauSchedule(_Stateful):
             else:
                 self.lr *= self.factor
                 self.reductions += 1
-        return False
+        return improved
 
     def at_step(self, step: int) -> float:
         """The rate for optimiser step ``step``: constant within an epoch."""
@@ -99,4 +118,6 @@ def make_schedule(optim: OptimConfig, epochs: int, steps_per_epoch: int) -> Plat
     """The schedule ``optim.schedule`` names."""
     if optim.schedule == "cosine":
         return CosineSchedule(optim.lr, epochs, optim.warmup_epochs, steps_per_epoch)
-    return PlateauSchedule(optim.lr, optim.lr_factor, optim.patience, optim.max_reductions)
+    return PlateauSchedule(
+        optim.lr, optim.lr_factor, optim.patience, optim.max_reductions, optim.plateau_window
+    )
