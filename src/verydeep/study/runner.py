@@ -153,6 +153,12 @@ def epoch_seconds(log: Path) -> tuple[float, float | None]:
     return wall, (sum(float(r["cpu_s"]) for r in rows) if has_cpu else None)
 
 
+def retrain_errors(where: Path) -> dict[str, float | None]:
+    """{UTC stamp: best held-out error} of each retraining kept under ``where/retrains/``."""
+    runs = sorted(p for p in (where / "retrains").glob("*") if (p / "log.csv").is_file())
+    return {p.name: best_val_error(p / "log.csv") for p in runs}
+
+
 def load_result(spec: StudySpec, run: Run) -> dict | None:
     """{"run", "record", "eval", "val_err"} from the run's summary, or None if it is not done."""
     where = summary_dir(spec, run.name)
@@ -162,8 +168,7 @@ def load_result(spec: StudySpec, run: Run) -> dict | None:
     out = {"run": run, "record": record, "eval": summary.read_eval(where)}
     out["val_err"] = best_val_error(where / "log.csv")
     out["epoch_seconds"], out["epoch_cpu"] = epoch_seconds(where / "log.csv")
-    retrains = sorted(p for p in (where / "retrains").glob("*") if (p / "log.csv").is_file())
-    out["retrains"] = {p.name: best_val_error(p / "log.csv") for p in retrains}
+    out["retrains"] = retrain_errors(where)
     out |= {k: summary.read_json(where / f"{k}.json") for k in ("result", "config")}
     return out
 
@@ -199,7 +204,8 @@ def run_study(
         if done is not None:
             results[run.name] = done
     if not report_only:  # a parent retrained for a later run has a new retrain record
-        results = {n: load_result(spec, plan[n]) or r for n, r in results.items()}
+        for name, r in results.items():
+            r["retrains"] = retrain_errors(summary_dir(spec, name))
     return results
 
 
