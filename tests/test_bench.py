@@ -92,6 +92,8 @@ def _check_structure(r: dict, parts: list[str]) -> None:
         for v in p["modes"].values():
             for m in ("centre", "dense"):
                 assert 0 <= v[m]["top1_agreement"] <= 1 and v[m]["max_prob_diff"] >= 0
+        shares = p["modes"]["int8-checked"]["rechecked"]  # the near-ties it recomputed in fp32
+        assert set(shares) == {"centre", "dense"} and all(0 <= f <= 1 for f in shares.values())
     if "eval" in r:
         e = r["eval"]
         assert set(e["seconds_per_image"]) == {"dense_3scale_flip", "multicrop_150"}
@@ -145,6 +147,16 @@ def test_bench_cli_quick_json_photo_parts(capsys, shared_data, tmp_path):
         {"window_buckets_bf16"} if r["environment"]["native_bf16"] else set()
     )
     assert set(f["images_per_s"]) == want and f["speedup"] > 0 and f["gmacs_per_image"] > 0
+
+
+def test_int8_checked_speed_is_int8_plus_the_rechecked_share_at_fp32():
+    from verydeep.bench.report import _recheck_line
+
+    v = {"rechecked": {"centre": 0.5, "dense": 0.0}, "check_margin": 0.05}
+    inference = {"batch_8": {"batch": 8, "speedups": {"verydeep_int8_cl": 2.0, "verydeep_fp32_cl": 1.0}}}
+    line = _recheck_line(v, inference)  # half the photos at 1x on top of int8's 2x: 1 / (1/2 + 1/2)
+    assert "centre 50.0%" in line and "centre 1.00x" in line and "dense 2.00x" in line
+    assert "about" not in _recheck_line(v, {})  # no inference part in the run: no estimate
 
 
 def test_bench_table_and_errors(capsys, tmp_path):

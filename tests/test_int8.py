@@ -11,7 +11,8 @@ import torch.ao.nn.quantized as nnq
 
 from verydeep.cli import main
 from verydeep.evaluation.core import crop_probs, dense_probs
-from verydeep.evaluation.precision import inference_precision, spread
+from verydeep.evaluation.precision import for_precision, inference_precision, spread
+from verydeep.features import DescriptorConfig
 from verydeep.models.arch import CFGS
 from verydeep.models.int8 import quantize_int8
 from verydeep.models.vgg import VGG
@@ -107,11 +108,41 @@ def test_a_trained_net_agrees_with_fp32():
     assert (a - b).abs().max() < 0.1
 
 
+def test_int8_checked_recomputes_exactly_the_near_ties_in_fp32():
+    """int8-checked: rows whose int8 top-2 margin is under the margin are fp32's posteriors, the
+    rest int8's, for crops and dense maps; margin 1 is fp32 itself, margin 0 int8 itself."""
+    net = trained_tiny()
+    calib, _ = _task(32, 1)
+    g = torch.Generator().manual_seed(5)
+    crops, _ = _task(200, 2)
+    images = torch.randint(0, 256, (60, 3, 48, 80), generator=g, dtype=torch.uint8)
+    for probs, x in ((crop_probs, crops), (dense_probs, images)):
+        checked, _ = for_precision(net, PREP, "int8-checked", calib)
+        plain, _ = for_precision(net, PREP, "int8", calib)
+        with torch.inference_mode():
+            ref, fast = probs(net, x, PREP), probs(plain, x, PREP)
+            top = fast.topk(2, 1).values
+            margin = top[:, 0] - top[:, 1]
+            checked.check_margin = margin.median().item()  # about half are near-ties
+            near = margin < checked.check_margin
+            got = probs(checked, x, PREP)
+            assert 0 < near.sum() < len(x) and checked.rechecked == near.sum() and checked.checked == len(x)
+            torch.testing.assert_close(got[near], ref[near])
+            torch.testing.assert_close(got[~near], fast[~near])
+            checked.check_margin = 1.0
+            torch.testing.assert_close(probs(checked, x, PREP), ref)
+            checked.check_margin = 0.0
+            torch.testing.assert_close(probs(checked, x, PREP), fast)
+    with pytest.raises(ValueError, match="features have none: use int8"):
+        DescriptorConfig(precision="int8-checked")
+
+
 def test_int8_is_cpu_only_and_auto_never_picks_emulated_bf16(monkeypatch):
     import verydeep.evaluation.precision as precision
 
-    with pytest.raises(ValueError, match="CPU only"):
-        inference_precision("int8", torch.device("cuda"))
+    for name in ("int8", "int8-checked"):
+        with pytest.raises(ValueError, match="CPU only"):
+            inference_precision(name, torch.device("cuda"))
     with pytest.raises(ValueError, match="precision must be one of"):
         inference_precision("fp16", torch.device("cpu"))
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)
@@ -148,6 +179,10 @@ def test_eval_predict_and_features_take_int8_with_one_flag(hymenoptera_val, phot
     )
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert rows[0]["precision"] == "int8" and rows[0]["n"] == 8
+    checked = ["eval", str(photo_ckpt), "--data", str(hymenoptera_val), "--limit", "8", "--json"]
+    assert main([*checked, "--precision", "int8-checked", *common[2:]]) == 0
+    row = json.loads(capsys.readouterr().out)["rows"][0]
+    assert row["precision"] == "int8-checked" and 0 <= row["rechecked_share"] <= 1
     photos = sorted(hymenoptera_val.rglob("*.jpg"))[:3]
     assert main(["predict", "-m", str(photo_ckpt), *map(str, photos), "--json", *common[:2]]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 3

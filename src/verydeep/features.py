@@ -48,6 +48,7 @@ from .data.photos import PathImages, decoding_workers, first_item, labelled_imag
 from .data.preprocess import Preprocess
 from .evaluation.core import Runtime, dense_pooled, window_trim
 from .evaluation.precision import (
+    INT8,
     PRECISIONS,
     for_precision,
     image_paths,
@@ -88,7 +89,7 @@ class DescriptorConfig:
     # topleft, a plain fully-convolutional pass (docs/TRANSFER.md's numbers were made so)
     align: str = "centre"
     grey: bool = False  # feed grey replicated to RGB (for nets trained on grey images, e.g. Fashion-MNIST)
-    precision: str = "fp32"  # fp32 | bf16 | int8 (CPU) | auto: see evaluation/precision.py
+    precision: str = "fp32"  # fp32 | bf16 | int8 (CPU) | auto: see evaluation/precision.py (not int8-checked)
     calibrate: str | None = None  # int8: a folder of photos to calibrate on (default: the inputs)
     extra: dict = field(default_factory=dict, compare=False)  # free-form provenance
 
@@ -102,6 +103,8 @@ class DescriptorConfig:
             "align": ("topleft", "centre"),
             "precision": PRECISIONS,
         }
+        if self.precision == "int8-checked":  # it re-checks class decisions; features make none
+            raise ValueError("int8-checked re-checks class decisions and features have none: use int8")
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"descriptor {name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -197,7 +200,7 @@ def _for_precision(model: VGG, prep: Preprocess, cfg: DescriptorConfig, inputs: 
     device = next(model.parameters()).device
     precision = inference_precision(cfg.precision, device)
     calib: Iterable = ()
-    if precision == "int8":
+    if precision in INT8:
         pick = spread(image_paths(cfg.calibrate) if cfg.calibrate else list(inputs))
         calib = pick if pick and isinstance(pick[0], Image.Image) else list(read_images(pick, cfg.exif))
     net, bf16 = for_precision(model, prep, precision, calib)

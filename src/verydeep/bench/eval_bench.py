@@ -30,7 +30,14 @@ from ..data.images import find_images, load_image
 from ..data.preprocess import Preprocess
 from ..data.transforms import rescale_smallest
 from ..evaluation.core import Runtime, crop_probs, dense_probs, match_channels, multicrop_probs, rescale
-from ..evaluation.precision import CALIBRATION_IMAGES, for_precision, inference_precision, read_images, spread
+from ..evaluation.precision import (
+    CALIBRATION_IMAGES,
+    INT8,
+    for_precision,
+    inference_precision,
+    read_images,
+    spread,
+)
 from ..hardware import native_bf16
 from ..io.checkpoint import load_model
 from ..models.summary import conv_macs
@@ -68,17 +75,23 @@ def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
     q = pixels(sum(meta.train_scale) / len(meta.train_scale), model.crop_size)
     xs = [match_channels(rescale(load_image(p), q)[None], model.in_channels) for p in tested]
     modes = (["bf16"] if native_bf16(device) or cfg.all_modes else []) + (
-        ["int8"] if device.type == "cpu" else []
+        list(INT8) if device.type == "cpu" else []
     )
     prep = meta.prep
+    rechecked: dict[str, float] = {}  # int8-checked: the share of posteriors recomputed in fp32
 
     def posteriors(net, bf16: bool) -> dict[str, torch.Tensor]:
         rt = Runtime(device, bf16, channels_last=True)
+        checks = getattr(net, "exact", None) is not None  # int8-checked counts what it recomputes
         with torch.inference_mode():
             centre = [
                 crop_probs(net, TF.center_crop(x, [net.crop_size] * 2), prep, flip=False, rt=rt) for x in xs
             ]
+            if checks:
+                rechecked["centre"], net.checked, net.rechecked = net.rechecked / net.checked, 0, 0
             dense = [dense_probs(net, x, prep, rt=rt) for x in xs]
+            if checks:
+                rechecked["dense"] = net.rechecked / net.checked
         return {"centre": torch.cat(centre).cpu(), "dense": torch.cat(dense).cpu()}
 
     def errors(post: dict[str, torch.Tensor]) -> dict[str, float] | None:
@@ -92,7 +105,8 @@ def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
     out: dict = {"checkpoint": str(cfg.checkpoint), "images": len(xs), "test_scale_px": q, "modes": {}}
     out["fp32_top1_err"] = errors(ref)
     for mode in modes:
-        net, bf16 = for_precision(model, prep, mode, read_images(calib) if mode == "int8" else ())
+        net, bf16 = for_precision(model, prep, mode, read_images(calib) if mode in INT8 else ())
+        rechecked.clear()
         got = posteriors(net, bf16)
         out["modes"][mode] = {
             m: {
@@ -102,10 +116,12 @@ def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
             for m in ref
         }
         out["modes"][mode]["top1_err"] = errors(got)
+        if rechecked:
+            out["modes"][mode] |= {"rechecked": dict(rechecked), "check_margin": net.check_margin}
         out["modes"][mode]["can_be_default"] = all(
             out["modes"][mode][m]["top1_agreement"] >= 0.99 for m in ref
         )
-    if "int8" in modes:
+    if device.type == "cpu":
         out["calibration_images"] = len(calib)
         out["calibrated_on"] = "other photos of the folder" if others else "the tested photos"
     return out

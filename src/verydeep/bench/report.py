@@ -50,6 +50,20 @@ def _model_lines(r: dict) -> list[str]:
     return lines
 
 
+def _recheck_line(v: dict, inference: dict) -> str:
+    """int8-checked: the share recomputed in fp32, and what that makes of int8's speed at the
+    first batch size timed (int8's time plus fp32's for that share of the photos)."""
+    shares = ", ".join(f"{m} {100 * f:.1f}%" for m, f in v["rechecked"].items())
+    line = f"        near-ties (top-2 margin < {v['check_margin']:g}) recomputed in fp32: {shares}"
+    batch = next((b for k, b in inference.items() if k.startswith("batch_")), None)
+    if batch and {"verydeep_int8_cl", "verydeep_fp32_cl"} <= set(batch["speedups"]):
+        r8, r32 = batch["speedups"]["verydeep_int8_cl"], batch["speedups"]["verydeep_fp32_cl"]
+        est = {m: 1 / (1 / r8 + f / r32) for m, f in v["rechecked"].items()}
+        line += f"; at batch {batch['batch']} about " + ", ".join(f"{m} {x:.2f}x" for m, x in est.items())
+        line += f" torchvision (int8 {r8:.2f}x plus that share at fp32's {r32:.2f}x)"
+    return line
+
+
 def _other_lines(r: dict) -> list[str]:
     lines = []
     if "lrn" in r:
@@ -71,6 +85,8 @@ def _other_lines(r: dict) -> list[str]:
             ]
             verdict = "" if v["can_be_default"] else "  below 99%: not a default"
             lines.append(f"  {mode:5} top-1 agreement: {', '.join(parts)}{verdict}")
+            if "rechecked" in v:
+                lines.append(_recheck_line(v, r.get("inference", {})))
             if v.get("top1_err") and p.get("fp32_top1_err"):
                 e, ref = v["top1_err"], p["fp32_top1_err"]
                 errs = ", ".join(f"{m} {100 * ref[m]:.1f}% -> {100 * e[m]:.1f}%" for m in e)

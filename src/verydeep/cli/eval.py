@@ -137,4 +137,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{res['data']}: {res['n_images']} images, {len(res['classes'])} classes", end="")
     print(f", {res['skipped']} unreadable skipped" if res["skipped"] else "")
     print(format_table(res["rows"], res["methods"]))
+    shares = {r["net"]: r["rechecked_share"] for r in res["rows"] if "rechecked_share" in r}
+    for net, share in shares.items():
+        print(f"{net}: int8-checked recomputed {100 * share:.1f}% of its posteriors in fp32 (near-ties)")
     return 0

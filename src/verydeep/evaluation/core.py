@@ -29,10 +29,12 @@ Example:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
+from torch import nn
 
 from ..data.preprocess import Preprocess
 from ..data.transforms import rescale_smallest, scale_crop_flip
@@ -135,6 +137,28 @@ class Runtime:
 CPU = Runtime()
 
 
+def recheck(model: nn.Module, probs: torch.Tensor, again: Callable) -> torch.Tensor:
+    """``probs`` (N, classes) of ``model``, where ``model`` is an ``int8-checked`` net, with its
+    near-ties recomputed by its exact net: the rows whose top-2 posterior margin is under
+    ``model.check_margin``, as ``again(exact_net, rows)``. Any other net's ``probs`` unchanged.
+
+    A near-tie is where int8's rounding can flip the top-1 class; recomputing only those keeps
+    most of int8's speed and nearly all of fp32's decisions (docs/BENCHMARKS.md).
+    """
+    exact = getattr(model, "exact", None)
+    if exact is None or probs.shape[1] < 2:
+        return probs
+    top = probs.topk(2, dim=1).values
+    rows = (top[:, 0] - top[:, 1] < model.check_margin).nonzero()[:, 0]
+    model.checked += len(probs)
+    model.rechecked += len(rows)
+    if len(rows) == 0:
+        return probs
+    out = probs.clone()
+    out[rows] = again(exact, rows)
+    return out
+
+
 def _with_flip(x: torch.Tensor, flip: bool) -> torch.Tensor:
     return torch.cat([x, x.flip(-1)]) if flip else x
 
@@ -188,11 +212,14 @@ def dense_pooled(
     with rt.autocast():
         feats = model.features(rt.input(_with_flip(x, flip), prep))
         maps = model.dense_head(feats, upto=upto).float()
-    if output == "probs":
-        v = maps.mean((2, 3)).softmax(1) if average == "scores" else maps.softmax(1).mean((2, 3))
-    else:
-        v = maps.mean((2, 3))
-    return _unflip_mean(v, flip)
+    if output != "probs":
+        return _unflip_mean(maps.mean((2, 3)), flip)
+    v = maps.mean((2, 3)).softmax(1) if average == "scores" else maps.softmax(1).mean((2, 3))
+    return recheck(
+        model,
+        _unflip_mean(v, flip),
+        lambda net, rows: dense_pooled(net, x[rows], prep, flip=flip, average=average, align=align, rt=rt),
+    )
 
 
 def dense_probs(
@@ -215,7 +242,8 @@ def crop_probs(
     """Posteriors (M, classes) of crop-size crops, each averaged with its flip if ``flip``."""
     with rt.autocast():
         logits = model(rt.input(_with_flip(crops, flip), prep)).float()
-    return _unflip_mean(logits.softmax(1), flip)
+    probs = _unflip_mean(logits.softmax(1), flip)
+    return recheck(model, probs, lambda net, rows: crop_probs(net, crops[rows], prep, flip=flip, rt=rt))
 
 
 def multicrop_probs(

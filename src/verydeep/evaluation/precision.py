@@ -7,6 +7,10 @@ by eval, predict and features (and measured by ``verydeep bench``).
 - ``int8``: the net quantised after training (``models/int8.py``), calibrated on
   ``CALIBRATION_IMAGES`` photographs: by default the ones being processed, evenly spread (their
   pixels only, never their labels); a folder of others can be named instead. CPU only.
+- ``int8-checked``: int8, and each posterior whose top-2 margin is under ``CHECK_MARGIN`` (a
+  near-tie, where int8's rounding can flip the top-1 class) is recomputed by the fp32 net. It
+  costs int8's time plus fp32's for those photos, and agrees with fp32 more (docs/BENCHMARKS.md).
+  For class posteriors only: features have no decision to check.
 - ``auto``: bf16 where it is native, else fp32. Never int8: quantisation changes the numbers
   slightly (docs/BENCHMARKS.md gives the agreement), so it is asked for, not chosen.
 
@@ -36,8 +40,10 @@ from ..hardware import native_bf16
 from ..models.vgg import VGG
 from .core import match_channels, rescale
 
-PRECISIONS = ("fp32", "bf16", "int8", "auto")
+PRECISIONS = ("fp32", "bf16", "int8", "int8-checked", "auto")
+INT8 = ("int8", "int8-checked")  # the modes that quantise, and so calibrate
 CALIBRATION_IMAGES = 32
+CHECK_MARGIN = 0.01  # int8-checked: top-2 posterior margins under this are recomputed in fp32
 
 
 def inference_precision(name: str, device: torch.device) -> str:
@@ -46,8 +52,8 @@ def inference_precision(name: str, device: torch.device) -> str:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
     if name == "auto":
         return "bf16" if native_bf16(device) else "fp32"
-    if name == "int8" and device.type != "cpu":
-        raise ValueError(f"int8 inference runs on the CPU only, not {device}; use --precision bf16 there")
+    if name in INT8 and device.type != "cpu":
+        raise ValueError(f"{name} inference runs on the CPU only, not {device}; use --precision bf16 there")
     return name
 
 
@@ -84,17 +90,21 @@ def for_precision(
 ) -> tuple[nn.Module, bool]:
     """(net to run, bf16 autocast?) for a resolved ``precision``. ``bf16`` runs a copy of
     ``model`` with bf16 weights, ``int8`` quantises a copy on ``calibration`` (PIL or uint8 CHW
-    images); ``fp32`` returns ``model`` itself, and so does ``bf16`` for a model whose weights
-    are bf16 already (a caller that runs many passes converts once)."""
+    images), and ``int8-checked`` keeps ``model`` beside that copy to recompute near-ties;
+    ``fp32`` returns ``model`` itself, and so does ``bf16`` for a model whose weights are bf16
+    already (a caller that runs many passes converts once)."""
     if precision == "bf16":
         if next(model.parameters()).dtype == torch.bfloat16:  # already such a copy: reuse it
             return model, True
         # a copy with bf16 weights: autocast then has nothing to cast per call (it re-cast FC6's
         # 102 M weights on every forward, a third of a dense evaluation's time)
         return copy.deepcopy(model).to(torch.bfloat16), True
-    if precision != "int8":
+    if precision not in INT8:
         return model, False
     from ..models.int8 import quantize_int8
 
     crops = calibration_crops(calibration, model.crop_size, model.in_channels)
-    return quantize_int8(model, prep(crops)), False
+    net = quantize_int8(model, prep(crops))
+    if precision == "int8-checked":
+        net.exact, net.check_margin = model, CHECK_MARGIN  # model itself, as fp32 runs it
+    return net, False

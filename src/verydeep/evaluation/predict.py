@@ -39,7 +39,7 @@ from .core import (
     rescale,
     window_trim,
 )
-from .precision import for_precision, image_paths, inference_precision, read_images, spread
+from .precision import INT8, for_precision, image_paths, inference_precision, read_images, spread
 from .runner import EvalOptions, parse_methods, scales_for
 
 
@@ -94,7 +94,7 @@ def predict(
     if any(class_names(meta, m.num_classes) != names for m, meta in nets[1:]):
         raise ValueError("an ensemble needs nets with the same classes")
     precision = inference_precision(opts.precision, torch.device(opts.device))
-    if precision == "int8":
+    if precision in INT8:
         calib = list(read_images(spread(image_paths(opts.calibrate) if opts.calibrate else paths), opts.exif))
         nets = [(for_precision(m, meta.prep, precision, calib)[0], meta) for m, meta in nets]
     rt = Runtime(opts.device, precision == "bf16", opts.channels_last)

@@ -107,6 +107,8 @@ def evaluate_models(nets: Sequence[tuple[str, VGG, Meta]], data: EvalData, opts:
             "test_scales": _fmt(q_paper),
             "test_pixels": _fmt(q_px),
         }
+        if getattr(net, "exact", None) is not None:  # int8-checked: the share it redid in fp32
+            info["rechecked_share"] = net.rechecked / max(net.checked, 1)  # of every posterior row
         results.append((name, res, info))
     valid = torch.stack([r.valid for _, r, _ in results]).all(0)
     labels = labels_all[valid]

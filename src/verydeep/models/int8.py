@@ -151,6 +151,12 @@ class Int8VGG(nn.Module):
         self.features = features
         self.fcs = nn.ModuleList(fcs)
         self.register_buffer("anchor", torch.zeros(()))  # where the net lives, for callers that ask
+        # precision ``int8-checked``: the fp32 net that recomputes near-tied posteriors
+        # (``evaluation.core.recheck``), the margin that counts as one, and how many rows of
+        # posteriors were checked and recomputed
+        self.exact: VGG | None = None
+        self.check_margin = 0.0
+        self.checked = self.rechecked = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores of ``crop_size`` crops (the FC form)."""
