@@ -272,3 +272,20 @@ def test_score_maps_keep_the_best_nets_figure_when_its_weights_are_gone(tmp_path
     assert _score_maps(spec, results, fig) == fig and fig.read_bytes() == b"C-256's figure" and not drawn
     fig.unlink()  # no earlier figure: the best net with weights is drawn
     assert _score_maps(spec, results, fig) == fig and drawn == ["A-256"] and fig.read_bytes() == b"png"
+
+
+def test_a_parent_killed_mid_way_is_not_taken_for_a_trained_one(tmp_path):
+    """A run directory with a best checkpoint of its early epochs but no timing record (the run
+    was killed) is not a parent to start from: B-256 once started from a 3-epoch A-256 so."""
+    from verydeep.study.plan import StudySpec
+    from verydeep.study.runner import best_checkpoint, trained
+
+    spec = StudySpec(base=["model.crop_size=32"], out_dir=str(tmp_path))
+    best = Path(best_checkpoint(spec, "A-256"))
+    best.parent.mkdir(parents=True)
+    best.write_bytes(b"weights of epoch 3")
+    assert not trained(spec, "A-256")
+    (tmp_path / "A-256" / "study.json").write_text('{"cpu_s": 1.0, "wall_s": 1.0}')
+    assert trained(spec, "A-256")
+    best.unlink()
+    assert not trained(spec, "A-256")

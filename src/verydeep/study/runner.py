@@ -5,7 +5,7 @@ outside the repository); ``study.json`` there holds its CPU and wall time. Its s
 log, result, timing, evaluation numbers and posteriors) goes to ``<results_dir>/<name>/``
 (``io/study_results.py``), which is meant to be committed: a rerun skips every run with a
 summary, so the study survives interruption and a new machine, and a run whose starting
-checkpoint is gone retrains that parent first.
+checkpoint is gone (or from a run killed mid-way) retrains that parent first.
 
 Example:
     >>> from verydeep.study.runner import run_config
@@ -40,6 +40,13 @@ def best_checkpoint(spec: StudySpec, name: str) -> str:
     return str(Path(spec.out_dir) / name / "checkpoints" / "best.safetensors")
 
 
+def trained(spec: StudySpec, name: str) -> bool:
+    """Run ``name`` finished training here: its timing record and its best checkpoint exist (a
+    run killed mid-way has a best checkpoint of its early epochs, and no record)."""
+    folder = Path(spec.out_dir) / name
+    return summary.read_record(folder) is not None and Path(best_checkpoint(spec, name)).is_file()
+
+
 def summary_dir(spec: StudySpec, name: str) -> Path:
     """Where a run's summary lives: ``results_dir`` if the study keeps one, else its run directory."""
     return Path(spec.results_dir or spec.out_dir) / name
@@ -67,9 +74,8 @@ def train_run(spec: StudySpec, run: Run, progress: bool, keep_summary: bool = Fa
     summary it already has, whose evaluation belongs to the first training.
     """
     folder = Path(spec.out_dir) / run.name
-    record = summary.read_record(folder)
-    if record is not None and Path(best_checkpoint(spec, run.name)).is_file():
-        return record
+    if trained(spec, run.name):
+        return summary.read_record(folder)
     print(f"study: training {run.name}", file=sys.stderr, flush=True)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     fit(run_config(spec, run), progress=progress)
@@ -87,11 +93,11 @@ def train_run(spec: StudySpec, run: Run, progress: bool, keep_summary: bool = Fa
 
 
 def ensure_parents(spec: StudySpec, run: Run, plan: dict[str, Run], progress: bool) -> None:
-    """Retrain (parents first) every run whose checkpoint ``run`` starts from and is gone."""
+    """Retrain (parents first) every run whose checkpoint ``run`` starts from is gone or unfinished."""
     for name in run.parents:
-        if not Path(best_checkpoint(spec, name)).is_file():
+        if not trained(spec, name):
             ensure_parents(spec, plan[name], plan, progress)
-            print(f"study: {name}'s checkpoint is gone; {run.name} starts from it", file=sys.stderr)
+            print(f"study: {name} has no finished checkpoint; {run.name} starts from it", file=sys.stderr)
             train_run(spec, plan[name], progress, keep_summary=summary.has_eval(summary_dir(spec, name)))
 
 
