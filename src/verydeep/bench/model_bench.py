@@ -78,7 +78,9 @@ def bench_inference(cfg: BenchConfig, device: torch.device, progress: Progress =
         nnpack = nnpack_inference(vd)
         if nnpack is not None:
             variants["verydeep_fp32_nnpack"] = nnpack
-    limits = [(dt, b) for dt in kinds for b in (("torch", "onednn") if cpu else ("torch",))]
+    onednn_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # it refuses bf16 on AVX2-only CPUs
+    backends = ("torch", "onednn") if cpu else ("torch",)
+    limits = [(dt, b) for dt in kinds for b in backends if b == "torch" or dt == torch.float32 or onednn_bf16]
     limits += [(torch.int8, "torch")] if cpu else []
     results, compiled = {}, {}
     for batch in cfg.batches:
