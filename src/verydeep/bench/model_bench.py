@@ -23,6 +23,7 @@ import torch
 
 from ..hardware import native_bf16
 from ..models.summary import conv_macs
+from ..models.winograd import winograd_convs
 from .config import TARGETS, BenchConfig, targets_for
 from .nets import build_pair, eager_inference, fast_inference, int8_inference, nnpack_inference, train_step
 from .profile import op_profile
@@ -137,6 +138,9 @@ def bench_training(cfg: BenchConfig, device: torch.device, progress: Progress = 
         fns[f"verydeep_{_NAME[dt]}_cl"] = train_step(vd, device, batch, amp, channels_last=True, engine=True)
     if device.type == "cpu" and not native_bf16(device):  # AVX2: oneDNN's NHWC backward was slower
         fns["verydeep_fp32_nchw"] = train_step(vd, device, batch, None, channels_last=False, engine=True)
+        # fewer multiplications: Winograd F(4x4, 3x3) in the convs with 256+ inputs (models/winograd.py)
+        wg = winograd_convs(vd)
+        fns["verydeep_fp32_winograd"] = train_step(wg, device, batch, None, channels_last=False, engine=True)
     times = interleaved(fns, cfg.rounds, warmup=1, device=device, progress=progress)
     v = _summarise(times, {n: float(b) for n in fns}, "per_s")
     ratios = {n: paired_ratio(times, "torchvision_fp32", n) for n in v if n.startswith("verydeep")}
