@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..hardware import native_bf16
+from ..hardware import int8_dot, native_bf16
 from ..models.summary import conv_macs
 from ..models.winograd import winograd_convs
 from .config import TARGETS, BenchConfig, targets_for
@@ -82,7 +82,9 @@ def bench_inference(cfg: BenchConfig, device: torch.device, progress: Progress =
     onednn_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # it refuses bf16 on AVX2-only CPUs
     backends = ("torch", "onednn") if cpu else ("torch",)
     limits = [(dt, b) for dt in kinds for b in backends if b == "torch" or dt == torch.float32 or onednn_bf16]
-    limits += [(torch.int8, "torch")] if cpu else []
+    if cpu:  # int8: torch's matmul only where a dot-product unit makes it fast (42 s a call on AVX2)
+        limits += [(torch.int8, b) for b in ("fbgemm", "onednn")]
+        limits += [(torch.int8, "torch")] if int8_dot(device) != "avx2" else []
     results, compiled = {}, {}
     for batch in cfg.batches:
         x = torch.randn(batch, 3, cfg.crop, cfg.crop)
@@ -93,7 +95,7 @@ def bench_inference(cfg: BenchConfig, device: torch.device, progress: Progress =
                 fns[f"verydeep_{_NAME[kinds[-1]]}_cl_compiled"] = lambda f=compiled[batch], x=x: f(x)
         work = {name: float(batch) for name in fns}
         for dt, backend in limits:
-            name = f"matmul_{_NAME[dt]}" + ("_onednn" if backend == "onednn" else "")
+            name = f"matmul_{_NAME[dt]}" + ("" if backend == "torch" else f"_{backend}")
             fns[name], work[name] = matmul_variant(cfg.matmul_n, dt, device, backend=backend)
         times = interleaved(fns, cfg.rounds, warmup=1, device=device, progress=progress)
         v = _summarise(times, work, "per_s")

@@ -76,12 +76,16 @@ def matmul_variant(
     """A square ``n``-matmul call (``repeat`` products) and its FLOPs: the hardware-limit probe.
 
     ``backend``: ``torch`` (``torch.mm``: MKL for fp32 on CPU; ``torch._int_mm`` for int8) or
-    ``onednn`` (oneDNN's inner product on oneDNN-layout tensors, CPU fp32/bf16 only).
+    ``onednn`` (oneDNN's inner product on oneDNN-layout tensors, CPU fp32/bf16 only); for int8 on
+    CPU also ``fbgemm`` and ``onednn`` as torch's quantised linear layer (the kernels the int8 net
+    runs: ``torch._int_mm`` has no fast path without a dot-product unit, 1.6 GFLOP/s on AVX2).
     """
     g = torch.Generator(device="cpu").manual_seed(0)
-    if dtype == torch.int8:
+    if dtype == torch.int8 and backend != "torch":
+        mm: Callable[[], object] = _quantized_linear(n, backend, g)
+    elif dtype == torch.int8:
         a, b = (torch.randint(-128, 128, (n, n), generator=g, dtype=torch.int8).to(device) for _ in "ab")
-        mm: Callable[[], object] = lambda: torch._int_mm(a, b)  # noqa: E731
+        mm = lambda: torch._int_mm(a, b)  # noqa: E731
     elif backend == "onednn":
         a, b = (torch.randn(n, n, generator=g).to(dtype=dtype).to_mkldnn() for _ in "ab")
         mm = lambda: torch._C._nn.mkldnn_linear(a, b, None)  # noqa: E731
@@ -95,3 +99,20 @@ def matmul_variant(
             mm()
 
     return fn, 2.0 * n**3 * repeat
+
+
+def _quantized_linear(n: int, engine: str, g: torch.Generator) -> Callable[[], object]:
+    """An ``n``-square int8 product through ``quantized::linear`` packed for ``engine``."""
+    import warnings
+
+    previous = torch.backends.quantized.engine
+    try:
+        torch.backends.quantized.engine = engine  # the packing picks the kernel; calls keep it
+        with warnings.catch_warnings():  # quantised tensors are deprecated, not gone, in this torch
+            warnings.simplefilter("ignore")
+            a = torch.quantize_per_tensor(torch.randn(n, n, generator=g), 0.05, 128, torch.quint8)
+            w = torch.quantize_per_tensor(torch.randn(n, n, generator=g), 0.05, 0, torch.qint8)
+            packed = torch.ops.quantized.linear_prepack(w, None)
+    finally:
+        torch.backends.quantized.engine = previous
+    return lambda: torch.ops.quantized.linear(a, packed, 0.1, 128)
