@@ -368,8 +368,11 @@ def test_torchrun_restarts_a_killed_worker_and_resumes(fmnist_root, tmp_path):
     assert killed_at < steps and "resuming A run" in err  # it did restart and resume
     a = load_file(tmp_path / "one" / "checkpoints" / "last.safetensors")
     b = load_file(out / "checkpoints" / "last.safetensors")
-    for k in a:  # 2 ranks x 16 == 1 x 32 up to float summation order (as in test_train)
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    # 2 ranks x 16 == 1 x 32 up to float summation order, which 20 steps and a restart let drift
+    # to 1.5e-6 on an AVX2 EPYC (one weight of 18,432); a resume that lost or replayed a step
+    # moves weights by lr x gradient, orders of magnitude more
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
 
 
 def test_a_resumed_epoch_without_a_held_out_split_is_the_uninterrupted_epoch(fmnist_root, tmp_path):
