@@ -81,6 +81,9 @@ def _check_structure(r: dict, parts: list[str]) -> None:
         bf16 = {"verydeep_bf16_cl", "matmul_bf16"}  # timed only where bf16 is native (issue 19)
         assert want <= set(b["variants"])
         assert (bf16 <= set(b["variants"])) == r["environment"]["native_bf16"]
+        if r["environment"]["device"] == "cpu":  # int8's limit: the kernels the int8 net runs
+            assert {"matmul_int8_fbgemm", "matmul_int8_onednn"} <= set(b["variants"])
+            assert ("matmul_int8" in b["variants"]) == (r["environment"]["int8_dot"] != "avx2")
         assert r["environment"]["hardware_class"] in ("amx", "avx512_bf16", "avx512", "avx2", "other", "cuda")
         assert b["speedup"] > 0 and b["fraction_of_peak"] > 0 and b["best"].startswith("verydeep")
     if "training" in r:
