@@ -3,14 +3,16 @@
 On CPUs without native bf16 the fp32 training step sits at the matmul limit (docs/BENCHMARKS.md),
 so the only way to a faster step is fewer operations. Lavin & Gray's F(4x4, 3x3) computes each
 4x4 output tile from a 6x6 input tile with 36 products per channel pair instead of 144. Written
-with torch ops only (unfold, three matmuls, one batched matmul), it differentiates by autograd,
-and its backward passes are matmuls of the same reduced size, which torch has no kernel for
-(NNPACK's Winograd is forward-only). The numbers differ from direct convolution by fp32 rounding
-(relative error about 1e-5; tested), never by more.
+with torch ops only (unfold, two transform matmuls, one batched matmul over channels), it
+differentiates by autograd, so its backward passes are matmuls of the same reduced size: torch
+has no Winograd backward of its own (NNPACK's Winograd is forward-only). The numbers differ from
+direct convolution by fp32 rounding (relative error about 1e-5; tested), never by more.
 
-It pays only where the channel matmul dominates the memory-bound tile transforms: with 256 or
-more input channels (VGG's stages 3-5). ``winograd_convs`` swaps exactly those layers and keeps
-the state_dict keys, so checkpoints stay torchvision-compatible.
+Only where the channel matmul outweighs the memory-bound tile transforms can it pay: with 256 or
+more input channels (VGG's stages 3-5), which ``winograd_convs`` swaps, keeping the state_dict
+keys. Measured on a 2-core AVX2 EPYC (docs/BENCHMARKS.md): 1.3-1.9x on those layers alone on one
+thread, but 1.02-1.05x on the whole training step on two, so it is a bench candidate and not
+what ``verydeep train`` runs.
 
 Example:
     >>> import torch
