@@ -77,6 +77,27 @@ class _Busy(torch.utils.data.Dataset):
         return i
 
 
+def test_winograd_auto_follows_the_hardware(monkeypatch):
+    """Winograd convs train by default only where the fp32 step is what runs and bf16 is not
+    native (an AVX2-only CPU); never on a GPU or under bf16; an explicit setting is obeyed."""
+    from verydeep.config import RunConfig
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "fma"})
+    assert hardware.resolve_winograd("auto", cpu, None)
+    assert not hardware.resolve_winograd("auto", cpu, torch.bfloat16)
+    assert not hardware.resolve_winograd("false", cpu, None)
+    assert not hardware.resolve_winograd("auto", torch.device("cuda"), None)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert not hardware.resolve_winograd("auto", cpu, None)
+    assert hardware.resolve_winograd("true", cpu, None)
+    with pytest.raises(ValueError, match="precision=fp32"):
+        hardware.resolve_winograd("true", cpu, torch.bfloat16)
+    assert RunConfig().train.winograd == "auto"
+    with pytest.raises(ValueError, match=r"train\.winograd must be one of"):
+        RunConfig.from_sources(overrides=["train.winograd=fast"])
+
+
 def test_cpu_seconds_counts_the_decoding_workers():
     """The epoch's cpu_s in log.csv: a DataLoader worker's CPU time is counted, which the main
     process's own clock (``time.process_time``) never sees."""

@@ -54,7 +54,7 @@ def test_swapped_net_is_the_same_net(arch: str) -> None:
     state_dict keys and tensors are unchanged, the caller's net is left alone, outputs agree."""
     torch.manual_seed(0)
     net = VGG(arch, num_classes=5, width_mult=0.125, fc_width=16, crop_size=32).eval()
-    wg = winograd_convs(net, min_channels=32)
+    wg = winograd_convs(net, min_channels=32, min_out=1, fused=False)
     swapped = [m for m in wg.features if isinstance(m, WinogradConv2d)]
     assert swapped and all(m.in_channels >= 32 for m in swapped)
     assert not any(isinstance(m, WinogradConv2d) for m in net.features)
@@ -68,3 +68,137 @@ def test_swapped_net_is_the_same_net(arch: str) -> None:
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(wg(x), net(x), atol=1e-5)
+
+
+# --- the fused C++ transforms (models/winograd_ext.py) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fused():
+    from verydeep.models import winograd_ext
+
+    if not winograd_ext.available():
+        pytest.skip("the Winograd kernels do not build here (no C++ compiler?)")
+    return winograd_ext.fused_conv3x3
+
+
+@pytest.mark.parametrize(
+    "shape",
+    # channels below, at and above the 32-channel block; sizes on and off the 4-pixel tile
+    [(2, 3, 5, 7, 9), (1, 32, 32, 8, 8), (2, 40, 70, 13, 6), (1, 2, 3, 1, 1), (3, 65, 33, 9, 11)],
+    ids=lambda s: "x".join(map(str, s)),
+)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("relu", [False, True], ids=["conv", "conv+relu"])
+def test_fused_equals_conv2d_values_and_gradients(
+    fused, shape: tuple[int, ...], channels_last: bool, relu: bool
+) -> None:
+    """Against F.conv2d (and F.relu): values, the three gradients, and the input gradient in the
+    input's own memory format."""
+    n, c, co, h, w = shape
+    g = torch.Generator().manual_seed(sum(shape))
+    sizes = ((n, c, h, w), (co, c, 3, 3), (co,))
+    x, k, b = (torch.randn(*s, generator=g, dtype=torch.float64) for s in sizes)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for t in (x, k, b):
+        t.requires_grad_()
+    ours, ref = fused(x, k, b, relu=relu), F.conv2d(x, k, b, padding=1)
+    ref = F.relu(ref) if relu else ref
+    assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-10)
+    assert (ref == 0).any() == relu  # the ReLU case really masks something
+    upstream = torch.randn(ref.shape, generator=g, dtype=torch.float64)  # not symmetric in anything
+    grads = torch.autograd.grad(ours, (x, k, b), upstream)
+    want = torch.autograd.grad(ref, (x, k, b), upstream)
+    for a, e in zip(grads, want, strict=True):
+        assert torch.allclose(a, e, atol=1e-9)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert grads[0].is_contiguous(memory_format=fmt)
+
+
+def test_fused_passes_gradcheck_and_rounds_like_fp32(fused) -> None:
+    g = torch.Generator().manual_seed(3)
+    args = [
+        torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+        for s in ((1, 6, 5, 7), (4, 6, 3, 3), (4,))
+    ]
+    assert torch.autograd.gradcheck(fused, args)
+    x, k = torch.randn(2, 512, 14, 14, generator=g), torch.randn(64, 512, 3, 3, generator=g) * 0.02
+    ref = F.conv2d(x.double(), k.double(), padding=1)
+    err = (fused(x, k).double() - ref).abs().max() / ref.abs().max()
+    assert 0 < err < 1e-4
+
+
+def test_fused_layer_falls_back_where_the_kernels_do_not_apply(fused, monkeypatch) -> None:
+    """Under autocast (bf16) the layer takes the torch-ops path; fp32 outside it, the kernels."""
+    from verydeep.models import winograd_ext
+
+    conv = torch.nn.Conv2d(64, 128, 3, padding=1)
+    layer = WinogradConv2d(conv, fused=True)
+    x = torch.randn(1, 64, 8, 8)
+    calls = []
+    monkeypatch.setattr(winograd_ext, "fused_conv3x3", lambda *a, **kw: calls.append(1) or fused(*a, **kw))
+    with torch.no_grad():
+        ref = conv(x)
+        assert torch.allclose(layer(x), ref, atol=1e-4) and calls == [1]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y, want = layer(x), winograd_conv3x3(x, conv.weight, conv.bias)
+        assert calls == [1] and torch.equal(y, want)
+    with pytest.raises(ValueError, match="fp32/fp64 on the CPU"):
+        fused(x.bfloat16(), conv.weight.bfloat16())
+
+
+def test_fused_default_swaps_stages_2_to_5_of_vgg16(fused) -> None:
+    """With the kernels: every 3x3 conv with 64+ inputs and 128+ outputs (VGG-16: 11 of 13),
+    each with the ReLU after it (an Identity keeps its place), and the net's output unchanged."""
+    torch.manual_seed(0)
+    net = VGG("D", num_classes=10, width_mult=1.0, fc_width=16, crop_size=32).eval()
+    wg = winograd_convs(net)
+    swapped = [m for m in wg.features if isinstance(m, WinogradConv2d)]
+    assert all(m.relu for m in swapped) and sum(isinstance(m, torch.nn.Identity) for m in wg.features) == 11
+    assert list(wg.state_dict()) == list(net.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(wg(x), net(x), atol=1e-4)
+    assert len(swapped) == 11 and all(
+        m.fused and m.in_channels >= 64 and m.out_channels >= 128 for m in swapped
+    )
+    assert len([m for m in winograd_convs(net, fused=False).features if isinstance(m, WinogradConv2d)]) == 8
+
+
+def test_train_builds_winograd_nets_where_auto_says(fused, monkeypatch) -> None:
+    """`verydeep train`'s net: Winograd convs on an AVX2-only CPU in fp32, plain convs where bf16
+    is native; the optimiser holds the swapped net's parameters, and a step moves both nets alike."""
+    from types import SimpleNamespace
+
+    from verydeep import hardware
+    from verydeep.config import RunConfig
+    from verydeep.train import model_and_optimizer
+
+    data = SimpleNamespace(classes=list("abc"), channels=3)
+    keys = [
+        "model.arch=A",
+        "model.width_mult=0.25",
+        "model.fc_width=16",
+        "model.crop_size=32",
+        "optim.lr=0.1",
+    ]
+    cfg = RunConfig.from_sources(overrides=keys)
+    nets = {}
+    for flags in ({"avx2", "fma"}, {"avx2", "avx512f", "avx512_bf16"}):
+        monkeypatch.setattr(hardware, "cpu_flags", lambda flags=flags: flags)
+        torch.manual_seed(0)
+        model, opt = model_and_optimizer(cfg, data, torch.device("cpu"))
+        held = {id(p) for group in opt.param_groups for p in group["params"]}
+        assert held == {id(p) for p in model.parameters()}
+        x, y = (
+            torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)),
+            torch.tensor([0, 1, 2, 0]),
+        )
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        nets["avx2" if "fma" in flags else "bf16"] = model
+    assert sum(isinstance(m, WinogradConv2d) for m in nets["avx2"].modules()) == 4  # 64->128, 128->128 x3
+    assert not any(isinstance(m, WinogradConv2d) for m in nets["bf16"].modules())
+    a, b = nets["avx2"].state_dict(), nets["bf16"].state_dict()
+    assert list(a) == list(b) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -135,6 +135,9 @@ class TrainConfig:
     # memory format of the training net: auto = channels_last on a GPU and on CPUs with native
     # bf16, NCHW on AVX2-only CPUs (oneDNN's NHWC backward was 14% slower there; docs/BENCHMARKS.md)
     channels_last: str = spec("auto", choices=("auto", "true", "false"))
+    # Winograd F(4x4, 3x3) convs (models/winograd.py): auto = on CPUs without native bf16 when
+    # training in fp32 (the fp32 step there is at the matmul limit; fewer products are what is left)
+    winograd: str = spec("auto", choices=("auto", "true", "false"))
     compile: bool = False
     out_dir: str = spec(
         "runs/default", pattern=r".*\S.*", words="a folder (not empty)"

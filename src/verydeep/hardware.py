@@ -111,6 +111,18 @@ def resolve_channels_last(setting: str, device: torch.device) -> bool:
     return device.type == "cuda" or native_bf16(device)
 
 
+def resolve_winograd(setting: str, device: torch.device, amp_dtype: torch.dtype | None) -> bool:
+    """``train.winograd``: ``true``/``false`` as asked; ``auto`` -> on a CPU without native bf16
+    that trains in fp32 (there the step is at the fp32 matmul limit; docs/BENCHMARKS.md), off on
+    GPUs (cuDNN picks its own algorithms) and wherever bf16 carries the step. ``true`` with bf16
+    is refused: its transforms' sums of up to 36 terms in bf16 lose most of the 8-bit mantissa."""
+    if setting == "true" and amp_dtype is not None:
+        raise ValueError("train.winograd=true needs train.precision=fp32 (Winograd in bf16 loses precision)")
+    if setting in ("true", "false"):
+        return setting == "true"
+    return device.type == "cpu" and amp_dtype is None and not native_bf16(device)
+
+
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """``fp32`` -> None, ``bf16`` -> bf16 (asked for, so given), ``auto`` -> bf16 only if native."""
     if name == "fp32":

@@ -32,11 +32,12 @@ from .config import RunConfig
 from .data.build import DataBundle, build_data
 from .data.loaders import FolderBatches
 from .engine import NonFiniteLossError, StepState, evaluate, train_one_epoch
-from .hardware import cpu_seconds, resolve_channels_last, resolve_precision
+from .hardware import cpu_seconds, resolve_channels_last, resolve_precision, resolve_winograd
 from .io.checkpoint import Meta, load_model
 from .io.run_dir import RunDir
 from .models.init import init_from_net_a, init_weights
 from .models.vgg import VGG
+from .models.winograd import winograd_convs
 from .schedule import CosineSchedule, PlateauSchedule, make_schedule
 
 # The host reads the loss sums and non-finite flags every this many steps (a GPU is not stalled
@@ -93,8 +94,11 @@ def param_groups(model: nn.Module, weight_decay: float, decay_biases: bool) -> l
 def model_and_optimizer(
     cfg: RunConfig, data: DataBundle, device: torch.device
 ) -> tuple[VGG, torch.optim.SGD]:
-    """The net on ``device`` (channels_last if asked, or by ``auto``) and its SGD with momentum."""
+    """The net on ``device`` (channels_last and Winograd convs if asked, or by ``auto``) and its
+    SGD with momentum."""
     model = build_model(cfg, len(data.classes), data.channels).to(device)
+    if resolve_winograd(cfg.train.winograd, device, resolve_precision(cfg.train.precision, device)):
+        model = winograd_convs(model)  # a copy with the same state_dict: checkpoints do not change
     if resolve_channels_last(cfg.train.channels_last, device):
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(

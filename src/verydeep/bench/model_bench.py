@@ -140,7 +140,8 @@ def bench_training(cfg: BenchConfig, device: torch.device, progress: Progress = 
         fns[f"verydeep_{_NAME[dt]}_cl"] = train_step(vd, device, batch, amp, channels_last=True, engine=True)
     if device.type == "cpu" and not native_bf16(device):  # AVX2: oneDNN's NHWC backward was slower
         fns["verydeep_fp32_nchw"] = train_step(vd, device, batch, None, channels_last=False, engine=True)
-        # fewer multiplications: Winograd F(4x4, 3x3) in the convs with 256+ inputs (models/winograd.py)
+        # fewer multiplications: what `verydeep train` runs here (train.winograd and channels_last
+        # "auto"): NCHW input, Winograd F(4x4, 3x3) convs, fused C++ transforms where they build
         wg = winograd_convs(vd)
         fns["verydeep_fp32_winograd"] = train_step(wg, device, batch, None, channels_last=False, engine=True)
     times = interleaved(fns, cfg.rounds, warmup=1, device=device, progress=progress)

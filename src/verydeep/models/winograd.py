@@ -1,18 +1,21 @@
-"""Winograd F(4x4, 3x3) convolution: the same 3x3 conv with 2.25x fewer multiplications.
+"""Winograd F(4x4, 3x3) convolution: the same 3x3 conv with 4x fewer multiplications.
 
 On CPUs without native bf16 the fp32 training step sits at the matmul limit (docs/BENCHMARKS.md),
 so the only way to a faster step is fewer operations. Lavin & Gray's F(4x4, 3x3) computes each
-4x4 output tile from a 6x6 input tile with 36 products per channel pair instead of 144. Written
-with torch ops only (unfold, two transform matmuls, one batched matmul over channels), it
-differentiates by autograd, so its backward passes are matmuls of the same reduced size: torch
-has no Winograd backward of its own (NNPACK's Winograd is forward-only). The numbers differ from
-direct convolution by fp32 rounding (relative error about 1e-5; tested), never by more.
+4x4 output tile from a 6x6 input tile with 36 products per channel pair instead of 144; what is
+left is one batched matmul over channels per layer, between tile transforms. Two versions of
+the transforms: ``winograd_conv3x3`` here writes them as torch ops (unfold, two dense transform
+matmuls; any device and dtype, differentiated by autograd), and ``winograd_ext`` as fused C++
+passes over channels_last memory with the backward written out, which ``WinogradConv2d(fused=
+True)`` uses where it applies (fp32 on the CPU). torch has no Winograd backward of its own
+(NNPACK's is forward-only). The numbers differ from direct convolution by fp32 rounding
+(relative error about 1e-5; tested), never by more.
 
-Only where the channel matmul outweighs the memory-bound tile transforms can it pay: with 256 or
-more input channels (VGG's stages 3-5), which ``winograd_convs`` swaps, keeping the state_dict
-keys. Measured on a 2-core AVX2 EPYC (docs/BENCHMARKS.md): 1.3-1.9x on those layers alone on one
-thread, but 1.02-1.05x on the whole training step on two, so it is a bench candidate and not
-what ``verydeep train`` runs.
+Only where the channel matmul outweighs the memory-bound transforms can it pay. With the torch
+ops that is 256 or more input channels (1.02-1.05x on the VGG-16 training step of a 2-core AVX2
+EPYC); with the fused transforms every conv with 64+ inputs and 128+ outputs (VGG's stages 2-5),
+which is what ``verydeep train`` runs on CPUs without native bf16 (``train.winograd = "auto"``;
+docs/BENCHMARKS.md has the step's speed). ``winograd_convs`` swaps them, keeping the state_dict.
 
 Example:
     >>> import torch
@@ -32,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["WinogradConv2d", "eligible", "winograd_conv3x3", "winograd_convs"]
+__all__ = ["WinogradConv2d", "eligible", "transformed_weight", "winograd_conv3x3", "winograd_convs"]
 
 # Lavin & Gray (2016), F(4x4, 3x3) with interpolation points 0, +-1, +-2, infinity
 _BT = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0),
@@ -44,12 +47,20 @@ _AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 
 
 @functools.lru_cache(maxsize=16)
 def _matrices(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The 2-D transforms as single matrices (Kronecker products, built in float64 once):
-    input 36x36 (B^T d B on a flattened 6x6 tile), output 16x36 (A^T m A), and G (6x3)."""
+    """The 2-D transforms as single matrices (Kronecker products, built in float64 once): input
+    36x36 (B^T d B on a flattened 6x6 tile), output 16x36 (A^T m A), weights 36x9 (G w G^T)."""
     bt, g, at = (torch.tensor(m, dtype=torch.float64) for m in (_BT, _G, _AT))
     k_in = torch.einsum("ai,bj->abij", bt, bt).reshape(36, 36)
     k_out = torch.einsum("pa,qb->pqab", at, at).reshape(16, 36)
-    return tuple(m.to(dtype=dtype, device=device) for m in (k_in, k_out, g))  # type: ignore[return-value]
+    k_w = torch.einsum("ai,bj->abij", g, g).reshape(36, 9)
+    return tuple(m.to(dtype=dtype, device=device) for m in (k_in, k_out, k_w))  # type: ignore[return-value]
+
+
+def transformed_weight(weight: torch.Tensor) -> torch.Tensor:
+    """U = G w G^T of each (C_out, C_in) 3x3 kernel, laid out (36, C_out, C_in) for the bmm: one
+    matmul with G (x) G, whose output is already in that layout (an einsum permutes a copy)."""
+    co, c = weight.shape[:2]
+    return (_matrices(weight.dtype, weight.device)[2] @ weight.reshape(co * c, 9).t()).view(36, co, c)
 
 
 def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -60,22 +71,21 @@ def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     n, c, h, w = x.shape
     co = weight.shape[0]
     th, tw = -(-h // 4), -(-w // 4)  # output tiles per side; the last ones overhang, then cropped
-    k_in, k_out, g = _matrices(x.dtype, x.device)
+    k_in, k_out, _ = _matrices(x.dtype, x.device)
     # 6x6 input tiles at stride 4 (padding 1 left/top, enough right/bottom for the last tile)
     xp = F.pad(x, (1, 4 * tw + 1 - w, 1, 4 * th + 1 - h))
     tiles = F.unfold(xp, 6, stride=4).view(n, c, 36, th * tw)
     # layout (frequency, channel, tile) so that each frequency is one plain matmul over channels
     v = (k_in @ tiles.permute(2, 1, 0, 3).reshape(36, c * n * th * tw)).view(36, c, n * th * tw)
-    u = torch.einsum("ai,ocij,bj->aboc", g, weight, g).reshape(36, co, c)
-    m = torch.bmm(u, v).view(36, co * n * th * tw)
+    m = torch.bmm(transformed_weight(weight), v).view(36, co * n * th * tw)
     y = (k_out @ m).view(4, 4, co, n, th, tw).permute(3, 2, 4, 0, 5, 1).reshape(n, co, 4 * th, 4 * tw)
     if 4 * th != h or 4 * tw != w:
         y = y[:, :, :h, :w]
     return y if bias is None else y + bias.view(1, -1, 1, 1)
 
 
-def eligible(conv: nn.Module, min_channels: int) -> bool:
-    """A plain 3x3/1 conv with padding 1 and at least ``min_channels`` inputs."""
+def eligible(conv: nn.Module, min_channels: int, min_out: int = 1) -> bool:
+    """A plain 3x3/1 conv with padding 1, at least ``min_channels`` inputs and ``min_out`` outputs."""
     return (
         type(conv) is nn.Conv2d
         and conv.kernel_size == (3, 3)
@@ -85,30 +95,82 @@ def eligible(conv: nn.Module, min_channels: int) -> bool:
         and conv.groups == 1
         and conv.padding_mode == "zeros"
         and conv.in_channels >= min_channels
+        and conv.out_channels >= min_out
     )
 
 
 class WinogradConv2d(nn.Module):
-    """A 3x3 conv layer computed by ``winograd_conv3x3``; parameters named as ``nn.Conv2d``'s."""
+    """A 3x3 conv layer computed by Winograd; parameters named as ``nn.Conv2d``'s. ``fused``: the
+    C++ transforms of ``winograd_ext`` where they apply (fp32/fp64 on the CPU, outside autocast),
+    else ``winograd_conv3x3``'s torch ops. ``relu``: the ReLU that follows is applied here (in
+    the output transform, and its mask in the gradient's), and ``winograd_convs`` drops it."""
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+    def __init__(self, conv: nn.Conv2d, fused: bool = False, relu: bool = False) -> None:
         super().__init__()
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.fused, self.relu = fused, relu
         self.weight, self.bias = conv.weight, conv.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return winograd_conv3x3(x, self.weight, self.bias)
+        if self.fused and _fused_applies(x, self.weight):
+            from .winograd_ext import fused_conv3x3
+
+            return fused_conv3x3(x, self.weight, self.bias, relu=self.relu)
+        y = winograd_conv3x3(x, self.weight, self.bias)
+        return F.relu(y) if self.relu else y
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 3), F(4x4, 3x3)"
+        kind = "fused" if self.fused else "torch ops"
+        return f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 3), F(4x4, 3x3), {kind}" + (
+            ", ReLU" if self.relu else ""
+        )
 
 
-def winograd_convs(model: nn.Module, min_channels: int = 256) -> nn.Module:
+def _fused_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and weight.dtype == x.dtype
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def winograd_convs(
+    model: nn.Module, min_channels: int | None = None, min_out: int | None = None, fused: bool | None = None
+) -> nn.Module:
     """A copy of ``model`` whose eligible 3x3 convs run through Winograd (the state_dict keys and
-    values are unchanged, so a checkpoint of either loads into the other)."""
-    out = copy.deepcopy(model)
-    for module in list(out.modules()):
-        for child_name, child in list(module.named_children()):
-            if eligible(child, min_channels):
-                setattr(module, child_name, WinogradConv2d(child))
-    return out
+    values are unchanged, so a checkpoint of either loads into the other).
+
+    ``fused=None``: the C++ transforms if they build here (``winograd_ext.available()``; tried
+    only if some conv qualifies). ``min_channels`` / ``min_out`` (inputs / outputs): by default
+    64 / 128 with them (VGG-16's first block, 64 channels at full resolution, is all transform
+    traffic and lost), 256 / 1 with the torch ops (their transforms cost more than less deep
+    layers save)."""
+
+    def swap(fused_now: bool) -> tuple[nn.Module, int]:
+        lo_in = min_channels if min_channels is not None else (64 if fused_now else 256)
+        lo_out = min_out if min_out is not None else (128 if fused_now else 1)
+        out, swapped = copy.deepcopy(model), 0
+        for module in list(out.modules()):
+            children = list(module.named_children())
+            for i, (child_name, child) in enumerate(children):
+                if not eligible(child, lo_in, lo_out):
+                    continue
+                # a ReLU right after it in a Sequential joins it (its place keeps an Identity, so
+                # the state_dict's indices do not move)
+                relu = isinstance(module, nn.Sequential) and i + 1 < len(children)
+                relu = relu and type(children[i + 1][1]) is nn.ReLU
+                setattr(module, child_name, WinogradConv2d(child, fused=fused_now, relu=relu))
+                if relu:
+                    setattr(module, children[i + 1][0], nn.Identity())
+                swapped += 1
+        return out, swapped
+
+    if fused is not None:
+        return swap(fused)[0]
+    out, swapped = swap(True)
+    if swapped == 0:
+        return out
+    from .winograd_ext import available
+
+    return out if available() else swap(False)[0]
