@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # torch is imported when a bench runs: `verydeep --help` must
 def environment(device: torch.device) -> dict:
     import torch
 
+    from ..allocator import retain_freed_memory
     from ..hardware import cpu_class, int8_dot, isa_capped, native_bf16
 
     env = {
@@ -37,6 +38,8 @@ def environment(device: torch.device) -> dict:
         "machine": platform.processor() or platform.machine(),
         "device": str(device),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        # as `verydeep` runs (allocator.py): freed blocks kept for the next step, for every variant
+        "malloc_retains_freed": retain_freed_memory(),
     }
     env["int8_dot"] = int8_dot(device)
     if device.type == "cuda":

@@ -19,6 +19,7 @@ import importlib
 import sys
 
 from .. import __version__
+from ..allocator import retain_freed_memory
 
 DESCRIPTION = """Very Deep ConvNets (Simonyan & Zisserman, 2015), the whole system: configs A-E,
 the paper's training recipe, dense / multi-crop / multi-scale testing, ensembles,
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    retain_freed_memory()  # big tensors reused between steps, not faulted in anew (allocator.py)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
