@@ -39,9 +39,11 @@ def kernels() -> ModuleType:
     Raises RuntimeError with the reason where they cannot be built."""
     from torch.utils.cpp_extension import load
 
-    # AVX2 + FMA (every x86 CPU this project meets), not -march=native: the cache may outlive the CPU
-    x86 = platform.machine().lower() in ("x86_64", "amd64")
-    flags = ["-O3", "-fopenmp"] + (["-mavx2", "-mfma"] if x86 else [])
+    from ..hardware import cpu_flags
+
+    # AVX2 + FMA where the CPU has them, not -march=native: the build cache may outlive the CPU
+    avx2 = platform.machine().lower() in ("x86_64", "amd64") and {"avx2", "fma"} <= set(cpu_flags())
+    flags = ["-O3", "-fopenmp"] + (["-mavx2", "-mfma"] if avx2 else [])
     if not _SOURCE.is_file():
         raise RuntimeError(f"Winograd kernels: {_SOURCE} is missing from the installed package")
     if not _built():
