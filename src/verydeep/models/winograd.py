@@ -35,7 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["WinogradConv2d", "eligible", "transformed_weight", "winograd_conv3x3", "winograd_convs"]
+__all__ = [
+    "WinogradConv2d",
+    "eligible",
+    "fused_applies",
+    "transformed_weight",
+    "winograd_conv3x3",
+    "winograd_convs",
+]
 
 # Lavin & Gray (2016), F(4x4, 3x3) with interpolation points 0, +-1, +-2, infinity
 _BT = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0),
@@ -112,7 +119,7 @@ class WinogradConv2d(nn.Module):
         self.weight, self.bias = conv.weight, conv.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and _fused_applies(x, self.weight):
+        if self.fused and fused_applies(x, self.weight):
             from .winograd_ext import fused_conv3x3
 
             return fused_conv3x3(x, self.weight, self.bias, relu=self.relu)
@@ -126,7 +133,8 @@ class WinogradConv2d(nn.Module):
         )
 
 
-def _fused_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def fused_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``winograd_ext``'s kernels take this input: fp32/fp64 on the CPU, outside autocast."""
     return (
         x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
@@ -147,30 +155,28 @@ def winograd_convs(
     traffic and lost), 256 / 1 with the torch ops (their transforms cost more than less deep
     layers save)."""
 
-    def swap(fused_now: bool) -> tuple[nn.Module, int]:
+    def limits(fused_now: bool) -> tuple[int, int]:
         lo_in = min_channels if min_channels is not None else (64 if fused_now else 256)
-        lo_out = min_out if min_out is not None else (128 if fused_now else 1)
-        out, swapped = copy.deepcopy(model), 0
-        for module in list(out.modules()):
-            children = list(module.named_children())
-            for i, (child_name, child) in enumerate(children):
-                if not eligible(child, lo_in, lo_out):
-                    continue
-                # a ReLU right after it in a Sequential joins it (its place keeps an Identity, so
-                # the state_dict's indices do not move)
-                relu = isinstance(module, nn.Sequential) and i + 1 < len(children)
-                relu = relu and type(children[i + 1][1]) is nn.ReLU
-                setattr(module, child_name, WinogradConv2d(child, fused=fused_now, relu=relu))
-                if relu:
-                    setattr(module, children[i + 1][0], nn.Identity())
-                swapped += 1
-        return out, swapped
+        return lo_in, min_out if min_out is not None else (128 if fused_now else 1)
 
-    if fused is not None:
-        return swap(fused)[0]
-    out, swapped = swap(True)
-    if swapped == 0:
-        return out
-    from .winograd_ext import available
+    if fused is None:
+        if not any(eligible(m, *limits(True)) for m in model.modules()):
+            return copy.deepcopy(model)  # nothing to swap: no reason to build the kernels
+        from .winograd_ext import available
 
-    return out if available() else swap(False)[0]
+        fused = available()
+    lo_in, lo_out = limits(fused)
+    out = copy.deepcopy(model)
+    for module in list(out.modules()):
+        children = list(module.named_children())
+        for i, (child_name, child) in enumerate(children):
+            if not eligible(child, lo_in, lo_out):
+                continue
+            # a ReLU right after it in a Sequential joins it (its place keeps an Identity, so the
+            # state_dict's indices do not move)
+            relu = isinstance(module, nn.Sequential) and i + 1 < len(children)
+            relu = relu and type(children[i + 1][1]) is nn.ReLU
+            setattr(module, child_name, WinogradConv2d(child, fused=fused, relu=relu))
+            if relu:
+                setattr(module, children[i + 1][0], nn.Identity())
+    return out

@@ -124,8 +124,10 @@ def fused_conv3x3(
     """``F.conv2d(x, weight, bias, padding=1)`` (then ``F.relu`` with ``relu``) for fp32/fp64 on
     the CPU, through the fused kernels; the result is channels_last. The weight transform stays
     in torch ops, so autograd carries it to ``weight``."""
-    from .winograd import transformed_weight  # one weight transform for both paths
+    from .winograd import fused_applies, transformed_weight  # one of each for both paths
 
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or weight.dtype != x.dtype:
-        raise ValueError(f"fused Winograd runs fp32/fp64 on the CPU, got {x.dtype} on {x.device}")
+    if not fused_applies(x, weight):
+        raise ValueError(
+            f"fused Winograd runs fp32/fp64 on the CPU outside autocast, got {x.dtype} on {x.device}"
+        )
     return _Fused.apply(x, transformed_weight(weight), bias, relu)
