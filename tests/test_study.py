@@ -289,3 +289,35 @@ def test_a_parent_killed_mid_way_is_not_taken_for_a_trained_one(tmp_path):
     assert trained(spec, "A-256")
     best.unlink()
     assert not trained(spec, "A-256")
+
+
+def test_same_net_findings_use_the_paired_standard_error():
+    import torch
+    from scipy.stats import ttest_rel
+
+    from verydeep.study.plan import Run
+    from verydeep.study.report import finding_rows, paired_se
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (400,), generator=g)
+    wrong_single = torch.rand(400, generator=g) < 0.30
+    wrong_multi = wrong_single & (torch.rand(400, generator=g) < 0.85)  # multi-scale fixes some
+
+    def probs(wrong):  # argmax is the label where right, the next class where wrong
+        return torch.eye(10)[(labels + wrong.long()) % 10]
+
+    ev = {
+        k: {"top1_err": float(w.float().mean()), "probs": probs(w)}
+        for k, w in (("single/dense", wrong_single), ("multi/dense", wrong_multi))
+    }
+    res = {"D-256": {"run": Run("D-256", "D", [256], []), "eval": {**ev, "labels": labels}, "val_err": 0.3}}
+    se = paired_se(res, ("D-256", "single/dense"), ("D-256", "multi/dense"))
+    diff = ev["single/dense"]["top1_err"] - ev["multi/dense"]["top1_err"]
+    t = ttest_rel(wrong_single.float().numpy(), wrong_multi.float().numpy()).statistic
+    assert se == pytest.approx(diff / t, rel=1e-5)  # scipy's paired t: mean difference / its s.e.
+    row = next(r for r in finding_rows(res, noise=0.05) if r["claim"] == "multi-scale testing helps (D-256)")
+    # 0.05 (a seed noise level) would call this difference noise; the paired s.e. does not
+    assert row["noise_kind"] == "paired s.e." and row["noise"] == se and diff < 2 * 0.05
+    assert row["verdict"] == ("holds" if diff > 2 * se else "noise") and diff > 2 * se
+    depth = next(r for r in finding_rows(res, noise=0.05) if r["claim"] == "error falls with depth (A -> D)")
+    assert depth["verdict"] == "not run" and depth["noise_kind"] == "noise level"

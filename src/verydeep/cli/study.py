@@ -69,7 +69,7 @@ def _write_report(spec, results: dict, report: Path, command: str) -> None:
     """The Markdown report, its JSON twin (numbers, noise, targets) and its figures."""
     from ..io.checkpoint import atomic_write
     from ..io.plots import plot_study_curves
-    from ..study.report import noise_level, render, target_summary
+    from ..study.report import finding_rows, noise_level, render, target_summary
     from ..study.runner import summary_dir
 
     report.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,9 @@ def _write_report(spec, results: dict, report: Path, command: str) -> None:
             "epochs": (r.get("result") or {}).get("epochs"),
             "retrains_val_err": r.get("retrains") or {},
         }
-    doc = {"runs": numbers, "noise": noise_level(results), "targets": target_summary(results, spec)}
+    noise = noise_level(results)
+    doc = {"runs": numbers, "noise": noise, "targets": target_summary(results, spec)}
+    doc["findings"] = finding_rows(results, noise["noise"])
     atomic_write(report.with_suffix(".json"), json.dumps(doc, indent=1).encode())
     print(f"wrote {report} (+ .json) and {', '.join(figures)}", file=sys.stderr)
 

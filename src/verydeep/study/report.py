@@ -3,7 +3,9 @@
 The noise level of an error is the larger of (a) the run-to-run standard deviation, pooled over
 the pairs of a net and its retraining with another seed (``repeat_runs``), and (b) the binomial
 standard error sqrt(p(1-p)/n) of the reported split. A difference counts only if it exceeds
-twice that level; otherwise it is called noise.
+twice that level; otherwise it is called noise. Two evaluations of one trained net (single- vs
+multi-scale, dense vs multi-crop) share the net's training luck and the images, so they are judged
+against the paired standard error of their difference instead (``paired_se``), as McNemar's test does.
 
 Example:
     >>> from verydeep.study.report import verdict
@@ -61,62 +63,93 @@ def noise_level(results: dict) -> dict:
     return {"seed_sd": sd, "binomial_se": binom, "noise": max(sd, binom), "pairs": seed_pairs, "n": n}
 
 
+def paired_se(results: dict, a: tuple[str, str], b: tuple[str, str]) -> float | None:
+    """Standard error of the difference of two top-1 errors measured on the same images: the
+    per-image difference of the two (0/1) errors, its s.d. / sqrt(n). ``a``, ``b``: (net, key)."""
+    ra, rb = results.get(a[0]), results.get(b[0])
+    if ra is None or rb is None or a[1] not in ra["eval"] or b[1] not in rb["eval"]:
+        return None
+    labels = ra["eval"]["labels"]
+    wrong = [(r["eval"][k]["probs"].argmax(1) != labels).float() for r, k in ((ra, a[1]), (rb, b[1]))]
+    d = wrong[0] - wrong[1]
+    return float(d.std() / math.sqrt(len(d))) if len(d) > 1 else None
+
+
 def _finding(
-    claim: str, worse: tuple[str, float | None], better: tuple[str, float | None], noise: float
-) -> str:
-    if worse[1] is None or better[1] is None:
-        return f"| {claim} | not run | — |"
-    v = verdict(worse[1], better[1], noise)
-    nums = f"{worse[0]} {pct(worse[1])}% vs {better[0]} {pct(better[1])}%"
-    return f"| {claim} | {nums} | {v} |"
+    results: dict, claim: str, worse: tuple[str, str, str], better: tuple[str, str, str], noise: float
+) -> dict:
+    """One claim as data. ``worse``/``better``: (label, net, eval key). Two evaluations of one
+    trained net differ only by the test method, so their noise is the paired s.e. on the same
+    images; two trained nets differ also by their training's luck: the study's noise level."""
+    row: dict = {"claim": claim, "worse": worse[0], "better": better[0]}
+    row |= {"worse_err": top1(results, *worse[1:]), "better_err": top1(results, *better[1:])}
+    same_net = worse[1] == better[1]
+    se = paired_se(results, worse[1:], better[1:]) if same_net else None
+    row |= {"noise": se if same_net else noise, "noise_kind": "paired s.e." if same_net else "noise level"}
+    done = row["worse_err"] is not None and row["better_err"] is not None and row["noise"] is not None
+    row["verdict"] = verdict(row["worse_err"], row["better_err"], row["noise"]) if done else "not run"
+    return row
 
 
-def findings(results: dict, noise: float) -> list[str]:
-    """Each of Section 4's claims as (expected worse, expected better) top-1 errors."""
-    e = lambda name, key="single/dense": (name, top1(results, name, key))  # noqa: E731
-    m = lambda name, method: (f"{name} {method}", top1(results, name, f"multi/{method}"))  # noqa: E731
-    ranked = by_validation(results)[:2]  # the ensemble of the targets: two best by validation
-    pair = (
-        (" + ".join(ranked), ensemble_error(results, ranked, PROTOCOL)[0]) if len(ranked) == 2 else ("", None)
-    )
-    best = (ranked[0], top1(results, ranked[0], PROTOCOL)) if ranked else ("", None)
-    lrn = _finding("LRN does not help (A-LRN not better than A)", e("A-LRN-256"), e("A-256"), noise)
-    lrn = lrn.replace("| holds |", "| A-LRN worse: holds |").replace(
-        "| noise |", "| same within noise: holds |"
-    )
+def finding_rows(results: dict, noise: float) -> list[dict]:
+    """Each of Section 4's claims with its numbers, the noise it is judged against and its verdict."""
+    e = lambda name, key="single/dense": (name, name, key)  # noqa: E731
+    m = lambda name, method: (f"{name} {method}", name, f"multi/{method}")  # noqa: E731
+    f = lambda claim, worse, better: _finding(results, claim, worse, better, noise)  # noqa: E731
     rows = [
-        "| claim (paper) | here: expected worse vs expected better (top-1 error) | verdict |",
-        "|---|---|---|",
-        lrn.replace("| reversed |", "| A-LRN better: does not hold |"),
-        _finding("error falls with depth (A -> D)", e("A-256"), e("D-256"), noise),
-        _finding("error falls with depth (B -> E)", e("B-256"), e("E-256"), noise),
-        _finding("1x1 convs help less than 3x3 (C vs D)", e("C-256"), e("D-256"), noise),
+        f("LRN does not help (A-LRN not better than A)", e("A-LRN-256"), e("A-256")),
+        f("error falls with depth (A -> D)", e("A-256"), e("D-256")),
+        f("error falls with depth (B -> E)", e("B-256"), e("E-256")),
+        f("1x1 convs help less than 3x3 (C vs D)", e("C-256"), e("D-256")),
     ]
-    for c in JITTERED:
-        rows.append(
-            _finding(f"scale jittering helps ({c}: S=384 vs [256,512])", e(f"{c}-384"), e(f"{c}-jit"), noise)
-        )
+    rows[0]["verdict"] = {"holds": "A-LRN worse: holds", "noise": "same within noise: holds"}.get(
+        rows[0]["verdict"], rows[0]["verdict"].replace("reversed", "A-LRN better: does not hold")
+    )
     rows += [
-        _finding("multi-scale testing helps (D-256)", e("D-256"), e("D-256", "multi/dense"), noise),
-        _finding("multi-scale testing helps (D-jit)", e("D-jit"), e("D-jit", "multi/dense"), noise),
-        _finding(
-            "multi-crop slightly better than dense (D-jit)",
-            m("D-jit", "dense"),
-            m("D-jit", "multicrop"),
-            noise,
-        ),
+        f(f"scale jittering helps ({c}: S=384 vs [256,512])", e(f"{c}-384"), e(f"{c}-jit")) for c in JITTERED
+    ]
+    rows += [
+        f("multi-scale testing helps (D-256)", e("D-256"), e("D-256", "multi/dense")),
+        f("multi-scale testing helps (D-jit)", e("D-jit"), e("D-jit", "multi/dense")),
+        f("multi-crop slightly better than dense (D-jit)", m("D-jit", "dense"), m("D-jit", "multicrop")),
     ]
     for c in JITTERED:
         j = f"{c}-jit"
-        claim = f"dense and multi-crop are complementary ({j})"
-        rows.append(_finding(claim, m(j, "multicrop"), m(j, "dense+multicrop"), noise))
-    rows += [
-        _finding(
-            "ensembles help (best pair by validation vs its better net, multi-scale)", best, pair, noise
-        ),
-        _finding("initialisation from net A vs Glorot (D, S=256)", e("D-256-glorot"), e("D-256"), noise),
-    ]
+        rows.append(
+            f(f"dense and multi-crop are complementary ({j})", m(j, "multicrop"), m(j, "dense+multicrop"))
+        )
+    rows += [_ensemble_finding(results, noise)]
+    rows += [f("initialisation from net A vs Glorot (D, S=256)", e("D-256-glorot"), e("D-256"))]
     return rows
+
+
+def _ensemble_finding(results: dict, noise: float) -> dict:
+    """The best pair by validation against its better net, both multi-scale dense."""
+    ranked = by_validation(results)[:2]
+    claim = "ensembles help (best pair by validation vs its better net, multi-scale)"
+    row: dict = {"claim": claim, "worse": ranked[0] if ranked else "", "better": " + ".join(ranked)}
+    row |= {"worse_err": top1(results, ranked[0], PROTOCOL) if ranked else None, "better_err": None}
+    if len(ranked) == 2:
+        row["better_err"] = ensemble_error(results, ranked, PROTOCOL)[0]
+    row |= {"noise": noise, "noise_kind": "noise level"}
+    done = row["worse_err"] is not None and row["better_err"] is not None
+    row["verdict"] = verdict(row["worse_err"], row["better_err"], noise) if done else "not run"
+    return row
+
+
+def findings(results: dict, noise: float) -> list[str]:
+    """The claims as a Markdown table."""
+    out = [
+        "| claim (paper) | here: expected worse vs expected better (top-1 error) | noise (s.e.) | verdict |",
+        "|---|---|---|---|",
+    ]
+    for r in finding_rows(results, noise):
+        if r["verdict"] == "not run":
+            out.append(f"| {r['claim']} | not run | — | — |")
+            continue
+        nums = f"{r['worse']} {pct(r['worse_err'])}% vs {r['better']} {pct(r['better_err'])}%"
+        out.append(f"| {r['claim']} | {nums} | {pct(r['noise'])}% ({r['noise_kind']}) | {r['verdict']} |")
+    return out
 
 
 def schedule_ends(results: dict) -> dict[str, bool]:
@@ -239,7 +272,8 @@ def render(results: dict, spec, command: str, figures: list[str], notes: str = "
         "",
         f"Noise level: seed s.d. {100 * nz['seed_sd']:.2f}% pooled over {len(nz['pairs'])} pair(s) "
         f"({pairs or 'none yet'}); binomial s.e. {100 * nz['binomial_se']:.2f}%. A difference counts if it "
-        f"exceeds 2 x {100 * nz['noise']:.2f}%.",
+        f"exceeds 2 x {100 * nz['noise']:.2f}%; between two evaluations of one net, 2 x the paired "
+        "s.e. of their difference on the same images.",
         "",
         "## Targets",
         *targets(results, spec),
