@@ -288,6 +288,18 @@ def test_training_moves_only_what_it_should_and_lowers_the_loss(finetune):
     assert all(p.requires_grad for p in loc.parameters())  # unfrozen afterwards
 
 
+def test_box_net_rate_drops_at_the_given_fractions_of_the_steps():
+    cfg = LocTrainConfig(steps=8, lr=0.04, lr_drops=[0.5, 0.75])
+    assert [cfg.lr_at(s) for s in range(8)] == pytest.approx([0.04] * 4 + [0.004] * 2 + [0.0004] * 2)
+    assert LocTrainConfig(steps=8, lr=0.04).lr_at(7) == 0.04  # default: constant, as before
+    for bad in ([0.75, 0.5], [0.0], [1.0], [0.5, 0.5]):
+        with pytest.raises(ValueError, match="lr_drops must be increasing fractions"):
+            LocTrainConfig(lr_drops=bad)
+    loc = make_loc_net(VGG("A", **TINY), cfg.head)
+    hist = train_localizer(loc, synthetic_set(), Preprocess.preset("torchvision"), cfg)
+    assert hist["lr"] == pytest.approx([cfg.lr_at(s) for s in range(8)])  # what SGD was given
+
+
 # --- metrics -----------------------------------------------------------------------------
 def test_loc_error_top_k_and_baselines():
     anns = [

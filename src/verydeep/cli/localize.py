@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 # torch, PIL and tqdm are imported by the commands: building the parser must stay cheap
-from .values import float_range, int_range
+from .values import float_range, fractions, int_range
 
 
 def _dense_args(p: argparse.ArgumentParser) -> None:
@@ -73,6 +73,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("seed", int, 0, "random seed"),
     ):
         t.add_argument(f"--{name}", type=typ, default=default, help=text)
+    t.add_argument(
+        "--lr-drops",
+        type=fractions,
+        default=(),
+        metavar="F,F,...",
+        help="fractions of the steps after which the rate is divided by 10, e.g. 0.5,0.75 "
+        "(default: none, a constant rate)",
+    )
     t.set_defaults(func=run_train)
     e = s.add_parser(
         "eval",
@@ -118,11 +126,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _bar(total: int, desc: str):
+    """A progress callback whose bar appears at the first step: an input refused before any work
+    prints its one-line error alone."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total or None, desc=desc, leave=False)
+    bars: list = []
 
     def step(_i: int, loss: float) -> None:
+        if not bars:
+            bars.append(tqdm(total=total or None, desc=desc, leave=False))
+        bar = bars[0]
         bar.update(1)
         if loss:
             bar.set_postfix(loss=f"{loss:.4f}")
@@ -144,8 +157,16 @@ def run_train(args: argparse.Namespace) -> int:
     from ..localization.api import fit_localizer
     from ..localization.net import LocTrainConfig
 
-    cfg = LocTrainConfig(args.head, args.finetune, args.scale, args.steps, args.batch_size, args.lr)
-    cfg.seed = args.seed
+    cfg = LocTrainConfig(
+        head=args.head,
+        finetune=args.finetune,
+        scale=args.scale,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_drops=args.lr_drops,
+        seed=args.seed,
+    )
     net, meta, hist = fit_localizer(args.data, args.init, cfg, _bar(cfg.steps, "localize train"), args.split)
     save_model(args.out, net, meta)
     tail = hist["loss"][-20:]
