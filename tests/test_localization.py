@@ -6,6 +6,9 @@ critters-voc files for the reader.
 """
 
 import random
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -382,3 +385,9 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     with Image.open(png) as im:
         assert im.size == size
     assert main(["localize", "train", "--data", root, "--init", loc, "--out", loc]) == 2  # not a classifier
+    # scripts/localization_errors.py judges each guess itself: its top-1 error is evaluate()'s
+    script = Path(__file__).resolve().parents[1] / "scripts" / "localization_errors.py"
+    cmd = [sys.executable, str(script), "--data", root, "--split", "val", *dense]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert f"top-1 error {100 * report['dense']['top1']:.1f}%" in out
+    assert sum(int(n) for n in re.findall(r": (\d+), \d+ wrong", out)) == len(E2E_IDS)
