@@ -11,6 +11,7 @@
 #   classification nets; its shape (arch, width, FC width, crop) is read from INIT's metadata.
 #   CLS=<classifier checkpoint> skips step 1; LOC_LR=<rate> sets the box nets' rate (default 0.01);
 #   LOC_DROPS=0.5,0.75 divides it by 10 after those fractions of the steps (default: constant);
+#   BOX_SIZE=log regresses log width and height (R-CNN's; default linear, the paper's);
 #   STEPS_ALL / STEPS_FC their steps when all layers / the FC layers only are trained (600 each;
 #   an FC-only step costs about a third of an all-layer one: no backward through the convs).
 set -euo pipefail
@@ -49,7 +50,7 @@ for v in "scr all" "pcr all" "scr fc" "pcr fc"; do
   set -- $v
   t $VD localize train --data "$D" --split "train[:80%]" --init "$CLS" --out "$OUT/$1-$2.safetensors" \
     --head "$1" --finetune "$2" --steps "$([ "$2" = fc ] && echo "${STEPS_FC:-600}" || echo "${STEPS_ALL:-600}")" \
-    --lr "$LOC_LR" --lr-drops "${LOC_DROPS:-}"
+    --lr "$LOC_LR" --lr-drops "${LOC_DROPS:-}" --box-size "${BOX_SIZE:-linear}"
 done
 
 # 3. choose merging and scales on held-out photographs, per net

@@ -277,12 +277,12 @@ def synthetic_set(n=6, seed=0):
     return ScaledSet(imgs, boxes, labels, [1.0] * n, [str(i) for i in range(n)])
 
 
-@pytest.mark.parametrize("finetune", ["fc", "all"])
-def test_training_moves_only_what_it_should_and_lowers_the_loss(finetune):
+@pytest.mark.parametrize("finetune,box_size", [("fc", "linear"), ("all", "linear"), ("all", "log")])
+def test_training_moves_only_what_it_should_and_lowers_the_loss(finetune, box_size):
     torch.manual_seed(0)
     loc = make_loc_net(VGG("A", **TINY), "pcr")
     before = {k: v.clone() for k, v in loc.state_dict().items()}
-    cfg = LocTrainConfig(finetune=finetune, steps=40, batch_size=8, lr=0.05)
+    cfg = LocTrainConfig(finetune=finetune, steps=40, batch_size=8, lr=0.05, box_size=box_size)
     hist = train_localizer(loc, synthetic_set(), Preprocess.preset("torchvision"), cfg)
     after = loc.state_dict()
     assert (after["features.0.weight"] != before["features.0.weight"]).any() == (finetune == "all")
@@ -301,6 +301,23 @@ def test_box_net_rate_drops_at_the_given_fractions_of_the_steps():
     loc = make_loc_net(VGG("A", **TINY), cfg.head)
     hist = train_localizer(loc, synthetic_set(), Preprocess.preset("torchvision"), cfg)
     assert hist["lr"] == pytest.approx([cfg.lr_at(s) for s in range(8)])  # what SGD was given
+
+
+def test_log_sizes_round_trip_and_decode_like_linear_ones():
+    from verydeep.localization.net import decode_boxes, encode_boxes
+
+    t = torch.tensor([[0.5, 0.4, 0.2, 1.7], [0.1, 0.9, 1.0, 0.05]])
+    assert torch.equal(encode_boxes(t, "linear"), t)
+    assert torch.allclose(encode_boxes(t, "log")[:, 2:], t[:, 2:].log())
+    assert torch.allclose(decode_boxes(encode_boxes(t, "log"), "log"), t)
+    assert decode_boxes(torch.tensor([[0.5, 0.5, -0.3, 2.0]]), "linear").tolist() == [[0.5, 0.5, 0.0, 2.0]]
+    # a window's box in both parametrisations: sizes 1.0 (linear) and log 1 = 0 (log)
+    lin = torch.tensor([0.5, 0.5, 1.0, 1.0]).view(4, 1, 1).expand(4, 2, 3).clone()
+    log = lin.clone()
+    log[2:] = 0.0
+    assert torch.allclose(window_boxes(lin, 64, 32), window_boxes(log, 64, 32, "log"))
+    with pytest.raises(ValueError, match="box_size must be linear or log"):
+        LocTrainConfig(box_size="sqrt")
 
 
 # --- metrics -----------------------------------------------------------------------------
@@ -354,7 +371,10 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     assert main(["localize", "train", *args]) == 0
     loc_net, meta = load_net(loc)
     assert loc_net.head == "pcr" and meta.classes == ["kangaroo", "raccoon"]
-    assert loc_net.model.classifier[6].out_features == 8
+    assert loc_net.model.classifier[6].out_features == 8 and loc_net.box_size == "linear"
+    log_loc = str(tmp_path / "log.safetensors")  # the size parametrisation travels in the metadata
+    assert main(["localize", "train", *args[:4], "--out", log_loc, "--steps", "2", "--box-size", "log"]) == 0
+    assert load_net(log_loc)[0].box_size == "log"
     dense = ["--loc", loc, "--cls", cls, "--scales", "256,384"]
     assert main(["localize", "eval", "--data", root, *dense, "--json", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out

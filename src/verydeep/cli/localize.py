@@ -74,6 +74,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ):
         t.add_argument(f"--{name}", type=typ, default=default, help=text)
     t.add_argument(
+        "--box-size",
+        default="linear",
+        choices=["linear", "log"],
+        help="width and height as the net outputs them: linear (the paper's) or log (R-CNN's: "
+        "an error costs the same on a small box as on a large one)",
+    )
+    t.add_argument(
         "--lr-drops",
         type=fractions,
         default=(),
@@ -165,6 +172,7 @@ def run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         lr_drops=args.lr_drops,
+        box_size=args.box_size,
         seed=args.seed,
     )
     net, meta, hist = fit_localizer(args.data, args.init, cfg, _bar(cfg.steps, "localize train"), args.split)

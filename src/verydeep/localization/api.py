@@ -60,7 +60,9 @@ def load_net(path: str) -> tuple[Net, Meta]:
     """A checkpoint as a test-time ``Net`` (head read from a localisation net's metadata)."""
     model, meta = load_model(path)
     loc = (meta.config or {}).get("localization")
-    return Net(model.eval(), meta.prep, loc["head"] if loc else ""), meta
+    if not loc:
+        return Net(model.eval(), meta.prep), meta
+    return Net(model.eval(), meta.prep, loc["head"], box_size=loc.get("box_size", "linear")), meta
 
 
 def fit_localizer(

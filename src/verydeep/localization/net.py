@@ -36,6 +36,8 @@ from ..models.vgg import VGG
 from .data import ScaledSet, sample_crops
 
 HEADS = ("scr", "pcr")
+BOX_SIZES = ("linear", "log")
+MIN_SIZE = 1e-3  # of the crop: the smallest size a log target stands for (log of 0 is -inf)
 
 
 @dataclass
@@ -54,6 +56,10 @@ class LocTrainConfig:
     weight_decay: float = 5e-4
     last_std: float = 0.01  # the random last layer: N(0, std^2) weights, zero bias
     target: str = "largest"  # which object a crop regresses: largest (visible area) | random
+    # how the net outputs a box's width and height (both divided by the crop size): linear, the
+    # paper's 4-D (centre, width, height) vector; or log (R-CNN's parametrisation, not the
+    # paper's), where an error costs the same for a small box as for a large one
+    box_size: str = "linear"
     flip: bool = True
     seed: int = 0
 
@@ -64,6 +70,8 @@ class LocTrainConfig:
             raise ValueError(f"finetune must be all or fc, got {self.finetune!r}")
         if self.target not in ("largest", "random"):
             raise ValueError(f"target must be largest or random, got {self.target!r}")
+        if self.box_size not in BOX_SIZES:
+            raise ValueError(f"box_size must be linear or log, got {self.box_size!r}")
         self.lr_drops = tuple(float(f) for f in self.lr_drops)
         if any(not 0 < f < 1 for f in self.lr_drops) or list(self.lr_drops) != sorted(set(self.lr_drops)):
             raise ValueError(f"lr_drops must be increasing fractions in (0, 1), got {list(self.lr_drops)}")
@@ -98,6 +106,21 @@ def class_boxes(out: torch.Tensor, labels: torch.Tensor, head: str) -> torch.Ten
         return out[:, :4]
     rows = out.view(out.shape[0], -1, 4, *out.shape[2:])
     return rows[torch.arange(out.shape[0]), labels]
+
+
+def encode_boxes(t: torch.Tensor, box_size: str) -> torch.Tensor:
+    """Targets (..., 4) of normalised (cx, cy, w, h) as the net is trained to output them."""
+    if box_size == "linear":
+        return t
+    return torch.cat([t[..., :2], t[..., 2:].clamp_min(MIN_SIZE).log()], -1)
+
+
+def decode_boxes(out: torch.Tensor, box_size: str, dim: int = -1) -> torch.Tensor:
+    """Net outputs (4 along ``dim``) back to normalised (cx, cy, w, h); a regressed negative
+    linear size means an empty box."""
+    centre, size = out.split([2, 2], dim)
+    size = size.clamp_min(0) if box_size == "linear" else size.exp()
+    return torch.cat([centre, size], dim)
 
 
 def box_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -147,7 +170,7 @@ def train_localizer(
         with torch.set_grad_enabled(cfg.finetune == "all"):
             f = net.features(x)
         out = net.classifier(torch.flatten(f, 1))
-        loss = box_loss(class_boxes(out, b.labels, cfg.head), b.targets, b.valid)
+        loss = box_loss(class_boxes(out, b.labels, cfg.head), encode_boxes(b.targets, cfg.box_size), b.valid)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -50,7 +50,7 @@ from ..models.vgg import VGG
 from .boxes import clip_boxes, cxcywh_to_xyxy, flip_boxes
 from .data import ScaledSet, centre_crop
 from .merge import MergeConfig, greedy_merge
-from .net import class_boxes
+from .net import class_boxes, decode_boxes
 
 
 @dataclass
@@ -61,6 +61,7 @@ class Net:
     prep: Preprocess
     head: str = ""
     scales: list[int] | None = None  # this net's test scales Q (paper units); None: DenseConfig's
+    box_size: str = "linear"  # how its outputs hold width and height (net.py, LocTrainConfig)
 
 
 @dataclass
@@ -87,14 +88,14 @@ def stride_of(model: VGG) -> int:
     return 2 ** sum(isinstance(m, nn.MaxPool2d) for m in model.features)
 
 
-def window_boxes(box_map: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
-    """(4K, h, w) map of normalised cxcywh -> (h*w, K, 4) xyxy boxes in input pixels."""
+def window_boxes(box_map: torch.Tensor, crop: int, stride: int, box_size: str = "linear") -> torch.Tensor:
+    """(4K, h, w) map of box outputs -> (h*w, K, 4) xyxy boxes in input pixels."""
     k4, h, w = box_map.shape
-    b = box_map.reshape(k4 // 4, 4, h, w).permute(2, 3, 0, 1).reshape(h * w, k4 // 4, 4) * crop
+    b = box_map.reshape(k4 // 4, 4, h, w).permute(2, 3, 0, 1).reshape(h * w, k4 // 4, 4)
+    b = decode_boxes(b, box_size) * crop
     ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     origin = torch.stack([jj.flatten(), ii.flatten()], 1).float() * stride
     b[..., :2] += origin[:, None, :]
-    b[..., 2:] = b[..., 2:].clamp_min(0)  # a regressed negative size means an empty box
     return cxcywh_to_xyxy(b)
 
 
@@ -117,7 +118,7 @@ def dense_pass(
     x = _side_image(img, side, flip)
     box_map = loc.model.eval().dense_forward(loc.prep(x[None]))[0]
     h, w = box_map.shape[-2:]
-    boxes = window_boxes(box_map, crop, stride_of(loc.model))
+    boxes = window_boxes(box_map, crop, stride_of(loc.model), loc.box_size)
     if flip:  # back to the unmirrored image
         boxes = flip_boxes(boxes, x.shape[-1])
     boxes = boxes * (orig_min_side / side)
@@ -185,7 +186,7 @@ def centre_crop_guesses(ds: ScaledSet, loc: Net) -> dict[str, list[Guess]]:
         patch, left, top = centre_crop(img, crop)
         label = int(ds.labels[i][0])
         pred = class_boxes(loc.model.eval()(loc.prep(patch[None])), torch.tensor([label]), loc.head)
-        pred[:, 2:] = pred[:, 2:].clamp_min(0)
+        pred = decode_boxes(pred, loc.box_size)
         box = cxcywh_to_xyxy(pred[0] * crop) + torch.tensor([left, top, left, top])
         width, height = ds.sizes[i]
         box = clip_boxes(box / ds.factors[i], width, height)
