@@ -22,7 +22,7 @@ from verydeep.config import pixels
 from verydeep.data.images import load_image
 from verydeep.data.voc import image_path, load_voc
 from verydeep.localization.api import load_locs, load_net, parse_scales
-from verydeep.localization.boxes import box_iou
+from verydeep.localization.boxes import box_area, box_iou
 from verydeep.localization.merge import MergeConfig
 from verydeep.localization.protocol import DenseConfig, localize_image
 
@@ -30,14 +30,17 @@ GROUPS = [("< 20%", 0.0, 0.2), ("20-60%", 0.2, 0.6), ("> 60%", 0.6, 1.01)]
 
 
 def area(b) -> float:
-    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+    """An xyxy box's area, by the library's own rule (inverted boxes: 0)."""
+    return float(box_area(torch.tensor(b, dtype=torch.float64)))
 
 
 def per_image(args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
     """(image id, best IoU with a box of the guessed class or -1 if no such box, guessed area /
     largest object's area, largest object's area / photograph's) per photograph."""
-    cfg = DenseConfig(parse_scales(args.scales), args.flip, 5, "class")
-    cfg.merge = MergeConfig(args.measure, args.threshold, args.average)
+    merge = MergeConfig(measure=args.measure, threshold=args.threshold, average=args.average)
+    cfg = DenseConfig(
+        scales=parse_scales(args.scales), flip=args.flip, top_classes=5, rank="class", merge=merge
+    )
     cls, meta = load_net(args.cls)
     locs = [n for n, _ in load_locs(args.loc)]
     side = max(pixels(q, n.model.crop_size) for n in locs for q in cfg.scales)  # as `localize eval`

@@ -184,3 +184,20 @@ def test_weights_that_score_nan_are_never_kept(tmp_path, capsys):
         assert all(t.isfinite().all() for t in load_file(str(last)).values() if t.is_floating_point())
     for row in (run / "log.csv").read_text().splitlines()[1:] if (run / "log.csv").is_file() else []:
         assert "nan" not in row, row
+
+
+@pytest.mark.parametrize(
+    "drops, needle", [("0.75,0.5", "lr_drops must be increasing fractions"), ("half", "comma-separated list")]
+)
+def test_localize_rate_drops_are_checked_before_any_work(tmp_path, capsys, drops, needle):
+    # parsed by the CLI (argparse exits 2 on text), range-checked by LocTrainConfig (main returns 2)
+    out = tmp_path / "pcr.safetensors"
+    argv = ["localize", "train", "--data", str(tmp_path), "--init", str(tmp_path / "cls.safetensors")]
+    try:
+        code = main([*argv, "--out", str(out), "--lr-drops", drops])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert needle in err.strip().splitlines()[-1], err
+    assert not out.exists()

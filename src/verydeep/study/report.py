@@ -75,20 +75,25 @@ def paired_se(results: dict, a: tuple[str, str], b: tuple[str, str]) -> float | 
     return float(d.std() / math.sqrt(len(d))) if len(d) > 1 else None
 
 
+def _row(claim: str, worse: tuple[str, float | None], better: tuple[str, float | None], noise: tuple) -> dict:
+    """A claim as data: (label, top-1 error) of each side, (noise, its kind), and the verdict."""
+    row: dict = {"claim": claim, "worse": worse[0], "better": better[0]}
+    row |= {"worse_err": worse[1], "better_err": better[1], "noise": noise[0], "noise_kind": noise[1]}
+    done = worse[1] is not None and better[1] is not None and noise[0] is not None
+    row["verdict"] = verdict(worse[1], better[1], noise[0]) if done else "not run"
+    return row
+
+
 def _finding(
     results: dict, claim: str, worse: tuple[str, str, str], better: tuple[str, str, str], noise: float
 ) -> dict:
     """One claim as data. ``worse``/``better``: (label, net, eval key). Two evaluations of one
     trained net differ only by the test method, so their noise is the paired s.e. on the same
     images; two trained nets differ also by their training's luck: the study's noise level."""
-    row: dict = {"claim": claim, "worse": worse[0], "better": better[0]}
-    row |= {"worse_err": top1(results, *worse[1:]), "better_err": top1(results, *better[1:])}
     same_net = worse[1] == better[1]
-    se = paired_se(results, worse[1:], better[1:]) if same_net else None
-    row |= {"noise": se if same_net else noise, "noise_kind": "paired s.e." if same_net else "noise level"}
-    done = row["worse_err"] is not None and row["better_err"] is not None and row["noise"] is not None
-    row["verdict"] = verdict(row["worse_err"], row["better_err"], row["noise"]) if done else "not run"
-    return row
+    kind = (paired_se(results, worse[1:], better[1:]), "paired s.e.") if same_net else (noise, "noise level")
+    w, b = (worse[0], top1(results, *worse[1:])), (better[0], top1(results, *better[1:]))
+    return _row(claim, w, b, kind)
 
 
 def finding_rows(results: dict, noise: float) -> list[dict]:
@@ -127,14 +132,10 @@ def _ensemble_finding(results: dict, noise: float) -> dict:
     """The best pair by validation against its better net, both multi-scale dense."""
     ranked = by_validation(results)[:2]
     claim = "ensembles help (best pair by validation vs its better net, multi-scale)"
-    row: dict = {"claim": claim, "worse": ranked[0] if ranked else "", "better": " + ".join(ranked)}
-    row |= {"worse_err": top1(results, ranked[0], PROTOCOL) if ranked else None, "better_err": None}
-    if len(ranked) == 2:
-        row["better_err"] = ensemble_error(results, ranked, PROTOCOL)[0]
-    row |= {"noise": noise, "noise_kind": "noise level"}
-    done = row["worse_err"] is not None and row["better_err"] is not None
-    row["verdict"] = verdict(row["worse_err"], row["better_err"], noise) if done else "not run"
-    return row
+    single = top1(results, ranked[0], PROTOCOL) if ranked else None
+    pair = ensemble_error(results, ranked, PROTOCOL)[0] if len(ranked) == 2 else None
+    w, b = (ranked[0] if ranked else "", single), (" + ".join(ranked), pair)
+    return _row(claim, w, b, (noise, "noise level"))
 
 
 def findings(results: dict, noise: float) -> list[str]:
