@@ -200,6 +200,25 @@ def test_emulated_bf16_is_not_timed_unless_asked(monkeypatch):
     assert {"verydeep_bf16_cl", "matmul_bf16"} <= set(r["batch_2"]["variants"])
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_training_part_times_the_layouts_verydeep_train_picks(monkeypatch, native):
+    """AVX2-only CPUs: NCHW and Winograd (what `verydeep train` runs there); channels_last, which
+    train.channels_last=auto skips there, only with --all-modes. With native bf16: channels_last."""
+    from verydeep import hardware
+    from verydeep.bench import model_bench
+
+    monkeypatch.setattr(model_bench, "native_bf16", lambda device: native)
+    monkeypatch.setattr(hardware, "native_bf16", lambda device: native)
+    cfg = BenchConfig.make(quick=True, rounds=1, batches=(2,))
+    got = set(model_bench.bench_training(cfg, torch.device("cpu"))["variants"])
+    avx2 = {"torchvision_fp32", "verydeep_fp32_nchw", "verydeep_fp32_winograd"}
+    assert got == ({"torchvision_fp32", "verydeep_fp32_cl", "verydeep_bf16_cl"} if native else avx2)
+    if not native:
+        cfg.all_modes = True
+        got = set(model_bench.bench_training(cfg, torch.device("cpu"))["variants"])
+        assert got == avx2 | {"verydeep_fp32_cl", "verydeep_bf16_cl"}
+
+
 def test_bench_isa_avx2_restarts_itself_held_at_avx2():
     """The bench re-executes itself with the AVX2 variables set (torch's kernels read them at load)."""
     import subprocess

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..hardware import int8_dot, native_bf16
+from ..hardware import int8_dot, native_bf16, resolve_channels_last
 from ..models.summary import conv_macs
 from ..models.winograd import winograd_convs
 from .config import TARGETS, BenchConfig, targets_for
@@ -135,7 +135,10 @@ def bench_training(cfg: BenchConfig, device: torch.device, progress: Progress = 
     b = cfg.train_batch
     batch = (torch.randn(b, 3, cfg.crop, cfg.crop, generator=g), torch.randint(0, vd.num_classes, (b,)))
     fns = {"torchvision_fp32": train_step(tv, device, batch)}
-    for dt in dtypes(cfg, device):
+    # channels_last where `verydeep train` picks it (train.channels_last=auto); elsewhere (AVX2-only
+    # CPUs: oneDNN's NHWC backward ran at 0.75-0.92x there) only with --all-modes, as it costs
+    # a quarter of this part's time on a slow CPU and is not what users run
+    for dt in dtypes(cfg, device) if resolve_channels_last("auto", device) or cfg.all_modes else []:
         amp = dt if dt != torch.float32 else None
         fns[f"verydeep_{_NAME[dt]}_cl"] = train_step(vd, device, batch, amp, channels_last=True, engine=True)
     if device.type == "cpu" and not native_bf16(device):  # AVX2: oneDNN's NHWC backward was slower
