@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from verydeep.bench.config import TARGETS, BenchConfig
+from verydeep.bench.config import PARTS, TARGETS, BenchConfig
 from verydeep.bench.nets import build_pair, fast_inference, train_step
 from verydeep.bench.timing import interleaved, matmul_variant
 from verydeep.cli import main
@@ -72,7 +72,8 @@ def test_train_step_is_verydeep_trains_step():
 
 
 def _check_structure(r: dict, parts: list[str]) -> None:
-    assert set(r) == {"environment", "targets", *parts}
+    assert set(r) == {"environment", "targets", "wall_s", *parts}
+    assert list(r["wall_s"]) == [p for p in PARTS if p in parts] and min(r["wall_s"].values()) > 0
     for name in r["targets"]:
         assert name in TARGETS and set(r["targets"][name]) == {"target", "measured", "met"}
     if "inference" in r:

@@ -139,6 +139,9 @@ def format_report(r: dict) -> str:
             lines.append(
                 f"  {k:22} {t['measured']:>7.2f} (target {t['target']})  {'met' if t['met'] else 'MISSED'}"
             )
+    if r.get("wall_s"):
+        took = ", ".join(f"{k} {v:.0f} s" for k, v in r["wall_s"].items())
+        lines += ["", f"Wall time: {took}; total {sum(r['wall_s'].values()) / 60:.1f} min"]
     for part, why in r.get("skipped", {}).items():
         lines.append(f"skipped {part}: {why}")
     for part, why in r.get("failed", {}).items():
