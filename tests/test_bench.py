@@ -83,6 +83,7 @@ def _check_structure(r: dict, parts: list[str]) -> None:
         assert want <= set(b["variants"])
         assert (bf16 <= set(b["variants"])) == r["environment"]["native_bf16"]
         if r["environment"]["device"] == "cpu":  # int8's limit: the kernels the int8 net runs
+            assert "verydeep_winograd_cl" in b["variants"]  # --precision winograd, a CPU mode
             assert {"matmul_int8_fbgemm", "matmul_int8_onednn"} <= set(b["variants"])
             assert ("matmul_int8" in b["variants"]) == (r["environment"]["int8_dot"] != "avx2")
         assert r["environment"]["hardware_class"] in ("amx", "avx512_bf16", "avx512", "avx2", "other", "cuda")
@@ -147,9 +148,13 @@ def test_bench_cli_quick_json_photo_parts(capsys, shared_data, tmp_path):
     r = json.loads(capsys.readouterr().out)
     _check_structure(r, ["precision", "eval", "data", "features"])
     f = r["features"]
+    # fp32 both ways, and bucketed in this CPU's fast mode: bf16 where native, else Winograd
     want = {"exact_sizes", "window_buckets"} | (
-        {"window_buckets_bf16"} if r["environment"]["native_bf16"] else set()
+        {"window_buckets_bf16"} if r["environment"]["native_bf16"] else {"window_buckets_winograd"}
     )
+    assert r["eval"]["precision"] == ("bf16" if r["environment"]["native_bf16"] else "winograd")
+    assert set(r["precision"]["modes"]) >= {"winograd", "int8", "int8-checked"}
+    assert r["precision"]["modes"]["winograd"]["can_be_default"]  # rounding only: it agrees
     assert set(f["images_per_s"]) == want and f["speedup"] > 0 and f["gmacs_per_image"] > 0
 
 
@@ -203,8 +208,9 @@ def test_emulated_bf16_is_not_timed_unless_asked(monkeypatch):
 
 @pytest.mark.parametrize("native", [False, True])
 def test_training_part_times_the_layouts_verydeep_train_picks(monkeypatch, native):
-    """AVX2-only CPUs: NCHW and Winograd (what `verydeep train` runs there); channels_last, which
-    train.channels_last=auto skips there, only with --all-modes. With native bf16: channels_last."""
+    """AVX2-only CPUs: Winograd (what `verydeep train` runs there); direct convs in NCHW and in
+    channels_last (which train.channels_last=auto skips there) only with --all-modes. With native
+    bf16: channels_last."""
     from verydeep import hardware
     from verydeep.bench import model_bench
 
@@ -212,12 +218,12 @@ def test_training_part_times_the_layouts_verydeep_train_picks(monkeypatch, nativ
     monkeypatch.setattr(hardware, "native_bf16", lambda device: native)
     cfg = BenchConfig.make(quick=True, rounds=1, batches=(2,))
     got = set(model_bench.bench_training(cfg, torch.device("cpu"))["variants"])
-    avx2 = {"torchvision_fp32", "verydeep_fp32_nchw", "verydeep_fp32_winograd"}
+    avx2 = {"torchvision_fp32", "verydeep_fp32_winograd"}
     assert got == ({"torchvision_fp32", "verydeep_fp32_cl", "verydeep_bf16_cl"} if native else avx2)
     if not native:
         cfg.all_modes = True
         got = set(model_bench.bench_training(cfg, torch.device("cpu"))["variants"])
-        assert got == avx2 | {"verydeep_fp32_cl", "verydeep_bf16_cl"}
+        assert got == avx2 | {"verydeep_fp32_nchw", "verydeep_fp32_cl", "verydeep_bf16_cl"}
 
 
 def test_bench_isa_avx2_restarts_itself_held_at_avx2():

@@ -146,7 +146,7 @@ def test_int8_is_cpu_only_and_auto_never_picks_emulated_bf16(monkeypatch):
     with pytest.raises(ValueError, match="precision must be one of"):
         inference_precision("fp16", torch.device("cpu"))
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)
-    assert inference_precision("auto", torch.device("cpu")) == "fp32"
+    assert inference_precision("auto", torch.device("cpu")) == "winograd"  # never bf16 here
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     assert inference_precision("auto", torch.device("cpu")) == "bf16"
     assert spread(list(range(10)), 4) == [0, 3, 6, 9] and spread([1, 2], 4) == [1, 2]

@@ -202,3 +202,69 @@ def test_train_builds_winograd_nets_where_auto_says(fused, monkeypatch) -> None:
     assert not any(isinstance(m, WinogradConv2d) for m in nets["bf16"].modules())
     a, b = nets["avx2"].state_dict(), nets["bf16"].state_dict()
     assert list(a) == list(b) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def _two_class_folder(root, sizes=((40, 52), (61, 45), (48, 48))):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for c in ("ants", "bees"):
+        (root / c).mkdir(parents=True)
+        for i, (w, h) in enumerate(sizes):
+            px = torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8).numpy()
+            Image.fromarray(px).save(root / c / f"{i}.png")
+    return root
+
+
+def test_winograd_precision_matches_fp32_through_eval_predict_and_features(tmp_path, capsys):
+    """``--precision winograd`` (issue 19): one flag on eval, predict and features; fp32's numbers
+    up to rounding. Width 1/2: 6 of A's 8 convs qualify (64+ inputs, 128+ outputs)."""
+    import json
+
+    from verydeep.cli import main
+    from verydeep.data.preprocess import Preprocess
+    from verydeep.evaluation.precision import for_precision
+    from verydeep.io.checkpoint import Meta, save_model
+    from verydeep.io.features import load_descriptors
+
+    torch.manual_seed(0)
+    net = VGG("A", num_classes=2, width_mult=0.5, fc_width=32, crop_size=32).eval()
+    prep = Preprocess.preset("paper", mean=(123.68, 116.78, 103.94))
+    fast, bf16 = for_precision(net, prep, "winograd")
+    assert not bf16 and fast is not net and sum(isinstance(m, WinogradConv2d) for m in fast.modules()) == 6
+    assert not any(isinstance(m, WinogradConv2d) for m in net.modules())  # the caller's net untouched
+    ckpt = tmp_path / "a.safetensors"
+    save_model(ckpt, net, Meta(preprocess=prep.to_dict(), classes=["ants", "bees"], train_scale=[256.0]))
+    data = _two_class_folder(tmp_path / "photos")
+    photos = [str(p) for p in sorted(data.rglob("*.png"))]
+    got = {}
+    for mode in ("fp32", "winograd"):
+        flags = ["--precision", mode, "--device", "cpu"]
+        assert main(["eval", str(ckpt), "--data", str(data), "--json", "--scales", "single", *flags]) == 0
+        rows = json.loads(capsys.readouterr().out)["rows"]
+        assert main(["predict", "-m", str(ckpt), *photos, "--json", "--top", "2", *flags]) == 0
+        pred = json.loads(capsys.readouterr().out)
+        out = tmp_path / f"{mode}.safetensors"
+        assert main(["features", str(ckpt), str(data), "--out", str(out), *flags]) == 0
+        capsys.readouterr()
+        d = load_descriptors(out)
+        assert d.info["descriptor"]["precision"] == mode and rows[0]["precision"] == mode
+        got[mode] = (rows, pred, torch.from_numpy(d.features))
+    (r32, p32, f32), (rw, pw, fw) = got["fp32"], got["winograd"]
+    assert [r["top1_err"] for r in rw] == [r["top1_err"] for r in r32]
+    assert [[t["index"] for t in p["top"]] for p in pw] == [[t["index"] for t in p["top"]] for p in p32]
+    for a, b in zip(pw, p32, strict=True):
+        assert [t["prob"] for t in a["top"]] == pytest.approx([t["prob"] for t in b["top"]], abs=1e-5)
+    torch.testing.assert_close(fw, f32, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(fw, f32)  # the convs really changed: rounding differs, values agree
+
+
+def test_winograd_inference_is_cpu_only_and_auto_without_bf16(monkeypatch):
+    import verydeep.evaluation.precision as precision
+
+    with pytest.raises(ValueError, match="CPU only"):
+        precision.inference_precision("winograd", torch.device("cuda"))
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    assert precision.inference_precision("auto", torch.device("cpu")) == "winograd"
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    assert precision.inference_precision("auto", torch.device("cpu")) == "bf16"

@@ -45,7 +45,7 @@ class BenchConfig:
     data_root: Path | None = None  # an ImageFolder of photographs (class folders); None: skip those parts
     data_images: int = 128  # photographs per data-pipeline round (64 let two 5-Mpx photos weigh 20%)
     data_rounds: int = 7  # the data part is cheap (seconds a round) and its rounds swing by 20%
-    features_images: int = 16  # photos per feature-extraction round (full-size net: 1-2 s each on 2 cores)
+    features_images: int = 8  # photos per feature-extraction round (full-size net: 1-4 s each on 2 cores)
     precision_images: int = 500  # photos the precision part compares modes on (32 others calibrate int8)
     checkpoint: Path | None = None  # a trained net for the precision part (skipped without one)
     eval_images: int = 1  # per round; rounds pair the two methods (load drifts in ~1 min)

@@ -75,7 +75,7 @@ def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
     q = pixels(sum(meta.train_scale) / len(meta.train_scale), model.crop_size)
     xs = [match_channels(rescale(load_image(p), q)[None], model.in_channels) for p in tested]
     modes = (["bf16"] if native_bf16(device) or cfg.all_modes else []) + (
-        list(INT8) if device.type == "cpu" else []
+        ["winograd", *INT8] if device.type == "cpu" else []
     )
     prep = meta.prep
     rechecked: dict[str, float] = {}  # int8-checked: the share of posteriors recomputed in fp32
@@ -132,8 +132,9 @@ def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress
     _, vd = build_pair(cfg.arch, **cfg.model_kwargs)
     vd = vd.to(device).eval().to(memory_format=torch.channels_last)
     # what `verydeep eval --precision auto` runs: its dense and multi-crop functions, and its
-    # precision choice (bf16 weights where bf16 is native)
-    vd, bf16 = for_precision(vd, PREP, inference_precision("auto", device))
+    # precision choice (bf16 weights where bf16 is native, else Winograd's convolutions on a CPU)
+    precision = inference_precision("auto", device)
+    vd, bf16 = for_precision(vd, PREP, precision)
     rt = Runtime(device, bf16=bf16, channels_last=True)
     qs = [pixels(q, cfg.crop) for q in cfg.eval_scales]
     imgs = [load_image(p, min_side=max(qs)) for p in photos(root, cfg.eval_images)]
@@ -175,6 +176,6 @@ def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress
         "ratio": paired_ratio(totals, "multicrop_150", "dense_3scale_flip"),
         "gmacs_per_image": {k: sum(v) / 1e9 for k, v in macs.items()},
         "by_scale": by_scale,
-        "precision": "bf16" if rt.bf16 else "fp32",
+        "precision": precision,
         "note": "evaluation.core's dense_probs and multicrop_probs, as verydeep eval runs them",
     }

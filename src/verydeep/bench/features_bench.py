@@ -2,7 +2,8 @@
 function ``verydeep features`` runs, with photos bucketed by the 32-px windows the dense net sees
 (``--dense-align centre``: the border pixels no window sees are cut, so the descriptors are those
 of the uncut photo) against exact-size buckets (``topleft``: photos of different sizes never
-share a batch), and the same in bf16 where the CPU has it natively. Decoding runs as
+share a batch), and bucketed in this hardware's fast mode (``--precision auto``: bf16 where it is
+native, Winograd's convolutions on other CPUs). Decoding runs as
 ``verydeep features`` runs it by default (on a CPU in the same process), so images/s is the
 whole cost; GMAC/s is the net's arithmetic (conv layers, FC6, FC7 over every window, flips) over
 that time, to set beside the matmul limit of the inference part.
@@ -10,7 +11,7 @@ that time, to set beside the matmul limit of the inference part.
 Example:
     >>> from verydeep.bench.features_bench import VARIANTS
     >>> sorted(VARIANTS)
-    ['exact_sizes', 'window_buckets', 'window_buckets_bf16']
+    ['exact_sizes', 'window_buckets', 'window_buckets_bf16', 'window_buckets_winograd']
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from PIL import Image
 from ..data.images import header_orientation
 from ..data.transforms import rescaled_size
 from ..evaluation.core import window_trim
-from ..evaluation.precision import for_precision
+from ..evaluation.precision import for_precision, inference_precision
 from ..features import DescriptorConfig, describe_paths
-from ..hardware import native_bf16
 from ..models.summary import conv_macs
 from .config import BenchConfig
 from .eval_bench import PREP, photos
@@ -36,6 +36,7 @@ VARIANTS = {
     "exact_sizes": ("topleft", "fp32"),
     "window_buckets": ("centre", "fp32"),
     "window_buckets_bf16": ("centre", "bf16"),
+    "window_buckets_winograd": ("centre", "winograd"),
 }
 Q = 384.0  # paper units: the descriptor scale of the paper's VOC/Caltech single-scale results
 
@@ -60,11 +61,15 @@ def bench_features(cfg: BenchConfig, device: torch.device, root: Path, progress=
     _, vd = build_pair(cfg.arch, **cfg.model_kwargs)
     vd = vd.to(device).eval()
     paths = photos(root, cfg.features_images)
-    names = [k for k, (_, prec) in VARIANTS.items() if prec != "bf16" or native_bf16(device) or cfg.all_modes]
+    # fp32 both ways (the bucketing's own gain), and the fast mode of this hardware (`--precision
+    # auto`: bf16 where native, else Winograd on a CPU) where it is not fp32; --all-modes: both
+    fast = inference_precision("auto", device)
+    wanted = {"fp32", fast} | ({"bf16", "winograd"} if cfg.all_modes else set())
+    wanted -= set() if device.type == "cpu" else {"winograd"}  # a CPU mode (cuDNN has its own)
+    names = [k for k, (_, prec) in VARIANTS.items() if prec in wanted]
+    nets = {prec: for_precision(vd, PREP, prec)[0] for prec in {VARIANTS[k][1] for k in names}}
 
-    nets = {"fp32": vd, "bf16": for_precision(vd, PREP, "bf16")[0] if "window_buckets_bf16" in names else vd}
-
-    def run(align: str, precision: str):  # the bf16 copy is made once, not once per round
+    def run(align: str, precision: str):  # each fast copy is made once, not once per round
         return lambda: describe_paths(
             nets[precision], PREP, paths, DescriptorConfig(scales=(Q,), align=align, precision=precision)
         )

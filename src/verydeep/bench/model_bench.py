@@ -21,10 +21,12 @@ from collections.abc import Callable
 
 import torch
 
+from ..evaluation.precision import for_precision
 from ..hardware import int8_dot, native_bf16, resolve_channels_last
 from ..models.summary import conv_macs
 from ..models.winograd import winograd_convs
 from .config import TARGETS, BenchConfig, targets_for
+from .eval_bench import PREP
 from .nets import build_pair, eager_inference, fast_inference, int8_inference, nnpack_inference, train_step
 from .profile import op_profile
 from .timing import interleaved, matmul_variant, median, paired_ratio
@@ -79,6 +81,10 @@ def bench_inference(cfg: BenchConfig, device: torch.device, progress: Progress =
         nnpack = nnpack_inference(vd)
         if nnpack is not None:
             variants["verydeep_fp32_nnpack"] = nnpack
+        # --precision winograd: fewer multiplications, fp32 sums (what `auto` picks without bf16)
+        variants["verydeep_winograd_cl"] = fast_inference(
+            for_precision(vd, PREP, "winograd")[0], device, torch.float32
+        )
     onednn_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # it refuses bf16 on AVX2-only CPUs
     backends = ("torch", "onednn") if cpu else ("torch",)
     limits = [(dt, b) for dt in kinds for b in backends if b == "torch" or dt == torch.float32 or onednn_bf16]
@@ -137,12 +143,13 @@ def bench_training(cfg: BenchConfig, device: torch.device, progress: Progress = 
     fns = {"torchvision_fp32": train_step(tv, device, batch)}
     # channels_last where `verydeep train` picks it (train.channels_last=auto); elsewhere (AVX2-only
     # CPUs: oneDNN's NHWC backward ran at 0.75-0.92x there) only with --all-modes, as it costs
-    # a quarter of this part's time on a slow CPU and is not what users run
+    # a quarter of this part's time on a slow CPU and is not what users run there
     for dt in dtypes(cfg, device) if resolve_channels_last("auto", device) or cfg.all_modes else []:
         amp = dt if dt != torch.float32 else None
         fns[f"verydeep_{_NAME[dt]}_cl"] = train_step(vd, device, batch, amp, channels_last=True, engine=True)
     if device.type == "cpu" and not native_bf16(device):  # AVX2: oneDNN's NHWC backward was slower
-        fns["verydeep_fp32_nchw"] = train_step(vd, device, batch, None, channels_last=False, engine=True)
+        if cfg.all_modes:  # direct convs in NCHW: 0.96-1.08x in every run so far, a slow third of the part
+            fns["verydeep_fp32_nchw"] = train_step(vd, device, batch, None, channels_last=False, engine=True)
         # fewer multiplications: what `verydeep train` runs here (train.winograd and channels_last
         # "auto"): NCHW input, Winograd F(4x4, 3x3) convs, fused C++ transforms where they build
         wg = winograd_convs(vd)

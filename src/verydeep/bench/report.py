@@ -79,12 +79,12 @@ def _other_lines(r: dict) -> list[str]:
         )
         for mode, v in p["modes"].items():
             parts = [
-                f"{m} {100 * a['top1_agreement']:.1f}% (max |dp| {a['max_prob_diff']:.3f})"
+                f"{m} {100 * a['top1_agreement']:.1f}% (max |dp| {a['max_prob_diff']:.2g})"
                 for m, a in v.items()
                 if m in ("centre", "dense")
             ]
             verdict = "" if v["can_be_default"] else "  below 99%: not a default"
-            lines.append(f"  {mode:5} top-1 agreement: {', '.join(parts)}{verdict}")
+            lines.append(f"  {mode:8} top-1 agreement: {', '.join(parts)}{verdict}")
             if "rechecked" in v:
                 lines.append(_recheck_line(v, r.get("inference", {})))
             if v.get("top1_err") and p.get("fp32_top1_err"):

@@ -1,7 +1,12 @@
-"""The arithmetic inference runs in: ``fp32``, ``bf16``, ``int8`` or ``auto``, one choice shared
-by eval, predict and features (and measured by ``verydeep bench``).
+"""The arithmetic inference runs in: ``fp32``, ``winograd``, ``bf16``, ``int8`` or ``auto``, one
+choice shared by eval, predict and features (and measured by ``verydeep bench``).
 
 - ``fp32``: exact; the default.
+- ``winograd``: fp32, with the 3x3 convolutions of 64+ inputs and 128+ outputs computed by
+  Winograd F(4x4, 3x3) (``models/winograd.py``; the fused C++ transforms where they build, as
+  ``verydeep train`` uses them on CPUs without bf16): 4x fewer multiplications in those layers,
+  the same sums up to fp32 rounding (about 1e-5 relative). CPU only (cuDNN picks its own
+  algorithms on a GPU). The fastest mode on CPUs whose int8 units are no faster than fp32.
 - ``bf16``: autocast to bf16; fast where the hardware has it (AMX, AVX512-BF16, most GPUs),
   about 7x slower than fp32 where it is emulated (AVX2-only CPUs).
 - ``int8``: the net quantised after training (``models/int8.py``), calibrated on
@@ -11,14 +16,17 @@ by eval, predict and features (and measured by ``verydeep bench``).
   near-tie, where int8's rounding can flip the top-1 class) is recomputed by the fp32 net. It
   costs int8's time plus fp32's for those photos, and agrees with fp32 more (docs/BENCHMARKS.md).
   For class posteriors only: features have no decision to check.
-- ``auto``: bf16 where it is native, else fp32. Never int8: quantisation changes the numbers
-  slightly (docs/BENCHMARKS.md gives the agreement), so it is asked for, not chosen.
+- ``auto``: bf16 where it is native, else ``winograd`` on a CPU (it differs from fp32 by rounding
+  only, as a GPU's choice of convolution algorithm does), else fp32. Never int8: quantisation
+  changes the numbers slightly (docs/BENCHMARKS.md gives the agreement), so it is asked for.
 
 Example:
     >>> import torch
     >>> from verydeep.evaluation.precision import inference_precision
     >>> inference_precision("fp32", torch.device("cpu")), inference_precision("int8", torch.device("cpu"))
     ('fp32', 'int8')
+    >>> inference_precision("auto", torch.device("cpu")) in ("bf16", "winograd")
+    True
 """
 
 from __future__ import annotations
@@ -40,8 +48,9 @@ from ..hardware import native_bf16
 from ..models.vgg import VGG
 from .core import match_channels, rescale
 
-PRECISIONS = ("fp32", "bf16", "int8", "int8-checked", "auto")
+PRECISIONS = ("fp32", "winograd", "bf16", "int8", "int8-checked", "auto")
 INT8 = ("int8", "int8-checked")  # the modes that quantise, and so calibrate
+CPU_ONLY = (*INT8, "winograd")
 CALIBRATION_IMAGES = 32
 CHECK_MARGIN = 0.01  # int8-checked: top-2 posterior margins under this are recomputed in fp32
 
@@ -51,8 +60,8 @@ def inference_precision(name: str, device: torch.device) -> str:
     if name not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
     if name == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    if name in INT8 and device.type != "cpu":
+        return "bf16" if native_bf16(device) else "winograd" if device.type == "cpu" else "fp32"
+    if name in CPU_ONLY and device.type != "cpu":
         raise ValueError(f"{name} inference runs on the CPU only, not {device}; use --precision bf16 there")
     return name
 
@@ -91,14 +100,19 @@ def for_precision(
     """(net to run, bf16 autocast?) for a resolved ``precision``. ``bf16`` runs a copy of
     ``model`` with bf16 weights, ``int8`` quantises a copy on ``calibration`` (PIL or uint8 CHW
     images), and ``int8-checked`` keeps ``model`` beside that copy to recompute near-ties;
-    ``fp32`` returns ``model`` itself, and so does ``bf16`` for a model whose weights are bf16
-    already (a caller that runs many passes converts once)."""
+    ``winograd`` runs a copy whose eligible 3x3 convs are Winograd's (same weights); ``fp32``
+    returns ``model`` itself, and so does ``bf16`` for a model whose weights are bf16 already
+    (a caller that runs many passes converts once)."""
     if precision == "bf16":
         if next(model.parameters()).dtype == torch.bfloat16:  # already such a copy: reuse it
             return model, True
         # a copy with bf16 weights: autocast then has nothing to cast per call (it re-cast FC6's
         # 102 M weights on every forward, a third of a dense evaluation's time)
         return copy.deepcopy(model).to(torch.bfloat16), True
+    if precision == "winograd":
+        from ..models.winograd import winograd_convs
+
+        return winograd_convs(model), False
     if precision not in INT8:
         return model, False
     from ..models.int8 import quantize_int8
