@@ -268,3 +268,22 @@ def test_winograd_inference_is_cpu_only_and_auto_without_bf16(monkeypatch):
     assert precision.inference_precision("auto", torch.device("cpu")) == "winograd"
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     assert precision.inference_precision("auto", torch.device("cpu")) == "bf16"
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["torch-ops", "fused"])
+def test_training_after_inference_in_one_process(fused) -> None:
+    """The transform matrices are cached: made first under inference_mode (predict, eval, the
+    bench's inference part) they must still serve a backward pass later (the bench failed so)."""
+    from verydeep.models import winograd
+    from verydeep.models.summary import conv_macs
+
+    winograd._matrices.cache_clear()
+    net = VGG("A", num_classes=3, width_mult=0.5, fc_width=16, crop_size=32)
+    wg = winograd_convs(net, fused=fused)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        wg(x)
+    loss = wg(x).sum()
+    loss.backward()
+    assert all(p.grad is not None for p in wg.parameters())
+    assert conv_macs(wg, 32, 32) == conv_macs(net, 32, 32)  # counted as the direct convs they replace

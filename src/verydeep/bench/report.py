@@ -116,9 +116,10 @@ def _other_lines(r: dict) -> list[str]:
         lines.append(f"  fastest decoder here: {d['best_decoder']}")
     if "features" in r:
         f = r["features"]
-        lines.append(f"Feature extraction, {f['images']} photos of mixed sizes ({f['note']}):")
+        mode = f" in {f['precision']}" if "precision" in f else ""
+        lines.append(f"Feature extraction{mode}, {f['images']} photos of mixed sizes ({f['note']}):")
         for k, v in f["images_per_s"].items():
-            lines.append(f"  {k:30} {v:>9.1f} images/s {f['gmac_per_s'][k]:>8.1f} GMAC/s")
+            lines.append(f"  {k:30} {v:>9.2f} images/s {f['gmac_per_s'][k]:>8.1f} GMAC/s")
         lines.append(
             f"  {f['gmacs_per_image']:.2f} GMACs per photo; window buckets {f['speedup']:.2f}x exact sizes"
         )

@@ -29,8 +29,9 @@ def conv_macs(model: VGG, height: int, width: int, fc_layers: int = 3) -> int:
     """
     macs, h, w = 0, height, width
     for m in model.features:
-        if isinstance(m, nn.Conv2d):
-            macs += m.in_channels * m.out_channels * m.kernel_size[0] * m.kernel_size[1] * h * w
+        if isinstance(m, nn.Conv2d) or hasattr(m, "in_channels"):  # a WinogradConv2d: its direct-conv
+            kh, kw = m.weight.shape[2:]  # equivalent, so rates stay comparable across modes
+            macs += m.in_channels * m.out_channels * kh * kw * h * w
         elif isinstance(m, nn.MaxPool2d):
             h, w = h // 2, w // 2
     k = model.kernel

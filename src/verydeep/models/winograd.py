@@ -56,11 +56,14 @@ _AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 
 def _matrices(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The 2-D transforms as single matrices (Kronecker products, built in float64 once): input
     36x36 (B^T d B on a flattened 6x6 tile), output 16x36 (A^T m A), weights 36x9 (G w G^T)."""
-    bt, g, at = (torch.tensor(m, dtype=torch.float64) for m in (_BT, _G, _AT))
-    k_in = torch.einsum("ai,bj->abij", bt, bt).reshape(36, 36)
-    k_out = torch.einsum("pa,qb->pqab", at, at).reshape(16, 36)
-    k_w = torch.einsum("ai,bj->abij", g, g).reshape(36, 9)
-    return tuple(m.to(dtype=dtype, device=device) for m in (k_in, k_out, k_w))  # type: ignore[return-value]
+    # built outside inference mode even when first asked for inside it (predict, eval): a cached
+    # inference tensor could never again take part in a backward pass (training, the bench)
+    with torch.inference_mode(False):
+        bt, g, at = (torch.tensor(m, dtype=torch.float64) for m in (_BT, _G, _AT))
+        k_in = torch.einsum("ai,bj->abij", bt, bt).reshape(36, 36)
+        k_out = torch.einsum("pa,qb->pqab", at, at).reshape(16, 36)
+        k_w = torch.einsum("ai,bj->abij", g, g).reshape(36, 9)
+        return tuple(m.to(dtype=dtype, device=device) for m in (k_in, k_out, k_w))  # type: ignore[return-value]
 
 
 def transformed_weight(weight: torch.Tensor) -> torch.Tensor:
