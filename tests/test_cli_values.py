@@ -217,3 +217,15 @@ def test_the_heat_map_uses_the_windows_of_the_printed_probability():
         q = dense_maps(net, seen, meta.prep)[0].mean((1, 2)).softmax(0)
     torch.testing.assert_close(p[0], q)
     assert score_map(net, meta, img, 1, 64, align="topleft")[1] == (0, 0)
+
+
+def test_every_inference_precision_is_a_cli_choice():
+    # the CLI lists the modes itself (it must not import torch for --help); they must not drift
+    from verydeep.cli import build_parser
+    from verydeep.evaluation.precision import PRECISIONS
+
+    for cmd in (["predict", "-m", "m.safetensors", "x.jpg"], ["eval", "m.safetensors", "--data", "d"]):
+        for name in PRECISIONS:
+            assert build_parser().parse_args([*cmd, "--precision", name]).precision == name
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*cmd, "--precision", "fp16"])

@@ -120,7 +120,7 @@ def add_precision_args(p: argparse.ArgumentParser) -> None:
     """``--precision`` and ``--calibrate``, the same for eval, predict and features."""
     p.add_argument(
         "--precision",
-        choices=["fp32", "winograd", "bf16", "int8", "int8-checked", "auto"],  # precision.PRECISIONS
+        choices=["fp32", "winograd", "bf16", "int8", "int8-checked", "auto"],  # = PRECISIONS, torch-free
         default="fp32",
         help="fp32 (exact); winograd: fp32 with Winograd F(4x4,3x3) convolutions, equal up to "
         "rounding (CPU); bf16 autocast; int8: the net quantised on 32 calibration photos (CPU); "
