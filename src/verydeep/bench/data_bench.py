@@ -43,15 +43,15 @@ from torchvision.datasets.folder import default_loader
 from ..config import pixels
 from ..data.folder import ImageFolderDataset, collate_skip_bad
 from ..data.images import find_images, load_image, simplejpeg
-from ..data.preprocess import ColourPCA, Preprocess
+from ..data.preprocess import ColourPCA
 from ..data.transforms import TrainTransform, rescale_smallest
 from .config import TARGETS, BenchConfig
+from .nets import PREP
 from .profile import python_profile
 from .timing import interleaved, median, paired_ratio
 
 # fixed colour statistics (ILSVRC-like); the bench measures cost, not their values
 PCA = ColourPCA((0.0045, 0.0188, 0.2175), ((0.41, -0.81, -0.58), (-0.81, -0.01, -0.59), (0.41, 0.59, -0.70)))
-PREP = Preprocess.preset("paper", mean=(123.68, 116.78, 103.94))
 BATCH = 32
 
 

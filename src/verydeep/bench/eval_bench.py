@@ -27,7 +27,6 @@ import torchvision.transforms.v2.functional as TF
 from ..config import pixels
 from ..data.folder import scan_image_folder
 from ..data.images import find_images, load_image
-from ..data.preprocess import Preprocess
 from ..data.transforms import rescale_smallest
 from ..evaluation.core import Runtime, crop_probs, dense_probs, match_channels, multicrop_probs, rescale
 from ..evaluation.precision import (
@@ -42,10 +41,8 @@ from ..hardware import native_bf16
 from ..io.checkpoint import load_model
 from ..models.summary import conv_macs
 from .config import BenchConfig
-from .nets import build_pair
+from .nets import PREP, build_pair
 from .timing import interleaved, median, paired_ratio
-
-PREP = Preprocess.preset("paper", mean=(123.68, 116.78, 103.94))  # the ILSVRC mean pixel
 
 
 def photos(root: Path, n: int) -> list[Path]:

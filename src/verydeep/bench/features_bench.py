@@ -28,8 +28,8 @@ from ..evaluation.precision import for_precision, inference_precision
 from ..features import DescriptorConfig, describe_paths
 from ..models.summary import conv_macs
 from .config import BenchConfig
-from .eval_bench import PREP, photos
-from .nets import build_pair
+from .eval_bench import photos
+from .nets import PREP, build_pair
 from .timing import interleaved, median, paired_ratio
 
 VARIANTS = {"exact_sizes": "topleft", "window_buckets": "centre"}  # name: dense alignment

@@ -26,8 +26,15 @@ from ..hardware import int8_dot, native_bf16, resolve_channels_last
 from ..models.summary import conv_macs
 from ..models.winograd import winograd_convs
 from .config import TARGETS, BenchConfig, targets_for
-from .eval_bench import PREP
-from .nets import build_pair, eager_inference, fast_inference, int8_inference, nnpack_inference, train_step
+from .nets import (
+    PREP,
+    build_pair,
+    eager_inference,
+    fast_inference,
+    int8_inference,
+    nnpack_inference,
+    train_step,
+)
 from .profile import op_profile
 from .timing import interleaved, matmul_variant, median, paired_ratio
 

@@ -26,10 +26,12 @@ import torch
 import torchvision
 from torch import nn
 
+from ..data.preprocess import Preprocess
 from ..models.init import init_weights
 from ..models.vgg import VGG
 
 TV_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
+PREP = Preprocess.preset("paper", mean=(123.68, 116.78, 103.94))  # the ILSVRC mean pixel, every part
 
 
 def build_pair(arch: str = "D", seed: int = 0, **kwargs) -> tuple[nn.Module, VGG]:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .vgg import CFGS, VGG
+from .winograd import WinogradConv2d
 
 WEIGHT_LAYERS = {k: sum(i not in ("M", "LRN") for i in v) + 3 for k, v in CFGS.items()}
 
@@ -29,8 +30,8 @@ def conv_macs(model: VGG, height: int, width: int, fc_layers: int = 3) -> int:
     """
     macs, h, w = 0, height, width
     for m in model.features:
-        if isinstance(m, nn.Conv2d) or hasattr(m, "in_channels"):  # a WinogradConv2d: its direct-conv
-            kh, kw = m.weight.shape[2:]  # equivalent, so rates stay comparable across modes
+        if isinstance(m, (nn.Conv2d, WinogradConv2d)):  # Winograd's: its direct-conv equivalent,
+            kh, kw = m.weight.shape[2:]  # so GMAC/s stay comparable across modes
             macs += m.in_channels * m.out_channels * kh * kw * h * w
         elif isinstance(m, nn.MaxPool2d):
             h, w = h // 2, w // 2
