@@ -287,3 +287,27 @@ def test_training_after_inference_in_one_process(fused) -> None:
     loss.backward()
     assert all(p.grad is not None for p in wg.parameters())
     assert conv_macs(wg, 32, 32) == conv_macs(net, 32, 32)  # counted as the direct convs they replace
+
+
+def test_a_fresh_clone_reuses_the_build_and_an_edit_rebuilds(tmp_path, monkeypatch) -> None:
+    """ninja rebuilds when a source is newer than its object, and a clone makes every file new:
+    the build keeps its own copy of the source, keyed by content, flags and torch's version."""
+    import os
+
+    from verydeep.models import winograd_ext
+
+    clone = tmp_path / "clone" / "winograd_kernels.cpp"
+    clone.parent.mkdir()
+    clone.write_bytes(winograd_ext._SOURCE.read_bytes())
+    monkeypatch.setattr(winograd_ext, "_SOURCE", clone)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    name, copy = winograd_ext._build_source(["-O3"])
+    assert copy.parent == tmp_path / "cache" / name and copy.read_bytes() == clone.read_bytes()
+    os.utime(copy, (1_000_000, 1_000_000))  # the first build, long ago
+    os.utime(clone, None)  # a later clone: the same text, a new time
+    assert winograd_ext._build_source(["-O3"]) == (name, copy) and copy.stat().st_mtime == 1_000_000
+    assert winograd_ext._build_source(["-O3", "-mavx2"])[0] != name  # other flags: another build
+    clone.write_text(clone.read_text() + "\n// edited\n")
+    edited, edited_copy = winograd_ext._build_source(["-O3"])
+    assert edited != name and edited_copy.read_text().endswith("// edited\n")
+    assert copy.stat().st_mtime == 1_000_000  # the old build is left as it was

@@ -3,7 +3,8 @@
 ``models/winograd.py`` writes the transforms as torch ops; they then cost more than the channel
 matmul they feed (docs/BENCHMARKS.md). Here the four transforms (input, output and their
 adjoints) are single passes in ``winograd_kernels.cpp``, compiled once per machine by
-``torch.utils.cpp_extension`` into ``~/.cache/torch_extensions`` (about a minute, with g++), and
+``torch.utils.cpp_extension`` into ``~/.cache/torch_extensions/verydeep_winograd_<key>`` (about a
+minute, with g++; the key hashes the source, flags and versions, so clones share a build), and
 the backward is written out: grad input = adjoint input transform of U^T dM, grad U = dM V^T.
 Without a compiler ``available()`` is False and ``winograd.py`` keeps its torch-ops path.
 
@@ -19,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import platform
 import sys
@@ -46,14 +48,16 @@ def kernels() -> ModuleType:
     flags = ["-O3", "-fopenmp"] + (["-mavx2", "-mfma"] if avx2 else [])
     if not _SOURCE.is_file():
         raise RuntimeError(f"Winograd kernels: {_SOURCE} is missing from the installed package")
-    if not _built():
+    name, source = _build_source(flags)
+    if not any(source.parent.glob(f"{name}*.so")):
         print("verydeep: compiling the Winograd kernels (once per machine, about a minute)", file=sys.stderr)
     try:
         return load(
-            name=_NAME,
-            sources=[str(_SOURCE)],
+            name=name,
+            sources=[str(source)],
             extra_cflags=flags,
             extra_ldflags=["-fopenmp"],
+            build_directory=str(source.parent),
             verbose=bool(os.environ.get("VERYDEEP_VERBOSE_BUILD")),
         )
     except Exception as exc:  # no compiler, no ninja, a failed build: say which, in one line
@@ -61,14 +65,22 @@ def kernels() -> ModuleType:
         raise RuntimeError(f"Winograd kernels could not be built ({reason})") from exc
 
 
-def _built() -> bool:
-    """Whether torch's extension cache already holds a build (then loading takes a second)."""
-    try:
-        from torch.utils.cpp_extension import _get_build_directory
-
-        return any(Path(_get_build_directory(_NAME, verbose=False)).glob(f"{_NAME}*.so"))
-    except Exception:  # a private helper of torch's: if it moved, only the message is lost
-        return False
+def _build_source(flags: list[str]) -> tuple[str, Path]:
+    """The build's name and its own copy of the source, in a directory keyed by the source, the
+    flags and torch's version. ninja rebuilds when a source is newer than its object, and every
+    clone gives the file a new time; the copy keeps the time of its first build, so a fresh
+    clone (or two checkouts side by side) loads the build that is there instead of recompiling."""
+    text = _SOURCE.read_bytes()
+    key = hashlib.sha256(text + " ".join([*flags, torch.__version__, sys.version]).encode()).hexdigest()
+    name = f"{_NAME}_{key[:12]}"
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+    source = root / name / _SOURCE.name
+    if not source.is_file() or source.read_bytes() != text:
+        source.parent.mkdir(parents=True, exist_ok=True)
+        tmp = source.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(text)
+        tmp.replace(source)  # atomic: a second process building beside this one sees all or nothing
+    return name, source
 
 
 @functools.lru_cache(maxsize=1)
