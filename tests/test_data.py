@@ -333,3 +333,28 @@ def test_spread_indices_keep_every_class_share(length, n):
         # over 5 equal classes sorted by label, each gets its share of the picks (+-1)
         per = np.bincount([i * 5 // length for i in idx], minlength=5)
         assert per.max() - per.min() <= 1 or n < 5
+
+
+def test_training_pixels_are_read_once_per_process_and_again_when_a_photo_changes(tmp_path, monkeypatch):
+    """A study builds its data twenty times over one set: the mean and colour PCA come from the
+    same photos each time, so they are decoded once; a rewritten photo is decoded again."""
+    import os
+
+    from verydeep.data import build
+
+    paths = []
+    for i, colour in enumerate([(200, 10, 10), (10, 200, 10), (10, 10, 200)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (80, 70), colour).save(paths[-1])
+    samples = [(p, 0) for p in paths]
+    reads = []
+    real = build.load_image
+    monkeypatch.setattr(build, "load_image", lambda p, **kw: reads.append(p) or real(p, **kw))
+    first = build._sample_folder_pixels(samples)
+    assert len(reads) == 3 and first.shape == (3 * 73 * 64, 3)  # shortest side 64, aspect kept
+    assert torch.equal(build._sample_folder_pixels(list(samples)), first) and len(reads) == 3
+    Image.new("RGB", (80, 70), (250, 250, 250)).save(paths[1])
+    os.utime(paths[1], ns=(1, 1))  # a new time even where the clock did not move
+    again = build._sample_folder_pixels(samples)
+    assert len(reads) == 6 and not torch.equal(again, first)
+    assert (again.float().mean(0) > first.float().mean(0)).all()  # the white photo is in

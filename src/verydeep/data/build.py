@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections.abc import Callable
@@ -83,11 +84,26 @@ def input_preprocess(pixels_: torch.Tensor, normalize: str) -> tuple[Preprocess,
 
 
 def _sample_folder_pixels(samples: list, n_images: int = 500, side: int = 64) -> torch.Tensor:
-    """Pixels of up to ``n_images`` training photos, shrunk to ``side`` (mean and PCA barely move)."""
+    """Pixels of up to ``n_images`` training photos, shrunk to ``side`` (mean and PCA barely move).
+    Shared between the runs of one process (a study trains twenty nets on one set): keyed by each
+    picked file's path, size and time, so a file that changes is read again. Do not modify it."""
     rng = random.Random(SPLIT_SEED)
     picked = rng.sample(samples, min(n_images, len(samples)))
+    return _folder_pixels(tuple((str(path), *_stamp(path)) for path, _ in picked), side)
+
+
+def _stamp(path: str | Path) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:  # unreadable: load_image says so, and the photo is skipped
+        return -1, -1
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=2)
+def _folder_pixels(files: tuple[tuple[str, int, int], ...], side: int) -> torch.Tensor:
     chunks = []
-    for path, _ in picked:
+    for path, *_ in files:
         try:
             img = rescale_smallest(load_image(path, min_side=side), side)
         except BadImageError:
