@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
   verydeep localize predict photo.jpg --loc pcr.safetensors --cls cls.safetensors --draw boxes.png""",
     )
     s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for add in (_train_parser, _eval_parser, _tune_parser, _predict_parser):
+        add(s)
+
+
+def _train_parser(s: argparse._SubParsersAction) -> None:
     t = s.add_parser(
         "train",
         help="fine-tune a box-regression net from a classification checkpoint",
@@ -89,6 +94,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: none, a constant rate)",
     )
     t.set_defaults(func=run_train)
+
+
+def _eval_parser(s: argparse._SubParsersAction) -> None:
     e = s.add_parser(
         "eval",
         help="centre-crop and dense localisation error, with baselines",
@@ -101,6 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", help="also write the report here")
     _dense_args(e)
     e.set_defaults(func=run_eval)
+
+
+def _tune_parser(s: argparse._SubParsersAction) -> None:
     u = s.add_parser(
         "tune",
         help="choose merge settings and scales on held-out photographs",
@@ -119,6 +130,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--show", type=int_range(1), default=10, help="rows to print")
     u.add_argument("--json", help="also write every row here")
     u.set_defaults(func=run_tune)
+
+
+def _predict_parser(s: argparse._SubParsersAction) -> None:
     pr = s.add_parser(
         "predict",
         help="localise the object in one photograph",
