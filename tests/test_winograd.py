@@ -311,3 +311,12 @@ def test_a_fresh_clone_reuses_the_build_and_an_edit_rebuilds(tmp_path, monkeypat
     edited, edited_copy = winograd_ext._build_source(["-O3"])
     assert edited != name and edited_copy.read_text().endswith("// edited\n")
     assert copy.stat().st_mtime == 1_000_000  # the old build is left as it was
+
+
+def test_an_unwritable_build_directory_is_a_one_line_reason(tmp_path, monkeypatch) -> None:
+    from verydeep.models import winograd_ext
+
+    (tmp_path / "not-a-dir").write_text("")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "not-a-dir"))
+    with pytest.raises(RuntimeError, match=r"Winograd kernels could not be built \(.+\)"):
+        winograd_ext.kernels.__wrapped__()  # the uncached function: this process's build stays

@@ -48,10 +48,10 @@ def kernels() -> ModuleType:
     flags = ["-O3", "-fopenmp"] + (["-mavx2", "-mfma"] if avx2 else [])
     if not _SOURCE.is_file():
         raise RuntimeError(f"Winograd kernels: {_SOURCE} is missing from the installed package")
-    name, source = _build_source(flags)
-    if not any(source.parent.glob(f"{name}*.so")):
-        print("verydeep: compiling the Winograd kernels (once per machine, about a minute)", file=sys.stderr)
-    try:
+    try:  # an unwritable cache directory, too, is one line and the torch-ops path
+        name, source = _build_source(flags)
+        if not any(source.parent.glob(f"{name}*.so")):
+            print("verydeep: compiling the Winograd kernels (once per machine, a minute)", file=sys.stderr)
         return load(
             name=name,
             sources=[str(source)],
