@@ -58,70 +58,69 @@ def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
     model, meta = load_model(cfg.checkpoint, device)
     model.eval()
     samples, classes = scan_image_folder(root)
-    # leave 32 photos out to calibrate int8 on; a folder too small for that calibrates on the
-    # tested photos' pixels, as `--precision int8` does on its inputs by default
-    tested = spread(
-        [p for p, _ in samples], min(cfg.precision_images, max(1, len(samples) - CALIBRATION_IMAGES))
-    )
+    tested, calib, from_others = _tested_and_calibration(samples, cfg.precision_images)
     label_of = dict(samples)
     # the photos' own labels, where the net was trained on these classes: error rates too
     labels = torch.tensor([label_of[p] for p in tested]) if list(meta.classes) == list(classes) else None
-    seen = set(tested)
-    others = [p for p, _ in samples if p not in seen]
-    calib = spread(others or tested, CALIBRATION_IMAGES)
     q = pixels(sum(meta.train_scale) / len(meta.train_scale), model.crop_size)
     xs = [match_channels(rescale(load_image(p), q)[None], model.in_channels) for p in tested]
     modes = (["bf16"] if native_bf16(device) or cfg.all_modes else []) + (
         ["winograd", *INT8] if device.type == "cpu" else []
     )
-    prep = meta.prep
-    rechecked: dict[str, float] = {}  # int8-checked: the share of posteriors recomputed in fp32
-
-    def posteriors(net, bf16: bool) -> dict[str, torch.Tensor]:
-        rt = Runtime(device, bf16, channels_last=True)
-        checks = getattr(net, "exact", None) is not None  # int8-checked counts what it recomputes
-        with torch.inference_mode():
-            centre = [
-                crop_probs(net, TF.center_crop(x, [net.crop_size] * 2), prep, flip=False, rt=rt) for x in xs
-            ]
-            if checks:
-                rechecked["centre"], net.checked, net.rechecked = net.rechecked / net.checked, 0, 0
-            dense = [dense_probs(net, x, prep, rt=rt) for x in xs]
-            if checks:
-                rechecked["dense"] = net.rechecked / net.checked
-        return {"centre": torch.cat(centre).cpu(), "dense": torch.cat(dense).cpu()}
-
-    def errors(post: dict[str, torch.Tensor]) -> dict[str, float] | None:
-        return (
-            None
-            if labels is None
-            else {m: (p.argmax(1) != labels).float().mean().item() for m, p in post.items()}
-        )
-
-    ref = posteriors(model, False)
+    ref, _ = _posteriors(model, xs, meta.prep, Runtime(device, False, channels_last=True))
     out: dict = {"checkpoint": str(cfg.checkpoint), "images": len(xs), "test_scale_px": q, "modes": {}}
-    out["fp32_top1_err"] = errors(ref)
+    out["fp32_top1_err"] = _errors(ref, labels)
     for mode in modes:
-        net, bf16 = for_precision(model, prep, mode, read_images(calib) if mode in INT8 else ())
-        rechecked.clear()
-        got = posteriors(net, bf16)
-        out["modes"][mode] = {
+        net, bf16 = for_precision(model, meta.prep, mode, read_images(calib) if mode in INT8 else ())
+        got, rechecked = _posteriors(net, xs, meta.prep, Runtime(device, bf16, channels_last=True))
+        row: dict = {
             m: {
                 "top1_agreement": (ref[m].argmax(1) == got[m].argmax(1)).float().mean().item(),
                 "max_prob_diff": (ref[m] - got[m]).abs().max().item(),
             }
             for m in ref
         }
-        out["modes"][mode]["top1_err"] = errors(got)
+        row["top1_err"] = _errors(got, labels)
         if rechecked:
-            out["modes"][mode] |= {"rechecked": dict(rechecked), "check_margin": net.check_margin}
-        out["modes"][mode]["can_be_default"] = all(
-            out["modes"][mode][m]["top1_agreement"] >= 0.99 for m in ref
-        )
+            row |= {"rechecked": rechecked, "check_margin": net.check_margin}
+        row["can_be_default"] = all(row[m]["top1_agreement"] >= 0.99 for m in ref)
+        out["modes"][mode] = row
     if device.type == "cpu":
         out["calibration_images"] = len(calib)
-        out["calibrated_on"] = "other photos of the folder" if others else "the tested photos"
+        out["calibrated_on"] = "other photos of the folder" if from_others else "the tested photos"
     return out
+
+
+def _tested_and_calibration(samples: list, n: int) -> tuple[list[Path], list[Path], bool]:
+    """Up to ``n`` photos to test, spread over the folder, and 32 others to calibrate int8 on
+    (True); a folder too small for that calibrates on the tested photos' pixels (False), as
+    ``--precision int8`` does on its inputs by default."""
+    tested = spread([p for p, _ in samples], min(n, max(1, len(samples) - CALIBRATION_IMAGES)))
+    seen = set(tested)
+    others = [p for p, _ in samples if p not in seen]
+    return tested, spread(others or tested, CALIBRATION_IMAGES), bool(others)
+
+
+def _posteriors(net, xs: list[torch.Tensor], prep, rt: Runtime) -> tuple[dict, dict[str, float]]:
+    """Centre-crop and dense posteriors of ``xs``, and for int8-checked the share of them it
+    recomputed in fp32 (empty for the other modes)."""
+    checks = getattr(net, "exact", None) is not None
+    rechecked: dict[str, float] = {}
+    with torch.inference_mode():
+        crop = [net.crop_size] * 2
+        centre = [crop_probs(net, TF.center_crop(x, crop), prep, flip=False, rt=rt) for x in xs]
+        if checks:
+            rechecked["centre"], net.checked, net.rechecked = net.rechecked / net.checked, 0, 0
+        dense = [dense_probs(net, x, prep, rt=rt) for x in xs]
+        if checks:
+            rechecked["dense"] = net.rechecked / net.checked
+    return {"centre": torch.cat(centre).cpu(), "dense": torch.cat(dense).cpu()}, rechecked
+
+
+def _errors(post: dict[str, torch.Tensor], labels: torch.Tensor | None) -> dict[str, float] | None:
+    if labels is None:
+        return None
+    return {m: (p.argmax(1) != labels).float().mean().item() for m, p in post.items()}
 
 
 def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress=None) -> dict:
