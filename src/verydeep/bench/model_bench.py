@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from ..evaluation.precision import for_precision
 from ..hardware import int8_dot, native_bf16, resolve_channels_last
@@ -78,26 +79,8 @@ def bench_inference(cfg: BenchConfig, device: torch.device, progress: Progress =
     tv, vd = build_pair(cfg.arch, **cfg.model_kwargs)
     gflop_img = 2 * conv_macs(vd, cfg.crop, cfg.crop) / 1e9
     kinds = dtypes(cfg, device)
-    variants = {"torchvision_fp32": eager_inference(tv, device)}
-    for dt in kinds:
-        variants[f"verydeep_{_NAME[dt]}_cl"] = fast_inference(vd, device, dt)
-    cpu = device.type == "cpu"
-    if cpu:  # the CPU-only candidates: int8 (--precision int8) and NNPACK's Winograd convolutions
-        g = torch.Generator().manual_seed(3)  # timing only: the precision part calibrates on photos
-        variants["verydeep_int8_cl"] = int8_inference(vd, torch.randn(8, 3, cfg.crop, cfg.crop, generator=g))
-        nnpack = nnpack_inference(vd)
-        if nnpack is not None:
-            variants["verydeep_fp32_nnpack"] = nnpack
-        # --precision winograd: fewer multiplications, fp32 sums (what `auto` picks without bf16)
-        variants["verydeep_winograd_cl"] = fast_inference(
-            for_precision(vd, PREP, "winograd")[0], device, torch.float32
-        )
-    onednn_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # it refuses bf16 on AVX2-only CPUs
-    backends = ("torch", "onednn") if cpu else ("torch",)
-    limits = [(dt, b) for dt in kinds for b in backends if b == "torch" or dt == torch.float32 or onednn_bf16]
-    if cpu:  # int8: torch's matmul only where a dot-product unit makes it fast (42 s a call on AVX2)
-        limits += [(torch.int8, b) for b in ("fbgemm", "onednn")]
-        limits += [(torch.int8, "torch")] if int8_dot(device) != "avx2" else []
+    variants = _inference_variants(tv, vd, cfg, device, kinds)
+    limits = _matmul_limits(kinds, device)
     results, compiled = {}, {}
     for batch in cfg.batches:
         x = torch.randn(batch, 3, cfg.crop, cfg.crop)
@@ -139,6 +122,37 @@ def bench_inference(cfg: BenchConfig, device: torch.device, progress: Progress =
     if cfg.compile:
         results["compile"] = {"works": all(c is not None for c in compiled.values())}
     return results
+
+
+def _inference_variants(tv: nn.Module, vd: nn.Module, cfg: BenchConfig, device: torch.device, kinds) -> dict:
+    """The forward passes to time: torchvision's, verydeep's in each dtype, and on the CPU int8,
+    NNPACK and Winograd."""
+    variants = {"torchvision_fp32": eager_inference(tv, device)}
+    for dt in kinds:
+        variants[f"verydeep_{_NAME[dt]}_cl"] = fast_inference(vd, device, dt)
+    if device.type == "cpu":  # the CPU-only candidates: int8 (--precision int8), NNPACK's Winograd
+        g = torch.Generator().manual_seed(3)  # timing only: the precision part calibrates on photos
+        variants["verydeep_int8_cl"] = int8_inference(vd, torch.randn(8, 3, cfg.crop, cfg.crop, generator=g))
+        nnpack = nnpack_inference(vd)
+        if nnpack is not None:
+            variants["verydeep_fp32_nnpack"] = nnpack
+        # --precision winograd: fewer multiplications, fp32 sums (what `auto` picks without bf16)
+        variants["verydeep_winograd_cl"] = fast_inference(
+            for_precision(vd, PREP, "winograd")[0], device, torch.float32
+        )
+    return variants
+
+
+def _matmul_limits(kinds, device: torch.device) -> list[tuple[torch.dtype, str]]:
+    """(dtype, backend) of each matmul peak to time beside the nets."""
+    cpu = device.type == "cpu"
+    onednn_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # it refuses bf16 on AVX2-only CPUs
+    backends = ("torch", "onednn") if cpu else ("torch",)
+    limits = [(dt, b) for dt in kinds for b in backends if b == "torch" or dt == torch.float32 or onednn_bf16]
+    if cpu:  # int8: torch's matmul only where a dot-product unit makes it fast (42 s a call on AVX2)
+        limits += [(torch.int8, b) for b in ("fbgemm", "onednn")]
+        limits += [(torch.int8, "torch")] if int8_dot(device) != "avx2" else []
+    return limits
 
 
 def bench_training(cfg: BenchConfig, device: torch.device, progress: Progress = None) -> dict:
