@@ -234,7 +234,13 @@ class _Loop:
         _check_scores(va, state)
         self.val_bad = va["bad_images"] if va else 0
         spent(state)
-        if state.step_in_epoch >= steps:
+        self._close(state, tr, va, whole=state.step_in_epoch >= steps)
+
+    def _close(self, state: StepState, tr: dict, va: dict | None, whole: bool) -> None:
+        """A whole epoch: the schedule's step, the log row, a checkpoint (best if improved).
+        One stopped mid-way (max_steps): a checkpoint unless just saved, and the part done logged."""
+        run = self.run
+        if whole:
             improved = self.sched.step(1 - va["top1_err"] if va else -tr["loss"])
             state.history.append(run.epoch_row(state.epoch, tr, va, self.sched.lr, state))
             state.epoch, state.step_in_epoch, state.epoch_sums = state.epoch + 1, 0, [0.0] * 4
@@ -242,13 +248,13 @@ class _Loop:
             run.save(self.model, self.meta, self.opt, self.sched, state, best=improved)
             run.write_log(state.history)
             run.write_curves(state.history)
-        else:  # stopped mid-epoch (max_steps): save unless just saved; log the part done
-            if self.saved_step != state.global_step:
-                run.save(self.model, self.meta, self.opt, self.sched, state)
-            row = run.epoch_row(state.epoch, tr, va, self.sched.lr, state)
-            run.write_log([*state.history, row | {"partial": 1}])  # the file only, not the state
-            run.write_curves([*state.history, row])
-            run.ensure_best()
+            return
+        if self.saved_step != state.global_step:
+            run.save(self.model, self.meta, self.opt, self.sched, state)
+        row = run.epoch_row(state.epoch, tr, va, self.sched.lr, state)
+        run.write_log([*state.history, row | {"partial": 1}])  # the file only, not the state
+        run.write_curves([*state.history, row])
+        run.ensure_best()
 
 
 def _check_progress(state: StepState, skipped_before: int, steps: int, on_nonfinite: str) -> None:
