@@ -8,10 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from verydeep.build import param_groups
 from verydeep.config import RunConfig
 from verydeep.engine import NonFiniteLossError, StepState, topk_errors, train_one_epoch
 from verydeep.models.vgg import VGG
-from verydeep.train import fit, param_groups
+from verydeep.train import fit
 
 TINY = [
     "model.arch=A",
@@ -233,7 +234,7 @@ def test_unknown_schedule_is_refused():
 
 def test_save_init_keeps_the_weights_before_the_first_step(fmnist_root, tmp_path):
     from verydeep import distributed as dist
-    from verydeep.train import build_model
+    from verydeep.build import build_model
 
     c = ["data.subset=200", "optim.batch_size=32", "train.eval_test=false", "train.save_init=true"]
     fit(cfg(tmp_path, *c, "train.max_steps=1"), progress=False)

@@ -172,8 +172,8 @@ def test_train_builds_winograd_nets_where_auto_says(fused, monkeypatch) -> None:
     from types import SimpleNamespace
 
     from verydeep import hardware
+    from verydeep.build import model_and_optimizer
     from verydeep.config import RunConfig
-    from verydeep.train import model_and_optimizer
 
     data = SimpleNamespace(classes=list("abc"), channels=3)
     keys = [

@@ -28,86 +28,20 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed as dist
+from .build import model_and_optimizer, resolved
 from .config import RunConfig
 from .data.build import DataBundle, build_data
 from .data.loaders import FolderBatches
 from .engine import NonFiniteLossError, StepState, evaluate, train_one_epoch
-from .hardware import cpu_seconds, resolve_channels_last, resolve_precision, resolve_winograd
-from .io.checkpoint import Meta, load_model
+from .hardware import cpu_seconds, resolve_precision
+from .io.checkpoint import Meta
 from .io.run_dir import RunDir
-from .models.init import init_from_net_a, init_weights
 from .models.vgg import VGG
-from .models.winograd import winograd_convs
 from .schedule import CosineSchedule, PlateauSchedule, make_schedule
 
 # The host reads the loss sums and non-finite flags every this many steps (a GPU is not stalled
 # by a per-step read-back); mid-epoch checkpoints fall on these steps (gcd with checkpoint_every).
 SYNC_STEPS = 20
-
-
-def resolved(cfg: RunConfig, classes: int, channels: int) -> RunConfig:
-    """``cfg`` with the data's class and channel counts filled in; a count given that
-    disagrees with the data is a one-line error, never silently replaced."""
-    m = cfg.model
-    if m.num_classes and m.num_classes != classes:
-        raise ValueError(f"model.num_classes is {m.num_classes} but the dataset has {classes} classes")
-    if m.in_channels and m.in_channels != channels:
-        raise ValueError(f"model.in_channels is {m.in_channels} but the data has {channels} channels")
-    model = dataclasses.replace(m, num_classes=classes, in_channels=channels)
-    return dataclasses.replace(cfg, model=model)
-
-
-def build_model(cfg: RunConfig, classes: int, channels: int) -> VGG:
-    """The net of the config, initialised as asked (scheme, then net A, then a checkpoint)."""
-    m = cfg.model
-    if m.num_classes and m.num_classes != classes:
-        raise ValueError(f"model.num_classes is {m.num_classes} but the dataset has {classes} classes")
-    model = VGG(m.arch, classes, channels, m.width_mult, m.fc_width, m.crop_size, m.dropout)
-    init_weights(model, m.init, m.init_std)
-    if m.init_from_a:
-        net_a, _ = load_model(m.init_from_a)
-        init_from_net_a(model, net_a, m.init_from_a_convs)
-    if cfg.train.init_from:
-        _fine_tune_from(model, cfg.train.init_from)
-    return model
-
-
-def _fine_tune_from(model: VGG, path: str) -> None:
-    """Load every tensor of ``path`` whose shape fits; FC8 stays random for a new label set."""
-    source, _ = load_model(path)
-    own = model.state_dict()
-    loaded = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in loaded]
-    if any(not k.startswith("classifier.6") for k in missing):
-        raise ValueError(f"{path} does not fit {model.arch}: {missing[:3]} differ (same config needed)")
-    model.load_state_dict(loaded, strict=False)
-
-
-def param_groups(model: nn.Module, weight_decay: float, decay_biases: bool) -> list[dict]:
-    """L2 on conv/FC weights; biases and BN parameters only if ``decay_biases``."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim > 1 or decay_biases else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def model_and_optimizer(
-    cfg: RunConfig, data: DataBundle, device: torch.device
-) -> tuple[VGG, torch.optim.SGD]:
-    """The net on ``device`` (channels_last and Winograd convs if asked, or by ``auto``) and its
-    SGD with momentum."""
-    model = build_model(cfg, len(data.classes), data.channels).to(device)
-    if resolve_winograd(cfg.train.winograd, device, resolve_precision(cfg.train.precision, device)):
-        model = winograd_convs(model)  # a copy with the same state_dict: checkpoints do not change
-    if resolve_channels_last(cfg.train.channels_last, device):
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        param_groups(model, cfg.optim.weight_decay, cfg.optim.decay_biases),
-        lr=cfg.optim.lr,
-        momentum=cfg.optim.momentum,
-        fused=device.type in ("cpu", "cuda"),  # one kernel per step, and it can skip a bad step on the device
-    )
-    return model, opt
 
 
 def fit(cfg: RunConfig, progress: bool = True) -> dict:

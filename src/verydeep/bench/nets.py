@@ -147,8 +147,8 @@ def train_step(
     decayed). ``engine=True``: what ``verydeep train`` runs, through the same functions: its
     parameter groups (no decay on biases), fused SGD and ``engine.train_one_epoch``.
     """
+    from ..build import param_groups
     from ..engine import StepState, train_one_epoch
-    from ..train import param_groups
 
     mf = torch.channels_last if channels_last else torch.contiguous_format
     net = copy.deepcopy(model).train().to(device=device, memory_format=mf)

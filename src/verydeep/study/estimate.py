@@ -31,12 +31,12 @@ import time
 import torch
 
 from .. import distributed as dist
+from ..build import model_and_optimizer
 from ..data.build import build_data
 from ..engine import StepState, evaluate, train_one_epoch
 from ..evaluation import EvalData
 from ..hardware import resolve_precision
 from ..io.checkpoint import Meta
-from ..train import model_and_optimizer
 from .plan import Run, StudySpec, build_plan
 from .runner import evaluate_net, open_test_data, run_config
 

@@ -1,0 +1,94 @@
+"""The net and its optimiser from a run's config: what ``train.fit`` builds before its epochs.
+
+The data's class and channel counts fill the config (``resolved``); the net is initialised as
+the config asks (a scheme, then net A's layers, then a checkpoint to fine-tune), put in the
+fastest layout for the device, and given SGD with momentum, L2 on weights only by default.
+
+Example:
+    >>> from verydeep.build import build_model, param_groups
+    >>> from verydeep.config import RunConfig
+    >>> cfg = RunConfig.from_sources(overrides=["model.arch=A", "model.fc_width=32"])
+    >>> net = build_model(cfg, classes=10, channels=1)
+    >>> [len(g["params"]) for g in param_groups(net, 5e-4, decay_biases=False)]  # weights, biases
+    [11, 11]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from .config import RunConfig
+from .data.build import DataBundle
+from .hardware import resolve_channels_last, resolve_precision, resolve_winograd
+from .io.checkpoint import load_model
+from .models.init import init_from_net_a, init_weights
+from .models.vgg import VGG
+from .models.winograd import winograd_convs
+
+
+def resolved(cfg: RunConfig, classes: int, channels: int) -> RunConfig:
+    """``cfg`` with the data's class and channel counts filled in; a count given that
+    disagrees with the data is a one-line error, never silently replaced."""
+    m = cfg.model
+    if m.num_classes and m.num_classes != classes:
+        raise ValueError(f"model.num_classes is {m.num_classes} but the dataset has {classes} classes")
+    if m.in_channels and m.in_channels != channels:
+        raise ValueError(f"model.in_channels is {m.in_channels} but the data has {channels} channels")
+    model = dataclasses.replace(m, num_classes=classes, in_channels=channels)
+    return dataclasses.replace(cfg, model=model)
+
+
+def build_model(cfg: RunConfig, classes: int, channels: int) -> VGG:
+    """The net of the config, initialised as asked (scheme, then net A, then a checkpoint)."""
+    m = cfg.model
+    if m.num_classes and m.num_classes != classes:
+        raise ValueError(f"model.num_classes is {m.num_classes} but the dataset has {classes} classes")
+    model = VGG(m.arch, classes, channels, m.width_mult, m.fc_width, m.crop_size, m.dropout)
+    init_weights(model, m.init, m.init_std)
+    if m.init_from_a:
+        net_a, _ = load_model(m.init_from_a)
+        init_from_net_a(model, net_a, m.init_from_a_convs)
+    if cfg.train.init_from:
+        _fine_tune_from(model, cfg.train.init_from)
+    return model
+
+
+def _fine_tune_from(model: VGG, path: str) -> None:
+    """Load every tensor of ``path`` whose shape fits; FC8 stays random for a new label set."""
+    source, _ = load_model(path)
+    own = model.state_dict()
+    loaded = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in loaded]
+    if any(not k.startswith("classifier.6") for k in missing):
+        raise ValueError(f"{path} does not fit {model.arch}: {missing[:3]} differ (same config needed)")
+    model.load_state_dict(loaded, strict=False)
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_biases: bool) -> list[dict]:
+    """L2 on conv/FC weights; biases and BN parameters only if ``decay_biases``."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 or decay_biases else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def model_and_optimizer(
+    cfg: RunConfig, data: DataBundle, device: torch.device
+) -> tuple[VGG, torch.optim.SGD]:
+    """The net on ``device`` (channels_last and Winograd convs if asked, or by ``auto``) and its
+    SGD with momentum."""
+    model = build_model(cfg, len(data.classes), data.channels).to(device)
+    if resolve_winograd(cfg.train.winograd, device, resolve_precision(cfg.train.precision, device)):
+        model = winograd_convs(model)  # a copy with the same state_dict: checkpoints do not change
+    if resolve_channels_last(cfg.train.channels_last, device):
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(
+        param_groups(model, cfg.optim.weight_decay, cfg.optim.decay_biases),
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+        fused=device.type in ("cpu", "cuda"),  # one kernel per step, and it can skip a bad step on the device
+    )
+    return model, opt
