@@ -134,3 +134,20 @@ def test_malformed_and_unsafe_rejected(tmp_path, capsys):
         load_weights(tmp_path / "good.pth", rgb=True)
     assert main(["convert", str(tmp_path / "cut.pth"), str(tmp_path / "o.safetensors")]) == 2
     assert main(["convert", str(tmp_path / "good.pth"), str(tmp_path / "o.pt")]) == 2
+
+
+def test_a_refused_pickle_is_one_line_that_never_advises_unsafe_loading(tmp_path):
+    """torch.load's own message starts by suggesting weights_only=False, which would run the
+    file's code; a whole pickled model should be told to save its state_dict instead."""
+    import warnings
+
+    torch.save(tvm.vgg11(num_classes=3), tmp_path / "model.pth")
+    (tmp_path / "odd.pth").write_bytes(b"\x80\x48 not a pickle at all")  # protocol 72: torch warns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        with pytest.raises(ValueError, match=r"pickles a torchvision\.models\.vgg\.VGG.*state_dict\(\)") as e:
+            load_weights(tmp_path / "model.pth")
+        with pytest.raises(ValueError, match="refused by the safe unpickler: Unsupported operand") as e2:
+            load_weights(tmp_path / "odd.pth")
+    for err in (e, e2):
+        assert "weights_only" not in str(err.value) and "\n" not in str(err.value)

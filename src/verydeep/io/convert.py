@@ -25,6 +25,8 @@ Example:
 from __future__ import annotations
 
 import json
+import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -93,16 +95,32 @@ def _check_zip_sizes(path: Path) -> None:
 def read_torchvision(path: str | Path) -> dict[str, torch.Tensor]:
     """A torchvision-keyed state_dict from ``torch.save``; never unpickles code."""
     _check_zip_sizes(Path(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{path} is not a loadable state_dict ({msg})") from None
+    with warnings.catch_warnings(record=True) as caught:  # a refused file: its one line, no warning
+        warnings.simplefilter("always")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{path} is not a loadable state_dict ({_load_reason(e)})") from None
+    for w in caught:  # a file that loaded: what torch said of it is still shown
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in ("state_dict", "model"):
         obj = next(iter(obj.values()))  # a training script's wrapper around the state_dict
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path} does not hold a state_dict (a dict of tensors)")
     return {k.removeprefix("module."): v for k, v in obj.items()}  # DataParallel's prefix
+
+
+def _load_reason(e: Exception) -> str:
+    """torch.load's refusal in a few words. Its safe unpickler's message begins with advice to
+    retry with ``weights_only=False`` (which would run the file's code) and ends with the reason."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0].strip()
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", detail)
+        if found:  # e.g. torch.save(model) instead of torch.save(model.state_dict())
+            return f"it pickles a {found.group(1)}, not only tensors: save its state_dict() instead"
+        return f"refused by the safe unpickler: {detail}; not a torch.save file of tensors"
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _read_safetensors(path: Path, arch: str | None) -> tuple[VGG, Meta | None]:
