@@ -247,3 +247,16 @@ def test_save_init_keeps_the_weights_before_the_first_step(fmnist_root, tmp_path
     before = init_file.read_bytes()
     fit(cfg(tmp_path, *c, "train.max_steps=2"), progress=False)  # resuming leaves it alone
     assert init_file.read_bytes() == before
+
+
+def test_the_quick_start_config_trains(fmnist_root, tmp_path):
+    """The README's first command (`make train`) runs experiments/quickstart.toml: the same file,
+    cut to a few steps, builds and trains (a renamed key or a range it breaks fails here)."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.toml"
+    short = ["data.subset=600", "train.max_steps=3", "train.eval_test=false", f"train.out_dir={tmp_path}"]
+    result = fit(RunConfig.from_sources(path, overrides=short), progress=False)
+    assert result["global_step"] == 3 and (tmp_path / "checkpoints" / "last.safetensors").is_file()
+    config = (tmp_path / "config.json").read_text()
+    assert '"arch": "A"' in config and '"width_mult": 0.25' in config and '"epochs": 12' in config
