@@ -21,6 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help="ImageFolder root (<class>/<image>) or VOC root (Annotations/, ImageSets/)")
     p.add_argument("--split", default="", help="VOC: ImageSets/Main/<split>.txt; ImageFolder: a sub-folder")
     p.add_argument("--out", required=True, help="output file, .safetensors or .npz")
+    _descriptor_args(p)
+    _run_args(p)
+    p.set_defaults(func=run)
+
+
+def _descriptor_args(p: argparse.ArgumentParser) -> None:
+    """What a descriptor is: scales, layer, flips, pooling (Appendix B's choices)."""
     p.add_argument(
         "--scales",
         type=SCALE,
@@ -53,6 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="round long sides to a multiple (bigger batches)",
     )
     add_dense_args(p)  # --dense-align topleft: how docs/TRANSFER.md's numbers were made
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    """Reading the set (grey input, class order, bad files) and running the net (workers, device,
+    precision)."""
     p.add_argument("--grey", action="store_true", help="feed grey images (nets trained on grey data)")
     p.add_argument("--classes-from", help="descriptor file whose class order to use (e.g. the train file)")
     p.add_argument(
@@ -70,7 +82,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="skip",
         help="unreadable images: skip and count, or stop",
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
