@@ -320,3 +320,15 @@ def test_an_unwritable_build_directory_is_a_one_line_reason(tmp_path, monkeypatc
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "not-a-dir"))
     with pytest.raises(RuntimeError, match=r"Winograd kernels could not be built \(.+\)"):
         winograd_ext.kernels.__wrapped__()  # the uncached function: this process's build stays
+
+
+def test_loading_the_kernels_prints_nothing_but_our_own_lines(fused) -> None:
+    """torch's extension loader logs "No CUDA runtime is found" at import on CPU machines that
+    have a CUDA_HOME; a user's eval or train output should not carry it."""
+    import subprocess
+    import sys
+
+    code = "from verydeep.models import winograd_ext as w; assert w.available()"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "CUDA" not in r.stderr and all(line.startswith("verydeep: ") for line in r.stderr.splitlines())

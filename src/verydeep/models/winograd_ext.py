@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import platform
 import sys
@@ -39,9 +40,9 @@ _NAME = "verydeep_winograd"
 def kernels() -> ModuleType:
     """The compiled kernels (built on the first call on a machine, then loaded from the cache).
     Raises RuntimeError with the reason where they cannot be built."""
-    from torch.utils.cpp_extension import load
-
     from ..hardware import cpu_flags
+
+    load = _quiet_cpp_extension().load
 
     # AVX2 + FMA where the CPU has them, not -march=native: the build cache may outlive the CPU
     avx2 = platform.machine().lower() in ("x86_64", "amd64") and {"avx2", "fma"} <= set(cpu_flags())
@@ -63,6 +64,20 @@ def kernels() -> ModuleType:
     except Exception as exc:  # no compiler, no ninja, a failed build: say which, in one line
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise RuntimeError(f"Winograd kernels could not be built ({reason})") from exc
+
+
+def _quiet_cpp_extension() -> ModuleType:
+    """torch.utils.cpp_extension, imported without its CUDA_HOME warning: on a CPU-only machine
+    with /usr/local/cuda it logs "No CUDA runtime is found" at import, into every command's
+    output, though these kernels never touch CUDA."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension as cpp_extension
+    finally:
+        log.setLevel(level)
+    return cpp_extension
 
 
 def _build_source(flags: list[str]) -> tuple[str, Path]:
