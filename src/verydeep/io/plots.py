@@ -89,9 +89,8 @@ def plot_study_curves(histories: dict[str, list[dict]], path: str | Path, column
             lr = ax.twinx()
             lr.step(*zip(*lrs, strict=True), where="post", color="grey", lw=1, ls="--")
             lr.set_yscale("log")
-            lr.yaxis.set_minor_locator(
-                matplotlib.ticker.NullLocator()
-            )  # minor log ticks: 3/4 of the drawing time
+            # no minor log ticks: unlabelled, and 40% of the figure's drawing time
+            lr.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             lr.tick_params(labelsize=7, colors="grey")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # whole epochs
     for ax in list(axes.flat)[len(runs) :]:
