@@ -5,7 +5,8 @@
 #   fmnist     verydeep train --config experiments/transfer_fmnist.toml (its best checkpoint)
 #   random     that run's init.safetensors (the Fashion-MNIST net's shape, untrained)
 # NETS="imagewoof random-a" limits the nets, DATASETS="voc" the data sets; OUT and RANDOM_A move
-# the outputs and the random-a run (one per Imagewoof net shape). Prints each command with its
+# the outputs and the random-a run (one per Imagewoof net shape); LAYER=pool5 (or any
+# `verydeep features --layer`) describes with that layer instead of FC7. Prints each command with its
 # CPU time (user + sys, this process and its children).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
@@ -17,6 +18,7 @@ mkdir -p "$OUT"
 TIMEFORMAT='    CPU %3U s user + %3S s sys, wall %3R s'
 DATASETS=${DATASETS:-"hym voc"}
 NETS=${NETS:-"imagewoof random-a fmnist random"}
+LAYER=${LAYER:-fc7}
 IMAGEWOOF=${IMAGEWOOF:-$HOME/.cache/verydeep/study-imagewoof/A-256/checkpoints/best.safetensors}
 want() { [[ " $DATASETS " == *" $1 "* ]]; }
 vd() { echo "\$ verydeep $*"; time "$PY" -m verydeep "$@" 2>/dev/null; }
@@ -48,9 +50,9 @@ for net in $NETS; do
   for mode in single stack average; do
     for split in train val; do
       want hym && vd features "$ck" $D/hymenoptera --split $split --out $OUT/hym-$net-$mode-$split.safetensors \
-        ${SCALES[$mode]} --threads 1
+        ${SCALES[$mode]} --layer "$LAYER" --threads 1
       want voc && vd features "$ck" $D/critters-voc --split $split --out $OUT/voc-$net-$mode-$split.safetensors \
-        ${SCALES[$mode]} --threads 1
+        ${SCALES[$mode]} --layer "$LAYER" --threads 1
     done
     h=$OUT/hym-$net-$mode; v=$OUT/voc-$net-$mode
     want hym && vd transfer $h-train.safetensors $h-val.safetensors --json $h.json

@@ -1,5 +1,7 @@
 """Descriptors against an independent oracle (explicit Linear layers over unfolded pool5 patches)."""
 
+import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,53 @@ def test_flip_off_and_fc6_layer():
         + torch.relu(patches_f @ fc6.weight.T + fc6.bias).mean(1)
     ) / 2
     torch.testing.assert_close(got6, F.normalize(d, dim=1), rtol=1e-4, atol=1e-5)
+
+
+def oracle_block(net: VGG, x: torch.Tensor, block: int) -> torch.Tensor:
+    """Conv block ``block``'s output by name: conv<b>_<i> + ReLU, 2x2 max-pool after each block."""
+    for b in range(1, block + 1):
+        for name, conv in net.conv_layers().items():
+            if name.startswith(f"conv{b}_"):
+                x = torch.relu(F.conv2d(x, conv.weight, conv.bias, padding=1))
+        x = F.max_pool2d(x, 2)
+    return x
+
+
+@pytest.mark.parametrize("block", [3, 5])
+def test_pooled_conv_block_layer(block):
+    net = small_net()
+    img = random_images([(128, 96)])[0]
+    x = PREP(TF.pil_to_tensor(img)[None])
+    cfg = DescriptorConfig(scales=(96,), units="pixels", layer=f"pool{block}", align="topleft")
+    got = describe_images(net, PREP, [img], cfg)
+    want = (oracle_block(net, x, block).mean((2, 3)) + oracle_block(net, x.flip(-1), block).mean((2, 3))) / 2
+    assert got.shape == (1, want.shape[1]) and want.shape[1] == {3: 32, 5: 64}[block]
+    torch.testing.assert_close(got, F.normalize(want, dim=1), rtol=1e-4, atol=1e-5)
+
+
+def test_pooled_conv_block_refuses_int8_and_unknown_layers():
+    from verydeep.evaluation.core import dense_pooled
+
+    net = small_net()
+    with pytest.raises(ValueError, match="layer must be one of"):
+        DescriptorConfig(layer="conv5")
+    with pytest.raises(ValueError, match="output must be one of"):
+        dense_pooled(net, torch.zeros(1, 3, 64, 64), PREP, output="pool6")
+    imgs = random_images([(96, 64)] * 2)
+    int8 = DescriptorConfig(scales=(64,), units="pixels", precision="int8")
+    assert describe_images(net, PREP, imgs, replace(int8, layer="pool5")).shape == (2, 64)
+    with pytest.raises(ValueError, match="float net"):  # its body is one quantised module
+        describe_images(net, PREP, imgs, replace(int8, layer="pool4"))
+
+
+def test_features_cli_layers_are_the_extractor_layers():
+    from verydeep.cli import features as cli_features
+    from verydeep.models.extractor import LAYERS
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    cli_features.register(sub)
+    layer = next(a for a in sub.choices["features"]._actions if a.dest == "layer")
+    assert sorted(layer.choices) == sorted(LAYERS)  # the CLI lists them without importing torch
 
 
 def test_combine_shapes_and_normalisation():

@@ -5,7 +5,8 @@ The paper's descriptor: rescale the whole image so its smallest side is Q, apply
 all positions, average with the same for the horizontally flipped image, and for several Q either
 stack (concatenate) or average the per-scale vectors; finally L2-normalise. Choices the paper
 leaves open are ``DescriptorConfig`` fields: the units of Q (paper units scale with crop/224, as
-in ``config.pixels``), whether each scale is also L2-normalised before combining, and FC6 vs FC7.
+in ``config.pixels``), whether each scale is also L2-normalised before combining, and the layer
+(FC7, FC6, or a conv block's average-pooled output, which the paper does not use).
 
 Images of one scale are batched by their exact rescaled size (buckets), so batches are real
 batches without padding or cropping; ``size_step`` > 1 rounds the long side to a multiple of
@@ -80,7 +81,9 @@ class DescriptorConfig:
     units: str = "paper"  # paper: pixels at crop 224 (scaled by crop/224) | pixels: as given
     combine: str = "average"  # over scales: average (VOC in the paper) | stack (Caltech)
     flip: bool = True  # average in the horizontally flipped image's descriptor
-    layer: str = "fc7"  # fc7 (the paper's penultimate layer) | fc6
+    # fc7 (the paper's penultimate layer) | fc6 | pool1..pool5: a conv block's output averaged over
+    # positions (not in the paper; conv features transfer further from the source task)
+    layer: str = "fc7"
     normalise_each_scale: bool = False  # also L2-normalise per scale before combining
     batch_size: int = 32
     size_step: int = 1  # round the long side to a multiple of this (1: exact aspect ratio)
@@ -99,7 +102,7 @@ class DescriptorConfig:
         checks = {
             "units": ("paper", "pixels"),
             "combine": ("average", "stack"),
-            "layer": ("fc6", "fc7"),
+            "layer": LAYERS,
             "align": ("topleft", "centre"),
             "precision": PRECISIONS,
         }
@@ -145,7 +148,7 @@ def _run_buckets(
 
     def flush(key: tuple) -> None:
         idx, xs = zip(*buckets.pop(key), strict=True)
-        # evaluation's dense engine: the pooled FC6/FC7 map, averaged with the flipped image's
+        # evaluation's dense engine: the pooled map of cfg.layer, averaged with the flipped image's
         d = dense_pooled(
             model, torch.stack(xs), prep, output=cfg.layer, flip=cfg.flip, align=cfg.align, rt=rt
         )

@@ -48,7 +48,10 @@ def _descriptor_args(p: argparse.ArgumentParser) -> None:
         help="over scales: average (VOC in the paper) or stack (Caltech)",
     )
     p.add_argument(
-        "--layer", choices=["fc7", "fc6"], default="fc7", help="FC7 (penultimate, the paper) or FC6"
+        "--layer",
+        choices=["fc7", "fc6", "pool5", "pool4", "pool3", "pool2", "pool1"],
+        default="fc7",
+        help="FC7 (penultimate, the paper), FC6, or a conv block's output averaged over positions",
     )
     p.add_argument("--no-flip", action="store_true", help="do not average in the flipped image")
     p.add_argument("--normalise-each-scale", action="store_true", help="L2 per scale before combining")

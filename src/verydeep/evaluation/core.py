@@ -184,6 +184,21 @@ def dense_maps(
     return maps
 
 
+def _block_output(model: nn.Module, x: torch.Tensor, block: int) -> torch.Tensor:
+    """The output of conv block ``block`` (1-5), after its max-pool."""
+    if block == 5:
+        return model.features(x)
+    # the int8 net wraps its body in one quantised module: no block boundary to stop at
+    layers = list(model.features) if isinstance(model.features, nn.Sequential) else []
+    for layer in layers:
+        x = layer(x)
+        if isinstance(layer, nn.MaxPool2d):
+            block -= 1
+            if block == 0:
+                return x
+    raise ValueError("pool1-pool4 need the float net's layers: use precision fp32, winograd or bf16")
+
+
 def dense_pooled(
     model: VGG,
     x: torch.Tensor,
@@ -198,20 +213,25 @@ def dense_pooled(
     """One vector per image from the dense net: the engine of dense evaluation.
 
     ``output``: ``probs`` (soft-max posteriors, paper), ``scores`` (spatially averaged class
-    scores, no soft-max), ``fc7`` (spatially averaged FC7 features, Appendix B) or ``fc6``. The image and
-    its flip are averaged at the end (posteriors for ``probs``). ``average`` only matters for
-    ``probs``: ``scores`` = average the map then soft-max (paper), ``softmax`` = soft-max at every
-    position then average. ``align``: which border pixels the windows leave out (``window_trim``).
+    scores, no soft-max), ``fc7`` (spatially averaged FC7 features, Appendix B), ``fc6``, or
+    ``pool1`` ... ``pool5`` (a conv block's output after its max-pool, averaged over positions; not
+    in the paper). The image and its flip are averaged at the end (posteriors for ``probs``).
+    ``average`` only matters for ``probs``: ``scores`` = average the map then soft-max (paper),
+    ``softmax`` = soft-max at every position then average. ``align``: which border pixels the
+    windows leave out (``window_trim``).
     """
     x = window_trim(x, model.crop_size, 32, align)
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
-    upto = {"probs": 3, "scores": 3, "fc7": 2, "fc6": 1}.get(output)
-    if upto is None:
-        raise ValueError(f"output must be probs, scores, fc7 or fc6, got {output!r}")
+    upto = {"probs": 3, "scores": 3, "fc7": 2, "fc6": 1} | {f"pool{b}": -b for b in range(1, 6)}
+    if output not in upto:
+        raise ValueError(f"output must be one of {', '.join(upto)}, got {output!r}")
     with rt.autocast():
-        feats = model.features(rt.input(_with_flip(x, flip), prep))
-        maps = model.dense_head(feats, upto=upto).float()
+        x_in = rt.input(_with_flip(x, flip), prep)
+        if upto[output] < 0:  # a conv block's map: no FC layer runs
+            maps = _block_output(model, x_in, -upto[output]).float()
+        else:
+            maps = model.dense_head(model.features(x_in), upto=upto[output]).float()
     if output != "probs":
         return _unflip_mean(maps.mean((2, 3)), flip)
     v = maps.mean((2, 3)).softmax(1) if average == "scores" else maps.softmax(1).mean((2, 3))
