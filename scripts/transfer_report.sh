@@ -4,7 +4,8 @@
 #   random-a   that net's architecture at its Glorot initialisation (made here: one-step run, init kept)
 #   fmnist     verydeep train --config experiments/transfer_fmnist.toml (its best checkpoint)
 #   random     that run's init.safetensors (the Fashion-MNIST net's shape, untrained)
-# NETS="imagewoof random-a" limits the nets, DATASETS="voc" the data sets; OUT and RANDOM_A move
+# NETS="imagewoof random-a" limits the nets, DATASETS="voc" the data sets, MODES the descriptors
+# (below); OUT and RANDOM_A move
 # the outputs and the random-a run (one per Imagewoof net shape); LAYER=pool5 (or any
 # `verydeep features --layer`) describes with that layer instead of FC7. Prints each command with its
 # CPU time (user + sys, this process and its children).
@@ -43,16 +44,27 @@ print(' '.join(f'--set model.{k}={m[k]}' for k in ('arch','width_mult','fc_width
     --set "train.out_dir=$RANDOM_A" > /dev/null
 fi
 
-declare -A SCALES=([single]="--scales 256" [stack]="--scales 256 384 512 --combine stack"
-                   [average]="--scales 256 384 512 --combine average")
+# descriptor modes: single (Q=256), stack and average (Q=256,384,512), qN (one scale, Q=N),
+# stackA_B_C and averageA_B_C (those scales)
+MODES=${MODES:-"single stack average"}
+scales() {
+  case $1 in
+    single) echo "--scales 256" ;;
+    stack | average) echo "--scales 256 384 512 --combine $1" ;;
+    q*) echo "--scales ${1#q}" ;;
+    stack* | average*) local m=${1%%[0-9]*}; echo "--scales ${1#"$m"} --combine $m" | tr _ ' ' ;;
+    *) echo "unknown mode $1" >&2; exit 2 ;;
+  esac
+}
+for mode in $MODES; do scales "$mode" > /dev/null; done  # an unknown mode stops here, not midway
 for net in $NETS; do
   ck=$(ckpt "$net")
-  for mode in single stack average; do
+  for mode in $MODES; do
     for split in train val; do
       want hym && vd features "$ck" $D/hymenoptera --split $split --out $OUT/hym-$net-$mode-$split.safetensors \
-        ${SCALES[$mode]} --layer "$LAYER" --threads 1
+        $(scales "$mode") --layer "$LAYER" --threads 1
       want voc && vd features "$ck" $D/critters-voc --split $split --out $OUT/voc-$net-$mode-$split.safetensors \
-        ${SCALES[$mode]} --layer "$LAYER" --threads 1
+        $(scales "$mode") --layer "$LAYER" --threads 1
     done
     h=$OUT/hym-$net-$mode; v=$OUT/voc-$net-$mode
     want hym && vd transfer $h-train.safetensors $h-val.safetensors --json $h.json

@@ -258,9 +258,9 @@ def test_a_c_per_class_chosen_by_cross_validation_matches_scikit_learn():
     labels[:, 0] = np.where(x[:, 0] > 0, 1, -1)  # an easy class
     labels[:, 1] = np.where(x[:, 1] + 0.8 * rng.normal(size=n) > 0, 1, -1)  # a noisy one
     cfg = SVMConfig(cs=(0.01, 1.0, 100.0), ap="raw", folds=3)
-    best, _ = select_c(x, labels, 3, cfg)
+    best, _, cv = select_c(x, labels, 3, cfg)
     assert isinstance(best, list) and len(best) == 3
-    want = []
+    want, want_cv = [], []
     for j in range(3):
         mean_ap = {}
         for c in cfg.cs:
@@ -270,6 +270,36 @@ def test_a_c_per_class_chosen_by_cross_validation_matches_scikit_learn():
                 aps.append(average_precision_score(labels[val, j] > 0, svm.decision_function(x[val])))
             mean_ap[c] = np.mean(aps)
         want.append(max(cfg.cs, key=lambda c, m=mean_ap: (round(m[c], 9), -c)))
+        want_cv.append(mean_ap[want[-1]])
     assert best == want
-    one, _ = select_c(x, labels, 3, SVMConfig(cs=cfg.cs, ap="raw", per_class_c=False))
+    assert cv == pytest.approx(np.mean(want_cv))  # the chosen Cs' cross-validated mean AP
+    one, held_out, cv_one = select_c(x, labels, 3, SVMConfig(cs=cfg.cs, ap="raw", per_class_c=False))
     assert isinstance(one, float) and one in cfg.cs
+    assert (
+        cv_one == held_out[one] == max(held_out.values()) < cv
+    )  # one C for all: lower than one per class here
+
+
+def test_transfer_table_chooses_the_descriptor_by_training_cross_validation(tmp_path):
+    """scripts/transfer_table.py: per net, the mode with the best training-split cv, not the best test."""
+    import os
+    import subprocess
+    import sys
+
+    runs = {"q256": (0.60, 0.70), "q768": (0.74, 0.65), "average512_768": (0.80, 0.60)}  # (test, cv)
+    for mode, (value, cv) in runs.items():
+        (tmp_path / f"hym-imagewoof-{mode}.json").write_text(
+            json.dumps({"value": value, "std": 0.0, "cv": cv})
+        )
+    env = os.environ | {"OUT": str(tmp_path), "MODES": " ".join(runs)}
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "scripts/transfer_table.py"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "| imagewoof | single scale Q=768 | - | 74.0 |" in out
+    assert "| imagewoof | 60.0 (single scale Q=256; cv 70.0) | - |" in out

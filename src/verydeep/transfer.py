@@ -191,9 +191,12 @@ def cv_folds(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray
     return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(folds)]
 
 
-def select_c(x: np.ndarray, labels: np.ndarray, n_classes: int, cfg: SVMConfig) -> tuple[float | list, dict]:
-    """The C with the best cross-validated metric (ties: the smaller C) and each C's metric;
-    for multi-label data with ``per_class_c`` one C per class, by that class's mean AP."""
+def select_c(
+    x: np.ndarray, labels: np.ndarray, n_classes: int, cfg: SVMConfig
+) -> tuple[float | list, dict, float]:
+    """The C with the best cross-validated metric (ties: the smaller C), each C's metric, and the
+    chosen C's; for multi-label data with ``per_class_c`` one C per class, by that class's mean AP
+    (the chosen metric is then the mean over classes of each one's best)."""
     splits = (
         cv_folds(labels, cfg.folds, cfg.seed)
         if cfg.folds
@@ -213,9 +216,10 @@ def select_c(x: np.ndarray, labels: np.ndarray, n_classes: int, cfg: SVMConfig) 
     if per_class:  # each class its own C: the best mean AP over folds, ties to the smaller C
         grid = np.stack([np.nan_to_num(by_class[c], nan=-1.0) for c in sorted(cfg.cs)])  # (Cs, classes)
         best = [sorted(cfg.cs)[i] for i in grid.argmax(0)]
-        return best, results
+        chosen = [by_class[c][k] for k, c in enumerate(best)]
+        return best, results, float(np.nanmean(chosen)) if not np.isnan(chosen).all() else float("nan")
     best = max(results, key=lambda c: (np.nan_to_num(results[c], nan=-1.0), -c))
-    return best, results
+    return best, results, results[best]
 
 
 def train_and_test(
@@ -228,11 +232,12 @@ def train_and_test(
 ) -> dict:
     """Choose C on the training data, refit on all of it, evaluate on the test set; multi-label
     results also hold each class's precision-recall curve on the test set (``pr``)."""
-    best, held_out = select_c(x_train, y_train, n_classes, cfg)
+    best, held_out, cv = select_c(x_train, y_train, n_classes, cfg)
     model = fit_ovr(x_train, binary_targets(y_train, n_classes), best, cfg)
     scores = score(x_test, model)
     value, per_class = evaluate(scores, y_test, cfg)
-    out = {"value": value, "per_class": per_class, "C": best, "held_out": held_out}
+    # cv: the training split's cross-validated metric at the chosen C, to choose descriptors by
+    out = {"value": value, "per_class": per_class, "C": best, "held_out": held_out, "cv": cv}
     if y_test.ndim == 2:
         curves = [precision_recall(scores[:, j], y_test[:, j]) for j in range(n_classes)]
         out["pr"] = [{"precision": p.tolist(), "recall": r.tolist()} for p, r in curves]
