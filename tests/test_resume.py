@@ -333,24 +333,36 @@ def _rank_of(pid: int) -> int | None:
     return next((int(e[5:]) for e in env if e.startswith(b"RANK=")), None)
 
 
+def _torchrun(overrides: list[str], **popen: object) -> subprocess.Popen:
+    """``verydeep train`` on 2 CPU ranks (gloo) under torchrun, one restart allowed."""
+    sets = [a for o in overrides for a in ("--set", o)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
+           "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{_free_port()}",
+           "-m", "verydeep", "train", "--no-progress", *sets]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen
+    )
+
+
 @pytest.mark.slow
 def test_torchrun_restarts_a_killed_worker_and_resumes(fmnist_root, tmp_path):
     """2 CPU ranks (gloo); rank 1 SIGKILLed mid-run; torchrun --max-restarts=1 restarts both,
-    which resume from the committed checkpoint and end where one uninterrupted process ends.
+    which resume from the committed checkpoint and end where the same 2 ranks end uninterrupted.
     (The restarted ranks must not read the dead round's gloo addresses from torchrun's shared
     store: distributed.init prefixes the group's keys per restart. Without that this failed
     about one run in three, "Connection refused" or a hang.)"""
     steps = 20  # 4 epochs of 5 steps; rank 1 is killed after step 2
     ddp_exact = ["model.dropout=0", "data.scale=[224]", "data.flip=false", "data.colour_shift=0"]
-    common = [*TINY, *ddp_exact, f"train.max_steps={steps}"]
-    fit(RunConfig.from_sources(overrides=[*common, f"train.out_dir={tmp_path / 'one'}"]), False)
+    common = [*TINY, *ddp_exact, f"train.max_steps={steps}", "train.checkpoint_every=1"]
+    # the reference is the same 2 ranks uninterrupted, not one process: one process's sums differ
+    # in rounding, and on Fashion-MNIST's many near-tied max-pool windows 3e-8 after one step
+    # became 2e-4 after five (measured with 1 against 2 threads), the size of a lost step
+    one = _torchrun([*common, f"train.out_dir={tmp_path / 'one'}"])
+    _, err_one = one.communicate(timeout=180)
+    assert one.returncode == 0, err_one[:6000]
     out = tmp_path / "two"
-    sets = [a for o in [*common, f"train.out_dir={out}", "train.checkpoint_every=1"] for a in ("--set", o)]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
-           "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{_free_port()}",
-           "-m", "verydeep", "train", "--no-progress", *sets]  # fmt: skip
-    env = os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = _torchrun([*common, f"train.out_dir={out}"])
     try:
         deadline = time.time() + 120
         while _committed_step(out) < 2 and proc.poll() is None and time.time() < deadline:
@@ -368,11 +380,8 @@ def test_torchrun_restarts_a_killed_worker_and_resumes(fmnist_root, tmp_path):
     assert killed_at < steps and "resuming A run" in err  # it did restart and resume
     a = load_file(tmp_path / "one" / "checkpoints" / "last.safetensors")
     b = load_file(out / "checkpoints" / "last.safetensors")
-    # 2 ranks x 16 == 1 x 32 up to float summation order, which 20 steps and a restart let drift
-    # to 1.5e-6 on an AVX2 EPYC (one weight of 18,432); a resume that lost or replayed a step
-    # moves weights by lr x gradient, orders of magnitude more
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    for k in a:  # a resume that lost or replayed a step moves weights by lr x gradient
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
 def test_a_resumed_epoch_without_a_held_out_split_is_the_uninterrupted_epoch(fmnist_root, tmp_path):
