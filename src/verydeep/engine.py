@@ -127,6 +127,29 @@ def _apply_step(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
+def _forward_backward(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    accum_steps: int,
+    all_reduce: bool,
+    amp_dtype: torch.dtype | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One micro-batch: its loss and logits; the loss's gradient / ``accum_steps`` is added to the
+    parameters'.
+    Under DDP the gradients are all-reduced only where ``all_reduce`` (the step's last micro-batch)."""
+    sync = contextlib.nullcontext() if all_reduce or not hasattr(model, "no_sync") else model.no_sync()
+    with sync:
+        with autocast(x.device, amp_dtype):
+            logits = model(x)
+            # a micro-batch whose images were all unreadable still runs (zero gradient): every
+            # rank and the accumulation count stay in step, DDP's all-reduce is not left waiting
+            loss = F.cross_entropy(logits.float(), labels) if len(labels) else logits.float().sum() * 0
+        (loss / accum_steps).backward()
+    return loss, logits
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -163,14 +186,14 @@ def train_one_epoch(
     for images, labels in batches:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         last_micro = (micro + 1) % accum_steps == 0
-        sync = contextlib.nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
-        with sync:
-            with autocast(device, amp_dtype):
-                logits = model(prepare(images))
-                # a micro-batch whose images were all unreadable still runs (zero gradient): every
-                # rank and the accumulation count stay in step, DDP's all-reduce is not left waiting
-                loss = F.cross_entropy(logits.float(), labels) if len(labels) else logits.float().sum() * 0
-            (loss / accum_steps).backward()
+        loss, logits = _forward_backward(
+            model,
+            prepare(images),
+            labels,
+            accum_steps=accum_steps,
+            all_reduce=last_micro,
+            amp_dtype=amp_dtype,
+        )
         micro += 1
         meter.add(loss, logits.detach(), labels)
         if not last_micro:
