@@ -4,17 +4,19 @@
 #   random-a   that net's architecture at its Glorot initialisation (made here: one-step run, init kept)
 #   fmnist     verydeep train --config experiments/transfer_fmnist.toml (its best checkpoint)
 #   random     that run's init.safetensors (the Fashion-MNIST net's shape, untrained)
-# NETS="imagewoof random-a" limits the nets, DATASETS="voc" the data sets, MODES the descriptors
-# (below); OUT and RANDOM_A move
-# the outputs and the random-a run (one per Imagewoof net shape); LAYER=pool5 (or any
-# `verydeep features --layer`) describes with that layer instead of FC7. Prints each command with its
-# CPU time (user + sys, this process and its children).
+# Environment: NETS="imagewoof random-a" limits the nets, DATASETS="voc" the data sets, MODES the
+# descriptors (see scales() below), LAYER=pool5 (any `verydeep features --layer`) describes with
+# that layer instead of FC7, CS sets the SVMs' C grid; OUT moves the outputs, RANDOM_A the random-a
+# run (one per Imagewoof net shape), FMNIST the Fashion-MNIST run's folder. Prints each command
+# with its CPU time (user + sys, this process and its children).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 export PYTHONPATH=src
 D=../shared/data
 OUT=${OUT:-runs/transfer-report}
 RANDOM_A=${RANDOM_A:-runs/transfer-random-a}
+FMNIST=${FMNIST:-runs/transfer-fmnist}  # the Fashion-MNIST run's train.out_dir
+CS=${CS:-"0.01 0.1 1 10 100"}  # the SVM's C grid (verydeep transfer --cs)
 mkdir -p "$OUT"
 TIMEFORMAT='    CPU %3U s user + %3S s sys, wall %3R s'
 DATASETS=${DATASETS:-"hym voc"}
@@ -27,8 +29,8 @@ ckpt() {
   case $1 in
     imagewoof) echo "$IMAGEWOOF" ;;
     random-a) echo "$RANDOM_A/checkpoints/init.safetensors" ;;
-    fmnist) echo runs/transfer-fmnist/checkpoints/best.safetensors ;;
-    random) echo runs/transfer-fmnist/checkpoints/init.safetensors ;;
+    fmnist) echo "$FMNIST/checkpoints/best.safetensors" ;;
+    random) echo "$FMNIST/checkpoints/init.safetensors" ;;
   esac
 }
 if [[ " $NETS " == *" random-a "* && ! -f $(ckpt random-a) ]]; then
@@ -67,10 +69,10 @@ for net in $NETS; do
         $(scales "$mode") --layer "$LAYER" --threads 1
     done
     h=$OUT/hym-$net-$mode; v=$OUT/voc-$net-$mode
-    want hym && vd transfer $h-train.safetensors $h-val.safetensors --json $h.json
-    want hym && vd transfer $h-train.safetensors $h-val.safetensors --per-class 30 --splits 3 --json $h-caltech.json
-    want voc && vd transfer $v-train.safetensors $v-val.safetensors --ap area --json $v.json \
+    want hym && vd transfer $h-train.safetensors $h-val.safetensors --cs $CS --json $h.json
+    want hym && vd transfer $h-train.safetensors $h-val.safetensors --cs $CS --per-class 30 --splits 3 --json $h-caltech.json
+    want voc && vd transfer $v-train.safetensors $v-val.safetensors --cs $CS --ap area --json $v.json \
       --pr-curves $OUT/pr-$net-$mode
-    want voc && vd transfer $v-train.safetensors $v-val.safetensors --ap voc07 --json $v-voc07.json
+    want voc && vd transfer $v-train.safetensors $v-val.safetensors --cs $CS --ap voc07 --json $v-voc07.json
   done
 done
