@@ -7,8 +7,9 @@
 # Environment: NETS="imagewoof random-a" limits the nets, DATASETS="voc" the data sets, MODES the
 # descriptors (see scales() below), LAYER=pool5 (any `verydeep features --layer`) describes with
 # that layer instead of FC7, CS sets the SVMs' C grid; OUT moves the outputs, RANDOM_A the random-a
-# run (one per Imagewoof net shape), FMNIST the Fashion-MNIST run's folder. Prints each command
-# with its CPU time (user + sys, this process and its children).
+# run (one per Imagewoof net shape), FMNIST the Fashion-MNIST run's folder; KEEP=1 skips each
+# command whose output file is already there (an interrupted report goes on where it stopped).
+# Prints each command with its CPU time (user + sys, this process and its children).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 export PYTHONPATH=src
@@ -24,7 +25,15 @@ NETS=${NETS:-"imagewoof random-a fmnist random"}
 LAYER=${LAYER:-fc7}
 IMAGEWOOF=${IMAGEWOOF:-$HOME/.cache/verydeep/study-imagewoof/A-256/checkpoints/best.safetensors}
 want() { [[ " $DATASETS " == *" $1 "* ]]; }
-vd() { echo "\$ verydeep $*"; time "$PY" -m verydeep "$@" 2>/dev/null; }
+vd() {
+  local a prev="" made=""
+  for a in "$@"; do [[ $prev == --out || $prev == --json ]] && made=$a; prev=$a; done
+  if [[ ${KEEP:-0} == 1 && -n $made && -f $made ]]; then  # outputs are written whole or not at all
+    echo "# kept $made"
+    return
+  fi
+  echo "\$ verydeep $*"; time "$PY" -m verydeep "$@" 2>/dev/null
+}
 ckpt() {
   case $1 in
     imagewoof) echo "$IMAGEWOOF" ;;
