@@ -137,8 +137,8 @@ def _forward_backward(
     amp_dtype: torch.dtype | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One micro-batch: its loss and logits; the loss's gradient / ``accum_steps`` is added to the
-    parameters'.
-    Under DDP the gradients are all-reduced only where ``all_reduce`` (the step's last micro-batch)."""
+    parameters'. Under DDP the gradients are all-reduced only where ``all_reduce`` (the step's
+    last micro-batch)."""
     sync = contextlib.nullcontext() if all_reduce or not hasattr(model, "no_sync") else model.no_sync()
     with sync:
         with autocast(x.device, amp_dtype):

@@ -82,7 +82,7 @@ class DescriptorConfig:
     combine: str = "average"  # over scales: average (VOC in the paper) | stack (Caltech)
     flip: bool = True  # average in the horizontally flipped image's descriptor
     # fc7 (the paper's penultimate layer) | fc6 | pool1..pool5: a conv block's output averaged over
-    # positions (not in the paper; conv features transfer further from the source task)
+    # positions (not in the paper: less tied to the source classes than the FC layers)
     layer: str = "fc7"
     normalise_each_scale: bool = False  # also L2-normalise per scale before combining
     batch_size: int = 32
