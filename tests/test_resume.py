@@ -333,16 +333,14 @@ def _rank_of(pid: int) -> int | None:
     return next((int(e[5:]) for e in env if e.startswith(b"RANK=")), None)
 
 
-def _torchrun(overrides: list[str], **popen: object) -> subprocess.Popen:
+def _torchrun(overrides: list[str]) -> subprocess.Popen:
     """``verydeep train`` on 2 CPU ranks (gloo) under torchrun, one restart allowed."""
     sets = [a for o in overrides for a in ("--set", o)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
            "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{_free_port()}",
            "-m", "verydeep", "train", "--no-progress", *sets]  # fmt: skip
     env = os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen
-    )
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow

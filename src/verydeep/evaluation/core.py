@@ -38,6 +38,7 @@ from torch import nn
 
 from ..data.preprocess import Preprocess
 from ..data.transforms import rescale_smallest, scale_crop_flip
+from ..models.extractor import FeatureExtractor
 from ..models.vgg import VGG
 
 AVERAGES = ("scores", "softmax")
@@ -189,14 +190,10 @@ def _block_output(model: nn.Module, x: torch.Tensor, block: int) -> torch.Tensor
     if block == 5:
         return model.features(x)
     # the int8 net wraps its body in one quantised module: no block boundary to stop at
-    layers = list(model.features) if isinstance(model.features, nn.Sequential) else []
-    for layer in layers:
-        x = layer(x)
-        if isinstance(layer, nn.MaxPool2d):
-            block -= 1
-            if block == 0:
-                return x
-    raise ValueError("pool1-pool4 need the float net's layers: use precision fp32, winograd or bf16")
+    layers = model.features
+    if not (isinstance(layers, nn.Sequential) and any(isinstance(m, nn.MaxPool2d) for m in layers)):
+        raise ValueError("pool1-pool4 need the float net's layers: use precision fp32, winograd or bf16")
+    return FeatureExtractor(model, [f"pool{block}"])(x)[0]
 
 
 def dense_pooled(
@@ -223,15 +220,16 @@ def dense_pooled(
     x = window_trim(x, model.crop_size, 32, align)
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
-    upto = {"probs": 3, "scores": 3, "fc7": 2, "fc6": 1} | {f"pool{b}": -b for b in range(1, 6)}
-    if output not in upto:
-        raise ValueError(f"output must be one of {', '.join(upto)}, got {output!r}")
+    heads = {"probs": 3, "scores": 3, "fc7": 2, "fc6": 1}  # how many FC layers run
+    pools = {f"pool{b}": b for b in range(1, 6)}  # conv blocks: no FC layer runs
+    if output not in heads | pools:
+        raise ValueError(f"output must be one of {', '.join(heads | pools)}, got {output!r}")
     with rt.autocast():
         x_in = rt.input(_with_flip(x, flip), prep)
-        if upto[output] < 0:  # a conv block's map: no FC layer runs
-            maps = _block_output(model, x_in, -upto[output]).float()
+        if output in pools:
+            maps = _block_output(model, x_in, pools[output]).float()
         else:
-            maps = model.dense_head(model.features(x_in), upto=upto[output]).float()
+            maps = model.dense_head(model.features(x_in), upto=heads[output]).float()
     if output != "probs":
         return _unflip_mean(maps.mean((2, 3)), flip)
     v = maps.mean((2, 3)).softmax(1) if average == "scores" else maps.softmax(1).mean((2, 3))
