@@ -5,6 +5,7 @@ Usage: [OUT=DIR] [MODES="..."] .venv/bin/python scripts/transfer_table.py [LOG .
 script's logs (a later log's run of a command replaces an earlier one) a column gives each row's CPU
 seconds (user + sys, 8 commands). With several MODES (as given to the report script) a second table
 gives, per net, the descriptor its training split's cross-validation chose and that one's test value.
+MODES only names the files; each descriptor is described from its training file's own record.
 """
 
 import json
@@ -18,15 +19,22 @@ MODES = os.environ.get("MODES", "single stack average").split()
 NETS = ("imagewoof", "random-a", "fmnist", "random")
 
 
-def mode_name(mode: str) -> str:
-    """The descriptor of a transfer_report.sh mode, in words."""
-    if mode == "single":
-        return "single scale Q=256"
-    if mode.startswith("q"):
-        return f"single scale Q={mode[1:]}"
-    how = "stack" if mode.startswith("stack") else "average"
-    qs = mode[len(how) :].replace("_", ",") or "256,384,512"
-    return f"Q={{{qs}}} " + {"stack": "stacked", "average": "averaged"}[how]
+def describe(*files: Path) -> tuple[str, str]:
+    """A descriptor in words and its length, from the first descriptor file's own record (its
+    ``info``), so the table never re-reads the report script's mode names."""
+    from safetensors import safe_open
+
+    for f in files:
+        if f.is_file():
+            with safe_open(f, "np") as st:
+                d = json.loads(st.metadata()["verydeep"])["info"]["descriptor"]
+                dim = str(st.get_slice("features").get_shape()[1])
+            qs = ",".join(str(q) for q in d["scales"])
+            layer = "" if d.get("layer", "fc7") == "fc7" else f", {d['layer']}"
+            if len(d["scales"]) == 1:
+                return f"single scale Q={qs}{layer}", dim
+            return f"Q={{{qs}}} " + {"stack": "stacked", "average": "averaged"}[d["combine"]] + layer, dim
+    return "-", "-"
 
 
 def chosen(prefix: str) -> str:
@@ -39,7 +47,8 @@ def chosen(prefix: str) -> str:
     if not runs:
         return "-"
     best = max(runs, key=lambda m: runs[m]["cv"])  # ties: the first mode listed
-    return f"{100 * runs[best]['value']:.1f} ({mode_name(best)}; cv {100 * runs[best]['cv']:.1f})"
+    name = describe(OUT / f"{prefix}-{best}-train.safetensors")[0]
+    return f"{100 * runs[best]['value']:.1f} ({best}: {name}; cv {100 * runs[best]['cv']:.1f})"
 
 
 def pct(path: Path, std: bool = False) -> str:
@@ -47,17 +56,6 @@ def pct(path: Path, std: bool = False) -> str:
         return "-"
     r = json.loads(path.read_text())
     return f"{100 * r['value']:.1f} ± {100 * r['std']:.1f}" if std else f"{100 * r['value']:.1f}"
-
-
-def descriptor_dim(*files: Path) -> str:
-    """The descriptor length, read from the first descriptor file's header."""
-    from safetensors import safe_open
-
-    for f in files:
-        if f.is_file():
-            with safe_open(f, "np") as st:
-                return str(st.get_slice("features").get_shape()[1])
-    return "-"
 
 
 HEAD = [
@@ -83,16 +81,15 @@ print("| " + " | ".join(HEAD) + " |")
 print("|" + " --- |" * len(HEAD))
 for net in NETS:
     for mode in MODES:
-        name = mode_name(mode)
         h, v = OUT / f"hym-{net}-{mode}", OUT / f"voc-{net}-{mode}"
         if not h.with_suffix(".json").is_file() and not v.with_suffix(".json").is_file():
             continue
-        dim = descriptor_dim(Path(f"{h}-train.safetensors"), Path(f"{v}-train.safetensors"))
+        name, dim = describe(Path(f"{h}-train.safetensors"), Path(f"{v}-train.safetensors"))
         row = [pct(h.with_suffix(".json")), pct(Path(f"{h}-caltech.json"), std=True)]
         row += [pct(v.with_suffix(".json")), pct(Path(f"{v}-voc07.json"))]
         if CPU:
             row.append(f"{sum(v for k, v in CPU.items() if f'-{net}-{mode}' in k):.0f}")
-        print(f"| {net} | {name} | {dim} | " + " | ".join(row) + " |")
+        print(f"| {net} | {mode if name == '-' else name} | {dim} | " + " | ".join(row) + " |")
 if CPU:
     print(f"\nall {len(CPU)} commands: {sum(CPU.values()):.0f} s CPU")
 if len(MODES) > 1:

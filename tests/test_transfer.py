@@ -286,11 +286,20 @@ def test_transfer_table_chooses_the_descriptor_by_training_cross_validation(tmp_
     import subprocess
     import sys
 
+    from verydeep.io.features import save_descriptors
+
     runs = {"q256": (0.60, 0.70), "q768": (0.74, 0.65), "average512_768": (0.80, 0.60)}  # (test, cv)
+    scales = {"q256": [256], "q768": [768], "average512_768": [512, 768]}  # what the files record
     for mode, (value, cv) in runs.items():
         (tmp_path / f"hym-imagewoof-{mode}.json").write_text(
             json.dumps({"value": value, "std": 0.0, "cv": cv})
         )
+        info = {"descriptor": {"scales": scales[mode], "combine": "average", "layer": "fc7"}}
+        d = Descriptors(np.zeros((2, 3 * len(scales[mode]))), np.array([0, 1]), ["a", "b"], ["x", "y"], info)
+        save_descriptors(tmp_path / f"hym-imagewoof-{mode}-train.safetensors", d)
+    # a mode whose descriptor file is not there keeps its own name and an unknown length
+    (tmp_path / "hym-imagewoof-q512.json").write_text(json.dumps({"value": 0.5, "std": 0.0, "cv": 0.1}))
+    runs["q512"] = (0.5, 0.1)
     env = os.environ | {"OUT": str(tmp_path), "MODES": " ".join(runs)}
     repo = Path(__file__).resolve().parents[1]
     out = subprocess.run(
@@ -301,5 +310,7 @@ def test_transfer_table_chooses_the_descriptor_by_training_cross_validation(tmp_
         text=True,
         check=True,
     ).stdout
-    assert "| imagewoof | single scale Q=768 | - | 74.0 |" in out
-    assert "| imagewoof | 60.0 (single scale Q=256; cv 70.0) | - |" in out
+    assert "| imagewoof | single scale Q=768 | 3 | 74.0 |" in out
+    assert "| imagewoof | Q={512,768} averaged | 6 | 80.0 |" in out
+    assert "| imagewoof | q512 | - | 50.0 |" in out
+    assert "| imagewoof | 60.0 (q256: single scale Q=256; cv 70.0) | - |" in out
