@@ -9,7 +9,9 @@
 #          bash experiments/localization.sh ../shared/data/critters-voc runs/loc-imagewoof
 #   With INIT the classifier is fine-tuned from that Imagewoof net, as Appendix A starts from the
 #   classification nets; its shape (arch, width, FC width, crop) is read from INIT's metadata.
-#   CLS=<classifier checkpoint> skips step 1; LOC_LR=<rate> sets the box nets' rate (default 0.01);
+#   CLS=<classifier checkpoint> skips step 1; SCORE_CLS="<checkpoint> ..." scores the boxes in
+#   steps 3-4 with these classifiers' mean posteriors (default: CLS alone);
+#   LOC_LR=<rate> sets the box nets' rate (default 0.01);
 #   LOC_DROPS=0.5,0.75 divides it by 10 after those fractions of the steps (default: constant);
 #   BOX_SIZE=log regresses log width and height (R-CNN's; default linear, the paper's);
 #   STEPS_ALL / STEPS_FC their steps when all layers / the FC layers only are trained (600 each;
@@ -45,6 +47,11 @@ t $VD train --no-progress \
 CLS=$OUT/cls/checkpoints/best.safetensors
 fi
 
+# the classifiers that score the boxes (several: a classification ensemble)
+read -r -a SCORE <<< "${SCORE_CLS:-$CLS}"
+CLSARGS=()
+for c in "${SCORE[@]}"; do CLSARGS+=(--cls "$c"); done
+
 # 2. the Table 8 nets
 for v in "scr all" "pcr all" "scr fc" "pcr fc"; do
   set -- $v
@@ -55,7 +62,7 @@ done
 
 # 3. choose merging and scales on held-out photographs, per net
 for n in scr-all pcr-all scr-fc pcr-fc; do
-  t $VD localize tune --data "$D" --split "train[80%:]" --cls "$CLS" --loc "$OUT/$n.safetensors" \
+  t $VD localize tune --data "$D" --split "train[80%:]" "${CLSARGS[@]}" --loc "$OUT/$n.safetensors" \
     --scale-sets "256;384;256,384" --flip --json "$OUT/tune-$n.json" --show 5
 done
 
@@ -63,8 +70,8 @@ done
 for n in scr-all pcr-all scr-fc pcr-fc; do
   FLAGS=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['best']['flags'])" "$OUT/tune-$n.json")
   # shellcheck disable=SC2086
-  t $VD localize eval --data "$D" --split val --train-split "train[:80%]" --cls "$CLS" \
+  t $VD localize eval --data "$D" --split val --train-split "train[:80%]" "${CLSARGS[@]}" \
     --loc "$OUT/$n.safetensors" $FLAGS --json "$OUT/val-$n.json"
 done
-t $VD localize eval --data "$D" --split val --train-split "train[:80%]" --cls "$CLS" \
+t $VD localize eval --data "$D" --split val --train-split "train[:80%]" "${CLSARGS[@]}" \
   --loc "$OUT/scr-all.safetensors" --json "$OUT/val-scr-all-defaults.json"

@@ -21,7 +21,7 @@ import torch
 from verydeep.config import pixels
 from verydeep.data.images import load_image
 from verydeep.data.voc import image_path, load_voc
-from verydeep.localization.api import load_locs, load_net, parse_scales
+from verydeep.localization.api import load_classifiers, load_locs, parse_scales
 from verydeep.localization.boxes import box_area, box_iou
 from verydeep.localization.merge import MergeConfig
 from verydeep.localization.protocol import DenseConfig, localize_image
@@ -41,14 +41,14 @@ def per_image(args: argparse.Namespace) -> list[tuple[str, float, float, float]]
     cfg = DenseConfig(
         scales=parse_scales(args.scales), flip=args.flip, top_classes=5, rank="class", merge=merge
     )
-    cls, meta = load_net(args.cls)
+    classifiers, classes = load_classifiers(args.cls)
     locs = [n for n, _ in load_locs(args.loc)]
     side = max(pixels(q, n.model.crop_size) for n in locs for q in cfg.scales)  # as `localize eval`
     rows = []
     for ann in load_voc(args.data, args.split):
         img = load_image(image_path(args.data, ann), min_side=side)
-        guess = localize_image(img, (ann.width, ann.height), locs, cls, cfg)[0]
-        same = [o.box for o in ann.objects if o.name == meta.classes[guess.label]]
+        guess = localize_image(img, (ann.width, ann.height), locs, classifiers, cfg)[0]
+        same = [o.box for o in ann.objects if o.name == classes[guess.label]]
         ious = [float(box_iou(torch.tensor([guess.box]), torch.tensor([b]))[0, 0]) for b in same]
         big = max((o.box for o in ann.objects), key=area)
         rows.append(
@@ -67,7 +67,7 @@ def main() -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="val")
     p.add_argument("--loc", action="append", required=True)
-    p.add_argument("--cls", required=True)
+    p.add_argument("--cls", action="append", required=True)
     p.add_argument("--scales", default="384")
     p.add_argument("--measure", default="iou", choices=["iou", "centre"])
     p.add_argument("--threshold", type=float, default=0.5)

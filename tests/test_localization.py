@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision.ops as tvops
@@ -20,6 +21,7 @@ from PIL import Image, ImageDraw
 from verydeep.data.preprocess import Preprocess
 from verydeep.data.transforms import rescale_smallest
 from verydeep.data.voc import UnsafeXMLError, VocAnnotation, VocObject, load_voc, parse_voc_xml
+from verydeep.io.checkpoint import Meta, save_model
 from verydeep.localization.boxes import (
     box_iou,
     clip_boxes,
@@ -256,11 +258,51 @@ def test_dense_pass_maps_windows_back_to_the_photograph(flip):
         loc.classifier[6].bias.copy_(torch.tensor([0.5, 0.5, 1.0, 1.0]))
     prep = Preprocess.preset("torchvision")
     photo = Image.new("RGB", (192, 128))  # rescaled to smallest side 64 (Q = 448 at crop 32): 3 x 2 windows
-    boxes, post, image_post = dense_pass(photo, 128, 448, flip, Net(loc, prep, "scr"), Net(cls, prep))
+    boxes, post, image_post = dense_pass(photo, 128, 448, flip, Net(loc, prep, "scr"), [Net(cls, prep)])
     windows = sorted([[64.0 * j, 64.0 * i, 64.0 * j + 64, 64.0 * i + 64] for i in range(2) for j in range(3)])
     assert sorted(boxes[:, 0].tolist()) == windows  # factor 2 back to the photograph
     assert post.shape == (6, 3) and torch.allclose(post.sum(1), torch.ones(6))
     assert image_post.shape == (3,)
+
+
+def test_several_classifiers_score_the_boxes_with_their_mean_posteriors():
+    # a classification ensemble: each position's and the image's posteriors are the mean of each
+    # classifier's own, also when one classifier has another crop (its map resized to the box grid)
+    from verydeep.localization.protocol import dense_pass
+
+    torch.manual_seed(0)
+    prep = Preprocess.preset("torchvision")
+    c32 = Net(VGG("A", **TINY).eval(), prep)
+    c64 = Net(VGG("A", **(TINY | {"crop_size": 64})).eval(), prep)
+    loc = Net(make_loc_net(VGG("A", **TINY), "scr").eval(), prep, "scr")
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (160, 224, 3), dtype=np.uint8))
+    one = [dense_pass(photo, 160, 448, False, loc, [c]) for c in (c32, c64)]
+    boxes, post, image_post = dense_pass(photo, 160, 448, False, loc, [c32, c64])
+    torch.testing.assert_close(boxes, one[0][0])  # the boxes are the box net's alone
+    torch.testing.assert_close(post, (one[0][1] + one[1][1]) / 2)
+    torch.testing.assert_close(image_post, (one[0][2] + one[1][2]) / 2)
+    assert not torch.allclose(one[0][1], one[1][1])  # two different nets: the mean is neither
+    twice = dense_pass(photo, 160, 448, False, loc, [c32, c32])
+    torch.testing.assert_close(twice[1], one[0][1])  # the same net twice: its own posteriors
+
+
+def test_classifiers_must_share_their_classes(tmp_path):
+    from verydeep.localization.api import load_classifiers
+
+    def save(name, classes, head=None):
+        path = tmp_path / f"{name}.safetensors"
+        model = VGG("A", **TINY) if head is None else make_loc_net(VGG("A", **TINY), head)
+        config = None if head is None else {"localization": {"head": head}}
+        save_model(path, model, Meta(classes=classes, config=config))
+        return str(path)
+
+    a, b = save("a", ["cat", "dog", "fox"]), save("b", ["cat", "dog", "fox"])
+    nets, classes = load_classifiers([a, b])
+    assert len(nets) == 2 and classes == ["cat", "dog", "fox"]
+    with pytest.raises(ValueError, match=r"classes .* are not"):
+        load_classifiers([a, save("c", ["ant", "bee", "fly"])])
+    with pytest.raises(ValueError, match="is a localisation net"):
+        load_classifiers([a, save("loc", ["cat", "dog", "fox"], head="scr")])
 
 
 def synthetic_set(n=6, seed=0):
@@ -380,7 +422,7 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "dense + merging" in out and "baseline whole/gt_class" in out
     # the whole-image baseline, recomputed by hand: IoU(whole image, best GT box) > 0.5
-    report = evaluate(root, "val", [loc], cls, DenseConfig(scales=[256, 384]))
+    report = evaluate(root, "val", [loc], [cls], DenseConfig(scales=[256, 384]))
     hits = 0
     for a in load_voc(root, "val"):
         whole = torch.tensor([[0.0, 0.0, a.width, a.height]])
@@ -391,9 +433,9 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     photo = CRITTERS / "JPEGImages" / "raccoon-150.jpg"
     cls_net, _ = load_net(cls)
     with Image.open(photo) as im:
-        guesses = localize_image(im.convert("RGB"), im.size, [loc_net], cls_net, DenseConfig(flip=True))
+        guesses = localize_image(im.convert("RGB"), im.size, [loc_net], [cls_net], DenseConfig(flip=True))
         size = im.size
-        by_box = localize_image(im.convert("RGB"), size, [loc_net], cls_net, DenseConfig(rank="box"))
+        by_box = localize_image(im.convert("RGB"), size, [loc_net], [cls_net], DenseConfig(rank="box"))
     assert len(guesses) == 2 and {g.label for g in guesses} == {0, 1}
     assert [g.score for g in by_box] == sorted((g.score for g in by_box), reverse=True)
     for g in guesses:

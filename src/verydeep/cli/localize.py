@@ -22,7 +22,12 @@ def _dense_args(p: argparse.ArgumentParser) -> None:
         metavar="PATH[@Q,...]",
         help="localisation net, optionally with its own test scales (repeat: union of nets)",
     )
-    p.add_argument("--cls", required=True, help="classification net that scores the boxes")
+    p.add_argument(
+        "--cls",
+        action="append",
+        required=True,
+        help="classification net that scores the boxes (repeat: an ensemble, posteriors averaged)",
+    )
     p.add_argument("--scales", default="384", help="test scales Q in paper units, e.g. 256,384")
     p.add_argument("--flip", action="store_true", help="add the boxes of the mirrored image")
     p.add_argument("--measure", default="iou", choices=["iou", "centre"], help="merge closeness")
@@ -124,7 +129,12 @@ def _tune_parser(s: argparse._SubParsersAction) -> None:
         "--split", required=True, help="held-out split the nets did not train on, e.g. train[80%%:]"
     )
     u.add_argument("--loc", action="append", required=True, metavar="PATH[@Q,...]", help="localisation net")
-    u.add_argument("--cls", required=True, help="classification net that scores the boxes")
+    u.add_argument(
+        "--cls",
+        action="append",
+        required=True,
+        help="classification net that scores the boxes (repeat: an ensemble, posteriors averaged)",
+    )
     u.add_argument("--scale-sets", default="384;256,384", help="';'-separated scale sets to try")
     u.add_argument("--flip", action="store_true", help="also try adding the mirrored image")
     u.add_argument("--show", type=int_range(1), default=10, help="rows to print")

@@ -65,6 +65,23 @@ def load_net(path: str) -> tuple[Net, Meta]:
     return Net(model.eval(), meta.prep, loc["head"], box_size=loc.get("box_size", "linear")), meta
 
 
+def load_classifiers(paths: list[str]) -> tuple[list[Net], list[str]]:
+    """The classification nets that score the boxes (several: their posteriors are averaged) and
+    their class names, which must agree."""
+    if not paths:
+        raise ValueError("no classification net given (--cls)")
+    nets, classes = [], None
+    for path in paths:
+        net, meta = load_net(path)
+        if net.head:
+            raise ValueError(f"{path} is a localisation net; --cls takes a classification checkpoint")
+        if classes is not None and meta.classes != classes:
+            raise ValueError(f"{path}'s classes {meta.classes} are not {paths[0]}'s {classes}")
+        nets.append(net)
+        classes = meta.classes
+    return nets, classes
+
+
 def fit_localizer(
     root: str, cls_path: str, cfg: LocTrainConfig, progress: Progress = None, split: str = "train"
 ) -> tuple[VGG, Meta, dict]:
@@ -98,17 +115,16 @@ def evaluate(
     root: str,
     split: str,
     loc_paths: list[str],
-    cls_path: str,
+    cls_paths: list[str],
     cfg: DenseConfig,
     progress: Progress = None,
     train_split: str = "train",
 ) -> dict:
     """Every protocol of the report on one split: centre crop, dense + merging, baselines
-    (the mean box is that of ``train_split``)."""
+    (the mean box is that of ``train_split``); ``cls_paths``: the classifiers scoring the boxes."""
     t0 = time.process_time()
     anns, train = load_voc(root, split), load_voc(root, train_split)
-    cls, cls_meta = load_net(cls_path)
-    classes = cls_meta.classes
+    classifiers, classes = load_classifiers(cls_paths)
     locs = load_locs(loc_paths)
     k = min(5, len(classes))
     report: dict = {"split": split, "images": len(anns), "classes": classes, "k": k, "centre": {}}
@@ -123,7 +139,9 @@ def evaluate(
         except BadImageError:
             skipped.append(ann.image_id)
             continue
-        preds[ann.image_id] = localize_image(img, (ann.width, ann.height), [n for n, _ in locs], cls, cfg)
+        preds[ann.image_id] = localize_image(
+            img, (ann.width, ann.height), [n for n, _ in locs], classifiers, cfg
+        )
         if progress:
             progress(i, 0.0)
     top1 = {i: g[0].label for i, g in preds.items() if g}
@@ -144,25 +162,24 @@ def tune_merging(
     root: str,
     split: str,
     loc_paths: list[str],
-    cls_path: str,
+    cls_paths: list[str],
     scale_sets: list[list[int]],
     flips: list[bool],
     progress: Progress = None,
 ) -> dict:
     """The merge-settings grid of ``tune.py`` scored on ``split`` (hold it out of training)."""
-    cls, meta = load_net(cls_path)
-    return tune(
-        root, split, [n for n, _ in load_locs(loc_paths)], cls, meta.classes, scale_sets, flips, progress
-    )
+    classifiers, classes = load_classifiers(cls_paths)
+    locs = [n for n, _ in load_locs(loc_paths)]
+    return tune(root, split, locs, classifiers, classes, scale_sets, flips, progress)
 
 
 def predict(
-    image: str, loc_paths: list[str], cls_path: str, cfg: DenseConfig
+    image: str, loc_paths: list[str], cls_paths: list[str], cfg: DenseConfig
 ) -> tuple[Image.Image, list[Guess], list[str]]:
     """The full protocol on one photograph: (the photograph, ranked guesses, class names)."""
     if not Path(image).is_file():
         raise ValueError(f"no such image: {image}")
     img = load_image(image)
-    cls, meta = load_net(cls_path)
+    classifiers, classes = load_classifiers(cls_paths)
     locs = [n for n, _ in load_locs(loc_paths)]
-    return img, localize_image(img, img.size, locs, cls, cfg), meta.classes
+    return img, localize_image(img, img.size, locs, classifiers, cfg), classes

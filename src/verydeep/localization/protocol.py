@@ -106,12 +106,13 @@ def _side_image(img: Image.Image, side: int, flip: bool) -> torch.Tensor:
 
 @torch.no_grad()
 def dense_pass(
-    img: Image.Image, orig_min_side: int, q: int, flip: bool, loc: Net, cls: Net
+    img: Image.Image, orig_min_side: int, q: int, flip: bool, loc: Net, classifiers: list[Net]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One scale (and flip) of the full protocol.
 
     Returns the boxes (P, K, 4) of all P positions in the photograph's pixels, each position's
-    class posteriors (P, C) and the image-level posteriors (C,).
+    class posteriors (P, C) and the image-level posteriors (C,). With several classifiers both
+    posteriors are their mean (a classification ensemble, as Table 6 averages soft-max outputs).
     """
     crop = loc.model.crop_size
     side = pixels(q, crop)
@@ -122,13 +123,16 @@ def dense_pass(
     if flip:  # back to the unmirrored image
         boxes = flip_boxes(boxes, x.shape[-1])
     boxes = boxes * (orig_min_side / side)
-    side_c = pixels(q, cls.model.crop_size)
-    xc = x if side_c == side else _side_image(img, side_c, flip)
-    score_map = cls.model.eval().dense_forward(cls.prep(xc[None]))
-    image_post = score_map.mean((2, 3))[0].softmax(0)
-    post = score_map.softmax(1)
-    if post.shape[-2:] != (h, w):
-        post = F.interpolate(post, size=(h, w), mode="bilinear", align_corners=False)
+    post, image_post = 0.0, 0.0
+    for cls in classifiers:
+        side_c = pixels(q, cls.model.crop_size)
+        xc = x if side_c == side else _side_image(img, side_c, flip)
+        score_map = cls.model.eval().dense_forward(cls.prep(xc[None]))
+        image_post = image_post + score_map.mean((2, 3))[0].softmax(0) / len(classifiers)
+        p = score_map.softmax(1)
+        if p.shape[-2:] != (h, w):  # another crop or stride: onto the box map's grid
+            p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+        post = post + p / len(classifiers)
     return boxes, post[0].permute(1, 2, 0).reshape(h * w, -1), image_post
 
 
@@ -142,14 +146,19 @@ class Evidence:
 
 
 def collect_evidence(
-    img: Image.Image, orig_size: tuple[int, int], locs: list[Net], scales: list[int], flip: bool, cls: Net
+    img: Image.Image,
+    orig_size: tuple[int, int],
+    locs: list[Net],
+    scales: list[int],
+    flip: bool,
+    classifiers: list[Net],
 ) -> Evidence:
     """Dense passes of every net at its scales (``Net.scales``, else ``scales``), with flips."""
     passes = {}
     for n, loc in enumerate(locs):  # the paper's fusion: each net at its own scales (Table 9)
         for q in loc.scales or scales:
             for f in (False, True) if flip else (False,):
-                passes[(n, q, f)] = (loc.head, *dense_pass(img, min(orig_size), q, f, loc, cls))
+                passes[(n, q, f)] = (loc.head, *dense_pass(img, min(orig_size), q, f, loc, classifiers))
     return Evidence(orig_size, passes)
 
 
@@ -171,10 +180,10 @@ def merge_evidence(ev: Evidence, cfg: DenseConfig, keys: list | None = None) -> 
 
 
 def localize_image(
-    img: Image.Image, orig_size: tuple[int, int], locs: list[Net], cls: Net, cfg: DenseConfig
+    img: Image.Image, orig_size: tuple[int, int], locs: list[Net], classifiers: list[Net], cfg: DenseConfig
 ) -> list[Guess]:
     """The full protocol on one photograph (``orig_size`` = its (W, H) before any decoding shrink)."""
-    return merge_evidence(collect_evidence(img, orig_size, locs, cfg.scales, cfg.flip, cls), cfg)
+    return merge_evidence(collect_evidence(img, orig_size, locs, cfg.scales, cfg.flip, classifiers), cfg)
 
 
 @torch.no_grad()

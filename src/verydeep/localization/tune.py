@@ -81,7 +81,7 @@ def tune(
     root: str,
     split: str,
     locs: list,
-    cls,
+    classifiers: list,
     classes: list[str],
     scale_sets: list[list[int]],
     flips: list[bool],
@@ -89,7 +89,7 @@ def tune(
 ) -> dict:
     """Dense passes over ``split`` once, then the whole grid scored from them.
 
-    ``locs`` and ``cls`` are test-time ``Net``s (``api.load_locs`` / ``api.load_net``).
+    ``locs`` and ``classifiers`` are test-time ``Net``s (``api.load_locs`` / ``api.load_classifiers``).
     """
     t0 = time.process_time()
     anns = load_voc(root, split)
@@ -102,7 +102,7 @@ def tune(
             skipped.append(ann.image_id)
             continue
         evidence[ann.image_id] = collect_evidence(
-            img, (ann.width, ann.height), locs, all_scales, any(flips), cls
+            img, (ann.width, ann.height), locs, all_scales, any(flips), classifiers
         )
         if progress:
             progress(i, 0.0)
