@@ -10,7 +10,8 @@
 #   With INIT the classifier is fine-tuned from that Imagewoof net, as Appendix A starts from the
 #   classification nets; its shape (arch, width, FC width, crop) is read from INIT's metadata.
 #   CLS=<classifier checkpoint> skips step 1; SCORE_CLS="<checkpoint> ..." scores the boxes in
-#   steps 3-4 with these classifiers' mean posteriors (default: CLS alone);
+#   steps 3-4 with these classifiers' mean posteriors (default: CLS alone); BOXES_FROM=<an earlier
+#   OUTDIR> (with that run's CLS) skips step 2 and tunes and reports its box nets;
 #   LOC_LR=<rate> sets the box nets' rate (default 0.01);
 #   LOC_DROPS=0.5,0.75 divides it by 10 after those fractions of the steps (default: constant);
 #   BOX_SIZE=log regresses log width and height (R-CNN's; default linear, the paper's);
@@ -52,8 +53,9 @@ read -r -a SCORE <<< "${SCORE_CLS:-$CLS}"
 CLSARGS=()
 for c in "${SCORE[@]}"; do CLSARGS+=(--cls "$c"); done
 
-# 2. the Table 8 nets
-for v in "scr all" "pcr all" "scr fc" "pcr fc"; do
+# 2. the Table 8 nets (BOXES_FROM: an earlier run's, not trained again)
+BOXES=${BOXES_FROM:-$OUT}
+[ -n "${BOXES_FROM:-}" ] || for v in "scr all" "pcr all" "scr fc" "pcr fc"; do
   set -- $v
   t $VD localize train --data "$D" --split "train[:80%]" --init "$CLS" --out "$OUT/$1-$2.safetensors" \
     --head "$1" --finetune "$2" --steps "$([ "$2" = fc ] && echo "${STEPS_FC:-600}" || echo "${STEPS_ALL:-600}")" \
@@ -62,7 +64,7 @@ done
 
 # 3. choose merging and scales on held-out photographs, per net
 for n in scr-all pcr-all scr-fc pcr-fc; do
-  t $VD localize tune --data "$D" --split "train[80%:]" "${CLSARGS[@]}" --loc "$OUT/$n.safetensors" \
+  t $VD localize tune --data "$D" --split "train[80%:]" "${CLSARGS[@]}" --loc "$BOXES/$n.safetensors" \
     --scale-sets "256;384;256,384" --flip --json "$OUT/tune-$n.json" --show 5
 done
 
@@ -71,7 +73,7 @@ for n in scr-all pcr-all scr-fc pcr-fc; do
   FLAGS=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['best']['flags'])" "$OUT/tune-$n.json")
   # shellcheck disable=SC2086
   t $VD localize eval --data "$D" --split val --train-split "train[:80%]" "${CLSARGS[@]}" \
-    --loc "$OUT/$n.safetensors" $FLAGS --json "$OUT/val-$n.json"
+    --loc "$BOXES/$n.safetensors" $FLAGS --json "$OUT/val-$n.json"
 done
 t $VD localize eval --data "$D" --split val --train-split "train[:80%]" "${CLSARGS[@]}" \
-  --loc "$OUT/scr-all.safetensors" --json "$OUT/val-scr-all-defaults.json"
+  --loc "$BOXES/scr-all.safetensors" --json "$OUT/val-scr-all-defaults.json"
