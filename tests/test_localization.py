@@ -248,7 +248,7 @@ def test_window_boxes_against_a_loop():
 @pytest.mark.parametrize("flip", [False, True])
 def test_dense_pass_maps_windows_back_to_the_photograph(flip):
     # a box net whose every output is "the whole window" returns the receptive windows themselves
-    from verydeep.localization.protocol import dense_pass
+    from verydeep.localization.protocol import classify_pass, dense_pass
 
     torch.manual_seed(0)
     cls = VGG("A", **TINY).eval()
@@ -258,7 +258,8 @@ def test_dense_pass_maps_windows_back_to_the_photograph(flip):
         loc.classifier[6].bias.copy_(torch.tensor([0.5, 0.5, 1.0, 1.0]))
     prep = Preprocess.preset("torchvision")
     photo = Image.new("RGB", (192, 128))  # rescaled to smallest side 64 (Q = 448 at crop 32): 3 x 2 windows
-    boxes, post, image_post = dense_pass(photo, 128, 448, flip, Net(loc, prep, "scr"), [Net(cls, prep)])
+    classified = classify_pass(photo, 448, flip, [Net(cls, prep)])
+    boxes, post, image_post = dense_pass(photo, 128, 448, flip, Net(loc, prep, "scr"), classified)
     windows = sorted([[64.0 * j, 64.0 * i, 64.0 * j + 64, 64.0 * i + 64] for i in range(2) for j in range(3)])
     assert sorted(boxes[:, 0].tolist()) == windows  # factor 2 back to the photograph
     assert post.shape == (6, 3) and torch.allclose(post.sum(1), torch.ones(6))
@@ -268,7 +269,8 @@ def test_dense_pass_maps_windows_back_to_the_photograph(flip):
 def test_several_classifiers_score_the_boxes_with_their_mean_posteriors():
     # a classification ensemble: each position's and the image's posteriors are the mean of each
     # classifier's own, also when one classifier has another crop (its map resized to the box grid)
-    from verydeep.localization.protocol import dense_pass
+    from verydeep.localization.protocol import classify_pass
+    from verydeep.localization.protocol import dense_pass as scored_pass
 
     torch.manual_seed(0)
     prep = Preprocess.preset("torchvision")
@@ -276,6 +278,10 @@ def test_several_classifiers_score_the_boxes_with_their_mean_posteriors():
     c64 = Net(VGG("A", **(TINY | {"crop_size": 64})).eval(), prep)
     loc = Net(make_loc_net(VGG("A", **TINY), "scr").eval(), prep, "scr")
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (160, 224, 3), dtype=np.uint8))
+
+    def dense_pass(photo, side, q, flip, loc, classifiers):  # the box net scored by these classifiers
+        return scored_pass(photo, side, q, flip, loc, classify_pass(photo, q, flip, classifiers))
+
     one = [dense_pass(photo, 160, 448, False, loc, [c]) for c in (c32, c64)]
     boxes, post, image_post = dense_pass(photo, 160, 448, False, loc, [c32, c64])
     torch.testing.assert_close(boxes, one[0][0])  # the boxes are the box net's alone
@@ -284,6 +290,30 @@ def test_several_classifiers_score_the_boxes_with_their_mean_posteriors():
     assert not torch.allclose(one[0][1], one[1][1])  # two different nets: the mean is neither
     twice = dense_pass(photo, 160, 448, False, loc, [c32, c32])
     torch.testing.assert_close(twice[1], one[0][1])  # the same net twice: its own posteriors
+
+
+def test_collect_evidence_runs_each_classifier_once_per_scale_and_flip():
+    # two box nets at the same scales share the classifiers' dense passes, and each net's evidence
+    # is what it gets alone (the classifiers do not depend on the box net)
+    from verydeep.localization.protocol import collect_evidence
+
+    torch.manual_seed(0)
+    prep = Preprocess.preset("torchvision")
+    cls = Net(VGG("A", **TINY).eval(), prep)
+    locs = [Net(make_loc_net(VGG("A", **TINY), h).eval(), prep, h) for h in ("scr", "pcr")]
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 255, (160, 224, 3), dtype=np.uint8))
+    calls = []
+    forward = cls.model.dense_forward
+    cls.model.dense_forward = lambda x: calls.append(x.shape) or forward(x)
+    both = collect_evidence(photo, (224, 160), locs, [256, 448], True, [cls])
+    assert len(calls) == 4  # 2 scales x 2 flips, not x 2 box nets
+    for n, loc in enumerate(locs):
+        alone = collect_evidence(photo, (224, 160), [loc], [256, 448], True, [cls])
+        for (q, f), got in ((k[1:], v) for k, v in both.passes.items() if k[0] == n):
+            want = alone.passes[(0, q, f)]
+            assert got[0] == want[0] == loc.head
+            for a, b in zip(got[1:], want[1:], strict=True):
+                torch.testing.assert_close(a, b)
 
 
 def test_classifiers_must_share_their_classes(tmp_path):

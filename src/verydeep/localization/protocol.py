@@ -104,11 +104,34 @@ def _side_image(img: Image.Image, side: int, flip: bool) -> torch.Tensor:
     return x.flip(-1) if flip else x
 
 
+@dataclass
+class ClassMap:
+    """One classifier's dense output at one Q (and flip): what scores the boxes."""
+
+    posteriors: torch.Tensor  # (1, C, h, w): soft-max at each position of its own score map
+    image: torch.Tensor  # (C,): soft-max of the spatially averaged score map
+
+
+@torch.no_grad()
+def classify_pass(img: Image.Image, q: int, flip: bool, classifiers: list[Net]) -> list[ClassMap]:
+    """Each classifier run densely at Q (its own crop sets the pixels); one entry per classifier.
+
+    It does not depend on the box nets, so ``collect_evidence`` runs it once per (Q, flip) and
+    every box net at that Q reuses it.
+    """
+    out = []
+    for cls in classifiers:
+        x = _side_image(img, pixels(q, cls.model.crop_size), flip)
+        score_map = cls.model.eval().dense_forward(cls.prep(x[None]))
+        out.append(ClassMap(score_map.softmax(1), score_map.mean((2, 3))[0].softmax(0)))
+    return out
+
+
 @torch.no_grad()
 def dense_pass(
-    img: Image.Image, orig_min_side: int, q: int, flip: bool, loc: Net, classifiers: list[Net]
+    img: Image.Image, orig_min_side: int, q: int, flip: bool, loc: Net, classified: list[ClassMap]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One scale (and flip) of the full protocol.
+    """One scale (and flip) of the full protocol, scored by ``classify_pass`` at the same Q, flip.
 
     Returns the boxes (P, K, 4) of all P positions in the photograph's pixels, each position's
     class posteriors (P, C) and the image-level posteriors (C,). With several classifiers both
@@ -124,15 +147,12 @@ def dense_pass(
         boxes = flip_boxes(boxes, x.shape[-1])
     boxes = boxes * (orig_min_side / side)
     post, image_post = 0.0, 0.0
-    for cls in classifiers:
-        side_c = pixels(q, cls.model.crop_size)
-        xc = x if side_c == side else _side_image(img, side_c, flip)
-        score_map = cls.model.eval().dense_forward(cls.prep(xc[None]))
-        image_post = image_post + score_map.mean((2, 3))[0].softmax(0) / len(classifiers)
-        p = score_map.softmax(1)
+    for c in classified:
+        p = c.posteriors
         if p.shape[-2:] != (h, w):  # another crop or stride: onto the box map's grid
             p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
-        post = post + p / len(classifiers)
+        post = post + p / len(classified)
+        image_post = image_post + c.image / len(classified)
     return boxes, post[0].permute(1, 2, 0).reshape(h * w, -1), image_post
 
 
@@ -153,12 +173,20 @@ def collect_evidence(
     flip: bool,
     classifiers: list[Net],
 ) -> Evidence:
-    """Dense passes of every net at its scales (``Net.scales``, else ``scales``), with flips."""
-    passes = {}
+    """Dense passes of every net at its scales (``Net.scales``, else ``scales``), with flips.
+
+    The classifiers run once per (Q, flip), however many box nets share that Q.
+    """
+    passes, classified = {}, {}
     for n, loc in enumerate(locs):  # the paper's fusion: each net at its own scales (Table 9)
         for q in loc.scales or scales:
             for f in (False, True) if flip else (False,):
-                passes[(n, q, f)] = (loc.head, *dense_pass(img, min(orig_size), q, f, loc, classifiers))
+                if (q, f) not in classified:
+                    classified[(q, f)] = classify_pass(img, q, f, classifiers)
+                passes[(n, q, f)] = (
+                    loc.head,
+                    *dense_pass(img, min(orig_size), q, f, loc, classified[(q, f)]),
+                )
     return Evidence(orig_size, passes)
 
 
