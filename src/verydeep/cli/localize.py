@@ -128,7 +128,13 @@ def _tune_parser(s: argparse._SubParsersAction) -> None:
     u.add_argument(
         "--split", required=True, help="held-out split the nets did not train on, e.g. train[80%%:]"
     )
-    u.add_argument("--loc", action="append", required=True, metavar="PATH[@Q,...]", help="localisation net")
+    u.add_argument(
+        "--loc",
+        action="append",
+        required=True,
+        metavar="PATH[@Q,...]",
+        help="localisation net; @Q,... fixes its own test scales (repeat: boxes of all nets pooled)",
+    )
     u.add_argument(
         "--cls",
         action="append",
