@@ -152,6 +152,19 @@ def test_estimate_scales_measured_steps_to_the_plan(fmnist_root, tmp_path, capsy
     assert "no such runs in the plan: F-256" in capsys.readouterr().err
 
 
+def test_study_only_with_no_names_is_an_error_not_the_whole_study(tmp_path, capsys, monkeypatch):
+    # `--only "$RUNS"` with an empty variable: one line, nothing trained (it used to run every run)
+    import verydeep.study.runner as runner
+
+    called = []
+    monkeypatch.setattr(runner, "run_study", lambda *a, **k: called.append(k) or {})
+    config = str(ROOT / "experiments" / "study.toml")
+    for empty in ("", " , "):
+        assert main(["study", "--config", config, "--out-dir", str(tmp_path), "--only", empty]) == 2
+        assert "--only: no run names given" in capsys.readouterr().err
+    assert called == []
+
+
 def test_estimate_table_says_whether_the_budget_holds():
     from verydeep.study.estimate import estimate_table
 

@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
         spec.out_dir = args.out_dir
     if args.results_dir is not None:
         spec.results_dir = args.results_dir
-    names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    names = None if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
+    if names == []:  # an empty variable in a script must not mean "the whole study" (hours)
+        raise ValueError("--only: no run names given (e.g. --only D-jit,E-jit)")
     unknown = sorted(set(names or []) - {r.name for r in build_plan(spec)})
     if unknown:
         raise ValueError(f"--only: no such runs in the plan: {', '.join(unknown)}")
