@@ -201,3 +201,38 @@ def test_localize_rate_drops_are_checked_before_any_work(tmp_path, capsys, drops
     assert code == 2 and "Traceback" not in err, err
     assert needle in err.strip().splitlines()[-1], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["eval", "--scales", ""], "scales must be one or more integers in [1, 4096]"),
+        (["eval", "--scales", "0"], "scales must be one or more integers in [1, 4096]"),
+        (["predict", "--scales", "384,5000"], "scales must be one or more integers in [1, 4096]"),
+        (["eval", "--threshold", "-3"], "merge threshold for iou must be in [0, 1]"),
+        (["eval", "--threshold", "nan"], "merge threshold for iou must be in [0, 1]"),
+        (
+            ["eval", "--measure", "centre", "--threshold", "-0.1"],
+            "merge threshold for centre must be in [0, inf]",
+        ),
+        (["tune", "--scale-sets", ";"], "give at least one scale set"),
+        (["tune", "--scale-sets", "384;0"], "scales must be one or more integers in [1, 4096]"),
+        (["tune", "--loc", "pcr.safetensors@"], "scales must be one or more integers in [1, 4096]"),
+    ],
+)
+def test_localize_scales_and_merging_are_checked_before_any_work(tmp_path, capsys, argv, needle):
+    # each of these ran (Q = 0, a negative IoU) or failed only after the dense pass over the split
+    # (an empty scale set: IndexError); now one line before any checkpoint or photograph is read
+    action, *flags = argv
+    where = ["photo.jpg"] if action == "predict" else ["--data", str(tmp_path), "--split", "val"]
+    nets = [] if "--loc" in flags else ["--loc", str(tmp_path / "loc.safetensors")]
+    out = tmp_path / "out.json"
+    json_flag = [] if action == "predict" else ["--json", str(out)]
+    code = main(
+        ["localize", action, *where, *nets, "--cls", str(tmp_path / "c.safetensors"), *json_flag, *flags]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("verydeep localize: error: "), err
+    assert needle in err.strip().splitlines()[-1], err
+    assert not out.exists()

@@ -24,17 +24,20 @@ from ..models.vgg import VGG
 from .data import load_scaled
 from .metrics import baseline_guesses, gt_labels, loc_error, mean_training_box
 from .net import LocTrainConfig, make_loc_net, train_localizer
-from .protocol import DenseConfig, Guess, Net, centre_crop_guesses, localize_image
+from .protocol import DenseConfig, Guess, Net, centre_crop_guesses, check_scales, localize_image
 from .tune import tune
 
 Progress = Callable[[int, float], None] | None
 
 
 def parse_scales(text: str) -> list[int]:
+    """Comma-separated test scales Q in paper units: at least one, each in [1, MAX_SCALE]."""
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        scales = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"scales must be comma-separated integers, got {text!r}") from None
+    check_scales(scales, repr(text))
+    return scales
 
 
 def parse_loc(spec: str) -> tuple[str, list[int] | None]:
@@ -46,8 +49,7 @@ def parse_loc(spec: str) -> tuple[str, list[int] | None]:
 def load_locs(specs: list[str]) -> list[tuple[Net, Meta]]:
     """Localisation nets from ``PATH[@Q1,Q2]`` specs."""
     out = []
-    for spec in specs:
-        path, scales = parse_loc(spec)
+    for path, scales in [parse_loc(spec) for spec in specs]:  # every spec parsed before any load
         net, meta = load_net(path)
         if not net.head:
             raise ValueError(f"{path} is not a localisation net (train one with `localize train`)")
@@ -124,8 +126,8 @@ def evaluate(
     (the mean box is that of ``train_split``); ``cls_paths``: the classifiers scoring the boxes."""
     t0 = time.process_time()
     anns, train = load_voc(root, split), load_voc(root, train_split)
+    locs = load_locs(loc_paths)  # first: a malformed PATH@Q is refused before any file is read
     classifiers, classes = load_classifiers(cls_paths)
-    locs = load_locs(loc_paths)
     k = min(5, len(classes))
     report: dict = {"split": split, "images": len(anns), "classes": classes, "k": k, "centre": {}}
     for path, (loc, meta) in zip(loc_paths, locs, strict=True):
@@ -168,8 +170,12 @@ def tune_merging(
     progress: Progress = None,
 ) -> dict:
     """The merge-settings grid of ``tune.py`` scored on ``split`` (hold it out of training)."""
+    if not scale_sets or not flips:  # checked before the dense pass over the split, not after it
+        raise ValueError("tune: give at least one scale set (e.g. 384;256,384) and one flip setting")
+    for qs in scale_sets:
+        check_scales(qs, str(qs))
+    locs = [n for n, _ in load_locs(loc_paths)]  # first: a malformed PATH@Q before any file
     classifiers, classes = load_classifiers(cls_paths)
-    locs = [n for n, _ in load_locs(loc_paths)]
     return tune(root, split, locs, classifiers, classes, scale_sets, flips, progress)
 
 
@@ -180,6 +186,6 @@ def predict(
     if not Path(image).is_file():
         raise ValueError(f"no such image: {image}")
     img = load_image(image)
+    locs = [n for n, _ in load_locs(loc_paths)]  # first: a malformed PATH@Q before any file
     classifiers, classes = load_classifiers(cls_paths)
-    locs = [n for n, _ in load_locs(loc_paths)]
     return img, localize_image(img, img.size, locs, classifiers, cfg), classes

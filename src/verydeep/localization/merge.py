@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,11 @@ class MergeConfig:
             raise ValueError(f"merge average must be count, pair or score, got {self.average!r}")
         if self.score not in ("sum", "max"):
             raise ValueError(f"merge score must be sum or max, got {self.score!r}")
+        hi = 1.0 if self.measure == "iou" else math.inf  # an IoU is in [0, 1]; a distance is not bounded
+        if not 0 <= self.threshold <= hi:  # NaN fails it too
+            raise ValueError(
+                f"merge threshold for {self.measure} must be in [0, {hi:g}], got {self.threshold}"
+            )
 
 
 def closeness(b: torch.Tensor, measure: str) -> torch.Tensor:
