@@ -1,6 +1,7 @@
 """SVMs and metrics: hand-computed AP and recall, scikit-learn as oracle, an end-to-end run on real photos."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -314,3 +315,69 @@ def test_transfer_table_chooses_the_descriptor_by_training_cross_validation(tmp_
     assert "| imagewoof | Q={512,768} averaged | 6 | 80.0 |" in out
     assert "| imagewoof | q512 | - | 50.0 |" in out
     assert "| imagewoof | 60.0 (q256: single scale Q=256; cv 70.0) | - |" in out
+
+
+def _pair_files(tmp_path, **test_changes) -> tuple[str, str]:
+    """Two small multi-class descriptor files (fc7, 8-D, 2 classes x 6); ``test_changes`` alters
+    the test file: ``features``, ``labels`` or descriptor ``info`` entries."""
+    from verydeep.io.features import save_descriptors
+
+    x, y = blobs(6, 2, seed=0)
+    info = {"descriptor": {"layer": "fc7", "scales": [384.0], "combine": "average"}}
+    paths, classes = [f"{i}.jpg" for i in range(len(y))], ["ants", "bees"]
+    save_descriptors(tmp_path / "tr.safetensors", Descriptors(x, y, paths, classes, info))
+    test = {"features": x, "labels": y} | {k: v for k, v in test_changes.items() if k != "info"}
+    test_info = {"descriptor": info["descriptor"] | test_changes.get("info", {})}
+    n = len(test["labels"])
+    d = Descriptors(test["features"], test["labels"], paths[:n], classes, test_info)
+    save_descriptors(tmp_path / "te.safetensors", d)
+    return str(tmp_path / "tr.safetensors"), str(tmp_path / "te.safetensors")
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"features": np.zeros((12, 16), np.float32)}, "8-D; test ones multiclass, 16-D"),
+        ({"info": {"layer": "fc6"}}, "made differently: layer fc7 against fc6"),
+        ({"info": {"scales": [256.0, 384.0]}}, "made differently: scales"),
+    ],
+)
+def test_train_and_test_descriptors_must_match_before_any_svm(tmp_path, capsys, change, needle):
+    # a 16-D against a 32-D file used to fail inside numpy after the whole C search; another layer
+    # or other scales (same dimension) used to give a number
+    train, test = _pair_files(tmp_path, **change)
+    assert main(["transfer", train, test]) == 2
+    assert needle in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "labels, features, needle",
+    [
+        (np.array([], dtype=np.int64), np.zeros((0, 4), np.float32), "no descriptors (0 images)"),
+        (np.array([0, 7]), np.zeros((2, 4), np.float32), "labels outside [0, 2)"),
+        (np.array([0, 1]), np.array([[0, 0, 0, np.nan], [1, 1, 1, 1]], np.float32), "NaN or inf"),
+    ],
+)
+def test_a_descriptor_file_that_cannot_be_scored_is_refused(labels, features, needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        Descriptors(features, labels, [f"{i}.jpg" for i in range(len(labels))], ["ants", "bees"])
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--per-class", "1", "--folds", "0"], "has 1 training image(s); choosing C by a held-out part"),
+        (
+            ["--per-class", "2"],
+            "has 2 training image(s); choosing C by 3-fold cross-validation needs at least 3",
+        ),
+        (["--per-class", "2", "--drop-class", "ants", "--drop-class", "bees"], "leaves 0 class(es)"),
+    ],
+)
+def test_caltech_splits_too_small_to_choose_c_are_one_line(tmp_path, capsys, args, needle):
+    # these raised IndexError, or printed 30 lines of numpy warnings and a recall from empty folds
+    train, _ = _pair_files(tmp_path)
+    assert main(["transfer", train, *args]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Warning" not in err, err
+    assert needle in err.strip().splitlines()[-1], err

@@ -35,6 +35,8 @@ def drop_classes(d: object, names: list[str]) -> object:
     if d.labels.ndim == 2:
         raise ValueError("classes can be dropped from multi-class (Caltech-style) descriptors only")
     keep_cls = [c for c in d.classes if c not in names]
+    if len(keep_cls) < 2:
+        raise ValueError(f"dropping {', '.join(names)} leaves {len(keep_cls)} class(es); SVMs need 2 or more")
     new_index = {d.classes.index(c): i for i, c in enumerate(keep_cls)}
     rows = np.flatnonzero(np.isin(d.labels, list(new_index)))
     labels = np.array([new_index[int(v)] for v in d.labels[rows]], dtype=d.labels.dtype)
@@ -46,7 +48,7 @@ def caltech_splits(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``n_splits`` random (train, test) index pairs: ``n_train`` per class, up to ``n_test`` of the rest."""
     counts = np.bincount(labels)
-    short = [c for c in np.unique(labels) if counts[c] <= n_train]
+    short = [int(c) for c in np.unique(labels) if counts[c] <= n_train]
     if short:
         raise ValueError(f"classes {short[:5]} have <= {n_train} images; lower the training images per class")
     rng = np.random.default_rng(seed)

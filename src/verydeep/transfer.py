@@ -252,6 +252,36 @@ def _c_words(c: float | list, cfg: SVMConfig) -> str:
     return f"C={c:g} by {how} of the training data"
 
 
+# what makes two descriptor files comparable (batch size, precision, timings may differ)
+DESCRIPTOR_KEYS = ("layer", "scales", "units", "combine", "flip", "normalise_each_scale", "align", "grey")
+
+
+def check_pair(train: object, test: object) -> None:
+    """Train and test ``Descriptors`` must share classes, dimension, task and descriptor recipe."""
+    if list(test.classes) != list(train.classes):
+        raise ValueError(f"train classes {train.classes[:5]} differ from test classes {test.classes[:5]}")
+    if test.task != train.task or test.features.shape[1] != train.features.shape[1]:
+        raise ValueError(
+            f"train descriptors are {train.task}, {train.features.shape[1]}-D; test ones {test.task}, "
+            f"{test.features.shape[1]}-D (made from another layer, scales or net?)"
+        )
+    a, b = train.info.get("descriptor", {}), test.info.get("descriptor", {})
+    differ = [k for k in DESCRIPTOR_KEYS if k in a and k in b and a[k] != b[k]]
+    if differ:
+        k = differ[0]
+        raise ValueError(f"train and test descriptors were made differently: {k} {a[k]} against {b[k]}")
+
+
+def _check_c_split(per_class: int, cfg: SVMConfig, smallest: str) -> None:
+    need = max(2, cfg.folds)  # a fold without some class scores nothing for it
+    if per_class < need:
+        how = f"{cfg.folds}-fold cross-validation" if cfg.folds else "a held-out part (--folds 0)"
+        raise ValueError(
+            f"class {smallest!r} has {per_class} training image(s); choosing C by {how} needs at least "
+            f"{need} per class (fewer --folds, or more training images per class)"
+        )
+
+
 def run_transfer(
     train: object,
     test: object | None,
@@ -267,11 +297,16 @@ def run_transfer(
     """
     from .caltech import caltech_protocol  # that module builds on this one
 
-    if test is not None and list(test.classes) != list(train.classes):
-        raise ValueError(f"train classes {train.classes[:5]} differ from test classes {test.classes[:5]}")
+    if test is not None:
+        check_pair(train, test)
     k = len(train.classes)
     multilabel = train.labels.ndim == 2
     metric = f"mAP ({cfg.ap})" if multilabel else "mean class recall"
+    if not multilabel:  # the smallest class must fill every part that chooses C
+        counts = np.bincount(train.labels, minlength=k)
+        _check_c_split(
+            n_train if n_train > 0 else int(counts.min()), cfg, train.classes[int(counts.argmin())]
+        )
     if multilabel or n_train <= 0:
         if test is None:
             raise ValueError("a test descriptor file is needed (or --per-class for Caltech-style splits)")

@@ -56,6 +56,12 @@ class Descriptors:
             )
         if self.labels.ndim == 2 and self.labels.shape[1] != len(self.classes):
             raise ValueError(f"{self.labels.shape[1]} label columns but {len(self.classes)} classes")
+        if n == 0:
+            raise ValueError("no descriptors (0 images)")
+        if self.labels.ndim == 1 and not (self.labels.min() >= 0 and self.labels.max() < len(self.classes)):
+            raise ValueError(f"labels outside [0, {len(self.classes)}): the file's classes do not cover them")
+        if not np.isfinite(self.features).all():
+            raise ValueError("descriptors hold NaN or inf")
 
     @property
     def task(self) -> str:
