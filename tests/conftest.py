@@ -1,9 +1,14 @@
 """Shared fixtures: where the real data lives, and skips with a reason when it is absent."""
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+# helpers beside the tests (voc_tree, image_corpus, _tiny_nets): --import-mode=importlib does not
+# put this folder on sys.path
+sys.path.insert(0, str(Path(__file__).parent))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")

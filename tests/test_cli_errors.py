@@ -58,7 +58,10 @@ def folder(root: Path, classes: tuple[str, ...]) -> Path:
         (("model.colour=red",), "", ("unknown key", "colour")),
         ((), "[modle]\narch = 'A'\n", ("unknown section", "modle")),
         ((), "[optim]\nlr = 'fast'\n", ("optim.lr expects float",)),
-        ((), "[optim\n", ("Expected ']'",)),
+        ((), "[optim\n", ("c.toml is not valid TOML", "Expected ']'")),
+        ((), "model = 3\n", ("[model] must be a table of keys, got int",)),  # was a TypeError traceback
+        ((), "[[model]]\narch = 'A'\n", ("[model] must be a table of keys, got list",)),
+        (("data.dataset=imagefolder", "data.root="), "", ("data.root must be a folder (not empty)",)),
         (("model.arch=Z",), "", ("unknown VGG config 'Z'",)),
         (("data.on_bad_image=ignore",), "", ("data.on_bad_image must be one of skip | fail",)),
     ],
@@ -236,3 +239,31 @@ def test_localize_scales_and_merging_are_checked_before_any_work(tmp_path, capsy
     assert err.strip().splitlines()[-1].startswith("verydeep localize: error: "), err
     assert needle in err.strip().splitlines()[-1], err
     assert not out.exists()
+
+
+def test_a_voc_test_split_that_does_not_exist_is_refused_not_skipped(tmp_path, capsys):
+    # it used to train and end with no test error at all
+    from voc_tree import make_voc
+
+    root = make_voc(tmp_path / "voc", {f"{c}{i}": [(c, 0, (1, 1, 30, 30))] for c in "ab" for i in range(3)})
+    for f in (root / "ImageSets/Main/train.txt").read_text().split():
+        Image.new("RGB", (40, 40)).save(root / "JPEGImages" / f"{f}.jpg")
+    voc = [
+        "data.dataset=voc",
+        f"data.root={root}",
+        "data.test_split=tset",
+        "train.eval_test=true",  # TINY turns it off
+        f"train.out_dir={tmp_path / 'run'}",
+    ]
+    one_line_error(*train(capsys, *TINY, *voc), "data.test_split 'tset'", "tset.txt", "train.eval_test=false")
+    assert not (tmp_path / "run").exists()
+
+
+def test_bench_save_path_is_checked_before_any_timing(tmp_path, capsys, monkeypatch):
+    import verydeep.bench as bench
+
+    ran = []
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: ran.append(a) or {})
+    (tmp_path / "file").write_text("x")
+    assert main(["bench", "--quick", "--only", "lrn", "--save", str(tmp_path / "file" / "b.json")]) == 2
+    assert "is not a directory" in capsys.readouterr().err and ran == []

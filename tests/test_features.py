@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from verydeep.cli import main
 from verydeep.config import pixels
 from verydeep.data.preprocess import Preprocess
 from verydeep.data.transforms import rescaled_size
@@ -323,3 +324,20 @@ def test_decoding_workers_rule_and_workers_give_the_same_descriptors(tmp_path):
     in_workers, kept2 = describe_paths(net, PREP, paths, cfg, workers=2)
     assert kept == kept2 == list(range(5))
     torch.testing.assert_close(main_process, in_workers)
+
+
+def test_features_on_a_voc_root_need_a_split_and_a_descriptor_suffix(tmp_path, capsys, monkeypatch):
+    # both used to be found late or never: a VOC root without --split read `train` silently, and a
+    # .txt output failed only after every image was described
+    from voc_tree import make_voc
+
+    import verydeep.features as features
+
+    root = make_voc(tmp_path / "voc", {"a": [("cat", 0, (1, 1, 9, 9))]})
+    with pytest.raises(ValueError, match=r"is a VOC root: name its split"):
+        labelled_images(root)
+    described = []
+    monkeypatch.setattr(features, "describe_dataset", lambda *a, **k: described.append(a))
+    ckpt = tmp_path / "missing.safetensors"
+    assert main(["features", str(ckpt), str(root), "--split", "train", "--out", str(tmp_path / "d.txt")]) == 2
+    assert "must end in .safetensors or .npz" in capsys.readouterr().err and described == []

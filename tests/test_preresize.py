@@ -57,3 +57,19 @@ def test_preresize_errors(tmp_path):
         main(["preresize", str(src), str(tmp_path / "o"), "--smallest-side", "0"])
     assert stop.value.code == 2 and not (tmp_path / "o").exists()
     assert main(["preresize", str(src), str(tmp_path / "o")]) == 2  # no S given
+
+
+def test_an_empty_destination_or_a_source_inside_it_is_refused(tmp_path, capsys):
+    # "" used to mean the working directory; SRC inside DST put the copies among the originals
+    src = tmp_path / "top" / "src" / "cls"
+    src.mkdir(parents=True)
+    Image.new("RGB", (64, 48)).save(src / "a.jpg")
+    with pytest.raises(ValueError, match="destination folder is empty"):
+        preresize(src.parent, "", 32)
+    with pytest.raises(ValueError, match="source must lie outside the destination"):
+        preresize(src.parent, tmp_path / "top", 32)
+    assert main(["preresize", str(src.parent), "", "--smallest-side", "32"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "verydeep preresize: error: the destination folder is empty: name a new folder"
+    ]
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.jpg"]

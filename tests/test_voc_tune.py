@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from voc_tree import make_voc
 
 from verydeep.data.voc import VocAnnotation, VocObject, image_level_samples, read_split
 from verydeep.data.voc_labels import read_voc_labels
@@ -15,21 +16,6 @@ from verydeep.localization.tune import candidates, score_grid
 CRITTERS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "critters-voc"
 needs_critters = pytest.mark.skipif(not CRITTERS.is_dir(), reason=f"real data absent: {CRITTERS}")
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-XML = """<annotation><filename>{i}.jpg</filename><size><width>300</width><height>200</height>
-<depth>3</depth></size>{objects}</annotation>"""
-OBJ = "<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
-OBJ += "<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
-
-
-def make_voc(root: Path, images: dict[str, list[tuple[str, int, tuple]]], prefix: str = "") -> Path:
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for i, objs in images.items():
-        body = "".join(OBJ.format(n=n, d=d, b=b) for n, d, b in objs)
-        (root / "Annotations" / f"{i}.xml").write_text(prefix + XML.format(i=i, objects=body))
-    (root / "ImageSets/Main/train.txt").write_text("\n".join(images) + "\n")
-    return root
 
 
 @needs_critters

@@ -56,7 +56,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     dataset: str = spec("fashion-mnist", choices=("fashion-mnist", "imagefolder", "voc"))
-    root: str = spec("/usr/share/datasets/fashion-mnist", words="a folder")
+    # not empty: "" would be the working directory, every subfolder a class
+    root: str = spec("/usr/share/datasets/fashion-mnist", pattern=r".*\S.*", words="a folder (not empty)")
     # S (paper units: pixels at crop 224), or [Smin, Smax] for jittering
     scale: list[int] = spec([256], lo=224, hi=MAX_SCALE)  # noqa: RUF009 (spec gives a default_factory)
     test_scale: int = spec(
@@ -199,6 +200,8 @@ class RunConfig:
         for f in dataclasses.fields(cls):
             sub_cls = _TYPES[f.name]
             values = d.get(f.name, {})
+            if not isinstance(values, dict):  # `model = 3` or `[[model]]` in the TOML
+                raise ValueError(f"[{f.name}] must be a table of keys, got {type(values).__name__}")
             known = {g.name for g in dataclasses.fields(sub_cls)}
             unknown = set(values) - known
             if unknown:
@@ -217,8 +220,11 @@ class RunConfig:
             p = Path(path)
             if not p.is_file():
                 raise ValueError(f"config file not found: {p}")
-            with p.open("rb") as fh:
-                d = tomllib.load(fh)
+            try:
+                with p.open("rb") as fh:
+                    d = tomllib.load(fh)
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(f"config file {p} is not valid TOML: {e}") from None
         for item in overrides:
             key, sep, raw = item.partition("=")
             section, _, name = key.strip().partition(".")

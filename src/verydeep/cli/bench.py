@@ -76,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.isa == "avx2" and not isa_capped():
         _restart_capped()
+    if args.save:
+        from ..io.checkpoint import output_target
+
+        output_target(args.save)  # a bad path fails now, not after a quarter of an hour of timing
     cfg = BenchConfig.make(
         quick=args.quick,
         rounds=args.rounds,

@@ -19,7 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", help="verydeep .safetensors checkpoint (or imported weights)")
     p.add_argument("data", help="ImageFolder root (<class>/<image>) or VOC root (Annotations/, ImageSets/)")
-    p.add_argument("--split", default="", help="VOC: ImageSets/Main/<split>.txt; ImageFolder: a sub-folder")
+    p.add_argument(
+        "--split",
+        default="",
+        help="VOC: ImageSets/Main/<split>.txt (required); ImageFolder: a sub-folder (default: the root)",
+    )
     p.add_argument("--out", required=True, help="output file, .safetensors or .npz")
     _descriptor_args(p)
     _run_args(p)
@@ -94,9 +98,10 @@ def run(args: argparse.Namespace) -> int:
     from ..distributed import resolve_device
     from ..features import DescriptorConfig, describe_dataset
     from ..io.checkpoint import load_model, output_target
-    from ..io.features import save_descriptors
+    from ..io.features import check_descriptor_path, save_descriptors
 
-    output_target(args.out)  # a bad output path fails before any image is read
+    check_descriptor_path(args.out)  # a bad output path fails before any image is read
+    output_target(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     model, meta = load_model(args.checkpoint, resolve_device(args.device, what="--device"))

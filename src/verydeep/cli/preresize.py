@@ -45,15 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from tqdm import tqdm
 
-    from ..io.preresize import plan, preresize
+    from ..io.preresize import check_trees, plan, preresize
 
     if args.smallest_side is None:
         raise ValueError("--smallest-side S is required (the largest training S, in pixels)")
-    total = len(plan(Path(args.src), Path(args.dst))) if Path(args.src).is_dir() else None
+    total = len(plan(*check_trees(args.src, args.dst)))  # checked before the tree is scanned
     with tqdm(total=total, desc="preresize", unit="img") as bar:
         counts = preresize(
             args.src,

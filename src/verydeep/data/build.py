@@ -182,6 +182,11 @@ def _scan(cfg: RunConfig) -> tuple[list, list[str], Callable[[], list] | None]:
     if d.dataset == "voc":
         samples, classes = image_level_samples(root, d.train_split)
         has_test = split_file(root, d.test_split).is_file()
+        if cfg.train.eval_test and not has_test:  # a typo must not silently drop the test error
+            raise ValueError(
+                f"data.test_split {d.test_split!r}: no {split_file(root, d.test_split)} "
+                "(or set train.eval_test=false)"
+            )
         return (
             samples,
             classes,

@@ -33,13 +33,15 @@ log = logging.getLogger(__name__)
 def labelled_images(
     root: str | Path, split: str = "", classes: list[str] | None = None
 ) -> tuple[list[Path], np.ndarray, list[str]]:
-    """(paths, labels, classes) of a VOC tree's ``split`` (multi-label) or an ImageFolder tree.
+    """(paths, labels, classes) of a VOC tree's ``split`` (multi-label; required) or an ImageFolder tree.
 
     For an ImageFolder, ``split`` (if given) is a sub-folder of ``root`` (``train``, ``val``).
     """
     root = Path(root)
     if is_voc_root(root):
-        return read_voc_labels(root, split or "train", classes)
+        if not split:  # never a silent default: train features taken for test ones give no error later
+            raise ValueError(f"{root} is a VOC root: name its split (e.g. --split train or --split val)")
+        return read_voc_labels(root, split, classes)
     samples, classes = scan_image_folder(root / split if split else root, classes)
     return [p for p, _ in samples], np.array([y for _, y in samples], dtype=np.int64), classes
 

@@ -87,8 +87,14 @@ def save_descriptors(path: str | Path, d: Descriptors) -> None:
         )
         blob = buf.getvalue()
     else:
-        raise ValueError(f"descriptor file must end in .safetensors or .npz, got {path.name}")
+        check_descriptor_path(path)
     atomic_write(path, blob)
+
+
+def check_descriptor_path(path: str | Path) -> None:
+    """Descriptor files are .safetensors or .npz (checked before any image is read, too)."""
+    if Path(path).suffix not in (".safetensors", ".npz"):
+        raise ValueError(f"descriptor file must end in .safetensors or .npz, got {Path(path).name}")
 
 
 def load_descriptors(path: str | Path) -> Descriptors:

@@ -74,6 +74,22 @@ def plan(src: Path, dst: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def check_trees(src: str | Path, dst: str | Path) -> tuple[Path, Path]:
+    """The source folder exists, the destination is named, and neither tree lies inside the other
+    (copies would land among the originals, or be read back as sources on a rerun)."""
+    if not str(dst).strip():  # Path("") is the working directory
+        raise ValueError("the destination folder is empty: name a new folder")
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise NotADirectoryError(f"source folder not found: {src}")
+    s, d = src.resolve(), dst.resolve()
+    if d == s or s in d.parents:
+        raise ValueError("the destination must lie outside the source tree")
+    if d in s.parents:
+        raise ValueError("the source must lie outside the destination tree")
+    return src, dst
+
+
 def preresize(
     src: str | Path,
     dst: str | Path,
@@ -86,15 +102,11 @@ def preresize(
     """Copy the image tree ``src`` to ``dst`` with smallest sides capped at ``smallest_side``;
     with ``exif`` (default, as training reads them) photographs are written upright and a
     JPEG that needed turning is re-encoded instead of copied (the copy would keep no tag)."""
-    src, dst = Path(src), Path(dst)
-    if not src.is_dir():
-        raise NotADirectoryError(f"source folder not found: {src}")
+    src, dst = check_trees(src, dst)
     if smallest_side < 1 or not 1 <= quality <= 100:
         raise ValueError(
             f"the smallest side must be positive and the quality in 1..100, got {smallest_side}, {quality}"
         )
-    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
-        raise ValueError("the destination must lie outside the source tree")
     pairs = plan(src, dst)
     if not pairs:
         raise ValueError(f"{src}: no images found")
