@@ -366,10 +366,13 @@ def test_a_descriptor_file_that_cannot_be_scored_is_refused(labels, features, ne
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--per-class", "1", "--folds", "0"], "has 1 training image(s); choosing C by a held-out part"),
+        (
+            ["--per-class", "1", "--folds", "0"],
+            "1 training image(s) per class: choosing C by a held-out part",
+        ),
         (
             ["--per-class", "2"],
-            "has 2 training image(s); choosing C by 3-fold cross-validation needs at least 3",
+            "2 training image(s) per class: choosing C by 3-fold cross-validation needs at least 3",
         ),
         (["--per-class", "2", "--drop-class", "ants", "--drop-class", "bees"], "leaves 0 class(es)"),
     ],

@@ -272,13 +272,21 @@ def check_pair(train: object, test: object) -> None:
         raise ValueError(f"train and test descriptors were made differently: {k} {a[k]} against {b[k]}")
 
 
-def _check_c_split(per_class: int, cfg: SVMConfig, smallest: str) -> None:
-    need = max(2, cfg.folds)  # a fold without some class scores nothing for it
-    if per_class < need:
-        how = f"{cfg.folds}-fold cross-validation" if cfg.folds else "a held-out part (--folds 0)"
+def _check_c_split(labels: np.ndarray, classes: list[str], n_train: int, cfg: SVMConfig) -> None:
+    """Every class must fill each part that chooses C (a fold without a class scores nothing for it)."""
+    need = max(2, cfg.folds)
+    how = f"{cfg.folds}-fold cross-validation" if cfg.folds else "a held-out part (--folds 0)"
+    if n_train > 0:  # Caltech splits: n_train images of every class
+        if n_train < need:
+            raise ValueError(
+                f"{n_train} training image(s) per class: choosing C by {how} needs at least {need}"
+            )
+        return
+    counts = np.bincount(labels, minlength=len(classes))
+    if counts.min() < need:
         raise ValueError(
-            f"class {smallest!r} has {per_class} training image(s); choosing C by {how} needs at least "
-            f"{need} per class (fewer --folds, or more training images per class)"
+            f"class {classes[int(counts.argmin())]!r} has {counts.min()} training image(s); choosing C by "
+            f"{how} needs at least {need} per class (fewer --folds, or more training images)"
         )
 
 
@@ -302,11 +310,8 @@ def run_transfer(
     k = len(train.classes)
     multilabel = train.labels.ndim == 2
     metric = f"mAP ({cfg.ap})" if multilabel else "mean class recall"
-    if not multilabel:  # the smallest class must fill every part that chooses C
-        counts = np.bincount(train.labels, minlength=k)
-        _check_c_split(
-            n_train if n_train > 0 else int(counts.min()), cfg, train.classes[int(counts.argmin())]
-        )
+    if not multilabel:
+        _check_c_split(train.labels, train.classes, n_train, cfg)
     if multilabel or n_train <= 0:
         if test is None:
             raise ValueError("a test descriptor file is needed (or --per-class for Caltech-style splits)")

@@ -45,7 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from tqdm import tqdm
 
     from ..io.preresize import check_trees, plan, preresize
