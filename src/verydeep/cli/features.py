@@ -100,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
     from ..io.checkpoint import load_model, output_target
     from ..io.features import check_descriptor_path, save_descriptors
 
-    check_descriptor_path(args.out)  # a bad output path fails before any image is read
-    output_target(args.out)
+    output_target(args.out)  # a bad output path fails before any image is read
+    check_descriptor_path(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     model, meta = load_model(args.checkpoint, resolve_device(args.device, what="--device"))
