@@ -209,9 +209,9 @@ def test_localize_rate_drops_are_checked_before_any_work(tmp_path, capsys, drops
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["eval", "--scales", ""], "scales must be one or more integers in [1, 4096]"),
-        (["eval", "--scales", "0"], "scales must be one or more integers in [1, 4096]"),
-        (["predict", "--scales", "384,5000"], "scales must be one or more integers in [1, 4096]"),
+        (["eval", "--scales", ""], "test scales must be in [224, 4096] paper units"),
+        (["eval", "--scales", "200"], "test scales must be in [224, 4096] paper units"),
+        (["predict", "--scales", "384,5000"], "test scales must be in [224, 4096] paper units"),
         (["eval", "--threshold", "-3"], "merge threshold for iou must be in [0, 1]"),
         (["eval", "--threshold", "nan"], "merge threshold for iou must be in [0, 1]"),
         (
@@ -219,8 +219,8 @@ def test_localize_rate_drops_are_checked_before_any_work(tmp_path, capsys, drops
             "merge threshold for centre must be in [0, inf]",
         ),
         (["tune", "--scale-sets", ";"], "give at least one scale set"),
-        (["tune", "--scale-sets", "384;0"], "scales must be one or more integers in [1, 4096]"),
-        (["tune", "--loc", "pcr.safetensors@"], "scales must be one or more integers in [1, 4096]"),
+        (["tune", "--scale-sets", "384;0"], "test scales must be in [224, 4096] paper units"),
+        (["tune", "--loc", "pcr.safetensors@"], "test scales must be in [224, 4096] paper units"),
     ],
 )
 def test_localize_scales_and_merging_are_checked_before_any_work(tmp_path, capsys, argv, needle):

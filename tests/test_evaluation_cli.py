@@ -76,11 +76,16 @@ def test_eval_cli_reports_user_errors_in_one_line(ckpt, tmp_path, capsys):
     (tmp_path / "ants").mkdir()
     Image.new("RGB", (40, 40)).save(tmp_path / "ants" / "a.png")
     assert main(["eval", str(ckpt), "--data", str(tmp_path), "--method", "densest"]) == 2
-    assert main(["eval", str(ckpt), "--data", str(tmp_path), "--scales", "100", "--workers", "0"]) == 0
+    assert main(["eval", str(ckpt), "--data", str(tmp_path), "--scales", "256", "--workers", "0"]) == 0
+    # Q below the crop (224 paper units) used to run at Q = 224 and report the Q asked for
+    with pytest.raises(SystemExit) as e:
+        main(["eval", str(ckpt), "--data", str(tmp_path), "--scales", "100", "--workers", "0"])
+    assert e.value.code == 2
     (tmp_path / "wasps").mkdir()
     assert main(["eval", str(ckpt), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "unknown method" in err[0] and "wasps" in err[1]
+    assert len(err) == 3 and "unknown method" in err[0] and "must be >= 224 paper units" in err[1]
+    assert "wasps" in err[2]
 
 
 @needs_hym

@@ -60,7 +60,7 @@ from .evaluation.precision import (
 from .io.features import Descriptors
 from .models.extractor import LAYERS, FeatureExtractor
 from .models.vgg import VGG
-from .ranges import MAX_SCALE
+from .ranges import MAX_SCALE, MIN_SCALE
 
 log = logging.getLogger(__name__)
 __all__ = [
@@ -99,6 +99,10 @@ class DescriptorConfig:
     def __post_init__(self) -> None:
         if not self.scales or not all(0 < q <= MAX_SCALE for q in self.scales):
             raise ValueError(f"descriptor scales must be in (0, {MAX_SCALE}], got {self.scales}")
+        if self.units == "paper" and min(self.scales) < MIN_SCALE:  # pixels: checked against the crop
+            raise ValueError(
+                f"descriptor scales in paper units must be >= {MIN_SCALE} (the crop), got {self.scales}"
+            )
         checks = {
             "units": ("paper", "pixels"),
             "combine": ("average", "stack"),

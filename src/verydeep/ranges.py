@@ -30,6 +30,9 @@ DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # train.device, and every command's --
 # The largest training or test scale, in paper units: 16x the paper's 256 (a 4096 px side at crop
 # 224). Larger ones cost more memory than any machine has (Q=1e9 asked for petabytes).
 MAX_SCALE = 4096
+# The smallest test scale Q, in paper units: the crop itself. A smaller Q would leave the image
+# smaller than one window; the nets then saw Q = 224 while the reports printed the Q asked for.
+MIN_SCALE = 224
 
 
 def spec(

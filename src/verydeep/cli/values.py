@@ -18,7 +18,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from ..ranges import DEVICE_PATTERN, MAX_SCALE
+from ..ranges import DEVICE_PATTERN, MAX_SCALE, MIN_SCALE
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -96,11 +96,14 @@ def device(text: str) -> str:
 
 
 def scales_arg(text: str) -> str:
-    """``multi``, ``single`` or comma-separated Q values in (0, MAX_SCALE] paper units."""
+    """``multi``, ``single`` or comma-separated Q values in [MIN_SCALE, MAX_SCALE] paper units."""
     if text in ("multi", "single"):
         return text
     for part in text.split(","):
-        SCALE(part)
+        if SCALE(part) < MIN_SCALE:
+            raise argparse.ArgumentTypeError(
+                f"must be >= {MIN_SCALE} paper units (the crop; a smaller Q is below one window), got {part}"
+            )
     return text
 
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..config import pixels
 from ..data.preprocess import Preprocess
 from ..models.vgg import VGG
-from ..ranges import DEVICE_PATTERN, MAX_SCALE
+from ..ranges import DEVICE_PATTERN, MAX_SCALE, MIN_SCALE
 from .core import Runtime, crop_probs, dense_probs, grid_crops, match_channels, window_trim
 from .data import EvalData, batches
 from .precision import PRECISIONS, image_paths, inference_precision, read_images, spread
@@ -73,15 +73,19 @@ def resolve_scales(spec: str | list[float] | None, train_scale: list[float]) -> 
 
 
 def check_scales(spec: str | list[float]) -> list[float]:
-    """Explicit test scales: numbers in (0, MAX_SCALE] paper units, or a one-line ValueError."""
+    """Explicit test scales: numbers in [MIN_SCALE, MAX_SCALE] paper units (at least one), or a
+    one-line ValueError."""
     try:
         values = [float(v) for v in (spec.split(",") if isinstance(spec, str) else spec)]
     except (TypeError, ValueError):
         raise ValueError(
             f"test scales must be 'multi', 'single' or numbers like 256,384, got {spec!r}"
         ) from None
-    if not values or not all(0 < v <= MAX_SCALE for v in values):
-        raise ValueError(f"test scales must be in (0, {MAX_SCALE}] (paper units), got {spec!r}")
+    if not values or not all(MIN_SCALE <= v <= MAX_SCALE for v in values):
+        raise ValueError(
+            f"test scales must be in [{MIN_SCALE}, {MAX_SCALE}] paper units (Q below the crop, "
+            f"{MIN_SCALE}, leaves the image smaller than one window), got {spec!r}"
+        )
     return values
 
 

@@ -19,24 +19,25 @@ from PIL import Image
 from ..config import pixels
 from ..data.images import BadImageError, load_image
 from ..data.voc import image_path, load_voc, voc_classes
+from ..evaluation.runner import check_scales
 from ..io.checkpoint import Meta, load_model
 from ..models.vgg import VGG
 from .data import load_scaled
 from .metrics import baseline_guesses, gt_labels, loc_error, mean_training_box
 from .net import LocTrainConfig, make_loc_net, train_localizer
-from .protocol import DenseConfig, Guess, Net, centre_crop_guesses, check_scales, localize_image
+from .protocol import DenseConfig, Guess, Net, centre_crop_guesses, localize_image
 from .tune import tune
 
 Progress = Callable[[int, float], None] | None
 
 
 def parse_scales(text: str) -> list[int]:
-    """Comma-separated test scales Q in paper units: at least one, each in [1, MAX_SCALE]."""
+    """Comma-separated integer test scales Q in paper units: at least one, each in [224, 4096]."""
     try:
         scales = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"scales must be comma-separated integers, got {text!r}") from None
-    check_scales(scales, repr(text))
+    check_scales(scales)
     return scales
 
 
@@ -173,7 +174,7 @@ def tune_merging(
     if not scale_sets or not flips:  # checked before the dense pass over the split, not after it
         raise ValueError("tune: give at least one scale set (e.g. 384;256,384) and one flip setting")
     for qs in scale_sets:
-        check_scales(qs, str(qs))
+        check_scales(qs)
     locs = [n for n, _ in load_locs(loc_paths)]  # first: a malformed PATH@Q before any file
     classifiers, classes = load_classifiers(cls_paths)
     return tune(root, split, locs, classifiers, classes, scale_sets, flips, progress)

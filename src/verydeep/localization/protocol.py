@@ -46,8 +46,8 @@ from torch import nn
 from ..config import pixels
 from ..data.preprocess import Preprocess
 from ..data.transforms import rescale_smallest
+from ..evaluation.runner import check_scales
 from ..models.vgg import VGG
-from ..ranges import MAX_SCALE
 from .boxes import clip_boxes, cxcywh_to_xyxy, flip_boxes
 from .data import ScaledSet, centre_crop
 from .merge import MergeConfig, greedy_merge
@@ -76,17 +76,9 @@ class DenseConfig:
     def __post_init__(self) -> None:
         if self.rank not in ("class", "box"):
             raise ValueError(f"rank must be class or box, got {self.rank!r}")
-        check_scales(self.scales, str(self.scales))
+        check_scales(self.scales)
         if self.top_classes < 1:
             raise ValueError(f"top_classes must be >= 1, got {self.top_classes}")
-
-
-def check_scales(scales: list[int], shown: str) -> None:
-    """Test scales Q (paper units): at least one, each an integer in [1, MAX_SCALE]."""
-    if not scales or not all(isinstance(q, int) and 1 <= q <= MAX_SCALE for q in scales):
-        raise ValueError(
-            f"scales must be one or more integers in [1, {MAX_SCALE}] (paper units), got {shown}"
-        )
 
 
 @dataclass
