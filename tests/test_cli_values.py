@@ -229,3 +229,26 @@ def test_every_inference_precision_is_a_cli_choice():
             assert build_parser().parse_args([*cmd, "--precision", name]).precision == name
         with pytest.raises(SystemExit):
             build_parser().parse_args([*cmd, "--precision", "fp16"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "ck.safetensors", "--data", "d", "--csv", ""],
+        ["eval", "", "--data", "d"],
+        ["predict", "-m", "ck.safetensors", "p.jpg", "--heatmap", " "],
+        ["transfer", "tr.safetensors", "--json", ""],
+        ["features", "ck.safetensors", "", "--out", "f.npz"],
+        ["train", "--config", ""],
+        ["convert", "w.pth", "o.safetensors", "--classes", ""],
+        ["localize", "predict", "p.jpg", "--loc", "l", "--cls", "c", "--draw", ""],
+        ["bench", "--save", ""],
+        ["preresize", "", "dst", "--smallest-side", "64"],
+    ],
+)
+def test_an_empty_path_is_an_error_never_the_working_directory_or_no_output(argv, capsys):
+    # `--json "$OUT"` with OUT unset used to write nothing and exit 0; an empty input path was "."
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "an empty path (an unset variable?)" in err[0], err

@@ -69,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and repeated ``--set section.key=value`` (shared by commands)."""
-    parser.add_argument("--config", help="TOML file with [model] [data] [optim] [train] sections")
+    from .values import path_arg
+
+    parser.add_argument(
+        "--config", help="TOML file with [model] [data] [optim] [train] sections", type=path_arg
+    )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. model.arch=E"
     )

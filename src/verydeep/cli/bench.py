@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..bench.config import PARTS, BenchConfig
-from .values import device, int_range
+from .values import device, int_range, path_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (saves minutes)")
     p.add_argument(
         "--data",
-        type=Path,
+        type=path_arg,
         help="your photographs, as class folders (e.g. an ImageNet val folder): the precision, eval and data "
         "parts read them and are skipped without it",
     )
@@ -50,12 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "machine's modes on a bigger CPU (the bench restarts itself with their variables set)",
     )
     p.add_argument(
-        "--checkpoint", type=Path, help="a trained net: the precision part measures agreement with it"
+        "--checkpoint", type=path_arg, help="a trained net: the precision part measures agreement with it"
     )
     p.add_argument(
         "--precision-photos", type=int_range(1, 100000), help="photos the precision part compares on (500)"
     )
-    p.add_argument("--save", type=Path, help="also write the full JSON result to this file")
+    p.add_argument("--save", type=path_arg, help="also write the full JSON result to this file")
     p.set_defaults(func=run)
 
 
@@ -80,13 +80,15 @@ def run(args: argparse.Namespace) -> int:
         from ..io.checkpoint import output_target
 
         output_target(args.save)  # a bad path fails now, not after a quarter of an hour of timing
+    if args.checkpoint and not Path(args.checkpoint).is_file():  # not after the other parts' timing
+        raise ValueError(f"checkpoint not found: {args.checkpoint}")
     cfg = BenchConfig.make(
         quick=args.quick,
         rounds=args.rounds,
         train_batch=args.train_batch,
-        data_root=args.data,
+        data_root=Path(args.data) if args.data else None,
         device=args.device,
-        checkpoint=args.checkpoint,
+        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         precision_images=args.precision_photos,
     )
     if args.no_compile:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..data.presets import PRESETS
+from .values import path_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
   verydeep convert vgg16_weights.h5 vgg16.safetensors --classes names.txt    Keras""",
     )
     p.add_argument("input", help="weights file; its type is read from its first bytes")
-    p.add_argument("output", help="verydeep checkpoint to write (.safetensors)")
+    p.add_argument("output", help="verydeep checkpoint to write (.safetensors)", type=path_arg)
     p.add_argument(
         "--preprocess",
         choices=list(PRESETS),
@@ -29,8 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="reorder a BGR net's first conv (Caffe, Keras) to RGB; preprocessing becomes RGB too",
     )
-    p.add_argument("--prototxt", help="Caffe deploy .prototxt to check the weights against")
-    p.add_argument("--classes", help="text file with one class name per line (default class_0 ...)")
+    p.add_argument("--prototxt", help="Caffe deploy .prototxt to check the weights against", type=path_arg)
+    p.add_argument(
+        "--classes", help="text file with one class name per line (default class_0 ...)", type=path_arg
+    )
     p.add_argument("--arch", help="configuration when the file is ambiguous (e.g. A vs A-LRN)")
     p.set_defaults(func=run)
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 # heavy imports (torch, torchvision) happen in run(): building the parser must stay cheap
-from .values import THREADS, add_dense_args, add_precision_args, device, int_range, scales_arg
+from .values import THREADS, add_dense_args, add_precision_args, device, int_range, path_arg, scales_arg
 
 
 def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
@@ -64,11 +64,14 @@ def register(sub: argparse._SubParsersAction) -> None:
   verydeep eval D.safetensors --data val --method dense,multicrop,dense+multicrop --scales 256,384,512
   verydeep eval D.safetensors E.safetensors --data val --csv results.csv   two nets and their ensemble""",
     )
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="several = also their ensemble")
+    p.add_argument(
+        "checkpoints", nargs="+", metavar="CKPT", help="several = also their ensemble", type=path_arg
+    )
     p.add_argument(
         "--data",
         required=True,
         help="ImageFolder directory, VOC root (see --split) or 'fashion-mnist[:ROOT]'",
+        type=path_arg,
     )
     p.add_argument(
         "--split", default="val", help="VOC root only: ImageSets/Main split, e.g. val or train[80%%:]"
@@ -81,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int_range(1), help="evaluate only this many images, spread evenly")
     p.add_argument("--full-decode", action="store_true", help="no reduced-size JPEG decoding")
     p.add_argument("--json", action="store_true", help="print the full results as JSON")
-    p.add_argument("--csv", metavar="FILE", help="also write one CSV row per net and method")
+    p.add_argument("--csv", metavar="FILE", help="also write one CSV row per net and method", type=path_arg)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .values import path_arg
+
 FORMS = ("fc", "dense")  # io.export.FORMS (a test keeps them equal; this module stays torch-free)
 
 
@@ -16,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
   verydeep export vgg16.safetensors vgg16-dense.onnx --check
   verydeep export vgg16.safetensors vgg16-fc.onnx --form fc --include-preprocess""",
     )
-    p.add_argument("checkpoint", help="verydeep .safetensors checkpoint")
-    p.add_argument("output", help="ONNX file to write (.onnx)")
+    p.add_argument("checkpoint", help="verydeep .safetensors checkpoint", type=path_arg)
+    p.add_argument("output", help="ONNX file to write (.onnx)", type=path_arg)
     p.add_argument(
         "--form",
         choices=FORMS,

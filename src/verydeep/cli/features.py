@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .values import SCALE, THREADS, add_dense_args, add_precision_args, device, int_range
+from .values import SCALE, THREADS, add_dense_args, add_precision_args, device, int_range, path_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,14 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
   verydeep features D.safetensors ~/data/VOC2007 --split trainval --out voc-train.safetensors
   verydeep features D.safetensors ~/data/caltech101 --scales 256 384 512 --combine stack --out c101.npz""",
     )
-    p.add_argument("checkpoint", help="verydeep .safetensors checkpoint (or imported weights)")
-    p.add_argument("data", help="ImageFolder root (<class>/<image>) or VOC root (Annotations/, ImageSets/)")
+    p.add_argument("checkpoint", help="verydeep .safetensors checkpoint (or imported weights)", type=path_arg)
+    p.add_argument(
+        "data",
+        help="ImageFolder root (<class>/<image>) or VOC root (Annotations/, ImageSets/)",
+        type=path_arg,
+    )
     p.add_argument(
         "--split",
         default="",
         help="VOC: ImageSets/Main/<split>.txt (required); ImageFolder: a sub-folder (default: the root)",
     )
-    p.add_argument("--out", required=True, help="output file, .safetensors or .npz")
+    p.add_argument("--out", required=True, help="output file, .safetensors or .npz", type=path_arg)
     _descriptor_args(p)
     _run_args(p)
     p.set_defaults(func=run)
@@ -73,7 +77,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     """Reading the set (grey input, class order, bad files) and running the net (workers, device,
     precision)."""
     p.add_argument("--grey", action="store_true", help="feed grey images (nets trained on grey data)")
-    p.add_argument("--classes-from", help="descriptor file whose class order to use (e.g. the train file)")
+    p.add_argument(
+        "--classes-from", help="descriptor file whose class order to use (e.g. the train file)", type=path_arg
+    )
     p.add_argument(
         "--workers",
         type=int_range(-1, 256),

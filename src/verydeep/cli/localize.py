@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 # torch, PIL and tqdm are imported by the commands: building the parser must stay cheap
-from .values import float_range, fractions, int_range
+from .values import float_range, fractions, int_range, path_arg
 
 
 def _dense_args(p: argparse.ArgumentParser) -> None:
@@ -62,9 +62,9 @@ def _train_parser(s: argparse._SubParsersAction) -> None:
         epilog="example:\n"
         "  verydeep localize train --data VOC --init cls.safetensors --out pcr.safetensors --head pcr",
     )
-    t.add_argument("--data", required=True, help="VOC-layout dataset root")
-    t.add_argument("--init", required=True, help="classification checkpoint (.safetensors)")
-    t.add_argument("--out", required=True, help="output .safetensors")
+    t.add_argument("--data", required=True, help="VOC-layout dataset root", type=path_arg)
+    t.add_argument("--init", required=True, help="classification checkpoint (.safetensors)", type=path_arg)
+    t.add_argument("--out", required=True, help="output .safetensors", type=path_arg)
     t.add_argument(
         "--head",
         default="pcr",
@@ -108,10 +108,10 @@ def _eval_parser(s: argparse._SubParsersAction) -> None:
         epilog="example:\n"
         "  verydeep localize eval --data VOC --loc pcr.safetensors@256,384 --cls cls.safetensors --flip",
     )
-    e.add_argument("--data", required=True, help="VOC-layout dataset root")
+    e.add_argument("--data", required=True, help="VOC-layout dataset root", type=path_arg)
     e.add_argument("--split", default="val", help="split to evaluate")
     e.add_argument("--train-split", default="train", help="split whose mean box is a baseline")
-    e.add_argument("--json", help="also write the report here")
+    e.add_argument("--json", help="also write the report here", type=path_arg)
     _dense_args(e)
     e.set_defaults(func=run_eval)
 
@@ -124,7 +124,7 @@ def _tune_parser(s: argparse._SubParsersAction) -> None:
         "  verydeep localize tune --data VOC --split 'train[80%:]' --loc pcr.safetensors "
         "--cls cls.safetensors",
     )
-    u.add_argument("--data", required=True, help="VOC-layout dataset root")
+    u.add_argument("--data", required=True, help="VOC-layout dataset root", type=path_arg)
     u.add_argument(
         "--split", required=True, help="held-out split the nets did not train on, e.g. train[80%%:]"
     )
@@ -144,7 +144,7 @@ def _tune_parser(s: argparse._SubParsersAction) -> None:
     u.add_argument("--scale-sets", default="384;256,384", help="';'-separated scale sets to try")
     u.add_argument("--flip", action="store_true", help="also try adding the mirrored image")
     u.add_argument("--show", type=int_range(1), default=10, help="rows to print")
-    u.add_argument("--json", help="also write every row here")
+    u.add_argument("--json", help="also write every row here", type=path_arg)
     u.set_defaults(func=run_tune)
 
 
@@ -155,8 +155,8 @@ def _predict_parser(s: argparse._SubParsersAction) -> None:
         epilog="example:\n"
         "  verydeep localize predict photo.jpg --loc pcr.safetensors --cls cls.safetensors --draw boxes.png",
     )
-    pr.add_argument("image", help="a photograph")
-    pr.add_argument("--draw", help="write the photograph with its boxes to this PNG")
+    pr.add_argument("image", help="a photograph", type=path_arg)
+    pr.add_argument("--draw", help="write the photograph with its boxes to this PNG", type=path_arg)
     pr.add_argument("--top", type=int_range(1), default=1, help="guesses to print and draw")
     _dense_args(pr)
     pr.set_defaults(func=run_predict)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .eval import add_method_args, options, setup
-from .values import int_range
+from .values import int_range, path_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,13 +22,18 @@ def register(sub: argparse._SubParsersAction) -> None:
   verydeep predict -m D.safetensors -m E.safetensors photo.jpg --top 3 --json     an ensemble
   verydeep predict -m D.safetensors photo.jpg --heatmap map.png       the top class's score map""",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)", type=path_arg)
     p.add_argument(
         "-m", "--model", action="append", required=True, metavar="CKPT", help="repeat for an ensemble"
     )
     p.add_argument("--top", type=int_range(1), default=5, help="classes to print per image")
     add_method_args(p, "dense")
-    p.add_argument("--heatmap", metavar="PNG", help="write the top class's dense score map over each image")
+    p.add_argument(
+        "--heatmap",
+        metavar="PNG",
+        help="write the top class's dense score map over each image",
+        type=path_arg,
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run)
 

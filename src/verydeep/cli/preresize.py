@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .values import int_range
+from .values import int_range, path_arg
 
 
 class _Deprecated(argparse.Action):
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Copy an image tree so that no image's smallest side exceeds S (faster epochs).",
         epilog="example: verydeep preresize ~/data/imagenet ~/data/imagenet-512 --smallest-side 512",
     )
-    p.add_argument("src", help="ImageFolder tree (or any folder of images)")
+    p.add_argument("src", help="ImageFolder tree (or any folder of images)", type=path_arg)
     p.add_argument("dst", help="new folder; same relative paths, JPEG files")
     side = int_range(1, 65_536)
     p.add_argument(

@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from .values import path_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,9 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", default="experiments/study.toml", help="study TOML")
     p.add_argument("--quick", action="store_true", help="tiny settings from the [quick] section (CI)")
-    p.add_argument("--report", help="Markdown report path (by default the config's)")
-    p.add_argument("--out-dir", help="where the runs go (by default the config's)")
-    p.add_argument("--results-dir", help="where the runs' committed summaries go (by default the config's)")
+    p.add_argument("--report", help="Markdown report path (by default the config's)", type=path_arg)
+    p.add_argument("--out-dir", help="where the runs go (by default the config's)", type=path_arg)
+    p.add_argument(
+        "--results-dir",
+        help="where the runs' committed summaries go (by default the config's; '' keeps none)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.add_argument("--report-only", action="store_true", help="train nothing: report the finished runs")
     p.add_argument(

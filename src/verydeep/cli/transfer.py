@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..caltech import PROTOCOLS
 from ..transfer import SVMConfig
-from .values import int_range
+from .values import int_range, path_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
   verydeep transfer voc-train.safetensors voc-test.safetensors
   verydeep transfer c101.npz --per-class 30 --test-per-class 50 --splits 3      Caltech-101 protocol""",
     )
-    p.add_argument("train", help="descriptor file of the training split")
-    p.add_argument("test", nargs="?", help="descriptor file of the test split (Caltech: optional)")
+    p.add_argument("train", help="descriptor file of the training split", type=path_arg)
+    p.add_argument(
+        "test", nargs="?", help="descriptor file of the test split (Caltech: optional)", type=path_arg
+    )
     p.add_argument("--cs", type=float, nargs="+", default=list(SVMConfig.cs), help="candidate C values")
     p.add_argument(
         "--folds",
@@ -63,9 +65,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the paper does not say, so the background class is kept unless dropped",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the C split and of the Caltech splits")
-    p.add_argument("--json", help="also write the full result (per class, per C, per split) here")
     p.add_argument(
-        "--pr-curves", metavar="DIR", help="multi-label (VOC): one precision-recall PNG per class here"
+        "--json", help="also write the full result (per class, per C, per split) here", type=path_arg
+    )
+    p.add_argument(
+        "--pr-curves",
+        metavar="DIR",
+        help="multi-label (VOC): one precision-recall PNG per class here",
+        type=path_arg,
     )
     p.set_defaults(func=run)
 
