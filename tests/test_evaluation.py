@@ -304,7 +304,7 @@ def test_forward_pass_counts_and_method_parsing():
     assert forwards_per_image("dense+multicrop", 3, opts) == 156  # paper: 2 + 50 per scale
     assert forwards_per_image("multicrop", 3, EvalOptions(flip=False, grid=3)) == 27
     assert parse_methods(" centre , dense+multicrop") == ["centre", "dense+multicrop"]
-    for bad in ("dens", "dense+", ""):
+    for bad in ("dens", "dense+", "", "dense,dense", "dense+dense", "dense+multicrop,dense+multicrop"):
         try:
             parse_methods(bad)
         except ValueError:

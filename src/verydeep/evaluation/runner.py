@@ -44,6 +44,8 @@ def parse_methods(spec: str | list[str]) -> list[str]:
         bad = [p for p in parts if p not in BASE_METHODS]
         if bad:
             raise ValueError(f"unknown method {bad[0]!r}; use {', '.join(BASE_METHODS)} or a + of them")
+        if len(set(parts)) < len(parts) or "+".join(parts) in out:  # twice the passes, the same numbers
+            raise ValueError(f"method {m!r} repeats a method; give each once")
         out.append("+".join(parts))
     if not out:
         raise ValueError("no evaluation method given")
