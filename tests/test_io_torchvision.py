@@ -151,3 +151,16 @@ def test_a_refused_pickle_is_one_line_that_never_advises_unsafe_loading(tmp_path
             load_weights(tmp_path / "odd.pth")
     for err in (e, e2):
         assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_class_name_files_must_name_each_class_once_in_utf8(tmp_path):
+    from verydeep.io.convert import read_classes
+
+    (tmp_path / "ok.txt").write_text("ant\n\nbee\n")
+    assert read_classes(tmp_path / "ok.txt", 2) == ["ant", "bee"]
+    (tmp_path / "dup.txt").write_text("ant\nant\n")  # was accepted: two outputs named alike
+    with pytest.raises(ValueError, match="names 'ant' more than once"):
+        read_classes(tmp_path / "dup.txt", 2)
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xd8\xff\n\x00")  # a JPEG given by mistake: codec error text
+    with pytest.raises(ValueError, match="is not UTF-8 text"):
+        read_classes(tmp_path / "bin.txt", 2)

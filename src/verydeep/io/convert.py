@@ -248,10 +248,18 @@ def default_classes(n: int) -> list[str]:
 
 
 def read_classes(path: str | Path, n: int) -> list[str]:
+    """One class name per line (blank lines ignored), ``n`` of them, each once, UTF-8."""
     path = Path(path)
     if not path.is_file() or path.stat().st_size > MAX_CLASSES_BYTES:
         raise ValueError(f"classes file not found or too large: {path}")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"classes file {path} is not UTF-8 text") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != n:
         raise ValueError(f"{path} has {len(names)} class names, the weights have {n} classes")
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:  # a name given twice makes predictions and eval's class matching ambiguous
+        raise ValueError(f"{path} names {twice[0]!r} more than once; class names must be unique")
     return names
