@@ -252,3 +252,18 @@ def test_an_empty_path_is_an_error_never_the_working_directory_or_no_output(argv
         main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "an empty path (an unset variable?)" in err[0], err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "-m", "ck.safetensors", "p.jpg", "--heatmap", "{r}/map.jpg"],
+        ["localize", "predict", "p.jpg", "--loc", "l", "--cls", "c", "--draw", "{r}/boxes.jpg"],
+    ],
+)
+def test_png_outputs_must_be_named_png(argv, tmp_path, capsys):
+    # PNG data used to be written into a .jpg file
+    assert main([a.replace("{r}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "writes a PNG: give a path ending in .png" in err[0], err
+    assert not list(tmp_path.iterdir())

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 # torch, PIL and tqdm are imported by the commands: building the parser must stay cheap
-from .values import float_range, fractions, int_range, path_arg
+from .values import float_range, fractions, int_range, path_arg, require_png
 
 
 def _dense_args(p: argparse.ArgumentParser) -> None:
@@ -265,6 +265,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     if args.draw:
         output_target(args.draw)
+        require_png(args.draw, "--draw")
     img, guesses, classes = predict(args.image, args.loc, args.cls, _dense_cfg(args))
     for rank, g in enumerate(guesses[: args.top], 1):
         box = ", ".join(f"{v:.0f}" for v in g.box)

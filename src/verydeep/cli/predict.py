@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .eval import add_method_args, options, setup
-from .values import int_range, path_arg
+from .values import int_range, path_arg, require_png
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.heatmap:
         output_target(args.heatmap)  # a bad output path fails before any image is read
+        require_png(args.heatmap, "--heatmap")
     opts = options(args, setup(args))
     if len(opts.methods) != 1:
         raise ValueError(f"predict takes one --method (a + combination is one), got {args.method!r}")

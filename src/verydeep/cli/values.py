@@ -147,3 +147,10 @@ def path_arg(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path (an unset variable?)")
     return text
+
+
+def require_png(path: str, flag: str) -> None:
+    """An output PNG's name must say so (the file is PNG data whatever it is called); checked after
+    ``output_target``, which names a directory or device first."""
+    if not path.lower().endswith(".png"):
+        raise ValueError(f"{flag} writes a PNG: give a path ending in .png, got {path!r}")
