@@ -267,3 +267,18 @@ def test_png_outputs_must_be_named_png(argv, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "writes a PNG: give a path ending in .png" in err[0], err
     assert not list(tmp_path.iterdir())
+
+
+def test_predict_with_no_readable_image_exits_2(tmp_path, capsys):
+    # every file missing or broken is bad input (2); some skipped stays 1 (tests/test_image_limits.py)
+    from verydeep.io.checkpoint import Meta, save_model
+    from verydeep.models.vgg import VGG
+
+    ck = tmp_path / "ck.safetensors"
+    save_model(
+        ck, VGG("A", num_classes=2, width_mult=0.0625, fc_width=16, crop_size=32), Meta(classes=["a", "b"])
+    )
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    assert main(["predict", "-m", str(ck), str(tmp_path / "missing.jpg"), str(tmp_path / "broken.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.jpg" in err and "broken.jpg" in err and "Traceback" not in err

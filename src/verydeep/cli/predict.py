@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="""examples:
   verydeep predict -m vgg16.safetensors cat.jpg dog.png
   verydeep predict -m D.safetensors -m E.safetensors photo.jpg --top 3 --json     an ensemble
-  verydeep predict -m D.safetensors photo.jpg --heatmap map.png       the top class's score map""",
+  verydeep predict -m D.safetensors photo.jpg --heatmap map.png       the top class's score map
+
+exit status: 0 all images done; 1 some skipped (named on stderr), the rest printed; 2 none readable""",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)", type=path_arg)
     p.add_argument(
@@ -72,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {i}. {t['class']:<30} {t['prob']:.4f}")
         if args.heatmap and good:
             print(f"heat map: {args.heatmap}")
-    return 1 if len(good) < len(results) else 0
+    if not good:  # nothing could be read: the input is bad, as for any other refused input
+        return 2
+    return 1 if len(good) < len(results) else 0  # some skipped: the rest are printed all the same
 
 
 def write_heatmap(args: argparse.Namespace, net: tuple, results: list[dict], rt) -> None:
