@@ -244,6 +244,8 @@ def test_every_inference_precision_is_a_cli_choice():
         ["localize", "predict", "p.jpg", "--loc", "l", "--cls", "c", "--draw", ""],
         ["bench", "--save", ""],
         ["preresize", "", "dst", "--smallest-side", "64"],
+        ["convert", "", "o.safetensors"],
+        ["predict", "-m", "", "p.jpg"],
     ],
 )
 def test_an_empty_path_is_an_error_never_the_working_directory_or_no_output(argv, capsys):

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
   verydeep convert VGG_ILSVRC_16_layers.caffemodel vgg16.safetensors --prototxt deploy.prototxt --rgb
   verydeep convert vgg16_weights.h5 vgg16.safetensors --classes names.txt    Keras""",
     )
-    p.add_argument("input", help="weights file; its type is read from its first bytes")
+    p.add_argument("input", help="weights file; its type is read from its first bytes", type=path_arg)
     p.add_argument("output", help="verydeep checkpoint to write (.safetensors)", type=path_arg)
     p.add_argument(
         "--preprocess",

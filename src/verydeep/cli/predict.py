@@ -26,7 +26,13 @@ exit status: 0 all images done; 1 some skipped (named on stderr), the rest print
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)", type=path_arg)
     p.add_argument(
-        "-m", "--model", action="append", required=True, metavar="CKPT", help="repeat for an ensemble"
+        "-m",
+        "--model",
+        action="append",
+        required=True,
+        metavar="CKPT",
+        help="repeat for an ensemble",
+        type=path_arg,
     )
     p.add_argument("--top", type=int_range(1), default=5, help="classes to print per image")
     add_method_args(p, "dense")
