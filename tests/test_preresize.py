@@ -73,3 +73,30 @@ def test_an_empty_destination_or_a_source_inside_it_is_refused(tmp_path, capsys)
         "verydeep preresize: error: the destination folder is empty: name a new folder"
     ]
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.jpg"]
+
+
+def test_a_rerun_with_other_settings_is_refused_and_changes_nothing(tmp_path, capsys):
+    # a rerun used to keep every image of the first size and add the rest at the second: a mixed tree
+    src, dst = _tree(tmp_path / "src"), tmp_path / "dst"
+    preresize(src, dst, smallest_side=300)
+    before = {p: p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    (dst / "a" / "big.jpg").unlink()  # a half-done tree, as after an interrupted run
+    del before[dst / "a" / "big.jpg"]
+    for argv in (["--smallest-side", "200"], ["--smallest-side", "300", "--quality", "70"]):
+        assert main(["preresize", str(src), str(dst), "--workers", "1", *argv]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "was made with smallest_side 300, quality 90" in lines[0], lines
+    with pytest.raises(ValueError, match="was made with"):
+        preresize(src, dst, smallest_side=200)
+    assert {p: p.read_bytes() for p in dst.rglob("*") if p.is_file()} == before
+    assert preresize(src, dst, smallest_side=300)["resized"] == 1  # the same settings resume
+
+
+def test_a_tree_that_preresize_did_not_make_is_refused(tmp_path):
+    src, dst = _tree(tmp_path / "src"), _tree(tmp_path / "dst")
+    with pytest.raises(ValueError, match="did not record"):
+        preresize(src, dst, smallest_side=300)
+    (dst / ".preresize.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a preresize record"):
+        preresize(src, dst, smallest_side=300)
+    assert sorted(p.name for p in dst.rglob("*.jpg")) == ["bad.jpg", "big.jpg", "small.jpg"]

@@ -47,11 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..io.preresize import check_trees, plan, preresize
+    from ..io.preresize import check_record, check_trees, plan, preresize, settings_of
 
     if args.smallest_side is None:
         raise ValueError("--smallest-side S is required (the largest training S, in pixels)")
-    total = len(plan(*check_trees(args.src, args.dst)))  # checked before the tree is scanned
+    src, dst = check_trees(args.src, args.dst)  # both checked before the tree is scanned
+    check_record(dst, settings_of(args.smallest_side, args.quality, not args.no_exif))
+    total = len(plan(src, dst))
     with tqdm(total=total, desc="preresize", unit="img") as bar:
         counts = preresize(
             args.src,

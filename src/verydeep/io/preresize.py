@@ -5,7 +5,9 @@ every epoch and thrown away. ``preresize`` writes a copy of an ImageFolder tree 
 paths) where every image whose smallest side exceeds ``smallest_side`` is rescaled to exactly
 ``smallest_side`` (isotropic, antialiased, the training transform's own resampling) and re-encoded as
 JPEG; images already small enough are copied byte for byte (no second lossy encode). Bad files
-are skipped and counted. It resumes: files already in the destination are left alone.
+are skipped and counted. It resumes: files already in the destination are left alone. The
+settings are recorded in ``DST/.preresize.json``, so a rerun with another size or quality is
+refused instead of mixing two sizes in one tree.
 
 Set ``smallest_side`` to the largest S used in paper units at your crop (e.g. 512 for S in
 [256, 512] at crop 224); training from the copy is then the same up to JPEG re-encoding.
@@ -24,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -31,7 +34,9 @@ from pathlib import Path
 
 from ..data.images import IMAGE_EXTENSIONS, BadImageError, header_orientation, load_image
 from ..data.transforms import rescale_smallest
-from .checkpoint import replacing
+from .checkpoint import atomic_write, replacing
+
+RECORD = ".preresize.json"  # a dot file: ``plan`` and the image readers skip it
 
 
 def _one(src: Path, dst: Path, smallest_side: int, quality: int, exif: bool = True) -> str:
@@ -90,6 +95,27 @@ def check_trees(src: str | Path, dst: str | Path) -> tuple[Path, Path]:
     return src, dst
 
 
+def check_record(dst: Path, settings: dict) -> None:
+    """Refuse to resume into ``dst`` with settings other than the ones it was made with; a tree
+    with images but no record is not ours to add to (its images would be kept as they are)."""
+    record = dst / RECORD
+    if record.is_file():
+        try:
+            made = json.loads(record.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError(f"{record} is not a preresize record: name a new destination") from None
+        if made != settings:
+            words = ", ".join(f"{k} {v}" for k, v in made.items())
+            raise ValueError(f"{dst} was made with {words}: rerun with those, or name a new destination")
+    elif dst.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in dst.rglob("*")):
+        raise ValueError(f"{dst} already holds images that preresize did not record: name a new destination")
+
+
+def settings_of(smallest_side: int, quality: int, exif: bool) -> dict:
+    """What ``DST/.preresize.json`` records (the values that change the written pixels)."""
+    return {"smallest_side": smallest_side, "quality": quality, "exif": exif}
+
+
 def preresize(
     src: str | Path,
     dst: str | Path,
@@ -107,9 +133,12 @@ def preresize(
         raise ValueError(
             f"the smallest side must be positive and the quality in 1..100, got {smallest_side}, {quality}"
         )
+    settings = settings_of(smallest_side, quality, exif)
+    check_record(dst, settings)
     pairs = plan(src, dst)
     if not pairs:
         raise ValueError(f"{src}: no images found")
+    atomic_write(dst / RECORD, json.dumps(settings).encode())  # before the first image is written
     counts = {"resized": 0, "copied": 0, "exists": 0, "bad": 0}
     n = len(pairs)
     args = ([s for s, _ in pairs], [d for _, d in pairs], [smallest_side] * n, [quality] * n, [exif] * n)
