@@ -284,3 +284,36 @@ def test_predict_with_no_readable_image_exits_2(tmp_path, capsys):
     assert main(["predict", "-m", str(ck), str(tmp_path / "missing.jpg"), str(tmp_path / "broken.jpg")]) == 2
     err = capsys.readouterr().err
     assert "missing.jpg" in err and "broken.jpg" in err and "Traceback" not in err
+
+
+def test_a_net_named_twice_is_refused_as_an_ensemble_of_itself(setup, capsys, tmp_path):
+    # the same file twice, a copy of it or a link to it used to be evaluated as "ensemble of 2"
+    from verydeep.io.checkpoint import check_distinct
+    from verydeep.localization.api import load_classifiers, load_locs
+
+    net = setup / "net.safetensors"
+    (tmp_path / "copy.safetensors").write_bytes(net.read_bytes())
+    (tmp_path / "link.safetensors").symlink_to(net)
+    data = str(setup / "data")
+    for other, words in [(net, "is given twice"), (tmp_path / "copy.safetensors", "hold the same weights")]:
+        assert main(["eval", str(net), str(other), "--data", data, "--workers", "0", "--quiet"]) == 2
+        line = capsys.readouterr().err.strip()
+        assert line.startswith("verydeep eval: error: ") and words in line and "\n" not in line, line
+    assert main(["predict", "-m", str(tmp_path / "link.safetensors"), "-m", str(net), f"{data}/a/0.png"]) == 2
+    assert "hold the same weights" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="same weights"):
+        load_classifiers([str(net), str(tmp_path / "copy.safetensors")])
+    with pytest.raises(ValueError, match="given twice"):  # before the load that would find no box head
+        load_locs([f"{net}@256", str(net)])
+    torch.manual_seed(1)
+    other = VGG("A", num_classes=2, width_mult=0.125, fc_width=16, crop_size=32)
+    save_model(tmp_path / "other.safetensors", other, Meta(classes=["a", "b"]))
+    check_distinct([net, tmp_path / "other.safetensors", tmp_path / "missing.safetensors"])  # all differ
+
+
+def test_a_directory_given_as_a_checkpoint_says_so(setup, capsys):
+    assert main(["eval", str(setup / "adir"), "--data", str(setup / "data")]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"verydeep eval: error: {setup / 'adir'} is a directory, not a checkpoint file"
+    )

@@ -55,15 +55,22 @@ def test_eval_end_to_end_on_real_photographs(ckpt, tmp_path, capsys):
     (root / "ants" / GIF.name).symlink_to(GIF)  # the palette image
     (root / "bees" / "broken.jpg").write_bytes(b"not a jpeg")  # skipped, counted
     methods = "centre,dense,multicrop,dense+multicrop"
-    args = ["eval", str(ckpt), str(ckpt), "--data", str(root), "--method", methods, "--workers", "0"]
+    other = tmp_path / "other.safetensors"  # the same file twice is refused: a second net
+    save_model(
+        other,
+        trained_tiny(classes=2, seed=1),
+        Meta(classes=["ants", "bees"], train_scale=[256], preprocess=PREP.to_dict()),
+    )
+    args = ["eval", str(ckpt), str(other), "--data", str(root), "--method", methods, "--workers", "0"]
     assert main([*args, "--json", "--csv", str(tmp_path / "r.csv"), "--quiet"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n_images"] == 11 and res["skipped"] == 1 and res["classes"] == ["ants", "bees"]
     rows = {(r["net"], r["method"]): r for r in res["rows"]}
-    assert len(rows) == 12  # two nets (same file, named by folder) + ensemble, 4 methods each
+    assert len(rows) == 12  # two nets + their ensemble, 4 methods each
     ens = rows[("ensemble of 2", "dense+multicrop")]
     single = next(r for (n, m), r in rows.items() if m == "dense+multicrop" and n != "ensemble of 2")
-    assert ens["top1_err"] == single["top1_err"] and ens["forwards_per_image"] == 2 * 156
+    assert ens["forwards_per_image"] == 2 * single["forwards_per_image"] == 2 * 156
+    assert sum(map(sum, ens["confusion"])) == 11
     assert sum(map(sum, single["confusion"])) == 11 and single["k"] == 2
     with open(tmp_path / "r.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 12

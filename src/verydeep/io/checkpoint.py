@@ -138,6 +138,8 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Meta]:
     """The tensors and ``Meta`` of a verydeep safetensors file, checked (digest, metadata values),
     with one-line errors."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise ValueError(f"checkpoint not found: {path}")
     data = path.read_bytes()
@@ -162,6 +164,41 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Meta]:
             "(a flipped bit or a partial copy); use another copy"
         )
     return tensors, _meta(raw, path)
+
+
+def check_distinct(paths: list[str | Path]) -> None:
+    """Refuse a net named twice (the same path, a link to it, or a copy of its weights): an
+    ensemble would weigh it twice and report it as two nets. Reads headers only."""
+    seen: dict[object, str | Path] = {}
+    for path in paths:
+        key = _weights_id(Path(path))
+        if key in seen:
+            same = (
+                f"{path} is given twice"
+                if str(seen[key]) == str(path)
+                else f"{seen[key]} and {path} hold the same weights"
+            )
+            raise ValueError(f"{same}: a net given twice would count twice in the ensemble")
+        seen[key] = path
+
+
+def _weights_id(path: Path) -> object:
+    """The stored SHA-256 of a file's tensors; without one (older files, unreadable ones) the
+    file itself (device, inode), or the path for a missing file (its load names the error)."""
+    try:
+        with path.open("rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n)) if 2 <= n <= 100_000_000 else {}
+        stored = (header.get("__metadata__") or {}).get(DIGEST_KEY)
+        if isinstance(stored, str):
+            return ("sha256", stored)
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        pass
+    try:
+        st = path.stat()
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", str(path))
 
 
 _FOREIGN = {"torchvision": "PyTorch (torch.save) file", "keras": "Keras file", "caffe": "Caffe model"}

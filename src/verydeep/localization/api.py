@@ -20,7 +20,7 @@ from ..config import pixels
 from ..data.images import BadImageError, load_image
 from ..data.voc import image_path, load_voc, voc_classes
 from ..evaluation.runner import check_scales
-from ..io.checkpoint import Meta, load_model
+from ..io.checkpoint import Meta, check_distinct, load_model
 from ..models.vgg import VGG
 from .data import load_scaled
 from .metrics import baseline_guesses, gt_labels, loc_error, mean_training_box
@@ -49,8 +49,9 @@ def parse_loc(spec: str) -> tuple[str, list[int] | None]:
 
 def load_locs(specs: list[str]) -> list[tuple[Net, Meta]]:
     """Localisation nets from ``PATH[@Q1,Q2]`` specs."""
-    out = []
-    for path, scales in [parse_loc(spec) for spec in specs]:  # every spec parsed before any load
+    out, parsed = [], [parse_loc(spec) for spec in specs]  # every spec parsed before any load
+    check_distinct([path for path, _ in parsed])
+    for path, scales in parsed:
         net, meta = load_net(path)
         if not net.head:
             raise ValueError(f"{path} is not a localisation net (train one with `localize train`)")
@@ -73,6 +74,7 @@ def load_classifiers(paths: list[str]) -> tuple[list[Net], list[str]]:
     their class names, which must agree."""
     if not paths:
         raise ValueError("no classification net given (--cls)")
+    check_distinct(paths)
     nets, classes = [], None
     for path in paths:
         net, meta = load_net(path)
