@@ -384,3 +384,45 @@ def test_caltech_splits_too_small_to_choose_c_are_one_line(tmp_path, capsys, arg
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Warning" not in err, err
     assert needle in err.strip().splitlines()[-1], err
+
+
+@pytest.mark.parametrize(
+    "multilabel, args, needle",
+    [
+        (
+            True,
+            ["--per-class", "3", "--splits", "2"],
+            "--per-class, --splits have no effect here: the descriptor files are multi-label",
+        ),
+        (True, ["--protocol", "caltech101"], "--protocol has no effect here"),
+        (
+            False,
+            ["--pr-curves", "{tmp}/pr"],
+            "--pr-curves has no effect here: the descriptor files are single-label",
+        ),
+        (False, ["--one-c", "--ap", "area"], "--one-c, --ap have no effect here"),
+        (False, ["--splits", "5"], "(give --per-class or --protocol for Caltech splits)"),
+        (False, ["--val-fraction", "0.3"], "--val-fraction holds out a part with --folds 0 only"),
+        (True, ["--val-fraction", "0.3", "--folds", "2"], "here 2 folds choose C"),
+    ],
+)
+def test_a_flag_the_task_never_reads_is_refused(tmp_path, capsys, multilabel, args, needle):
+    # each was ignored without a word: Caltech splits asked of VOC files scored the whole split
+    from verydeep.io.features import save_descriptors
+
+    x, y = blobs(6, 2, seed=0)
+    labels = np.where(np.eye(2)[y] > 0, 1, -1) if multilabel else y  # VOC: +1 / -1 per class
+    files = [str(tmp_path / f"{s}.safetensors") for s in ("tr", "te")]
+    for f in files:
+        save_descriptors(f, Descriptors(x, labels, [f"{i}.jpg" for i in range(len(y))], ["ants", "bees"]))
+    assert (
+        main(
+            ["transfer", *files, "--json", str(tmp_path / "r.json"), *[a.format(tmp=tmp_path) for a in args]]
+        )
+        == 2
+    )
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "pr").exists()
+    kept = ["--folds", "2"] if "--folds" in args else []  # the same files without the flags are scored
+    assert main(["transfer", *files, *kept]) == 0

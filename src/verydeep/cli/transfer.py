@@ -34,8 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--val-fraction",
         type=float,
-        default=SVMConfig.val_fraction,
-        help="with --folds 0: held out to pick C",
+        help=f"with --folds 0: held out to pick C (default {SVMConfig.val_fraction})",
     )
     p.add_argument(
         "--one-c", action="store_true", help="multi-label: one C for all classes (default: one per class)"
@@ -46,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=SVMConfig.loss,
         help="SVM loss: L2-SVM or L1-SVM",
     )
-    p.add_argument("--ap", choices=["voc07", "area", "raw"], default=SVMConfig.ap, help="AP definition")
+    p.add_argument(
+        "--ap", choices=["voc07", "area", "raw"], help=f"multi-label: AP definition (default {SVMConfig.ap})"
+    )
     p.add_argument(
         "--protocol",
         choices=sorted(PROTOCOLS),
@@ -91,17 +92,22 @@ def run(args: argparse.Namespace) -> int:
     n_train = preset["n_train"] if args.per_class is None else args.per_class
     n_test = preset["n_test"] if args.test_per_class is None else (args.test_per_class or None)
     n_splits = preset["n_splits"] if args.splits is None else args.splits
+    if args.val_fraction is not None and args.folds != 0:
+        raise ValueError(
+            f"--val-fraction holds out a part with --folds 0 only; here {args.folds} folds choose C"
+        )
     cfg = SVMConfig(
         cs=tuple(args.cs),
-        val_fraction=args.val_fraction,
+        val_fraction=SVMConfig.val_fraction if args.val_fraction is None else args.val_fraction,
         folds=args.folds,
         per_class_c=not args.one_c,
         loss=args.loss,
-        ap=args.ap,
+        ap=args.ap or SVMConfig.ap,
         seed=args.seed,
     )
     train = load_descriptors(args.train)
     test = load_descriptors(args.test) if args.test else None
+    check_flags(args, multilabel=train.labels.ndim == 2, n_train=n_train)
     if args.drop_class:
         train = drop_classes(train, args.drop_class)
         test = drop_classes(test, args.drop_class) if test is not None else None
@@ -119,6 +125,24 @@ def run(args: argparse.Namespace) -> int:
             atomic_write(Path(args.pr_curves) / f"pr-{_safe(name)}.png", png)
         print(f"precision-recall curves: {args.pr_curves}/pr-<class>.png")
     return 0
+
+
+def check_flags(args: argparse.Namespace, multilabel: bool, n_train: int) -> None:
+    """Refuse a flag the data's task never reads, before any SVM is trained: it used to be
+    ignored without a word, so a Caltech split asked of VOC files scored the whole split."""
+    given = lambda *names: [n for n in names if getattr(args, n.lstrip("-").replace("-", "_"))]  # noqa: E731
+    if multilabel:
+        unused = given("--protocol", "--per-class", "--test-per-class", "--splits")
+        why = "the descriptor files are multi-label (VOC): mAP on the test file, no Caltech splits"
+    else:
+        unused = given("--one-c", "--ap", "--pr-curves")
+        if n_train <= 0:
+            unused += given("--test-per-class", "--splits")
+        why = "the descriptor files are single-label: mean class recall" + (
+            " on the test file (give --per-class or --protocol for Caltech splits)" if n_train <= 0 else ""
+        )
+    if unused:
+        raise ValueError(f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect here: {why}")
 
 
 def _safe(name: str) -> str:
