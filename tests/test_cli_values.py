@@ -48,6 +48,10 @@ CASES = [
     (["features", CK, DATA, "--out", "{r}/f.npz", "--device", "bogus"], "--device"),
     (["features", CK, DATA, "--out", "{r}/f.npz", "--scales", "1e7"], "--scales"),
     (["bench", "--device", "bogus"], "--device"),
+    # a calibration folder was ignored without a word by every mode but int8
+    (["eval", CK, "--data", DATA, "--calibrate", DATA], "--calibrate is for --precision int8"),
+    (["predict", "-m", CK, IMG, "--calibrate", DATA, "--precision", "bf16"], "int8-checked only, not bf16"),
+    (["features", CK, DATA, "--out", "{r}/f.npz", "--calibrate", DATA], "--calibrate is for"),
 ]
 
 
@@ -75,6 +79,11 @@ def test_the_library_checks_the_same_bounds(kw):
 def test_descriptor_scales_are_bounded():
     with pytest.raises(ValueError, match="4096"):
         DescriptorConfig(scales=(1e7,), units="pixels")
+    with pytest.raises(ValueError, match="--calibrate is for"):
+        DescriptorConfig(scales=(256,), calibrate="photos", precision="winograd")
+    with pytest.raises(ValueError, match="--calibrate is for"):
+        EvalOptions(calibrate="photos", precision="auto")
+    assert EvalOptions(calibrate="photos", precision="int8-checked").calibrate == "photos"
 
 
 def test_predict_reports_bad_files_and_keeps_the_good_ones(setup, capsys, tmp_path):

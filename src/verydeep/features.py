@@ -51,6 +51,7 @@ from .evaluation.core import Runtime, dense_pooled, window_trim
 from .evaluation.precision import (
     INT8,
     PRECISIONS,
+    check_calibrate,
     for_precision,
     image_paths,
     inference_precision,
@@ -112,6 +113,7 @@ class DescriptorConfig:
         }
         if self.precision == "int8-checked":  # it re-checks class decisions; features make none
             raise ValueError("int8-checked re-checks class decisions and features have none: use int8")
+        check_calibrate(self.precision, self.calibrate)
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"descriptor {name} must be one of {allowed}, got {getattr(self, name)!r}")

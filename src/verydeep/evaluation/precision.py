@@ -66,6 +66,12 @@ def inference_precision(name: str, device: torch.device) -> str:
     return name
 
 
+def check_calibrate(precision: str, calibrate: str | None) -> None:
+    """A calibration folder is read by the int8 modes only; with any other it was ignored unsaid."""
+    if calibrate and precision not in INT8:
+        raise ValueError(f"--calibrate is for --precision int8 or int8-checked only, not {precision}")
+
+
 def calibration_crops(images: Iterable[Image.Image | torch.Tensor], crop: int, channels: int) -> torch.Tensor:
     """Centre crops (N, C, crop, crop) uint8 of PIL or uint8 CHW images, each rescaled first."""
     side = pixels(256, crop)  # crops cut from images rescaled to S = 256 paper units

@@ -30,7 +30,7 @@ from ..models.vgg import VGG
 from ..ranges import DEVICE_PATTERN, MAX_SCALE, MIN_SCALE
 from .core import Runtime, crop_probs, dense_probs, grid_crops, match_channels, window_trim
 from .data import EvalData, batches
-from .precision import PRECISIONS, image_paths, inference_precision, read_images, spread
+from .precision import PRECISIONS, check_calibrate, image_paths, inference_precision, read_images, spread
 
 BASE_METHODS = ("centre", "dense", "multicrop")
 
@@ -131,6 +131,7 @@ class EvalOptions:
             raise ValueError(f"average {self.average!r} / dense_align {self.dense_align!r} unknown")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_calibrate(self.precision, self.calibrate)
         if not re.fullmatch(DEVICE_PATTERN, str(self.device)):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
