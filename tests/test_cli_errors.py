@@ -102,6 +102,9 @@ def test_existing_checkpoints_are_never_overwritten(tmp_path, capsys):
     # an output path that is a file
     (tmp_path / "file").write_text("precious")
     one_line_error(*train(capsys, *TINY, *data, f"train.out_dir={tmp_path / 'file'}"), "not a directory")
+    # ... or lies above it (this was a bare "[Errno 20] Not a directory")
+    under = f"train.out_dir={tmp_path / 'file' / 'a' / 'run'}"
+    one_line_error(*train(capsys, *TINY, *data, under), f"{tmp_path / 'file'} is a file, not a directory")
     assert (tmp_path / "file").read_text() == "precious"
     # resuming the same config is allowed (and may run longer)
     assert train(capsys, *TINY, *data, run, "train.max_steps=2")[0] == 0

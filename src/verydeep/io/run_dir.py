@@ -94,6 +94,9 @@ class RunDir:
             return
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"train.out_dir {self.root} exists and is not a directory")
+        above = next((p for p in self.root.absolute().parents if p.exists()), None)
+        if above is not None and not above.is_dir():  # mkdir would fail with a bare [Errno 20]
+            raise ValueError(f"train.out_dir {self.root}: {above} is a file, not a directory")
         created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
