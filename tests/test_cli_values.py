@@ -326,3 +326,20 @@ def test_a_directory_given_as_a_checkpoint_says_so(setup, capsys):
         capsys.readouterr().err.strip()
         == f"verydeep eval: error: {setup / 'adir'} is a directory, not a checkpoint file"
     )
+
+
+def test_class_folders_outside_classes_from_name_that_list(setup, capsys, tmp_path):
+    # the message used to blame "the model's classes" for a list read from --classes-from
+    import numpy as np
+
+    from verydeep.io.features import Descriptors, save_descriptors
+
+    names = ["x", "y"]
+    save_descriptors(
+        tmp_path / "c.npz", Descriptors(np.eye(2, dtype=np.float32), np.array([0, 1]), ["0", "1"], names)
+    )
+    argv = ["features", str(setup / "net.safetensors"), str(setup / "data"), "--out", str(tmp_path / "f.npz")]
+    assert main([*argv, "--classes-from", str(tmp_path / "c.npz")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.endswith("class folders ['a', 'b'] are not among the expected classes: x, y"), line
+    assert not (tmp_path / "f.npz").exists()

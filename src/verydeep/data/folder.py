@@ -37,7 +37,9 @@ def scan_image_folder(
     classes = list(classes) if classes is not None else found
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise ValueError(f"{root}: class folders {unknown[:5]} are not among the model's classes")
+        # the list is a checkpoint's or a descriptor file's (--classes-from): name it, not its source
+        shown = ", ".join(classes[:8]) + (f", ... ({len(classes)} in all)" if len(classes) > 8 else "")
+        raise ValueError(f"{root}: class folders {unknown[:5]} are not among the expected classes: {shown}")
     index = {c: i for i, c in enumerate(classes)}
     samples = [(p, index[d]) for d in found for p in sorted((root / d).rglob("*")) if is_image_file(p)]
     if not samples:
