@@ -343,3 +343,20 @@ def test_class_folders_outside_classes_from_name_that_list(setup, capsys, tmp_pa
     line = capsys.readouterr().err.strip()
     assert line.endswith("class folders ['a', 'b'] are not among the expected classes: x, y"), line
     assert not (tmp_path / "f.npz").exists()
+
+
+def test_eval_split_is_a_sub_folder_of_an_image_folder(setup, capsys, tmp_path):
+    # --split was read for VOC roots only: on train/ + val/ it evaluated 'train' and 'val' as classes
+    for split, n in (("train", 1), ("val", 2)):
+        for c in "ab":
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (40, 40), (60 * i, 90, 30)).save(tmp_path / split / c / f"{i}.png")
+    argv = ["eval", str(setup / "net.safetensors"), "--data", str(tmp_path), "--workers", "0", "--json"]
+    for split, n in (("train", 2), ("val", 4)):
+        assert main([*argv, "--split", split]) == 0
+        assert json.loads(capsys.readouterr().out)["n_images"] == n
+    assert main(argv) == 2  # the root itself: its sub-folders are no classes of the net
+    assert "class folders ['train', 'val']" in capsys.readouterr().err
+    assert main(["eval", str(setup / "net.safetensors"), "--data", "fashion-mnist", "--split", "train"]) == 2
+    assert "evaluated on its test split" in capsys.readouterr().err

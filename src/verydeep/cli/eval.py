@@ -74,7 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=path_arg,
     )
     p.add_argument(
-        "--split", default="val", help="VOC root only: ImageSets/Main split, e.g. val or train[80%%:]"
+        "--split",
+        help="VOC root: ImageSets/Main split, e.g. val (default) or train[80%%:]; ImageFolder: a "
+        "sub-folder, e.g. val (default: the folder itself)",
     )
     add_method_args(p, "dense")
     p.add_argument(

@@ -60,22 +60,26 @@ class EvalData:
         return EvalData(self.classes, images=self.images[keep], labels=self.labels[keep], name=self.name)
 
 
-def open_data(spec: str, classes: list[str] | None = None, split: str = "val") -> EvalData:
-    """``spec``: an ImageFolder directory, a VOC root (its ``split``, each image labelled with
-    its largest object's class, as ``data.dataset=voc`` trains), ``fashion-mnist`` or
-    ``fashion-mnist:ROOT`` (test split).
+def open_data(spec: str, classes: list[str] | None = None, split: str | None = None) -> EvalData:
+    """``spec``: an ImageFolder directory (``split``, if given, is a sub-folder of it, as in
+    ``verydeep features``), a VOC root (its ``split``, by default ``val``; each image labelled
+    with its largest object's class, as ``data.dataset=voc`` trains), ``fashion-mnist`` or
+    ``fashion-mnist:ROOT`` (test split; no other split is read).
 
     ``classes`` (the net's) fixes the label order; classes it lacks are an error.
     """
     if spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
+        if split not in (None, "test"):  # it was ignored: the test split was read all the same
+            raise ValueError(f"Fashion-MNIST is evaluated on its test split; --split {split} does not apply")
         root = spec.partition(":")[2] or DEFAULT_ROOT
         images, labels = load_fashion_mnist(root, "test")
         return EvalData(list(FASHION_CLASSES), images=images, labels=labels, name="fashion-mnist test")
     if is_voc_root(spec):
-        samples, found = image_level_samples(spec, split, classes or None)
-        return EvalData(found, samples=samples, name=f"{spec} ({split})")
-    samples, found = scan_image_folder(spec, classes=classes or None)
-    return EvalData(found, samples=samples, name=str(spec))
+        samples, found = image_level_samples(spec, split or "val", classes or None)
+        return EvalData(found, samples=samples, name=f"{spec} ({split or 'val'})")
+    root = Path(spec) / split if split else Path(spec)  # the split used to be ignored here
+    samples, found = scan_image_folder(root, classes=classes or None)
+    return EvalData(found, samples=samples, name=str(root))
 
 
 class MultiScale:

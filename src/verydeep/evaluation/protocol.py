@@ -156,11 +156,14 @@ def _ensemble_rows(
     return rows
 
 
-def evaluate(paths: Sequence[str | Path], data_spec: str, opts: EvalOptions, split: str = "val") -> dict:
+def evaluate(
+    paths: Sequence[str | Path], data_spec: str, opts: EvalOptions, split: str | None = None
+) -> dict:
     """Load checkpoints and evaluate them (and their ensemble) on ``data_spec``.
 
-    ``data_spec``: an ImageFolder directory (labels in the first net's class order), a VOC root
-    (its ``split``) or ``fashion-mnist[:ROOT]`` (test split).
+    ``data_spec``: an ImageFolder directory (labels in the first net's class order; ``split``:
+    a sub-folder), a VOC root (its ``split``, by default ``val``) or ``fashion-mnist[:ROOT]``
+    (test split).
     """
     if not paths:
         raise ValueError("give at least one checkpoint")
