@@ -48,6 +48,13 @@ CASES = [
     (["features", CK, DATA, "--out", "{r}/f.npz", "--device", "bogus"], "--device"),
     (["features", CK, DATA, "--out", "{r}/f.npz", "--scales", "1e7"], "--scales"),
     (["bench", "--device", "bogus"], "--device"),
+    # flags that no chosen method reads were ignored without a word
+    (["eval", CK, "--data", DATA, "--grid", "3"], "--grid has no effect with --method dense"),
+    (["eval", CK, "--data", DATA, "--method", "centre,multicrop", "--average", "softmax"], "--average has"),
+    (
+        ["predict", "-m", CK, IMG, "--method", "centre", "--dense-align", "topleft", "--grid", "2"],
+        "--grid, --dense-align have",
+    ),
     # a calibration folder was ignored without a word by every mode but int8
     (["eval", CK, "--data", DATA, "--calibrate", DATA], "--calibrate is for --precision int8"),
     (["predict", "-m", CK, IMG, "--calibrate", DATA, "--precision", "bf16"], "int8-checked only, not bf16"),
@@ -168,7 +175,9 @@ def test_every_flag_has_help_and_every_command_an_example(capsys):
     walk(parser, [])
     assert missing == [] and no_example == []
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert "(default: 5)" in sub.choices["eval"].format_help()  # --grid's default is shown
+    eval_help = " ".join(sub.choices["eval"].format_help().split())
+    assert "(default: 64)" in eval_help  # --batch-size's default is shown
+    assert "5 (the default) gives 5x5 crops" in eval_help  # --grid's, whose default is None (unset)
     assert "--print-config" in sub.choices["train"].format_help()
     with pytest.raises(SystemExit):
         main(["--version"])
@@ -360,3 +369,25 @@ def test_eval_split_is_a_sub_folder_of_an_image_folder(setup, capsys, tmp_path):
     assert "class folders ['train', 'val']" in capsys.readouterr().err
     assert main(["eval", str(setup / "net.safetensors"), "--data", "fashion-mnist", "--split", "train"]) == 2
     assert "evaluated on its test split" in capsys.readouterr().err
+
+
+def test_flags_of_the_chosen_methods_are_taken(setup, capsys, tmp_path):
+    # the other side of the check above: each flag is accepted where its method runs
+    base = ["eval", str(setup / "net.safetensors"), "--data", str(setup / "data"), "--workers", "0", "--json"]
+    for extra in (
+        ["--method", "multicrop", "--grid", "2"],
+        ["--method", "dense+multicrop", "--average", "softmax", "--dense-align", "topleft", "--grid", "2"],
+    ):
+        assert main([*base, "--scales", "single", *extra]) == 0, capsys.readouterr().err
+        assert json.loads(capsys.readouterr().out)["n_images"] == 4
+    heat = tmp_path / "h.png"
+    argv = [
+        "predict",
+        "-m",
+        str(setup / "net.safetensors"),
+        str(setup / "data/a/0.png"),
+        "--method",
+        "centre",
+    ]
+    assert main([*argv, "--dense-align", "topleft", "--heatmap", str(heat)]) == 0  # the heat map is dense
+    assert heat.read_bytes()[:4] == b"\x89PNG"

@@ -28,16 +28,15 @@ def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
     p.add_argument(
         "--average",
         choices=["scores", "softmax"],
-        default="scores",
-        help="dense: average the score map then soft-max (paper) or soft-max then average",
+        help="dense: average the score map then soft-max (scores, the paper's and the default) or "
+        "soft-max then average",
     )
-    add_dense_args(p)
+    add_dense_args(p, default=None)
     p.add_argument("--no-flip", action="store_true", help="do not average in horizontal flips")
     p.add_argument(
         "--grid",
         type=int_range(1, 32),
-        default=5,
-        help="multi-crop grid side: 5 gives 5x5 crops x 2 flips = 50 per scale",
+        help="multi-crop grid side: 5 (the default) gives 5x5 crops x 2 flips = 50 per scale",
     )
     p.add_argument(
         "--device", type=device, default="auto", help="auto (cuda if available), cpu, cuda, cuda:N"
@@ -103,15 +102,17 @@ def setup(args: argparse.Namespace) -> str:
 
 
 def options(args: argparse.Namespace, device: str):
+    """The EvalOptions the flags ask for; a flag that no chosen method reads is refused."""
     from ..evaluation import EvalOptions
+    from ..evaluation.runner import parse_methods
 
+    check_applicable(args, parse_methods(args.method))
+    given = {k: getattr(args, k) for k in ("average", "dense_align", "grid") if getattr(args, k) is not None}
     return EvalOptions(
         methods=args.method,
         scales=args.scales,
-        average=args.average,
-        dense_align=args.dense_align,
+        **given,
         flip=not args.no_flip,
-        grid=args.grid,
         device=device,
         precision="bf16" if args.bf16 else args.precision,
         calibrate=args.calibrate,
@@ -123,6 +124,23 @@ def options(args: argparse.Namespace, device: str):
         limit=getattr(args, "limit", None),
         progress=not getattr(args, "quiet", True) and sys.stderr.isatty(),
     )
+
+
+def check_applicable(args: argparse.Namespace, methods: list[str]) -> None:
+    """--grid shapes multi-crop only, --average and --dense-align the dense method only (and
+    predict's heat map, a dense map): given with none of them, they were ignored without a word."""
+    parts = {p for m in methods for p in m.split("+")}
+    reads = {
+        "--grid": "multicrop" in parts,
+        "--average": "dense" in parts,
+        "--dense-align": "dense" in parts or bool(getattr(args, "heatmap", None)),
+    }
+    unused = [
+        f for f, read in reads.items() if not read and getattr(args, f[2:].replace("-", "_")) is not None
+    ]
+    if unused:
+        verb = "has" if len(unused) == 1 else "have"
+        raise ValueError(f"{', '.join(unused)} {verb} no effect with --method {','.join(methods)}")
 
 
 def run(args: argparse.Namespace) -> int:

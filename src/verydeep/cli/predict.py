@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"verydeep predict: skipped {r['error']}", file=sys.stderr)
     if args.heatmap and good:
         bf16 = inference_precision(opts.precision, torch.device(opts.device)) == "bf16"
-        write_heatmap(args, nets[0], good, Runtime(opts.device, bf16, opts.channels_last))
+        write_heatmap(args, nets[0], good, Runtime(opts.device, bf16, opts.channels_last), opts.dense_align)
     for r in good:
         r.pop("probs")
     if args.json:
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if len(good) < len(results) else 0  # some skipped: the rest are printed all the same
 
 
-def write_heatmap(args: argparse.Namespace, net: tuple, results: list[dict], rt) -> None:
+def write_heatmap(args: argparse.Namespace, net: tuple, results: list[dict], rt, align: str) -> None:
     """The top class's dense score map of each image, at the middle test scale, as one PNG."""
     from ..data.images import load_image
     from ..evaluation.predict import heatmap_png, score_map
@@ -100,7 +100,7 @@ def write_heatmap(args: argparse.Namespace, net: tuple, results: list[dict], rt)
     for r in results:
         best = r["top"][0]
         img = load_image(r["path"], exif=not args.no_exif)
-        m, offset = score_map(model, meta, img, best["index"], q, rt, args.dense_align)
+        m, offset = score_map(model, meta, img, best["index"], q, rt, align)
         title = f"{Path(r['path']).name}: {best['class']} {best['prob']:.3f} (Q={q}px)"
         panels.append((img, q, m, offset, title))
     atomic_write(Path(args.heatmap), heatmap_png(panels, model.crop_size))

@@ -107,14 +107,15 @@ def scales_arg(text: str) -> str:
     return text
 
 
-def add_dense_args(p: argparse.ArgumentParser) -> None:
-    """``--dense-align`` and ``--no-exif``, the same for eval, predict and features."""
+def add_dense_args(p: argparse.ArgumentParser, default: str | None = "centre") -> None:
+    """``--dense-align`` and ``--no-exif``, the same for eval, predict and features (eval and
+    predict pass ``default=None`` to tell a given value from the default: centre)."""
     p.add_argument(
         "--dense-align",
         choices=["centre", "topleft"],
-        default="centre",
-        help="dense: the border pixels no 32-px-stride window sees are cut from both sides (centre) "
-        "or left out at the bottom/right as a plain conv pass does (topleft)",
+        default=default,
+        help="dense: the border pixels no 32-px-stride window sees are cut from both sides (centre, "
+        "the default) or left out at the bottom/right as a plain conv pass does (topleft)",
     )
     p.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (pixels as stored)")
 
