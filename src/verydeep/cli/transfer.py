@@ -48,15 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ap", choices=["voc07", "area", "raw"], help=f"multi-label: AP definition (default {SVMConfig.ap})"
     )
-    p.add_argument(
-        "--protocol",
-        choices=sorted(PROTOCOLS),
-        help="the paper's Caltech setting: caltech101 = 30 train / up to 50 test per class, caltech256 = "
-        "60 train / the rest; 3 splits (explicit --per-class/--test-per-class/--splits win)",
-    )
-    p.add_argument("--per-class", type=int_range(0), help="Caltech: training images per class (0: all)")
-    p.add_argument("--test-per-class", type=int_range(0), help="Caltech: at most this many test (0: all)")
-    p.add_argument("--splits", type=int_range(1, 100), help="Caltech: number of random splits (by default 3)")
+    add_caltech_args(p)
     p.add_argument(
         "--drop-class",
         action="append",
@@ -76,6 +68,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=path_arg,
     )
     p.set_defaults(func=run)
+
+
+def add_caltech_args(p: argparse.ArgumentParser) -> None:
+    """The Caltech protocol's flags (single-label files; ``check_flags`` refuses them on VOC)."""
+    p.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOLS),
+        help="the paper's Caltech setting: caltech101 = 30 train / up to 50 test per class, caltech256 = "
+        "60 train / the rest; 3 splits (explicit --per-class/--test-per-class/--splits win)",
+    )
+    p.add_argument("--per-class", type=int_range(0), help="Caltech: training images per class (0: all)")
+    p.add_argument("--test-per-class", type=int_range(0), help="Caltech: at most this many test (0: all)")
+    p.add_argument("--splits", type=int_range(1, 100), help="Caltech: number of random splits (by default 3)")
 
 
 def run(args: argparse.Namespace) -> int:
