@@ -483,3 +483,45 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert f"top-1 error {100 * report['dense']['top1']:.1f}%" in out
     assert sum(int(n) for n in re.findall(r": (\d+), \d+ wrong", out)) == len(E2E_IDS)
+
+
+def test_classes_the_nets_do_not_know_are_one_line_before_any_pass(tmp_path, capsys):
+    # an object class the classifier lacks crashed `localize eval` with an IndexError in the centre
+    # crop's pass (tune exited 0); a per-class box net of another class order read other boxes
+    from verydeep.cli import main
+    from voc_tree import make_voc
+
+    root = make_voc(
+        tmp_path / "voc", {"0": [("cat", 0, (10, 10, 200, 150))], "1": [("bird", 0, (5, 5, 90, 80))]}
+    )
+    for i in "01":
+        Image.new("RGB", (300, 200), (120, 80, 40)).save(root / "JPEGImages" / f"{i}.jpg")
+    (root / "ImageSets/Main/val.txt").write_text("0\n1\n")
+
+    def save(name, classes, head=None):
+        path = tmp_path / f"{name}.safetensors"
+        model = VGG("A", **TINY) if head is None else make_loc_net(VGG("A", **TINY), head)
+        config = None if head is None else {"localization": {"head": head}}
+        save_model(path, model, Meta(classes=classes, train_scale=[256], config=config))
+        return str(path)
+
+    cls, pcr = save("cls", ["cat", "dog", "fox"]), save("pcr", ["cat", "dog", "fox"], "pcr")
+    for action in ("eval", "tune"):
+        out = tmp_path / f"{action}.json"
+        argv = ["localize", action, "--data", str(root), "--split", "val", "--loc", pcr, "--cls", cls]
+        assert main([*argv, "--json", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"verydeep localize: error: {root} (val) has classes the classifier lacks: bird", err
+        assert not out.exists()
+    (root / "ImageSets/Main/val.txt").write_text("0\n")  # cats only: the nets know them
+    other = save("pcr-other", ["dog", "cat", "fox"], "pcr")
+    argv = ["localize", "eval", "--data", str(root), "--split", "val", "--loc", other, "--cls", cls]
+    assert main([*argv, "--train-split", "val"]) == 2
+    assert (
+        "a per-class box net's classes dog, cat, fox are not the classifier's cat, dog, fox"
+        in capsys.readouterr().err
+    )
+    photo = str(root / "JPEGImages" / "0.jpg")
+    assert main(["localize", "predict", photo, "--loc", other, "--cls", cls]) == 2
+    assert "are not the classifier's" in capsys.readouterr().err
+    assert main([*argv[:6], "--loc", pcr, "--cls", cls, "--train-split", "val", "--scales", "256"]) == 0

@@ -87,6 +87,21 @@ def load_classifiers(paths: list[str]) -> tuple[list[Net], list[str]]:
     return nets, classes
 
 
+def check_classes(anns: list, classes: list[str], where: str, locs: list[tuple[Net, Meta]] = ()) -> None:
+    """Every object class of the split is one the classifier scores, and every per-class (PCR)
+    box net has the classifier's classes in its order: an unknown class used to crash the centre
+    crop's pass with an IndexError, and a PCR net of another order would read another class's box."""
+    unknown = sorted(set(voc_classes(anns)) - set(classes))
+    if unknown:
+        raise ValueError(f"{where} has classes the classifier lacks: {', '.join(unknown)}")
+    for net, meta in locs:
+        if net.head == "pcr" and meta.classes != classes:
+            raise ValueError(
+                f"a per-class box net's classes {', '.join(meta.classes)} are not the classifier's "
+                f"{', '.join(classes)} (same names, same order)"
+            )
+
+
 def fit_localizer(
     root: str, cls_path: str, cfg: LocTrainConfig, progress: Progress = None, split: str = "train"
 ) -> tuple[VGG, Meta, dict]:
@@ -96,8 +111,7 @@ def fit_localizer(
         raise ValueError(f"{cls_path} is a localisation net; pass a classification checkpoint")
     anns = load_voc(root, split)
     classes = cls_meta.classes or voc_classes(anns)
-    if set(voc_classes(anns)) - set(classes):
-        raise ValueError(f"{root} has classes the classifier lacks: {set(voc_classes(anns)) - set(classes)}")
+    check_classes(anns, classes, f"{root} ({split})")
     ds = load_scaled(root, anns, pixels(cfg.scale, cls.model.crop_size), classes)
     net = make_loc_net(cls.model, cfg.head, cfg.last_std)
     hist = train_localizer(net, ds, cls.prep, cfg, progress)
@@ -131,6 +145,7 @@ def evaluate(
     anns, train = load_voc(root, split), load_voc(root, train_split)
     locs = load_locs(loc_paths)  # first: a malformed PATH@Q is refused before any file is read
     classifiers, classes = load_classifiers(cls_paths)
+    check_classes(anns, classes, f"{root} ({split})", locs)
     k = min(5, len(classes))
     report: dict = {"split": split, "images": len(anns), "classes": classes, "k": k, "centre": {}}
     for path, (loc, meta) in zip(loc_paths, locs, strict=True):
@@ -177,9 +192,10 @@ def tune_merging(
         raise ValueError("tune: give at least one scale set (e.g. 384;256,384) and one flip setting")
     for qs in scale_sets:
         check_scales(qs)
-    locs = [n for n, _ in load_locs(loc_paths)]  # first: a malformed PATH@Q before any file
+    locs = load_locs(loc_paths)  # first: a malformed PATH@Q before any file
     classifiers, classes = load_classifiers(cls_paths)
-    return tune(root, split, locs, classifiers, classes, scale_sets, flips, progress)
+    check_classes(load_voc(root, split), classes, f"{root} ({split})", locs)
+    return tune(root, split, [n for n, _ in locs], classifiers, classes, scale_sets, flips, progress)
 
 
 def predict(
@@ -189,6 +205,7 @@ def predict(
     if not Path(image).is_file():
         raise ValueError(f"no such image: {image}")
     img = load_image(image)
-    locs = [n for n, _ in load_locs(loc_paths)]  # first: a malformed PATH@Q before any file
+    locs = load_locs(loc_paths)  # first: a malformed PATH@Q before any file
     classifiers, classes = load_classifiers(cls_paths)
-    return img, localize_image(img, img.size, locs, classifiers, cfg), classes
+    check_classes([], classes, image, locs)
+    return img, localize_image(img, img.size, [n for n, _ in locs], classifiers, cfg), classes
