@@ -270,3 +270,17 @@ def test_bench_save_path_is_checked_before_any_timing(tmp_path, capsys, monkeypa
     (tmp_path / "file").write_text("x")
     assert main(["bench", "--quick", "--only", "lrn", "--save", str(tmp_path / "file" / "b.json")]) == 2
     assert "is not a directory" in capsys.readouterr().err and ran == []
+
+
+@pytest.mark.parametrize("out, needle", [("adir", "is a directory"), ("loc.pt", "must be a .safetensors file")])
+def test_localize_train_checks_its_output_before_training(tmp_path, capsys, monkeypatch, out, needle):
+    # the output was checked by the final write, after every step had run; a .pt name was taken
+    import verydeep.localization.api as api
+
+    monkeypatch.setattr(api, "fit_localizer", lambda *a, **k: pytest.fail("trained before the check"))
+    (tmp_path / "adir").mkdir()
+    argv = ["localize", "train", "--data", str(tmp_path), "--init", str(tmp_path / "cls.safetensors")]
+    assert main([*argv, "--out", str(tmp_path / out)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("verydeep localize: error: ") and needle in line and "\n" not in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir"]

@@ -190,9 +190,11 @@ def _dense_cfg(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..io.checkpoint import save_model
+    from ..io.checkpoint import checkpoint_target, save_model
     from ..localization.api import fit_localizer
     from ..localization.net import LocTrainConfig
+
+    checkpoint_target(args.out)  # a bad output path fails before the training, not after it
 
     cfg = LocTrainConfig(
         head=args.head,

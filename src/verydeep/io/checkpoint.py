@@ -89,6 +89,15 @@ def output_target(path: str | Path) -> Path:
     return target
 
 
+def checkpoint_target(path: str | Path) -> Path:
+    """``output_target`` for a checkpoint about to be written: it must also be named .safetensors
+    (the data is safetensors whatever the name; a .pt name would send readers to torch.load)."""
+    target = output_target(path)  # a directory or a device is named as such first
+    if Path(path).suffix != ".safetensors":
+        raise ValueError(f"output must be a .safetensors file, got {path}")
+    return target
+
+
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` is either the old file or the complete new one (see
     ``output_target`` for what may sit at ``path``)."""

@@ -35,7 +35,7 @@ import torch
 from ..data.preprocess import Preprocess
 from ..models.vgg import VGG
 from .caffe import caffe_weights, has_lrn, read_caffemodel
-from .checkpoint import Meta, load_model, save_model
+from .checkpoint import Meta, checkpoint_target, load_model, save_model
 from .layout import build_model, state_dict_from_named
 
 SOURCES = ("caffe", "torchvision", "keras", "safetensors")
@@ -229,8 +229,7 @@ def load_weights(
 
 def convert(src: str | Path, dst: str | Path, **options: object) -> Meta:
     """``load_weights(src, **options)`` written to ``dst`` as a verydeep safetensors checkpoint."""
-    if Path(dst).suffix != ".safetensors":
-        raise ValueError(f"output must be a .safetensors file, got {dst}")
+    checkpoint_target(dst)  # before the weights are read
     model, meta = load_weights(src, **options)  # type: ignore[arg-type]
     save_model(dst, model, meta)
     return meta
