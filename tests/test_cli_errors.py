@@ -272,7 +272,9 @@ def test_bench_save_path_is_checked_before_any_timing(tmp_path, capsys, monkeypa
     assert "is not a directory" in capsys.readouterr().err and ran == []
 
 
-@pytest.mark.parametrize("out, needle", [("adir", "is a directory"), ("loc.pt", "must be a .safetensors file")])
+@pytest.mark.parametrize(
+    "out, needle", [("adir", "is a directory"), ("loc.pt", "must be a .safetensors file")]
+)
 def test_localize_train_checks_its_output_before_training(tmp_path, capsys, monkeypatch, out, needle):
     # the output was checked by the final write, after every step had run; a .pt name was taken
     import verydeep.localization.api as api
@@ -284,3 +286,30 @@ def test_localize_train_checks_its_output_before_training(tmp_path, capsys, monk
     line = capsys.readouterr().err.strip()
     assert line.startswith("verydeep localize: error: ") and needle in line and "\n" not in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir"]
+
+
+def test_split_folders_are_never_read_as_classes(tmp_path, capsys):
+    # class folders beside val/ trained on val as a third class (and tested on those same photos);
+    # features on a root with train/ and val/ labelled every image "train" or "val", exit 0
+    from verydeep.io.checkpoint import Meta, save_model
+    from verydeep.models.vgg import VGG
+
+    root = folder(tmp_path / "pets", ("cats", "dogs"))
+    folder(root / "val", ("cats", "dogs"))
+    run = tmp_path / "run"
+    one_line_error(
+        *train(capsys, *TINY, "data.dataset=imagefolder", f"data.root={root}", f"train.out_dir={run}"),
+        f"{root} holds split folders (val/), not only classes: put the training classes in {root / 'train'}",
+    )
+    assert not run.exists()
+    split = folder(tmp_path / "split" / "train", ("cats", "dogs")).parent
+    folder(split / "val", ("cats", "dogs"))
+    net = VGG("A", num_classes=2, width_mult=0.125, fc_width=16, crop_size=32)
+    save_model(tmp_path / "n.safetensors", net, Meta(classes=["cats", "dogs"]))
+    argv = ["features", str(tmp_path / "n.safetensors"), str(split), "--out", str(tmp_path / "f.npz")]
+    assert main([*argv, "--workers", "0"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"verydeep features: error: {split} holds split folders (train/, val/), not only classes: "
+        "name one with --split"
+    )
+    assert main([*argv, "--workers", "0", "--split", "val"]) == 0 and (tmp_path / "f.npz").is_file()

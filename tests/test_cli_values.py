@@ -365,8 +365,11 @@ def test_eval_split_is_a_sub_folder_of_an_image_folder(setup, capsys, tmp_path):
     for split, n in (("train", 2), ("val", 4)):
         assert main([*argv, "--split", split]) == 0
         assert json.loads(capsys.readouterr().out)["n_images"] == n
-    assert main(argv) == 2  # the root itself: its sub-folders are no classes of the net
-    assert "class folders ['train', 'val']" in capsys.readouterr().err
+    assert main(argv) == 2  # the root itself: its sub-folders are splits, not classes
+    assert (
+        "holds split folders (train/, val/), not only classes: name one with --split"
+        in capsys.readouterr().err
+    )
     assert main(["eval", str(setup / "net.safetensors"), "--data", "fashion-mnist", "--split", "train"]) == 2
     assert "evaluated on its test split" in capsys.readouterr().err
 

@@ -26,7 +26,7 @@ from ..config import RunConfig, pixels
 from ..distributed import DistEnv
 from .fashion_mnist import CLASSES as FMNIST_CLASSES
 from .fashion_mnist import load_fashion_mnist
-from .folder import ImageFolderDataset, scan_image_folder
+from .folder import ImageFolderDataset, check_not_split_root, scan_image_folder
 from .images import BadImageError, load_image
 from .loaders import EpochOrder, FolderBatches, TensorBatches, spread_indices
 from .preprocess import ColourPCA, Preprocess
@@ -192,6 +192,8 @@ def _scan(cfg: RunConfig) -> tuple[list, list[str], Callable[[], list] | None]:
             classes,
             (lambda: image_level_samples(root, d.test_split, classes)[0]) if has_test else None,
         )
+    if not (root / "train").is_dir():
+        check_not_split_root(root, f"put the training classes in {root / 'train'}")
     samples, classes = scan_image_folder(root / "train" if (root / "train").is_dir() else root)
     test_root = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
     return samples, classes, (lambda: scan_image_folder(test_root, classes)[0]) if test_root else None

@@ -24,6 +24,15 @@ from torch.utils.data import Dataset
 from .images import BadImageError, is_image_file, load_image, load_image_tensor
 
 log = logging.getLogger(__name__)
+SPLIT_FOLDERS = ("train", "val", "test")
+
+
+def check_not_split_root(root: str | Path, hint: str) -> None:
+    """A folder with train/, val/ or test/ inside holds splits, not classes: read as classes, the
+    splits became labels (and a val/ beside the training classes was trained on as a class)."""
+    found = [f"{s}/" for s in SPLIT_FOLDERS if (Path(root) / s).is_dir()]
+    if found:
+        raise ValueError(f"{root} holds split folders ({', '.join(found)}), not only classes: {hint}")
 
 
 def scan_image_folder(

@@ -22,7 +22,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from .folder import scan_image_folder
+from .folder import check_not_split_root, scan_image_folder
 from .images import BadImageError, load_image
 from .transforms import rescaled_size
 from .voc_labels import is_voc_root, read_voc_labels
@@ -42,6 +42,8 @@ def labelled_images(
         if not split:  # never a silent default: train features taken for test ones give no error later
             raise ValueError(f"{root} is a VOC root: name its split (e.g. --split train or --split val)")
         return read_voc_labels(root, split, classes)
+    if not split:
+        check_not_split_root(root, "name one with --split")
     samples, classes = scan_image_folder(root / split if split else root, classes)
     return [p for p, _ in samples], np.array([y for _, y in samples], dtype=np.int64), classes
 

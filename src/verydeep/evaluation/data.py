@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from ..data.fashion_mnist import CLASSES as FASHION_CLASSES
 from ..data.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
-from ..data.folder import ImageFolderDataset, scan_image_folder
+from ..data.folder import ImageFolderDataset, check_not_split_root, scan_image_folder
 from ..data.loaders import spread_indices
 from ..data.voc import image_level_samples
 from ..data.voc_labels import is_voc_root
@@ -77,6 +77,8 @@ def open_data(spec: str, classes: list[str] | None = None, split: str | None = N
     if is_voc_root(spec):
         samples, found = image_level_samples(spec, split or "val", classes or None)
         return EvalData(found, samples=samples, name=f"{spec} ({split or 'val'})")
+    if not split:
+        check_not_split_root(spec, "name one with --split")
     root = Path(spec) / split if split else Path(spec)  # the split used to be ignored here
     samples, found = scan_image_folder(root, classes=classes or None)
     return EvalData(found, samples=samples, name=str(root))
