@@ -94,3 +94,30 @@ def test_a_lrn_dense_onnx_matches_torchs_lrn(tmp_path):
     x = torch.randn(2, 3, CROP + 32, CROP + 7) * 50
     want = net.dense_forward(x).detach().numpy()
     np.testing.assert_allclose(_run(tmp_path / "a-lrn.onnx", x), want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_localisation_net_exports_boxes_and_is_no_classifier(tmp_path, capsys):
+    # its 4 outputs were exported as "scores", and predict printed them as class probabilities
+    from verydeep.localization.net import make_loc_net
+
+    torch.manual_seed(0)
+    loc = make_loc_net(VGG("A", num_classes=2, width_mult=0.125, fc_width=16, crop_size=32), "scr").eval()
+    path = tmp_path / "loc.safetensors"
+    save_model(path, loc, Meta(classes=["a", "b"], config={"localization": {"head": "scr"}}))
+    export_checkpoint(path, tmp_path / "loc.onnx", "dense")
+    graph = onnx.load(str(tmp_path / "loc.onnx")).graph
+    assert [o.name for o in graph.output] == ["boxes"]
+    x = torch.randn(1, 3, 64, 96)
+    np.testing.assert_allclose(
+        _run(tmp_path / "loc.onnx", x), loc.dense_forward(x).detach().numpy(), atol=1e-4
+    )
+    photo = tmp_path / "p.png"
+    from PIL import Image
+
+    Image.new("RGB", (48, 40)).save(photo)
+    for argv in (["predict", "-m", str(path), str(photo)], ["eval", str(path), "--data", str(tmp_path)]):
+        assert main(argv) == 2
+        line = capsys.readouterr().err.strip()
+        assert line.endswith(
+            "is a localisation net (scr: its outputs are boxes, not class scores); use `verydeep localize`"
+        ), line

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..io.checkpoint import Meta, check_distinct, load_model
+from ..io.checkpoint import Meta, check_classifier, check_distinct, load_model
 from ..models.vgg import VGG
 from .data import EvalData, open_data
 from .metrics import classification_metrics
@@ -169,6 +169,8 @@ def evaluate(
         raise ValueError("give at least one checkpoint")
     check_distinct(list(paths))
     loaded = [load_model(p, opts.device) for p in paths]
+    for path, (_, meta) in zip(paths, loaded, strict=True):
+        check_classifier(meta, path)
     data = open_data(str(data_spec), classes=loaded[0][1].classes or None, split=split)
     nets = [(n, m, meta) for n, (m, meta) in zip(net_names(paths), loaded, strict=True)]
     return evaluate_models(nets, data, opts)

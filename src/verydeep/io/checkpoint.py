@@ -240,6 +240,21 @@ def _meta(raw: str, path: Path) -> Meta:
     return meta
 
 
+def box_head(meta: Meta) -> str:
+    """``scr``/``pcr`` for a localisation net (``localize train``), "" for a classifier."""
+    return str(((meta.config or {}).get("localization") or {}).get("head", ""))
+
+
+def check_classifier(meta: Meta, path: str | Path) -> None:
+    """Class scores are read from a classifier only: a box net's 4 or 4C outputs used to be
+    printed as class probabilities."""
+    if box_head(meta):
+        raise ValueError(
+            f"{path} is a localisation net ({box_head(meta)}: its outputs are boxes, not class "
+            "scores); use `verydeep localize`"
+        )
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[VGG, Meta]:
     """Rebuild the net of a checkpoint and load its weights; returns (model in eval mode, meta).
 

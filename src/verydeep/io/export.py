@@ -32,7 +32,7 @@ from torch.export import Dim, ExportedProgram
 from ..data.preprocess import Preprocess
 from ..models.dense import to_dense
 from ..models.vgg import VGG
-from .checkpoint import Meta, load_model, output_target
+from .checkpoint import Meta, box_head, load_model, output_target
 
 FORMS = ("fc", "dense")
 MAX_SIDE = 8192  # upper bound for the dynamic height/width (torch.export wants a finite range)
@@ -90,7 +90,8 @@ def export_onnx(
     include_preprocess: bool = False,
     opset: int = 18,
 ) -> Path:
-    """Write ``model`` as ONNX (input ``image``, output ``scores``); returns the path."""
+    """Write ``model`` as ONNX (input ``image``; output ``scores``, or ``boxes`` for a
+    localisation net, whose head the metadata records); returns the path."""
     if Path(out).suffix != ".onnx":
         raise ValueError(f"output must be a .onnx file, got {out}")
     out = output_target(out)  # a symlink to a file is written through; devices etc. refused
@@ -103,7 +104,7 @@ def export_onnx(
     program = torch.onnx.export(
         export_program(model, form, prep),
         input_names=["image"],
-        output_names=["scores"],
+        output_names=["boxes" if box_head(meta) else "scores"],
         opset_version=opset,
         external_data=False,
         verbose=False,
