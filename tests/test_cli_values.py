@@ -55,6 +55,11 @@ CASES = [
         ["predict", "-m", CK, IMG, "--method", "centre", "--dense-align", "topleft", "--grid", "2"],
         "--grid, --dense-align have",
     ),
+    (
+        ["eval", CK, "--data", DATA, "--method", "centre", "--no-flip"],
+        "--no-flip has no effect with --method centre",
+    ),
+    (["predict", "-m", CK, IMG, "--bf16", "--precision", "int8"], "--bf16 is --precision bf16; it cannot go"),
     # a calibration folder was ignored without a word by every mode but int8
     (["eval", CK, "--data", DATA, "--calibrate", DATA], "--calibrate is for --precision int8"),
     (["predict", "-m", CK, IMG, "--calibrate", DATA, "--precision", "bf16"], "int8-checked only, not bf16"),

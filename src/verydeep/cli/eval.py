@@ -128,16 +128,19 @@ def options(args: argparse.Namespace, device: str):
 
 def check_applicable(args: argparse.Namespace, methods: list[str]) -> None:
     """--grid shapes multi-crop only, --average and --dense-align the dense method only (and
-    predict's heat map, a dense map): given with none of them, they were ignored without a word."""
+    predict's heat map, a dense map), --no-flip all but the centre crop: given with none of them,
+    they were ignored without a word."""
     parts = {p for m in methods for p in m.split("+")}
     reads = {
         "--grid": "multicrop" in parts,
         "--average": "dense" in parts,
         "--dense-align": "dense" in parts or bool(getattr(args, "heatmap", None)),
+        "--no-flip": parts != {"centre"},  # the centre crop is never flipped (torchvision's baseline)
     }
-    unused = [
-        f for f, read in reads.items() if not read and getattr(args, f[2:].replace("-", "_")) is not None
-    ]
+    given = lambda f: getattr(args, f[2:].replace("-", "_")) not in (None, False)  # noqa: E731
+    unused = [f for f, read in reads.items() if not read and given(f)]
+    if args.bf16 and args.precision != "fp32":  # two precisions asked for: --bf16 used to win unsaid
+        raise ValueError(f"--bf16 is --precision bf16; it cannot go with --precision {args.precision}")
     if unused:
         verb = "has" if len(unused) == 1 else "have"
         raise ValueError(f"{', '.join(unused)} {verb} no effect with --method {','.join(methods)}")
