@@ -399,3 +399,22 @@ def test_flags_of_the_chosen_methods_are_taken(setup, capsys, tmp_path):
     ]
     assert main([*argv, "--dense-align", "topleft", "--heatmap", str(heat)]) == 0  # the heat map is dense
     assert heat.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_folder_given_as_a_file_says_so(setup, capsys, tmp_path):
+    # each said "no such file" / "no such image" / "not found or too large" of a folder that exists
+    folder = str(setup / "adir")
+    assert main(["predict", "-m", str(setup / "net.safetensors"), folder]) == 2
+    assert f"skipped {folder}: is a directory, not a file" in capsys.readouterr().err
+    assert main(["localize", "predict", folder, "--loc", "l.safetensors", "--cls", "c.safetensors"]) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"verydeep localize: error: {folder}: is a directory, not a file"
+    )
+    from verydeep.io.convert import read_classes
+
+    with pytest.raises(ValueError, match=f"classes file {folder}: is a directory, not a file"):
+        read_classes(folder, 2)
+    with open(tmp_path / "huge.txt", "wb") as fh:  # 17 MB, sparse: over the 16 MB limit
+        fh.truncate(17 << 20)
+    with pytest.raises(ValueError, match="is too large"):
+        read_classes(tmp_path / "huge.txt", 2)

@@ -80,6 +80,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def file_problem(path: Path) -> str:
+    """Why ``path`` cannot be read as a file: a folder says so (a photo folder given where files
+    are wanted is a likely slip), anything else is missing."""
+    return "is a directory, not a file" if path.is_dir() else "no such file"
+
+
 def load_image(path: str | Path, min_side: int | None = None, exif: bool = True) -> Image.Image:
     """Decode ``path`` to an RGB PIL image, turned upright by its EXIF orientation if ``exif``.
 
@@ -89,7 +95,7 @@ def load_image(path: str | Path, min_side: int | None = None, exif: bool = True)
     """
     path = Path(path)
     if not path.is_file():
-        raise BadImageError(f"{path}: no such file")
+        raise BadImageError(f"{path}: {file_problem(path)}")
     if path.stat().st_size == 0:
         raise BadImageError(f"{path}: empty file")
     try:

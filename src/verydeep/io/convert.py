@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.images import file_problem
 from ..data.preprocess import Preprocess
 from ..models.vgg import VGG
 from .caffe import caffe_weights, has_lrn, read_caffemodel
@@ -249,8 +250,10 @@ def default_classes(n: int) -> list[str]:
 def read_classes(path: str | Path, n: int) -> list[str]:
     """One class name per line (blank lines ignored), ``n`` of them, each once, UTF-8."""
     path = Path(path)
-    if not path.is_file() or path.stat().st_size > MAX_CLASSES_BYTES:
-        raise ValueError(f"classes file not found or too large: {path}")
+    if not path.is_file():
+        raise ValueError(f"classes file {path}: {file_problem(path)}")
+    if path.stat().st_size > MAX_CLASSES_BYTES:
+        raise ValueError(f"classes file {path} is too large (over {MAX_CLASSES_BYTES} bytes) for class names")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

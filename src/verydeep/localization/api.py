@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..config import pixels
-from ..data.images import BadImageError, load_image
+from ..data.images import BadImageError, file_problem, load_image
 from ..data.voc import image_path, load_voc, voc_classes
 from ..evaluation.runner import check_scales
 from ..io.checkpoint import Meta, check_distinct, load_model
@@ -203,7 +203,7 @@ def predict(
 ) -> tuple[Image.Image, list[Guess], list[str]]:
     """The full protocol on one photograph: (the photograph, ranked guesses, class names)."""
     if not Path(image).is_file():
-        raise ValueError(f"no such image: {image}")
+        raise ValueError(f"{image}: {file_problem(Path(image))}")
     img = load_image(image)
     locs = load_locs(loc_paths)  # first: a malformed PATH@Q before any file
     classifiers, classes = load_classifiers(cls_paths)
