@@ -5,6 +5,7 @@ through the real image transforms for box transforms, hand-made cases for mergin
 critters-voc files for the reader.
 """
 
+import json
 import random
 import re
 import subprocess
@@ -485,15 +486,12 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     assert sum(int(n) for n in re.findall(r": (\d+), \d+ wrong", out)) == len(E2E_IDS)
 
 
-def test_classes_the_nets_do_not_know_are_one_line_before_any_pass(tmp_path, capsys):
-    # an object class the classifier lacks crashed `localize eval` with an IndexError in the centre
-    # crop's pass (tune exited 0); a per-class box net of another class order read other boxes
-    from verydeep.cli import main
+def _tiny_voc(tmp_path, second="bird"):
+    """A 2-photo VOC root (val: a cat and a ``second``) and a save(name, classes, head) for nets."""
     from voc_tree import make_voc
 
-    root = make_voc(
-        tmp_path / "voc", {"0": [("cat", 0, (10, 10, 200, 150))], "1": [("bird", 0, (5, 5, 90, 80))]}
-    )
+    objs = {"0": [("cat", 0, (10, 10, 200, 150))], "1": [(second, 0, (5, 5, 90, 80))]}
+    root = make_voc(tmp_path / "voc", objs)
     for i in "01":
         Image.new("RGB", (300, 200), (120, 80, 40)).save(root / "JPEGImages" / f"{i}.jpg")
     (root / "ImageSets/Main/val.txt").write_text("0\n1\n")
@@ -505,6 +503,15 @@ def test_classes_the_nets_do_not_know_are_one_line_before_any_pass(tmp_path, cap
         save_model(path, model, Meta(classes=classes, train_scale=[256], config=config))
         return str(path)
 
+    return root, save
+
+
+def test_classes_the_nets_do_not_know_are_one_line_before_any_pass(tmp_path, capsys):
+    # an object class the classifier lacks crashed `localize eval` with an IndexError in the centre
+    # crop's pass (tune exited 0); a per-class box net of another class order read other boxes
+    from verydeep.cli import main
+
+    root, save = _tiny_voc(tmp_path)
     cls, pcr = save("cls", ["cat", "dog", "fox"]), save("pcr", ["cat", "dog", "fox"], "pcr")
     for action in ("eval", "tune"):
         out = tmp_path / f"{action}.json"
@@ -525,3 +532,28 @@ def test_classes_the_nets_do_not_know_are_one_line_before_any_pass(tmp_path, cap
     assert main(["localize", "predict", photo, "--loc", other, "--cls", cls]) == 2
     assert "are not the classifier's" in capsys.readouterr().err
     assert main([*argv[:6], "--loc", pcr, "--cls", cls, "--train-split", "val", "--scales", "256"]) == 0
+
+
+def test_shared_scales_are_refused_when_every_box_net_has_its_own(tmp_path, capsys):
+    # --scales and --scale-sets changed nothing then: tune listed 24 "settings" and recommended a
+    # --scales that no net ran at
+    from verydeep.cli import main
+
+    root, save = _tiny_voc(tmp_path, second="dog")
+    cls, scr = save("cls", ["cat", "dog", "fox"]), save("scr", ["cat", "dog", "fox"], "scr")
+    base = ["--data", str(root), "--split", "val", "--cls", cls, "--loc", f"{scr}@256"]
+    assert main(["localize", "eval", *base, "--train-split", "val", "--scales", "448"]) == 2
+    assert (
+        capsys.readouterr().err.strip().endswith("--scales has no effect: every --loc has its own @Q scales")
+    )
+    assert main(["localize", "tune", *base, "--scale-sets", "256;448"]) == 2
+    assert "--scale-sets has no effect" in capsys.readouterr().err
+    out = tmp_path / "tune.json"
+    assert main(["localize", "tune", *base, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 12 and not any("--scales" in r["flags"] for r in rows)  # merging only
+    best = json.loads(out.read_text())["best"]["flags"].split()
+    assert main(["localize", "eval", *base, "--train-split", "val", *best]) == 0
+    other = save("scr2", ["cat", "dog", "fox"], "scr")  # another net, without its own: --scales serves it
+    mixed = ["--loc", f"{scr}@256", "--loc", other]
+    assert main(["localize", "eval", *base[:6], *mixed, "--train-split", "val", "--scales", "448"]) == 0

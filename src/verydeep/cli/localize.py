@@ -28,7 +28,9 @@ def _dense_args(p: argparse.ArgumentParser) -> None:
         required=True,
         help="classification net that scores the boxes (repeat: an ensemble, posteriors averaged)",
     )
-    p.add_argument("--scales", default="384", help="test scales Q in paper units, e.g. 256,384")
+    p.add_argument(
+        "--scales", help="test scales Q in paper units, e.g. 256,384 (default 384; not with PATH@Q nets only)"
+    )
     p.add_argument("--flip", action="store_true", help="add the boxes of the mirrored image")
     p.add_argument("--measure", default="iou", choices=["iou", "centre"], help="merge closeness")
     p.add_argument("--threshold", type=float, default=0.5, help="merge while IoU >= t (centre: dist <= t)")
@@ -141,7 +143,10 @@ def _tune_parser(s: argparse._SubParsersAction) -> None:
         required=True,
         help="classification net that scores the boxes (repeat: an ensemble, posteriors averaged)",
     )
-    u.add_argument("--scale-sets", default="384;256,384", help="';'-separated scale sets to try")
+    u.add_argument(
+        "--scale-sets",
+        help="';'-separated scale sets to try (default 384;256,384; none with PATH@Q nets only)",
+    )
     u.add_argument("--flip", action="store_true", help="also try adding the mirrored image")
     u.add_argument("--show", type=int_range(1), default=10, help="rows to print")
     u.add_argument("--json", help="also write every row here", type=path_arg)
@@ -181,12 +186,12 @@ def _bar(total: int, desc: str):
 
 
 def _dense_cfg(args: argparse.Namespace):
-    from ..localization.api import parse_scales
+    from ..localization.api import dense_scales
     from ..localization.merge import MergeConfig
     from ..localization.protocol import DenseConfig
 
     merge = MergeConfig(args.measure, args.threshold, args.average, args.merged_score)
-    return DenseConfig(parse_scales(args.scales), args.flip, 5, args.rank, merge)
+    return DenseConfig(dense_scales(args.loc, args.scales), args.flip, 5, args.rank, merge)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -245,7 +250,8 @@ def run_tune(args: argparse.Namespace) -> int:
 
     if args.json:
         output_target(args.json)  # before the pass, not after it
-    sets = [parse_scales(t) for t in args.scale_sets.split(";") if t.strip()]
+    given = args.scale_sets
+    sets = None if given is None else [parse_scales(t) for t in given.split(";") if t.strip()]
     flips = [False, True] if args.flip else [False]
     r = tune_merging(args.data, args.split, args.loc, args.cls, sets, flips, _bar(0, "localize tune"))
     print(f"{r['split']}: {r['images']} images, {len(r['rows'])} settings; localisation error (%)")

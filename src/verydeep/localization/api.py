@@ -31,6 +31,10 @@ from .tune import tune
 Progress = Callable[[int, float], None] | None
 
 
+DEFAULT_SCALES = "384"  # the box nets' training S: the paper's single-scale test
+DEFAULT_SCALE_SETS = [[384], [256, 384]]  # what tune tries unless told
+
+
 def parse_scales(text: str) -> list[int]:
     """Comma-separated integer test scales Q in paper units: at least one, each in [224, 4096]."""
     try:
@@ -45,6 +49,14 @@ def parse_loc(spec: str) -> tuple[str, list[int] | None]:
     """``PATH`` or ``PATH@Q1,Q2``: a localisation net and, optionally, its own test scales."""
     path, sep, scales = spec.rpartition("@")
     return (path, parse_scales(scales)) if sep else (spec, None)
+
+
+def dense_scales(loc_specs: list[str], scales: str | None) -> list[int]:
+    """The shared test scales Q of ``--scales`` (384 unless given); refused when given and every
+    box net has its own @Q, which it would not change (it used to be ignored unsaid)."""
+    if scales is not None and all(parse_loc(spec)[1] is not None for spec in loc_specs):
+        raise ValueError("--scales has no effect: every --loc has its own @Q scales")
+    return parse_scales(DEFAULT_SCALES if scales is None else scales)
 
 
 def load_locs(specs: list[str]) -> list[tuple[Net, Meta]]:
@@ -183,11 +195,16 @@ def tune_merging(
     split: str,
     loc_paths: list[str],
     cls_paths: list[str],
-    scale_sets: list[list[int]],
+    scale_sets: list[list[int]] | None,
     flips: list[bool],
     progress: Progress = None,
 ) -> dict:
-    """The merge-settings grid of ``tune.py`` scored on ``split`` (hold it out of training)."""
+    """The merge-settings grid of ``tune.py`` scored on ``split`` (hold it out of training);
+    ``scale_sets`` None: 384 and 256,384, or none to choose when every box net has its own @Q."""
+    own = all(parse_loc(spec)[1] is not None for spec in loc_paths)
+    if own and scale_sets is not None:  # the grid would list scales that no net runs at
+        raise ValueError("--scale-sets has no effect: every --loc has its own @Q scales")
+    scale_sets = [[384]] if own else DEFAULT_SCALE_SETS if scale_sets is None else scale_sets
     if not scale_sets or not flips:  # checked before the dense pass over the split, not after it
         raise ValueError("tune: give at least one scale set (e.g. 384;256,384) and one flip setting")
     for qs in scale_sets:

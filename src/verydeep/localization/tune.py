@@ -34,18 +34,19 @@ class Candidate:
     scales: list[int]
     flip: bool
     merge: MergeConfig
+    own_scales: bool = False  # every box net has its own @Q: no --scales to choose or print
 
     def flags(self) -> str:
         m = self.merge
-        text = f"--scales {','.join(map(str, self.scales))} --measure {m.measure} --threshold {m.threshold}"
-        text += f" --average {m.average}"
+        text = "" if self.own_scales else f"--scales {','.join(map(str, self.scales))} "
+        text += f"--measure {m.measure} --threshold {m.threshold} --average {m.average}"
         return text + (" --flip" if self.flip else "")
 
 
-def candidates(scale_sets: list[list[int]], flips: list[bool]) -> list[Candidate]:
+def candidates(scale_sets: list[list[int]], flips: list[bool], own_scales: bool = False) -> list[Candidate]:
     """The grid: scale sets x flips x measures x thresholds x averages."""
     return [
-        Candidate(list(scales), flip, MergeConfig(measure, t, average))
+        Candidate(list(scales), flip, MergeConfig(measure, t, average), own_scales)
         for scales in scale_sets
         for flip in flips
         for measure, ts in THRESHOLDS.items()
@@ -106,9 +107,8 @@ def tune(
         )
         if progress:
             progress(i, 0.0)
-    rows = score_grid(
-        evidence, anns, classes, candidates(scale_sets, flips), [n.scales is not None for n in locs]
-    )
+    own = [n.scales is not None for n in locs]
+    rows = score_grid(evidence, anns, classes, candidates(scale_sets, flips, all(own)), own)
     return {
         "split": split,
         "images": len(evidence),
