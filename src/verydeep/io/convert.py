@@ -141,6 +141,10 @@ def _read_safetensors(path: Path, arch: str | None) -> tuple[VGG, Meta | None]:
     if not isinstance(header, dict):
         raise ValueError(f"{path} is not a readable safetensors file")
     if "verydeep" in (header.get("__metadata__") or {}):
+        if arch is not None:  # it used to be ignored, whatever it said
+            raise ValueError(
+                f"--arch has no effect: {path} is a verydeep checkpoint, its config is in its metadata"
+            )
         return load_model(path)
     try:
         return build_model(load_file(path), arch), None
