@@ -25,7 +25,9 @@ def test_toml_then_overrides(tmp_path):
         ("model.arch=F", "unknown VGG config"),
         ("model.crop_size=16", "crop_size"),
         ("data.scale=[512, 256]", "Smin <= Smax"),
-        ("optim.nope=1", "unknown key"),
+        ("optim.nope=1", "unknown key 'optim.nope'"),  # was "in [OptimConfig]": a class name
+        ("optim.lr=fast", "optim.lr expects float, got 'fast'"),  # was "lr: cannot parse"
+        ("data.scale=5", r"data.scale expects a list of int such as \[256, 512\], got 5"),
         ("nosection=1", "section.key=value"),
         ("train.precision=fp8", "precision"),
         ("data.flip=maybe", "true or false"),
@@ -37,6 +39,11 @@ def test_bad_values_give_one_line_errors(override, message):
     with pytest.raises(ValueError, match=message) as e:
         RunConfig.from_sources(overrides=[override])
     assert "\n" not in str(e.value)
+
+
+def test_a_comma_list_is_a_list():
+    # --set data.scale=256,512 was refused as "a list of int, got (256, 512)": a Python tuple
+    assert RunConfig.from_sources(overrides=["data.scale=256,512"]).data.scale == [256, 512]
 
 
 def test_unknown_toml_key(tmp_path):

@@ -232,7 +232,7 @@ class RunConfig:
                 raise ValueError(
                     f"--set expects section.key=value with section in {list(_TYPES)}, got {item!r}"
                 )
-            d.setdefault(section, {})[name] = _coerce(_TYPES[section], name, raw.strip())
+            d.setdefault(section, {})[name] = _coerce(section, name, raw.strip())
         return cls.from_dict(d)
 
 
@@ -258,26 +258,36 @@ def _typed(key: str, hint: object, value: object) -> object:
         return float(value)
     elif isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
         return value
-    what = f"a list of {typing.get_args(hint)[0].__name__}" if origin is list else hint.__name__
-    raise ValueError(f"{key} expects {what}, got {value!r}")
+    raise ValueError(f"{key} expects {_what(hint)}, got {value!r}")
 
 
-def _coerce(section_cls: type, name: str, raw: str) -> object:
-    """Parse ``raw`` as the field's type: numbers, bools, lists, or plain strings."""
-    hints = typing.get_type_hints(section_cls)
+def _what(hint: object) -> str:
+    """A field type in words: ``float``, ``a list of int such as [256, 512]``."""
+    if typing.get_origin(hint) is list:
+        return f"a list of {typing.get_args(hint)[0].__name__} such as [256, 512]"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _coerce(section: str, name: str, raw: str) -> object:
+    """Parse ``raw`` as the field's type: numbers, bools, lists (``[256, 512]`` or ``256,512``),
+    or plain strings. Errors name the key as it was typed (``data.scale``)."""
+    hints = typing.get_type_hints(_TYPES[section])
+    key = f"{section}.{name}"
     if name not in hints:
-        raise ValueError(f"unknown key {name!r} in [{section_cls.__name__}]")
+        raise ValueError(f"unknown key {key!r} (`verydeep train --print-config` lists them all)")
     hint = hints[name]
     if hint is str:
         return raw
     if hint is bool:
         if raw.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"{name} expects true or false, got {raw!r}")
+            raise ValueError(f"{key} expects true or false, got {raw!r}")
         return raw.lower() in ("true", "1")
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-        raise ValueError(f"{name}: cannot parse {raw!r}") from None
+        raise ValueError(f"{key} expects {_what(hint)}, got {raw!r}") from None
+    if typing.get_origin(hint) is list and isinstance(value, tuple):  # 256,512 reads as a tuple
+        value = list(value)
     if hint is float and isinstance(value, int):
         value = float(value)
     return value
