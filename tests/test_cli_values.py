@@ -418,3 +418,30 @@ def test_a_folder_given_as_a_file_says_so(setup, capsys, tmp_path):
         fh.truncate(17 << 20)
     with pytest.raises(ValueError, match="is too large"):
         read_classes(tmp_path / "huge.txt", 2)
+
+
+def test_an_ensemble_of_nets_with_other_classes_says_where_they_differ(setup, capsys, tmp_path):
+    # it said "an ensemble needs nets with the same classes", naming neither the nets nor the classes
+    torch.manual_seed(2)
+    for name, classes in (("ba", ["b", "a"]), ("abc", ["a", "b", "c"])):
+        net = VGG("A", num_classes=len(classes), width_mult=0.125, fc_width=16, crop_size=32)
+        save_model(tmp_path / f"{name}.safetensors", net, Meta(classes=classes))
+    img = str(setup / "data/a/0.png")
+    for name, words in (
+        ("ba", "class 0 is 'b' in net 2, 'a' in net 1"),
+        ("abc", "net 2 has 3 classes, net 1 2"),
+    ):
+        assert (
+            main(
+                [
+                    "predict",
+                    "-m",
+                    str(setup / "net.safetensors"),
+                    "-m",
+                    str(tmp_path / f"{name}.safetensors"),
+                    img,
+                ]
+            )
+            == 2
+        )
+        assert capsys.readouterr().err.strip().endswith(words)

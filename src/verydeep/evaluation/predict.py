@@ -91,8 +91,12 @@ def predict(
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be a positive integer, got {top!r}")
     names = class_names(nets[0][1], nets[0][0].num_classes)
-    if any(class_names(meta, m.num_classes) != names for m, meta in nets[1:]):
-        raise ValueError("an ensemble needs nets with the same classes")
+    for i, (m, meta) in enumerate(nets[1:], 2):
+        other = class_names(meta, m.num_classes)
+        if other != names:  # say where they differ: "not the same classes" alone says little
+            raise ValueError(
+                f"an ensemble needs nets with the same classes in the same order: {_diff(names, other, i)}"
+            )
     precision = inference_precision(opts.precision, torch.device(opts.device))
     if precision in INT8:
         calib = list(read_images(spread(image_paths(opts.calibrate) if opts.calibrate else paths), opts.exif))
@@ -164,3 +168,11 @@ def heatmap_png(panels: Sequence[tuple[Image.Image, int, torch.Tensor, str]], cr
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _diff(first: list[str], other: list[str], i: int) -> str:
+    """Where net ``i``'s class list first departs from net 1's."""
+    j = next((j for j, (a, b) in enumerate(zip(first, other, strict=False)) if a != b), None)
+    if j is None:
+        return f"net {i} has {len(other)} classes, net 1 {len(first)}"
+    return f"class {j} is {other[j]!r} in net {i}, {first[j]!r} in net 1"
