@@ -63,7 +63,10 @@ CASES = [
     # a calibration folder was ignored without a word by every mode but int8
     (["eval", CK, "--data", DATA, "--calibrate", DATA], "--calibrate is for --precision int8"),
     (["predict", "-m", CK, IMG, "--calibrate", DATA, "--precision", "bf16"], "int8-checked only, not bf16"),
-    (["features", CK, DATA, "--out", "{r}/f.npz", "--calibrate", DATA], "--calibrate is for"),
+    (
+        ["features", CK, DATA, "--out", "{r}/f.npz", "--calibrate", DATA],
+        "is for --precision int8 only, not fp32",
+    ),
 ]
 
 

@@ -91,7 +91,7 @@ def test_safetensors_inputs(tmp_path):
     assert load_model(tmp_path / "copy.safetensors")[1].prep == Preprocess.preset("torchvision")
     # --arch cannot change what the metadata records (it was ignored, even "E" or "bogus")
     for arch in ("E", "B"):
-        with pytest.raises(ValueError, match="--arch has no effect: .* is a verydeep checkpoint"):
+        with pytest.raises(ValueError, match=r"--arch has no effect: .* is a verydeep checkpoint"):
             convert(tmp_path / "ours.safetensors", tmp_path / "again.safetensors", arch=arch)
     assert not (tmp_path / "again.safetensors").exists()
     # a bare torchvision-keyed safetensors file (as hubs publish them)

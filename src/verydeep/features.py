@@ -113,7 +113,7 @@ class DescriptorConfig:
         }
         if self.precision == "int8-checked":  # it re-checks class decisions; features make none
             raise ValueError("int8-checked re-checks class decisions and features have none: use int8")
-        check_calibrate(self.precision, self.calibrate)
+        check_calibrate(self.precision, self.calibrate, ("int8",))  # features have no int8-checked
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"descriptor {name} must be one of {allowed}, got {getattr(self, name)!r}")

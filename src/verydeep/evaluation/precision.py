@@ -66,10 +66,10 @@ def inference_precision(name: str, device: torch.device) -> str:
     return name
 
 
-def check_calibrate(precision: str, calibrate: str | None) -> None:
-    """A calibration folder is read by the int8 modes only; with any other it was ignored unsaid."""
-    if calibrate and precision not in INT8:
-        raise ValueError(f"--calibrate is for --precision int8 or int8-checked only, not {precision}")
+def check_calibrate(precision: str, calibrate: str | None, modes: tuple[str, ...] = INT8) -> None:
+    """A calibration folder is read by the int8 ``modes`` only; with any other it was ignored unsaid."""
+    if calibrate and precision not in modes:
+        raise ValueError(f"--calibrate is for --precision {' or '.join(modes)} only, not {precision}")
 
 
 def calibration_crops(images: Iterable[Image.Image | torch.Tensor], crop: int, channels: int) -> torch.Tensor:
