@@ -556,4 +556,10 @@ def test_shared_scales_are_refused_when_every_box_net_has_its_own(tmp_path, caps
     assert main(["localize", "eval", *base, "--train-split", "val", *best]) == 0
     other = save("scr2", ["cat", "dog", "fox"], "scr")  # another net, without its own: --scales serves it
     mixed = ["--loc", f"{scr}@256", "--loc", other]
+    capsys.readouterr()
     assert main(["localize", "eval", *base[:6], *mixed, "--train-split", "val", "--scales", "448"]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  ") and "skipped" not in ln]
+    assert len(rows) == 2 + 2 + 4 + 1  # centre x 2 nets, dense top-1/top-3, 4 baselines, classifier
+    assert all(re.search(r"[a-z0-9)] +\d{1,3}\.\d( |$)", ln) for ln in rows), (
+        rows
+    )  # "class100.0" was one word

@@ -231,13 +231,14 @@ def run_eval(args: argparse.Namespace) -> int:
     bar = _bar(0, "localize eval")
     r = evaluate(args.data, args.split, args.loc, args.cls, _dense_cfg(args), bar, args.train_split)
     print(f"{r['split']}: {r['images']} images, classes {r['classes']}; localisation error (%)")
+    row = lambda label, err, tail="": print(f"  {label:31} {100 * err:5.1f}{tail}")  # noqa: E731
     for path, err in r["centre"].items():
-        print(f"  centre crop, GT class known   {100 * err:5.1f}  {path}")
+        row("centre crop, GT class known", err, f"  {path}")
     for key, err in r["dense"].items():
-        print(f"  dense + merging, {key:13}{100 * err:5.1f}")
-    for key, err in r["baselines"].items():
-        print(f"  baseline {key:22}{100 * err:5.1f}")
-    print(f"  classification top-1 error    {100 * r['classification_top1_error']:5.1f}")
+        row(f"dense + merging, {key}", err)
+    for key, err in r["baselines"].items():  # 100.0 used to run into the longest key
+        row(f"baseline {key}", err)
+    row("classification top-1 error", r["classification_top1_error"])
     print(f"  skipped {r['skipped']}; CPU {r['cpu_s']:.0f} s")
     if args.json:
         atomic_write(args.json, json.dumps(r, indent=1).encode())
