@@ -41,6 +41,33 @@ def test_bad_values_give_one_line_errors(override, message):
     assert "\n" not in str(e.value)
 
 
+IMAGES = "data.dataset=imagefolder"
+
+
+@pytest.mark.parametrize(
+    "key, where, message, reads_it",
+    [
+        ("data.train_split=train[:80%]", IMAGES, "name VOC split files", "data.dataset=voc"),
+        ("data.grey_to_rgb=true", IMAGES, "applies to Fashion-MNIST only", "data.dataset=fashion-mnist"),
+        ("data.scale=[256,512]", "data.augment=torchvision", "RandomResizedCrop", "data.augment=paper"),
+        ("optim.warmup_epochs=5", "optim.schedule=plateau", "cosine only", "optim.schedule=cosine"),
+        (
+            "model.init_from_a_convs=2",
+            "model.init_from_a=",
+            "with model.init_from_a",
+            "model.init_from_a=A.st",
+        ),
+    ],
+)
+def test_keys_the_run_never_reads_are_refused(key, where, message, reads_it):
+    # each was accepted and ignored; where the run reads it, it is taken
+    photos = [IMAGES] if "augment" in where else []  # torchvision augmentation needs photographs
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_sources(overrides=[*photos, where, key])
+    RunConfig.from_sources(overrides=[*photos, reads_it, key])
+    RunConfig.from_sources(overrides=[*photos, where])  # the key at its default passes
+
+
 def test_a_comma_list_is_a_list():
     # --set data.scale=256,512 was refused as "a list of int, got (256, 512)": a Python tuple
     assert RunConfig.from_sources(overrides=["data.scale=256,512"]).data.scale == [256, 512]

@@ -51,6 +51,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         parse_arch(self.arch)
         check(self, "model")
+        if self.init_from_a_convs != 4 and not self.init_from_a:  # it was ignored unsaid
+            raise ValueError("model.init_from_a_convs applies with model.init_from_a (a net A checkpoint)")
 
 
 @dataclass
@@ -89,6 +91,23 @@ class DataConfig:
             )
         if len(self.scale) not in (1, 2) or self.scale != sorted(self.scale):
             raise ValueError(f"data.scale must be [S] or [Smin, Smax] with Smin <= Smax, got {self.scale}")
+        self._check_applicable()
+
+    def _check_applicable(self) -> None:
+        """Keys that the chosen dataset or augmentation never reads are refused when set to
+        anything but their default (each was ignored without a word)."""
+        if self.dataset != "voc" and (self.train_split, self.test_split) != ("train", "val"):
+            raise ValueError(
+                f"data.train_split / test_split name VOC split files; with data.dataset={self.dataset} "
+                "the splits are the folders root/train and root/val"
+            )
+        if self.grey_to_rgb and self.dataset != "fashion-mnist":
+            raise ValueError("data.grey_to_rgb applies to Fashion-MNIST only (photographs are read as RGB)")
+        if self.augment == "torchvision" and self.jittered:
+            raise ValueError(
+                "data.scale=[Smin, Smax] jitters the paper's crops; data.augment=torchvision draws "
+                "RandomResizedCrop instead (give one S: it sets the held-out Q)"
+            )
 
     @property
     def jittered(self) -> bool:
@@ -121,6 +140,8 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         check(self, "optim")
+        if self.schedule != "cosine" and self.warmup_epochs != 1.0:  # it was ignored unsaid
+            raise ValueError("optim.warmup_epochs applies to optim.schedule=cosine only")
         if self.micro_batch > self.batch_size:
             raise ValueError(
                 f"optim.micro_batch {self.micro_batch} exceeds optim.batch_size {self.batch_size}"
