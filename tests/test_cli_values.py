@@ -448,3 +448,22 @@ def test_an_ensemble_of_nets_with_other_classes_says_where_they_differ(setup, ca
             == 2
         )
         assert capsys.readouterr().err.strip().endswith(words)
+
+
+def test_an_ensembles_heat_map_says_whose_map_it_is(setup, tmp_path, monkeypatch):
+    # the title showed the ensemble's class and probability over the first net's map, unsaid
+    import verydeep.evaluation.predict as vp
+
+    titles = []
+    real = vp.heatmap_png
+    monkeypatch.setattr(
+        vp, "heatmap_png", lambda panels, crop: titles.extend(p[4] for p in panels) or real(panels, crop)
+    )
+    torch.manual_seed(5)
+    other = VGG("A", num_classes=2, width_mult=0.125, fc_width=16, crop_size=32)
+    save_model(tmp_path / "other.safetensors", other, Meta(classes=["a", "b"]))
+    img, heat = str(setup / "data/a/0.png"), str(tmp_path / "h.png")
+    nets = ["-m", str(setup / "net.safetensors"), "-m", str(tmp_path / "other.safetensors")]
+    assert main(["predict", *nets, img, "--heatmap", heat]) == 0
+    assert main(["predict", *nets[:2], img, "--heatmap", heat]) == 0
+    assert titles[0].endswith(", map of net.safetensors") and "map of" not in titles[1]

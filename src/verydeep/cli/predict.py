@@ -104,5 +104,7 @@ def write_heatmap(args: argparse.Namespace, net: tuple, results: list[dict], rt,
         img = load_image(r["path"], exif=not args.no_exif)
         m, offset = score_map(model, meta, img, best["index"], q, rt, align)
         title = f"{Path(r['path']).name}: {best['class']} {best['prob']:.3f} (Q={q}px)"
+        if len(args.model) > 1:  # the probability is the ensemble's; the map is one net's
+            title += f", map of {Path(args.model[0]).name}"
         panels.append((img, q, m, offset, title))
     atomic_write(Path(args.heatmap), heatmap_png(panels, model.crop_size))
