@@ -30,6 +30,13 @@ def pixels(s: float, crop_size: int) -> int:
     return max(crop_size, round(s * crop_size / 224))
 
 
+def is_default(section: object, name: str) -> bool:
+    """Whether a config field holds its declared default (keys a run does not read may only)."""
+    f = next(f for f in dataclasses.fields(section) if f.name == name)  # type: ignore[arg-type]
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    return getattr(section, name) == default
+
+
 @dataclass
 class ModelConfig:
     arch: str = spec(
@@ -51,7 +58,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         parse_arch(self.arch)
         check(self, "model")
-        if self.init_from_a_convs != 4 and not self.init_from_a:  # it was ignored unsaid
+        if not is_default(self, "init_from_a_convs") and not self.init_from_a:  # it was ignored unsaid
             raise ValueError("model.init_from_a_convs applies with model.init_from_a (a net A checkpoint)")
 
 
@@ -96,7 +103,7 @@ class DataConfig:
     def _check_applicable(self) -> None:
         """Keys that the chosen dataset or augmentation never reads are refused when set to
         anything but their default (each was ignored without a word)."""
-        if self.dataset != "voc" and (self.train_split, self.test_split) != ("train", "val"):
+        if self.dataset != "voc" and not (is_default(self, "train_split") and is_default(self, "test_split")):
             raise ValueError(
                 f"data.train_split / test_split name VOC split files; with data.dataset={self.dataset} "
                 "the splits are the folders root/train and root/val"
@@ -140,7 +147,7 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         check(self, "optim")
-        if self.schedule != "cosine" and self.warmup_epochs != 1.0:  # it was ignored unsaid
+        if self.schedule != "cosine" and not is_default(self, "warmup_epochs"):  # it was ignored unsaid
             raise ValueError("optim.warmup_epochs applies to optim.schedule=cosine only")
         if self.micro_batch > self.batch_size:
             raise ValueError(
