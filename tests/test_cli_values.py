@@ -60,6 +60,10 @@ CASES = [
         "--no-flip has no effect with --method centre",
     ),
     (["predict", "-m", CK, IMG, "--bf16", "--precision", "int8"], "--bf16 is --precision bf16; it cannot go"),
+    (
+        ["eval", CK, "--data", "fashion-mnist", "--full-decode"],
+        "--full-decode has no effect on Fashion-MNIST",
+    ),
     # a calibration folder was ignored without a word by every mode but int8
     (["eval", CK, "--data", DATA, "--calibrate", DATA], "--calibrate is for --precision int8"),
     (["predict", "-m", CK, IMG, "--calibrate", DATA, "--precision", "bf16"], "int8-checked only, not bf16"),

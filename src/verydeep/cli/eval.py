@@ -152,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.csv:
         output_target(args.csv)  # a bad output path fails before the pass, not after it
+    if args.data.split(":")[0] == "fashion-mnist" and (args.no_exif or args.full_decode):
+        flag = "--no-exif" if args.no_exif else "--full-decode"  # both read photo files only
+        raise ValueError(f"{flag} has no effect on Fashion-MNIST (arrays, not photo files)")
     res = evaluate(args.checkpoints, args.data, options(args, setup(args)), split=args.split)
     res.pop("posteriors")
     res.pop("labels")
