@@ -64,6 +64,11 @@ CASES = [
         ["eval", CK, "--data", "fashion-mnist", "--full-decode"],
         "--full-decode has no effect on Fashion-MNIST",
     ),
+    (
+        ["features", CK, DATA, "--out", "{r}/f.npz", "--combine", "stack"],
+        "--combine has no effect with one scale",
+    ),
+    (["features", CK, DATA, "--out", "{r}/f.npz", "--normalise-each-scale"], "has no effect with one scale"),
     # a calibration folder was ignored without a word by every mode but int8
     (["eval", CK, "--data", DATA, "--calibrate", DATA], "--calibrate is for --precision int8"),
     (["predict", "-m", CK, IMG, "--calibrate", DATA, "--precision", "bf16"], "int8-checked only, not bf16"),

@@ -52,8 +52,7 @@ def _descriptor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--combine",
         choices=["average", "stack"],
-        default="average",
-        help="over scales: average (VOC in the paper) or stack (Caltech)",
+        help="over several scales: average (VOC in the paper; the default) or stack (Caltech)",
     )
     p.add_argument(
         "--layer",
@@ -108,14 +107,17 @@ def run(args: argparse.Namespace) -> int:
 
     output_target(args.out)  # a bad output path fails before any image is read
     check_descriptor_path(args.out)
+    if len(args.scales) == 1 and (args.combine or args.normalise_each_scale):
+        flag = "--combine" if args.combine else "--normalise-each-scale"  # one scale: nothing to combine
+        raise ValueError(f"{flag} has no effect with one scale (it would still be recorded as a difference)")
     if args.threads:
         torch.set_num_threads(args.threads)
     model, meta = load_model(args.checkpoint, resolve_device(args.device, what="--device"))
     cfg = DescriptorConfig(
-        scales=tuple(args.scales), units=args.units, combine=args.combine, flip=not args.no_flip,
-        layer=args.layer, normalise_each_scale=args.normalise_each_scale, batch_size=args.batch_size,
-        size_step=args.size_step, grey=args.grey, exif=not args.no_exif, align=args.dense_align,
-        precision=args.precision, calibrate=args.calibrate,
+        scales=tuple(args.scales), units=args.units, combine=args.combine or DescriptorConfig.combine,
+        flip=not args.no_flip, layer=args.layer, normalise_each_scale=args.normalise_each_scale,
+        batch_size=args.batch_size, size_step=args.size_step, grey=args.grey, exif=not args.no_exif,
+        align=args.dense_align, precision=args.precision, calibrate=args.calibrate,
         extra={"checkpoint": args.checkpoint},
     )  # fmt: skip
     classes = None
