@@ -193,7 +193,8 @@ def test_weights_that_score_nan_are_never_kept(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "drops, needle", [("0.75,0.5", "lr_drops must be increasing fractions"), ("half", "comma-separated list")]
+    "drops, needle",
+    [("0.75,0.5", "lr_drops (--lr-drops) must be increasing fractions"), ("half", "comma-separated list")],
 )
 def test_localize_rate_drops_are_checked_before_any_work(tmp_path, capsys, drops, needle):
     # parsed by the CLI (argparse exits 2 on text), range-checked by LocTrainConfig (main returns 2)

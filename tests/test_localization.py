@@ -369,7 +369,7 @@ def test_box_net_rate_drops_at_the_given_fractions_of_the_steps():
     assert [cfg.lr_at(s) for s in range(8)] == pytest.approx([0.04] * 4 + [0.004] * 2 + [0.0004] * 2)
     assert LocTrainConfig(steps=8, lr=0.04).lr_at(7) == 0.04  # default: constant, as before
     for bad in ([0.75, 0.5], [0.0], [1.0], [0.5, 0.5]):
-        with pytest.raises(ValueError, match="lr_drops must be increasing fractions"):
+        with pytest.raises(ValueError, match=r"lr_drops \(--lr-drops\) must be increasing fractions"):
             LocTrainConfig(lr_drops=bad)
     loc = make_loc_net(VGG("A", **TINY), cfg.head)
     hist = train_localizer(loc, synthetic_set(), Preprocess.preset("torchvision"), cfg)

@@ -74,7 +74,9 @@ class LocTrainConfig:
             raise ValueError(f"box_size must be linear or log, got {self.box_size!r}")
         self.lr_drops = tuple(float(f) for f in self.lr_drops)
         if any(not 0 < f < 1 for f in self.lr_drops) or list(self.lr_drops) != sorted(set(self.lr_drops)):
-            raise ValueError(f"lr_drops must be increasing fractions in (0, 1), got {list(self.lr_drops)}")
+            raise ValueError(
+                f"lr_drops (--lr-drops) must be increasing fractions in (0, 1), got {list(self.lr_drops)}"
+            )
 
     def lr_at(self, step: int) -> float:
         """The rate of optimiser step ``step`` (0-based): ``lr`` / 10 per drop already passed."""
