@@ -476,3 +476,27 @@ def test_an_ensembles_heat_map_says_whose_map_it_is(setup, tmp_path, monkeypatch
     assert main(["predict", *nets, img, "--heatmap", heat]) == 0
     assert main(["predict", *nets[:2], img, "--heatmap", heat]) == 0
     assert titles[0].endswith(", map of net.safetensors") and "map of" not in titles[1]
+
+
+def test_grey_on_a_one_channel_net_is_refused(tmp_path, capsys):
+    # a 1-channel net is always fed grey: --grey was ignored, and recorded in the file all the same
+    net = VGG("A", num_classes=2, in_channels=1, width_mult=0.125, fc_width=16, crop_size=32)
+    prep = {"mean": [128.0], "std": [64.0], "pixel_range": 255.0, "bgr": False}
+    save_model(tmp_path / "grey.safetensors", net, Meta(classes=["a", "b"], preprocess=prep))
+    for c in "ab":
+        (tmp_path / "data" / c).mkdir(parents=True)
+        Image.new("RGB", (40, 40), (90, 100, 20)).save(tmp_path / "data" / c / "0.png")
+    argv = [
+        "features",
+        str(tmp_path / "grey.safetensors"),
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "f.npz"),
+    ]
+    assert main([*argv, "--grey", "--workers", "0"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("--grey has no effect: this net takes one channel, so its input is grey anyway")
+    )
+    assert main([*argv, "--workers", "0"]) == 0 and (tmp_path / "f.npz").is_file()

@@ -141,6 +141,9 @@ def combine_scales(
 
 
 def _colour_mode(model: VGG, cfg: DescriptorConfig) -> str:
+    """How photos are fed: grey to a 1-channel net, RGB or (``grey``) grey replicated to RGB."""
+    if model.in_channels == 1 and cfg.grey:  # it was ignored: such a net only ever sees grey
+        raise ValueError("--grey has no effect: this net takes one channel, so its input is grey anyway")
     return "L" if model.in_channels == 1 else ("LRGB" if cfg.grey else "RGB")
 
 
@@ -231,9 +234,9 @@ def describe_paths(
     which keep up to two batches decoded ahead of the net; ``progress`` wraps the item iterator
     (e.g. ``tqdm``).
     """
+    mode = _colour_mode(model, cfg)  # first: a refused --grey costs no calibration pass
     net, rt = _for_precision(model, prep, cfg, list(paths))
     sides = cfg.sides(model.crop_size)
-    mode = _colour_mode(model, cfg)
     ds = PathImages(list(paths), sides, cfg.size_step, mode, on_bad_image == "fail", cfg.exif)
     n = decoding_workers(workers, rt.device)
     # items come one photo at a time and the net takes a bucket of batch_size at once: a deep
