@@ -64,6 +64,7 @@ CASES = [
         ["eval", CK, "--data", "fashion-mnist", "--full-decode"],
         "--full-decode has no effect on Fashion-MNIST",
     ),
+    (["eval", CK, "--data", "fashion-mnist", "--workers", "4"], "--workers has no effect on Fashion-MNIST"),
     (
         ["features", CK, DATA, "--out", "{r}/f.npz", "--combine", "stack"],
         "--combine has no effect with one scale",

@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--batch-size", type=int_range(1), default=64, help="crops per forward pass (dense: same pixels)"
     )
-    p.add_argument("--workers", type=int_range(0, 256), default=2, help="image decoding processes")
+    p.add_argument("--workers", type=int_range(0, 256), help="image decoding processes (default 2)")
     p.add_argument("--limit", type=int_range(1), help="evaluate only this many images, spread evenly")
     p.add_argument("--full-decode", action="store_true", help="no reduced-size JPEG decoding")
     p.add_argument("--json", action="store_true", help="print the full results as JSON")
@@ -118,7 +118,7 @@ def options(args: argparse.Namespace, device: str):
         calibrate=args.calibrate,
         channels_last=args.channels_last,
         batch_size=getattr(args, "batch_size", 64),
-        workers=getattr(args, "workers", 0),
+        workers=2 if getattr(args, "workers", 0) is None else getattr(args, "workers", 0),
         fast_decode=not getattr(args, "full_decode", False),
         exif=not args.no_exif,
         limit=getattr(args, "limit", None),
@@ -152,9 +152,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.csv:
         output_target(args.csv)  # a bad output path fails before the pass, not after it
-    if args.data.split(":")[0] == "fashion-mnist" and (args.no_exif or args.full_decode):
-        flag = "--no-exif" if args.no_exif else "--full-decode"  # both read photo files only
-        raise ValueError(f"{flag} has no effect on Fashion-MNIST (arrays, not photo files)")
+    photo_flags = {"--no-exif": args.no_exif, "--full-decode": args.full_decode, "--workers": args.workers}
+    given = [f for f, v in photo_flags.items() if v not in (None, False)]  # each reads photo files only
+    if args.data.split(":")[0] == "fashion-mnist" and given:
+        raise ValueError(f"{given[0]} has no effect on Fashion-MNIST (arrays, not photo files)")
     res = evaluate(args.checkpoints, args.data, options(args, setup(args)), split=args.split)
     res.pop("posteriors")
     res.pop("labels")
