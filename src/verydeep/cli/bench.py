@@ -80,8 +80,10 @@ def run(args: argparse.Namespace) -> int:
         from ..io.checkpoint import output_target
 
         output_target(args.save)  # a bad path fails now, not after a quarter of an hour of timing
-    if args.checkpoint and not Path(args.checkpoint).is_file():  # not after the other parts' timing
-        raise ValueError(f"checkpoint not found: {args.checkpoint}")
+    if args.checkpoint:  # not after the other parts' timing
+        from ..io.checkpoint import check_checkpoint_file
+
+        check_checkpoint_file(args.checkpoint)
     cfg = BenchConfig.make(
         quick=args.quick,
         rounds=args.rounds,

@@ -148,13 +148,14 @@ def check_applicable(args: argparse.Namespace, methods: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate, format_csv, format_table
+    from ..evaluation.data import is_fashion_mnist
     from ..io.checkpoint import atomic_write, output_target
 
     if args.csv:
         output_target(args.csv)  # a bad output path fails before the pass, not after it
     photo_flags = {"--no-exif": args.no_exif, "--full-decode": args.full_decode, "--workers": args.workers}
     given = [f for f, v in photo_flags.items() if v not in (None, False)]  # each reads photo files only
-    if args.data.split(":")[0] == "fashion-mnist" and given:
+    if is_fashion_mnist(args.data) and given:
         raise ValueError(f"{given[0]} has no effect on Fashion-MNIST (arrays, not photo files)")
     res = evaluate(args.checkpoints, args.data, options(args, setup(args)), split=args.split)
     res.pop("posteriors")

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.core import Runtime
     from ..evaluation.precision import inference_precision
     from ..evaluation.predict import predict
-    from ..io.checkpoint import check_classifier, check_distinct, load_model, output_target
+    from ..evaluation.protocol import load_classifiers
+    from ..io.checkpoint import output_target
 
     if args.heatmap:
         output_target(args.heatmap)  # a bad output path fails before any image is read
@@ -60,10 +61,7 @@ def run(args: argparse.Namespace) -> int:
     opts = options(args, setup(args))
     if len(opts.methods) != 1:
         raise ValueError(f"predict takes one --method (a + combination is one), got {args.method!r}")
-    check_distinct(args.model)
-    nets = [load_model(m, opts.device) for m in args.model]
-    for path, (_, meta) in zip(args.model, nets, strict=True):
-        check_classifier(meta, path)
+    nets = load_classifiers(args.model, opts.device)
     results = predict(nets, args.images, top=args.top, opts=opts)
     good = [r for r in results if "error" not in r]
     for r in results:

@@ -60,6 +60,11 @@ class EvalData:
         return EvalData(self.classes, images=self.images[keep], labels=self.labels[keep], name=self.name)
 
 
+def is_fashion_mnist(spec: str) -> bool:
+    """``fashion-mnist`` or ``fashion-mnist:ROOT``: the arrays, not a folder of photos."""
+    return spec == "fashion-mnist" or spec.startswith("fashion-mnist:")
+
+
 def open_data(spec: str, classes: list[str] | None = None, split: str | None = None) -> EvalData:
     """``spec``: an ImageFolder directory (``split``, if given, is a sub-folder of it, as in
     ``verydeep features``), a VOC root (its ``split``, by default ``val``; each image labelled
@@ -68,7 +73,7 @@ def open_data(spec: str, classes: list[str] | None = None, split: str | None = N
 
     ``classes`` (the net's) fixes the label order; classes it lacks are an error.
     """
-    if spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
+    if is_fashion_mnist(spec):
         if split not in (None, "test"):  # it was ignored: the test split was read all the same
             raise ValueError(f"Fashion-MNIST is evaluated on its test split; --split {split} does not apply")
         root = spec.partition(":")[2] or DEFAULT_ROOT

@@ -156,6 +156,15 @@ def _ensemble_rows(
     return rows
 
 
+def load_classifiers(paths: Sequence[str | Path], device: str) -> list[tuple[VGG, Meta]]:
+    """(net, meta) of each checkpoint, for eval and predict: no net named twice, no box net."""
+    check_distinct(list(paths))
+    loaded = [load_model(p, device) for p in paths]
+    for path, (_, meta) in zip(paths, loaded, strict=True):
+        check_classifier(meta, path)
+    return loaded
+
+
 def evaluate(
     paths: Sequence[str | Path], data_spec: str, opts: EvalOptions, split: str | None = None
 ) -> dict:
@@ -167,10 +176,7 @@ def evaluate(
     """
     if not paths:
         raise ValueError("give at least one checkpoint")
-    check_distinct(list(paths))
-    loaded = [load_model(p, opts.device) for p in paths]
-    for path, (_, meta) in zip(paths, loaded, strict=True):
-        check_classifier(meta, path)
+    loaded = load_classifiers(paths, opts.device)
     data = open_data(str(data_spec), classes=loaded[0][1].classes or None, split=split)
     nets = [(n, m, meta) for n, (m, meta) in zip(net_names(paths), loaded, strict=True)]
     return evaluate_models(nets, data, opts)

@@ -143,14 +143,37 @@ def save_model(path: str | Path, model: VGG, meta: Meta) -> None:
     atomic_write(path, st_save(tensors, metadata=header))
 
 
-def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Meta]:
-    """The tensors and ``Meta`` of a verydeep safetensors file, checked (digest, metadata values),
-    with one-line errors."""
+def check_checkpoint_file(path: str | Path) -> Path:
+    """``path`` is a file: a folder or a missing path is a one-line ValueError."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise ValueError(f"checkpoint not found: {path}")
+    return path
+
+
+def read_header(path: Path) -> dict:
+    """A safetensors file's JSON header, read alone (the length is checked before it is read:
+    a corrupt one must not drive the allocation); a ValueError when it is not one."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        if n > size - 8:
+            raise ValueError(f"{path} is not a readable safetensors file (header longer than file)")
+        try:
+            header = json.loads(fh.read(n))
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError(f"{path} is not a readable safetensors file") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a readable safetensors file")
+    return header
+
+
+def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Meta]:
+    """The tensors and ``Meta`` of a verydeep safetensors file, checked (digest, metadata values),
+    with one-line errors."""
+    path = check_checkpoint_file(path)
     data = path.read_bytes()
     kind = _foreign_kind(data, path)
     if kind:  # not safetensors at all: say what it is and what to run
@@ -195,13 +218,10 @@ def _weights_id(path: Path) -> object:
     """The stored SHA-256 of a file's tensors; without one (older files, unreadable ones) the
     file itself (device, inode), or the path for a missing file (its load names the error)."""
     try:
-        with path.open("rb") as fh:
-            n = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(n)) if 2 <= n <= 100_000_000 else {}
-        stored = (header.get("__metadata__") or {}).get(DIGEST_KEY)
+        stored = (read_header(path).get("__metadata__") or {}).get(DIGEST_KEY)
         if isinstance(stored, str):
             return ("sha256", stored)
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+    except (OSError, ValueError, AttributeError):
         pass
     try:
         st = path.stat()

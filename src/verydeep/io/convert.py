@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 import zipfile
@@ -36,7 +35,7 @@ from ..data.images import file_problem
 from ..data.preprocess import Preprocess
 from ..models.vgg import VGG
 from .caffe import caffe_weights, has_lrn, read_caffemodel
-from .checkpoint import Meta, checkpoint_target, load_model, save_model
+from .checkpoint import Meta, checkpoint_target, load_model, read_header, save_model
 from .layout import build_model, state_dict_from_named
 
 SOURCES = ("caffe", "torchvision", "keras", "safetensors")
@@ -129,17 +128,7 @@ def _read_safetensors(path: Path, arch: str | None) -> tuple[VGG, Meta | None]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        if n > size - 8:  # checked before reading: a corrupt length must not drive allocation
-            raise ValueError(f"{path} is not a readable safetensors file (header longer than file)")
-        try:
-            header = json.loads(fh.read(n))
-        except (ValueError, UnicodeDecodeError):
-            raise ValueError(f"{path} is not a readable safetensors file") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{path} is not a readable safetensors file")
+    header = read_header(path)
     if "verydeep" in (header.get("__metadata__") or {}):
         if arch is not None:  # it used to be ignored, whatever it said
             raise ValueError(

@@ -51,10 +51,15 @@ def parse_loc(spec: str) -> tuple[str, list[int] | None]:
     return (path, parse_scales(scales)) if sep else (spec, None)
 
 
+def own_scales(loc_specs: list[str]) -> bool:
+    """Every box net has its own ``@Q`` scales (shared ones would change nothing)."""
+    return all(parse_loc(spec)[1] is not None for spec in loc_specs)
+
+
 def dense_scales(loc_specs: list[str], scales: str | None) -> list[int]:
     """The shared test scales Q of ``--scales`` (384 unless given); refused when given and every
     box net has its own @Q, which it would not change (it used to be ignored unsaid)."""
-    if scales is not None and all(parse_loc(spec)[1] is not None for spec in loc_specs):
+    if scales is not None and own_scales(loc_specs):
         raise ValueError("--scales has no effect: every --loc has its own @Q scales")
     return parse_scales(DEFAULT_SCALES if scales is None else scales)
 
@@ -201,7 +206,7 @@ def tune_merging(
 ) -> dict:
     """The merge-settings grid of ``tune.py`` scored on ``split`` (hold it out of training);
     ``scale_sets`` None: 384 and 256,384, or none to choose when every box net has its own @Q."""
-    own = all(parse_loc(spec)[1] is not None for spec in loc_paths)
+    own = own_scales(loc_paths)
     if own and scale_sets is not None:  # the grid would list scales that no net runs at
         raise ValueError("--scale-sets has no effect: every --loc has its own @Q scales")
     scale_sets = [[384]] if own else DEFAULT_SCALE_SETS if scale_sets is None else scale_sets
