@@ -92,8 +92,9 @@ def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: Ru
     if state.step_in_epoch and _reached(cfg, state):
         # resumed from the checkpoint of the final step, which a kill may have left without the
         # partial epoch's log row: no step runs, the row is rebuilt from the saved epoch sums
+        # and time (which the first session saved after its held-out pass: none is added)
         loop.saved_step = state.global_step
-        loop.epoch(state)
+        loop.epoch(state, rebuild=True)
     while state.epoch < cfg.train.epochs and not sched.stopped and not _reached(cfg, state):
         loop.epoch(state)
     result = _final_report(run, model, data, state, loop.val_bad, device, amp_dtype)
@@ -119,8 +120,9 @@ class _Loop:
     saved_step: int = -1  # the last step checkpointed mid-epoch
     val_bad: int = 0  # unreadable images of the held-out split in its last pass (all ranks)
 
-    def epoch(self, state: StepState) -> None:
-        """One epoch (its rest, if resumed mid-epoch): steps, held-out pass, checkpoint, log."""
+    def epoch(self, state: StepState, rebuild: bool = False) -> None:
+        """One epoch (its rest, if resumed mid-epoch): steps, held-out pass, checkpoint, log.
+        ``rebuild``: no step is left (max_steps reached); only the row is written again."""
         t0, cfg, data, run = time.perf_counter(), self.cfg, self.data, self.run
         c0, wall0, cpu0 = cpu_seconds(), state.epoch_wall, state.epoch_cpu  # this epoch's earlier sessions
 
@@ -138,7 +140,9 @@ class _Loop:
 
         def on_step(s: StepState, m: dict, n: int) -> None:
             bar.update(m, n)
-            if every and s.global_step % every == 0 and s.step_in_epoch < steps:
+            # not max_steps' last step: _close saves it after the held-out pass, with that
+            # pass's time, so that a rebuilt row (above) has the first session's time
+            if every and s.global_step % every == 0 and s.step_in_epoch < steps and not _reached(cfg, s):
                 self.saved_step = s.global_step
                 s.bad_images = bad_before + bad.count()  # every rank saves
                 spent(s)
@@ -167,12 +171,13 @@ class _Loop:
         va = _evaluate(self.model, data.val, data.eval_prepare, self.device, self.amp_dtype)
         _check_scores(va, state)
         self.val_bad = va["bad_images"] if va else 0
-        spent(state)
+        if not rebuild:
+            spent(state)
         self._close(state, tr, va, whole=state.step_in_epoch >= steps)
 
     def _close(self, state: StepState, tr: dict, va: dict | None, whole: bool) -> None:
         """A whole epoch: the schedule's step, the log row, a checkpoint (best if improved).
-        One stopped mid-way (max_steps): a checkpoint unless just saved, and the part done logged."""
+        One stopped mid-way (max_steps): a checkpoint (unless rebuilt), and the part done logged."""
         run = self.run
         if whole:
             improved = self.sched.step(1 - va["top1_err"] if va else -tr["loss"])
