@@ -334,3 +334,25 @@ def test_same_net_findings_use_the_paired_standard_error():
     assert row["verdict"] == ("holds" if diff > 2 * se else "noise") and diff > 2 * se
     depth = next(r for r in finding_rows(res, noise=0.05) if r["claim"] == "error falls with depth (A -> D)")
     assert depth["verdict"] == "not run" and depth["noise_kind"] == "noise level"
+
+
+def test_the_curves_figure_has_a_panel_per_run_and_one_rate_range():
+    """Issue 18, item 13: small multiples. A rate drawn at one height means one rate in every
+    panel, so a fine-tuning run at 1e-3 sits below a scratch run at 1e-2 (each panel used to
+    scale its own axis, and both looked alike); a cosine run's final rate 0 is left out."""
+    from verydeep.io.plots import study_curves_figure
+
+    def rows(lrs):
+        return [{"epoch": e + 1, "lr": lr, "train_err": 0.2, "val_err": 0.1} for e, lr in enumerate(lrs)]
+
+    fig = study_curves_figure(
+        {"A-256": rows([0.01, 0.01, 0.001]), "A-384": rows([0.001] * 3), "bn": rows([0.05, 0.02, 0.0])},
+        columns=2,
+    )
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["A-256", "A-384", "bn"]
+    twins = [ax for ax in fig.axes if not ax.get_title() and ax.get_yscale() == "log"]
+    assert len(twins) == 3 and len({ax.get_ylim() for ax in twins}) == 1
+    lo, hi = twins[0].get_ylim()
+    assert lo < 0.001 and hi > 0.05
+    assert study_curves_figure({"empty": []}) is None

@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import matplotlib.ticker
+from matplotlib.figure import Figure
 
 
 def pr_curve_png(name: str, precision: list[float], recall: list[float], ap: float, ap_mode: str) -> bytes:
@@ -68,12 +69,23 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
 
 def plot_study_curves(histories: dict[str, list[dict]], path: str | Path, columns: int = 5) -> None:
     """Small multiples: one panel per run of a study, with its training and held-out top-1 error
-    (left axis, shared by all panels) and its learning rate (right axis, log scale, grey steps:
-    the rate logged after epoch e is drawn over epoch e + 1, which trains at it), so each
-    plateau drop of the paper's schedule shows where it happened."""
+    (left axis, shared by all panels) and its learning rate (right axis, log scale, one range
+    for all panels, grey steps: the rate logged after epoch e is drawn over epoch e + 1, which
+    trains at it), so each plateau drop of the paper's schedule shows where it happened."""
+    fig = study_curves_figure(histories, columns)
+    if fig is not None:
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+
+
+def study_curves_figure(histories: dict[str, list[dict]], columns: int = 5) -> Figure | None:
+    """The figure of ``plot_study_curves`` (None without any logged epoch)."""
     runs = [(n, rows) for n, rows in histories.items() if rows]
     if not runs:
-        return
+        return None
+    rates = [r["lr"] for _, rows in runs for r in rows if r.get("lr", 0) > 0]
+    # one rate range for every panel, so that 1e-2 sits at the same height in each of them
+    lr_range = (min(rates) / 2, max(rates) * 2) if rates else None
     nrows = -(-len(runs) // columns)
     fig, axes = plt.subplots(nrows, columns, figsize=(3.2 * columns, 2.6 * nrows), squeeze=False, sharey=True)
     for ax, (name, rows) in zip(axes.flat, runs, strict=False):
@@ -89,6 +101,7 @@ def plot_study_curves(histories: dict[str, list[dict]], path: str | Path, column
             lr = ax.twinx()
             lr.step(*zip(*lrs, strict=True), where="post", color="grey", lw=1, ls="--")
             lr.set_yscale("log")
+            lr.set_ylim(*lr_range)
             # no minor log ticks: unlabelled, and 40% of the figure's drawing time
             lr.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             lr.tick_params(labelsize=7, colors="grey")
@@ -104,5 +117,4 @@ def plot_study_curves(histories: dict[str, list[dict]], path: str | Path, column
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return fig
