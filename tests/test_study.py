@@ -340,6 +340,8 @@ def test_the_curves_figure_has_a_panel_per_run_and_one_rate_range():
     """Issue 18, item 13: small multiples. A rate drawn at one height means one rate in every
     panel, so a fine-tuning run at 1e-3 sits below a scratch run at 1e-2 (each panel used to
     scale its own axis, and both looked alike); a cosine run's final rate 0 is left out."""
+    import matplotlib.pyplot as plt
+
     from verydeep.io.plots import study_curves_figure
 
     def rows(lrs):
@@ -354,5 +356,6 @@ def test_the_curves_figure_has_a_panel_per_run_and_one_rate_range():
     twins = [ax for ax in fig.axes if not ax.get_title() and ax.get_yscale() == "log"]
     assert len(twins) == 3 and len({ax.get_ylim() for ax in twins}) == 1
     lo, hi = twins[0].get_ylim()
+    plt.close(fig)
     assert lo < 0.001 and hi > 0.05
     assert study_curves_figure({"empty": []}) is None
