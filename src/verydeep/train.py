@@ -93,7 +93,6 @@ def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: Ru
         # resumed from the checkpoint of the final step, which a kill may have left without the
         # partial epoch's log row: no step runs, the row is rebuilt from the saved epoch sums
         # and time (which the first session saved after its held-out pass: none is added)
-        loop.saved_step = state.global_step
         loop.epoch(state, rebuild=True)
     while state.epoch < cfg.train.epochs and not sched.stopped and not _reached(cfg, state):
         loop.epoch(state)
@@ -117,7 +116,6 @@ class _Loop:
     device: torch.device
     accum: int
     amp_dtype: torch.dtype | None
-    saved_step: int = -1  # the last step checkpointed mid-epoch
     val_bad: int = 0  # unreadable images of the held-out split in its last pass (all ranks)
 
     def epoch(self, state: StepState, rebuild: bool = False) -> None:
@@ -143,7 +141,6 @@ class _Loop:
             # not max_steps' last step: _close saves it after the held-out pass, with that
             # pass's time, so that a rebuilt row (above) has the first session's time
             if every and s.global_step % every == 0 and s.step_in_epoch < steps and not _reached(cfg, s):
-                self.saved_step = s.global_step
                 s.bad_images = bad_before + bad.count()  # every rank saves
                 spent(s)
                 run.save(self.model, self.meta, self.opt, self.sched, s)
@@ -173,9 +170,9 @@ class _Loop:
         self.val_bad = va["bad_images"] if va else 0
         if not rebuild:
             spent(state)
-        self._close(state, tr, va, whole=state.step_in_epoch >= steps)
+        self._close(state, tr, va, whole=state.step_in_epoch >= steps, rebuild=rebuild)
 
-    def _close(self, state: StepState, tr: dict, va: dict | None, whole: bool) -> None:
+    def _close(self, state: StepState, tr: dict, va: dict | None, whole: bool, rebuild: bool) -> None:
         """A whole epoch: the schedule's step, the log row, a checkpoint (best if improved).
         One stopped mid-way (max_steps): a checkpoint (unless rebuilt), and the part done logged."""
         run = self.run
@@ -188,7 +185,7 @@ class _Loop:
             run.write_log(state.history)
             run.write_curves(state.history)
             return
-        if self.saved_step != state.global_step:
+        if not rebuild:  # a rebuilt row's checkpoint is the one it resumed from
             run.save(self.model, self.meta, self.opt, self.sched, state)
         row = run.epoch_row(state.epoch, tr, va, self.sched.lr, state)
         run.write_log([*state.history, row | {"partial": 1}])  # the file only, not the state

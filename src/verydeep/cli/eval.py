@@ -118,12 +118,18 @@ def options(args: argparse.Namespace, device: str):
         calibrate=args.calibrate,
         channels_last=args.channels_last,
         batch_size=getattr(args, "batch_size", 64),
-        workers=2 if getattr(args, "workers", 0) is None else getattr(args, "workers", 0),
+        workers=_workers(args),
         fast_decode=not getattr(args, "full_decode", False),
         exif=not args.no_exif,
         limit=getattr(args, "limit", None),
         progress=not getattr(args, "quiet", True) and sys.stderr.isatty(),
     )
+
+
+def _workers(args: argparse.Namespace) -> int:
+    """--workers, 2 when not given (None: so that eval can tell a given one); predict has none."""
+    workers = getattr(args, "workers", 0)
+    return 2 if workers is None else workers
 
 
 def check_applicable(args: argparse.Namespace, methods: list[str]) -> None:
