@@ -101,7 +101,8 @@ def read_keras_h5(path: str | Path) -> dict[str, list[np.ndarray]]:
     try:
         with _open(path, size) as source, h5py.File(source, "r") as f:
             layers = _layers_keras3(f, size) if "layers" in f else _layers_legacy(f, size)
-    except (OSError, KeyError, TypeError, zipfile.BadZipFile) as e:
+    except (OSError, KeyError, TypeError, RuntimeError, zipfile.BadZipFile) as e:  # RuntimeError:
+        # h5py's for a corrupt group (e.g. "bad symbol table node signature"), found by fuzzing
         raise ValueError(f"{path} is not a readable Keras HDF5 weights file ({e})") from None
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
