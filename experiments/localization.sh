@@ -9,6 +9,7 @@
 #          bash experiments/localization.sh ../shared/data/critters-voc runs/loc-imagewoof
 #   With INIT the classifier is fine-tuned from that Imagewoof net, as Appendix A starts from the
 #   classification nets; its shape (arch, width, FC width, crop) is read from INIT's metadata.
+#   CLS_ONLY=1 stops after step 1 (a classifier for another run's SCORE_CLS ensemble);
 #   CLS=<classifier checkpoint> skips step 1; SCORE_CLS="<checkpoint> ..." scores the boxes in
 #   steps 3-4 with these classifiers' mean posteriors (default: CLS alone); BOXES_FROM=<an earlier
 #   OUTDIR> (with that run's CLS) skips step 2 and tunes and reports its box nets;
@@ -47,6 +48,7 @@ t $VD train --no-progress \
   --set train.epochs=90 --set data.workers=0 --set "train.out_dir=$OUT/cls"
 CLS=$OUT/cls/checkpoints/best.safetensors
 fi
+[ -z "${CLS_ONLY:-}" ] || exit 0
 
 # the classifiers that score the boxes (several: a classification ensemble)
 read -r -a SCORE <<< "${SCORE_CLS:-$CLS}"
