@@ -29,7 +29,7 @@ def describe(*files: Path) -> tuple[str, str]:
             with safe_open(f, "np") as st:
                 d = json.loads(st.metadata()["verydeep"])["info"]["descriptor"]
                 dim = str(st.get_slice("features").get_shape()[1])
-            qs = ",".join(str(q) for q in d["scales"])
+            qs = ",".join(f"{q:g}" for q in d["scales"])  # 256.0 -> 256 (scales are floats)
             layer = "" if d.get("layer", "fc7") == "fc7" else f", {d['layer']}"
             if len(d["scales"]) == 1:
                 return f"single scale Q={qs}{layer}", dim
