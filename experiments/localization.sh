@@ -59,14 +59,14 @@ for c in "${SCORE[@]}"; do CLSARGS+=(--cls "$c"); done
 BOXES=${BOXES_FROM:-$OUT}
 [ -n "${BOXES_FROM:-}" ] || for v in "scr all" "pcr all" "scr fc" "pcr fc"; do
   set -- $v
-  t $VD localize train --data "$D" --split "train[:80%]" --init "$CLS" --out "$OUT/$1-$2.safetensors" \
+  t $VD localize train --no-progress --data "$D" --split "train[:80%]" --init "$CLS" --out "$OUT/$1-$2.safetensors" \
     --head "$1" --finetune "$2" --steps "$([ "$2" = fc ] && echo "${STEPS_FC:-600}" || echo "${STEPS_ALL:-600}")" \
     --lr "$LOC_LR" --lr-drops "${LOC_DROPS:-}" --box-size "${BOX_SIZE:-linear}"
 done
 
 # 3. choose merging and scales on held-out photographs, per net
 for n in scr-all pcr-all scr-fc pcr-fc; do
-  t $VD localize tune --data "$D" --split "train[80%:]" "${CLSARGS[@]}" --loc "$BOXES/$n.safetensors" \
+  t $VD localize tune --no-progress --data "$D" --split "train[80%:]" "${CLSARGS[@]}" --loc "$BOXES/$n.safetensors" \
     --scale-sets "256;384;256,384" --flip --json "$OUT/tune-$n.json" --show 5
 done
 
@@ -74,8 +74,8 @@ done
 for n in scr-all pcr-all scr-fc pcr-fc; do
   FLAGS=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['best']['flags'])" "$OUT/tune-$n.json")
   # shellcheck disable=SC2086
-  t $VD localize eval --data "$D" --split val --train-split "train[:80%]" "${CLSARGS[@]}" \
+  t $VD localize eval --no-progress --data "$D" --split val --train-split "train[:80%]" "${CLSARGS[@]}" \
     --loc "$BOXES/$n.safetensors" $FLAGS --json "$OUT/val-$n.json"
 done
-t $VD localize eval --data "$D" --split val --train-split "train[:80%]" "${CLSARGS[@]}" \
+t $VD localize eval --no-progress --data "$D" --split val --train-split "train[:80%]" "${CLSARGS[@]}" \
   --loc "$BOXES/scr-all.safetensors" --json "$OUT/val-scr-all-defaults.json"

@@ -73,7 +73,12 @@ def test_every_reader_skips_and_counts_the_strip(mixed, capsys):
     assert main(["predict", "-m", ck, str(mixed / "data" / "a" / "strip.png"), data + "/b/good.png"]) == 1
     assert "skipped" in capsys.readouterr().err
     assert main(["features", ck, data, "--out", str(mixed / "f.npz"), "--scales", "256"]) == 0
-    assert "skipped 1" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "skipped 1" in out and "images:" in err  # the progress bar
+    assert (
+        main(["features", ck, data, "--out", str(mixed / "g.npz"), "--scales", "256", "--no-progress"]) == 0
+    )
+    assert "images:" not in capsys.readouterr().err
     assert preresize(mixed / "data", mixed / "small", 36)["bad"] == 1
 
 

@@ -442,6 +442,7 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     cls = str(run / "checkpoints" / "last.safetensors")
     args = ["--data", root, "--init", cls, "--out", loc, "--steps", "3", "--head", "pcr"]
     assert main(["localize", "train", *args]) == 0
+    assert "localize train" in capsys.readouterr().err  # the bar, which --no-progress turns off below
     loc_net, meta = load_net(loc)
     assert loc_net.head == "pcr" and meta.classes == ["kangaroo", "raccoon"]
     assert loc_net.model.classifier[6].out_features == 8 and loc_net.box_size == "linear"
@@ -449,8 +450,14 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     assert main(["localize", "train", *args[:4], "--out", log_loc, "--steps", "2", "--box-size", "log"]) == 0
     assert load_net(log_loc)[0].box_size == "log"
     dense = ["--loc", loc, "--cls", cls, "--scales", "256,384"]
-    assert main(["localize", "eval", "--data", root, *dense, "--json", str(tmp_path / "r.json")]) == 0
-    out = capsys.readouterr().out
+    assert (
+        main(
+            ["localize", "eval", "--data", root, *dense, "--json", str(tmp_path / "r.json"), "--no-progress"]
+        )
+        == 0
+    )
+    out, err = capsys.readouterr()
+    assert "localize eval" not in err
     assert "dense + merging" in out and "baseline whole/gt_class" in out
     # the whole-image baseline, recomputed by hand: IoU(whole image, best GT box) > 0.5
     report = evaluate(root, "val", [loc], [cls], DenseConfig(scales=[256, 384]))

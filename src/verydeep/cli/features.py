@@ -86,6 +86,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         help="image-decoding processes; -1: min(8, cores) on a GPU, none on a CPU (the net uses every core)",
     )
     p.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or auto")
     add_precision_args(p)
     p.add_argument(
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         from ..io.features import load_descriptors
 
         classes = load_descriptors(args.classes_from).classes
-    bar = lambda it: tqdm(it, desc="images", unit="img", file=sys.stderr)  # noqa: E731
+    bar = lambda it: tqdm(it, desc="images", unit="img", file=sys.stderr, disable=args.no_progress)  # noqa: E731
     d = describe_dataset(
         model, meta.prep, args.data, args.split, cfg, classes,
         workers=args.workers, on_bad_image=args.on_bad_image, progress=bar,

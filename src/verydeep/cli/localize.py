@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for add in (_train_parser, _eval_parser, _tune_parser, _predict_parser):
         add(s)
+    for name in ("train", "eval", "tune"):  # the long ones; bars in a log file are noise
+        s.choices[name].add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _train_parser(s: argparse._SubParsersAction) -> None:
@@ -167,14 +169,16 @@ def _predict_parser(s: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=run_predict)
 
 
-def _bar(total: int, desc: str):
+def _bar(total: int, desc: str, args: argparse.Namespace):
     """A progress callback whose bar appears at the first step: an input refused before any work
-    prints its one-line error alone."""
+    prints its one-line error alone. With ``--no-progress`` it does nothing."""
     from tqdm import tqdm
 
     bars: list = []
 
     def step(_i: int, loss: float) -> None:
+        if args.no_progress:
+            return
         if not bars:
             bars.append(tqdm(total=total or None, desc=desc, leave=False))
         bar = bars[0]
@@ -212,7 +216,9 @@ def run_train(args: argparse.Namespace) -> int:
         box_size=args.box_size,
         seed=args.seed,
     )
-    net, meta, hist = fit_localizer(args.data, args.init, cfg, _bar(cfg.steps, "localize train"), args.split)
+    net, meta, hist = fit_localizer(
+        args.data, args.init, cfg, _bar(cfg.steps, "localize train", args), args.split
+    )
     save_model(args.out, net, meta)
     tail = hist["loss"][-20:]
     print(
@@ -228,7 +234,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.json:
         output_target(args.json)  # before the pass, not after it
-    bar = _bar(0, "localize eval")
+    bar = _bar(0, "localize eval", args)
     r = evaluate(args.data, args.split, args.loc, args.cls, _dense_cfg(args), bar, args.train_split)
     print(f"{r['split']}: {r['images']} images, classes {r['classes']}; localisation error (%)")
     row = lambda label, err, tail="": print(f"  {label:31} {100 * err:5.1f}{tail}")  # noqa: E731
@@ -254,7 +260,7 @@ def run_tune(args: argparse.Namespace) -> int:
     given = args.scale_sets
     sets = None if given is None else [parse_scales(t) for t in given.split(";") if t.strip()]
     flips = [False, True] if args.flip else [False]
-    r = tune_merging(args.data, args.split, args.loc, args.cls, sets, flips, _bar(0, "localize tune"))
+    r = tune_merging(args.data, args.split, args.loc, args.cls, sets, flips, _bar(0, "localize tune", args))
     print(f"{r['split']}: {r['images']} images, {len(r['rows'])} settings; localisation error (%)")
     for row in r["rows"][: args.show]:
         errs = "  ".join(f"{k} {100 * v:5.1f}" for k, v in row.items() if k != "flags")
