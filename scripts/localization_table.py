@@ -3,6 +3,11 @@
 Usage: python scripts/localization_table.py OUTDIR   (the script's second argument)
 Prints the merge settings chosen on train[80%:], the Table 8 analog (centre crop, ground-truth
 class) and the full-protocol table on val, from OUTDIR's tune-*.json and val-*.json.
+
+       python scripts/localization_table.py --choose OUTDIR [OUTDIR ...]
+Every net (or fusion) of those runs that has both a tune-X.json and a val-X.json, sorted by its
+top-1 error on train[80%:]; the lowest there is the choice (all of them when several tie), and
+val is only read, never used to choose.
 """
 
 import json
@@ -14,6 +19,11 @@ NETS = {
     "pcr-all": "PCR, all layers",
     "scr-fc": "SCR, FC only",
     "pcr-fc": "PCR, FC only",
+}
+FUSED = {  # the fusions (boxes of several nets pooled) of experiments/results/*-fusion/fusion.sh
+    "all4": "fusion of the four",
+    "all-layers": "fusion: SCR + PCR, all layers",
+    "scr2": "fusion: SCR all layers + FC only",
 }
 BASELINES = {
     "whole/gt_class": "whole photograph as the box | ground truth",
@@ -60,5 +70,25 @@ def main(out: Path) -> None:
     print(f"\nclassification top-1 error (dense) on val: {pct(first['classification_top1_error'])}%")
 
 
+def choose(outs: list[Path]) -> None:
+    rows = []
+    for out in outs:
+        for t in sorted(out.glob("tune-*.json")):
+            v = out / ("val-" + t.name[len("tune-") :])
+            if v.is_file():
+                held, val = json.loads(t.read_text())["best"]["top1"], json.loads(v.read_text())
+                rows.append((held, out.name, t.stem[len("tune-") :], val["dense"]["top1"]))
+    if not rows:
+        sys.exit("--choose: no run folder has a tune-X.json with its val-X.json")
+    rows.sort(key=lambda r: r[0])
+    print("| run | net | top-1 on train[80%:] (%) | top-1 on val (%) |\n| --- | --- | --- | --- |")
+    for held, run, net, val in rows:
+        mark = " **(chosen)**" if held == rows[0][0] else ""
+        print(f"| {run} | {(NETS | FUSED).get(net, net)}{mark} | {pct(held)} | {pct(val)} |")
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if sys.argv[1:2] == ["--choose"]:
+        choose([Path(a) for a in sys.argv[2:]])
+    else:
+        main(Path(sys.argv[1]))

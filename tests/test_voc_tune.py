@@ -129,3 +129,37 @@ def test_train_on_voc_image_labels_then_localize_and_tune(tmp_path, capsys):
     assert r["images"] == 2 and len(r["rows"]) == 24
     assert r["best"]["top1"] == min(row["top1"] for row in r["rows"])
     assert np.isfinite([row["top2"] for row in r["rows"]]).all()
+
+
+def test_localization_table_chooses_on_held_out_photographs_never_on_val(tmp_path):
+    """scripts/localization_table.py --choose: the lowest train[80%:] error wins (every tie is
+    marked), whatever val says; a tune file without its val file is no candidate."""
+    import json
+    import subprocess
+    import sys
+
+    def run(name, nets):  # net: (held-out top-1, val top-1 or None)
+        out = tmp_path / name
+        out.mkdir()
+        for net, (held, val) in nets.items():
+            (out / f"tune-{net}.json").write_text(json.dumps({"best": {"flags": "", "top1": held}}))
+            if val is not None:
+                (out / f"val-{net}.json").write_text(json.dumps({"dense": {"top1": val}}))
+        return str(out)
+
+    a = run("a", {"scr-all": (0.30, 0.50), "pcr-fc": (0.40, 0.10), "scr-fc": (0.05, None)})
+    b = run("b", {"all4": (0.30, 0.45)})
+    script = Path(__file__).resolve().parents[1] / "scripts" / "localization_table.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--choose", a, b], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line for line in out.splitlines() if line.startswith(("| a ", "| b "))]
+    assert rows == [
+        "| a | SCR, all layers **(chosen)** | 30.0 | 50.0 |",
+        "| b | fusion of the four **(chosen)** | 30.0 | 45.0 |",
+        "| a | PCR, FC only | 40.0 | 10.0 |",
+    ]
+    empty = subprocess.run(
+        [sys.executable, str(script), "--choose", str(tmp_path)], capture_output=True, text=True
+    )
+    assert empty.returncode == 1 and empty.stderr.strip().startswith("--choose: no run folder")
