@@ -67,6 +67,8 @@ HEAD = [
 def command_cpu(logs: list[str]) -> dict[str, float]:
     cpu: dict[str, float] = {}
     for log in logs:
+        if not Path(log).is_file():
+            sys.exit(f"transfer_table.py: no such log: {log}")
         for block in Path(log).read_text().split("$ verydeep ")[1:]:
             m = re.search(r"CPU ([\d.]+) s user \+ ([\d.]+) s sys", block)
             if m:

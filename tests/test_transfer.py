@@ -315,6 +315,15 @@ def test_transfer_table_chooses_the_descriptor_by_training_cross_validation(tmp_
     assert "| imagewoof | Q={512,768} averaged | 6 | 80.0 |" in out
     assert "| imagewoof | q512 | - | 50.0 |" in out
     assert "| imagewoof | 60.0 (q256: single scale Q=256; cv 70.0) | - |" in out
+    missing = str(tmp_path / "no.log")  # a log that is not there: one line, no traceback
+    bad = subprocess.run(
+        [sys.executable, "scripts/transfer_table.py", missing],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and bad.stderr == f"transfer_table.py: no such log: {missing}\n"
 
 
 def _pair_files(tmp_path, **test_changes) -> tuple[str, str]:
