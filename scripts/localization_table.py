@@ -20,10 +20,12 @@ NETS = {
     "scr-fc": "SCR, FC only",
     "pcr-fc": "PCR, FC only",
 }
-FUSED = {  # the fusions (boxes of several nets pooled) of experiments/results/*-fusion/fusion.sh
+FUSED = {  # the fusions (boxes of several nets pooled) in experiments/results/*-fusion/ and *-seeds/
     "all4": "fusion of the four",
     "all-layers": "fusion: SCR + PCR, all layers",
     "scr2": "fusion: SCR all layers + FC only",
+    "scr-3seeds": "fusion: SCR all layers, seeds 0-2",
+    "pcr-3seeds": "fusion: PCR all layers, seeds 0-2",
 }
 BASELINES = {
     "whole/gt_class": "whole photograph as the box | ground truth",
