@@ -83,10 +83,11 @@ def choose(outs: list[Path]) -> None:
     if not rows:
         sys.exit("--choose: no run folder has a tune-X.json with its val-X.json")
     rows.sort(key=lambda r: r[0])
+    names = NETS | FUSED
     print("| run | net | top-1 on train[80%:] (%) | top-1 on val (%) |\n| --- | --- | --- | --- |")
     for held, run, net, val in rows:
         mark = " **(chosen)**" if held == rows[0][0] else ""
-        print(f"| {run} | {(NETS | FUSED).get(net, net)}{mark} | {pct(held)} | {pct(val)} |")
+        print(f"| {run} | {names.get(net, net)}{mark} | {pct(held)} | {pct(val)} |")
 
 
 if __name__ == "__main__":

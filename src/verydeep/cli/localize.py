@@ -169,16 +169,16 @@ def _predict_parser(s: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=run_predict)
 
 
-def _bar(total: int, desc: str, args: argparse.Namespace):
+def _bar(total: int, desc: str, show: bool):
     """A progress callback whose bar appears at the first step: an input refused before any work
-    prints its one-line error alone. With ``--no-progress`` it does nothing."""
+    prints its one-line error alone. ``show=False`` (``--no-progress``): a callback that does nothing."""
+    if not show:
+        return lambda _i, _loss: None
     from tqdm import tqdm
 
     bars: list = []
 
     def step(_i: int, loss: float) -> None:
-        if args.no_progress:
-            return
         if not bars:
             bars.append(tqdm(total=total or None, desc=desc, leave=False))
         bar = bars[0]
@@ -217,7 +217,7 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     net, meta, hist = fit_localizer(
-        args.data, args.init, cfg, _bar(cfg.steps, "localize train", args), args.split
+        args.data, args.init, cfg, _bar(cfg.steps, "localize train", not args.no_progress), args.split
     )
     save_model(args.out, net, meta)
     tail = hist["loss"][-20:]
@@ -234,7 +234,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.json:
         output_target(args.json)  # before the pass, not after it
-    bar = _bar(0, "localize eval", args)
+    bar = _bar(0, "localize eval", not args.no_progress)
     r = evaluate(args.data, args.split, args.loc, args.cls, _dense_cfg(args), bar, args.train_split)
     print(f"{r['split']}: {r['images']} images, classes {r['classes']}; localisation error (%)")
     row = lambda label, err, tail="": print(f"  {label:31} {100 * err:5.1f}{tail}")  # noqa: E731
@@ -260,7 +260,9 @@ def run_tune(args: argparse.Namespace) -> int:
     given = args.scale_sets
     sets = None if given is None else [parse_scales(t) for t in given.split(";") if t.strip()]
     flips = [False, True] if args.flip else [False]
-    r = tune_merging(args.data, args.split, args.loc, args.cls, sets, flips, _bar(0, "localize tune", args))
+    r = tune_merging(
+        args.data, args.split, args.loc, args.cls, sets, flips, _bar(0, "localize tune", not args.no_progress)
+    )
     print(f"{r['split']}: {r['images']} images, {len(r['rows'])} settings; localisation error (%)")
     for row in r["rows"][: args.show]:
         errs = "  ".join(f"{k} {100 * v:5.1f}" for k, v in row.items() if k != "flags")
