@@ -162,18 +162,23 @@ def test_topk_clipped_to_classes():
     assert topk_errors(logits, torch.tensor([1, 2])) == [1, 0]  # top-5 of 3 classes: all hit
 
 
-def test_fine_tune_to_new_classes(fmnist_root, tmp_path):
+def test_fine_tune_starts_from_every_layer_of_the_source(fmnist_root, tmp_path):
+    """Same classes (10 to 10): the weights before step 1 are the source's, FC8 included, and
+    the run is in the source's shape without naming it (a fine-tune that loaded nothing would
+    start from a random init, and one that ignored the shape would not build)."""
     first = cfg(
         tmp_path / "a", "data.subset=200", "optim.batch_size=32", "train.max_steps=1", "train.eval_test=false"
     )
     fit(first, progress=False)
     ckpt = tmp_path / "a" / "checkpoints" / "last.safetensors"
     tune = ["data.subset=200", "optim.batch_size=32", "train.max_steps=1", f"train.init_from={ckpt}"]
-    again = cfg(tmp_path / "b", *tune, "optim.lr=1e-3", "data.scale=[384]", "train.eval_test=false")
+    again = RunConfig.from_sources(
+        overrides=[*tune, f"train.out_dir={tmp_path / 'b'}", "data.scale=[384]", "train.eval_test=false",
+                   "train.save_init=true"]
+    )  # fmt: skip
     fit(again, progress=False)
-    a, b = load_file(ckpt), load_file(tmp_path / "b" / "checkpoints" / "last.safetensors")
-    # one step at lr 1e-3 moves the weights only a little from where they were loaded
-    assert (a["features.0.weight"] - b["features.0.weight"]).abs().max() < 1e-2
+    a, b = load_file(ckpt), load_file(tmp_path / "b" / "checkpoints" / "init.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_init_from_net_a_as_a_train_option(fmnist_root, tmp_path):
@@ -198,10 +203,14 @@ def test_image_folder_fine_tune_from_fashion_mnist(fmnist_root, shared_data, tmp
     ckpt = tmp_path / "fm" / "checkpoints" / "last.safetensors"
     tune = cfg(tmp_path / "hy", "data.dataset=imagefolder", f"data.root={shared_data / 'hymenoptera'}",
                "data.scale=[256, 512]", "data.workers=0", "optim.batch_size=32", "optim.lr=1e-3",
-               f"train.init_from={ckpt}", "train.epochs=1")  # fmt: skip
+               f"train.init_from={ckpt}", "train.epochs=1", "train.save_init=true")  # fmt: skip
     result = fit(tune, progress=False)
     assert result["test"]["images"] == 153  # the whole val split
     assert 0 <= result["test"]["top1_err"] <= 1 and result["test"]["top5_err"] == 0  # 2 classes
+    src, init = load_file(ckpt), load_file(tmp_path / "hy" / "checkpoints" / "init.safetensors")
+    body = [k for k in src if not k.startswith("classifier.6")]
+    assert all(torch.equal(src[k], init[k]) for k in body)  # loaded, not left at the random init
+    assert init["classifier.6.weight"].shape[0] == 2 and not init["classifier.6.bias"].any()
 
 
 def test_rerun_of_a_finished_run_takes_no_extra_step(fmnist_root, tmp_path):

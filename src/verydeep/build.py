@@ -41,8 +41,9 @@ def resolved(cfg: RunConfig, classes: int, channels: int) -> RunConfig:
     return dataclasses.replace(cfg, model=model)
 
 
-def build_model(cfg: RunConfig, classes: int, channels: int) -> VGG:
-    """The net of the config, initialised as asked (scheme, then net A, then a checkpoint)."""
+def build_model(cfg: RunConfig, classes: int, channels: int, names: list[str] | None = None) -> VGG:
+    """The net of the config, initialised as asked (scheme, then net A, then a checkpoint).
+    ``names``: the data's class names, which a fine-tune's FC8 is matched to by name."""
     m = cfg.model
     if m.num_classes and m.num_classes != classes:
         raise ValueError(f"model.num_classes is {m.num_classes} but the dataset has {classes} classes")
@@ -52,15 +53,20 @@ def build_model(cfg: RunConfig, classes: int, channels: int) -> VGG:
         net_a, _ = load_model(m.init_from_a)
         init_from_net_a(model, net_a, m.init_from_a_convs)
     if cfg.train.init_from:
-        _fine_tune_from(model, cfg.train.init_from)
+        _fine_tune_from(model, cfg.train.init_from, names)
     return model
 
 
-def _fine_tune_from(model: VGG, path: str) -> None:
-    """Load every tensor of ``path`` whose shape fits; FC8 stays random for a new label set."""
-    source, _ = load_model(path)
-    own = model.state_dict()
-    loaded = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+def _fine_tune_from(model: VGG, path: str, names: list[str] | None) -> None:
+    """Load every tensor of ``path``; FC8 too when the classes are the same, its rows reordered
+    to the data's class order where the names say so. A new label set keeps a new FC8."""
+    source, meta = load_model(path)
+    own, theirs = model.state_dict(), source.state_dict()
+    if names and meta.classes != names and sorted(meta.classes) == sorted(names):
+        order = torch.tensor([meta.classes.index(n) for n in names])
+        for k in ("classifier.6.weight", "classifier.6.bias"):
+            theirs[k] = theirs[k][order]
+    loaded = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in loaded]
     if any(not k.startswith("classifier.6") for k in missing):
         raise ValueError(f"{path} does not fit {model.arch}: {missing[:3]} differ (same config needed)")
@@ -80,7 +86,7 @@ def model_and_optimizer(
 ) -> tuple[VGG, torch.optim.SGD]:
     """The net on ``device`` (channels_last and Winograd convs if asked, or by ``auto``) and its
     SGD with momentum."""
-    model = build_model(cfg, len(data.classes), data.channels).to(device)
+    model = build_model(cfg, len(data.classes), data.channels, data.classes).to(device)
     if resolve_winograd(cfg.train.winograd, device, resolve_precision(cfg.train.precision, device)):
         model = winograd_convs(model)  # a copy with the same state_dict: checkpoints do not change
     if resolve_channels_last(cfg.train.channels_last, device):

@@ -78,7 +78,13 @@ class DataConfig:
     # paper: rescale to S, random crop (Section 3.1) | torchvision: RandomResizedCrop (8-100% of the
     # area), flip, the reference recipe's peer (S then only sets the held-out centre crop's Q)
     augment: str = spec("paper", choices=("paper", "torchvision"))
-    # mean: the paper's mean subtraction (0-255 kept) | standardize: also / std
+    # the net's input convention (channel order, pixel range, mean, std). auto: a net started from
+    # a checkpoint (train.init_from, model.init_from_a) keeps that checkpoint's; a new net takes
+    # the training data's (data.normalize). data: the training data's even when fine-tuning (the
+    # source's filters then see inputs they were not trained on). torchvision | caffe: that preset
+    preprocess: str = spec("auto", choices=("auto", "data", "torchvision", "caffe"))
+    # how a convention is computed from the data: mean: the paper's mean subtraction (0-255 kept) |
+    # standardize: also / std
     normalize: str = spec("mean", choices=("mean", "standardize"))
     colour_shift: float = spec(0.1, lo=0, hi=10)  # std of the PCA colour-shift alphas (Krizhevsky); 0: off
     grey_to_rgb: bool = False  # Fashion-MNIST: replicate to 3 channels instead of a 1-channel net
@@ -107,6 +113,20 @@ class DataConfig:
             raise ValueError(
                 f"data.train_split / test_split name VOC split files; with data.dataset={self.dataset} "
                 "the splits are the folders root/train and root/val"
+            )
+        if self.preprocess in ("torchvision", "caffe") and not is_default(self, "normalize"):
+            raise ValueError(
+                f"data.normalize applies to a convention computed from the data; "
+                f"data.preprocess={self.preprocess} is a fixed preset"
+            )
+        if (
+            self.preprocess in ("torchvision", "caffe")
+            and self.dataset == "fashion-mnist"
+            and not self.grey_to_rgb
+        ):
+            raise ValueError(
+                f"data.preprocess={self.preprocess} is a 3-channel convention; Fashion-MNIST is grey "
+                "(set data.grey_to_rgb=true)"
             )
         if self.grey_to_rgb and self.dataset != "fashion-mnist":
             raise ValueError("data.grey_to_rgb applies to Fashion-MNIST only (photographs are read as RGB)")

@@ -33,6 +33,7 @@ from .config import RunConfig
 from .data.build import DataBundle, build_data
 from .data.loaders import FolderBatches
 from .engine import NonFiniteLossError, StepState, evaluate, train_one_epoch
+from .finetune import adopt_source, describe_start, read_source
 from .hardware import cpu_seconds, resolve_precision
 from .io.checkpoint import Meta
 from .io.run_dir import RunDir
@@ -63,8 +64,12 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
 
 
 def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: RunDir) -> dict:
+    source = read_source(cfg)  # the checkpoint it starts from (metadata only), or None
+    cfg = adopt_source(cfg, source)  # a copy in the source's shape; contradictions refused
     run.check_reuse(cfg)  # before anything is read or written: refuse to clobber another run
-    data, accum = build_data(cfg, env, device)
+    data, accum = build_data(cfg, env, device, source.prep if source else None)
+    if source:
+        run.log(describe_start(cfg, source, data.preprocess))
     cfg = resolved(cfg, len(data.classes), data.channels)  # a copy: the caller's config is left as given
     model, opt = model_and_optimizer(cfg, data, device)
     sched = make_schedule(cfg.optim, cfg.train.epochs, len(data.train) // accum)

@@ -50,10 +50,8 @@ def run(args: argparse.Namespace) -> int:
         arch=args.arch,
         prototxt=args.prototxt,
     )
-    prep = meta.prep
-    order = "BGR" if prep.bgr else "RGB"
     print(
         f"{args.output}: VGG {meta.model['arch']} from {meta.source}, {len(meta.classes)} classes, "
-        f"input {order} 0-{prep.pixel_range:g}, mean {list(prep.mean)}, std {list(prep.std)}"
+        f"input {meta.prep.describe()}"
     )
     return 0

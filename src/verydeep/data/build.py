@@ -30,6 +30,7 @@ from .folder import ImageFolderDataset, check_not_split_root, scan_image_folder
 from .images import BadImageError, load_image
 from .loaders import EpochOrder, FolderBatches, TensorBatches, spread_indices
 from .preprocess import ColourPCA, Preprocess
+from .presets import PRESETS
 from .transforms import (
     CentreCropTransform,
     RandomResizedCropTransform,
@@ -71,11 +72,21 @@ def pixel_stats(pixels_: torch.Tensor) -> tuple[tuple[float, ...], ColourPCA]:
     return tuple(pixels_.float().mean(0).tolist()), ColourPCA.fit(pixels_)
 
 
-def input_preprocess(pixels_: torch.Tensor, normalize: str) -> tuple[Preprocess, ColourPCA]:
-    """The net's input normalisation from training pixels: the paper's mean subtraction (0-255
-    range), or with ``standardize`` also a division by the per-channel std (unit-variance inputs,
-    which small Glorot-initialised nets without batch norm train faster from)."""
+def input_preprocess(
+    pixels_: torch.Tensor, normalize: str, choice: str = "data", source: Preprocess | None = None
+) -> tuple[Preprocess, ColourPCA]:
+    """The net's input convention and the colour PCA (always of the training pixels).
+
+    ``choice`` is ``data.preprocess``: a preset by name; ``auto`` with a ``source`` (the
+    convention of the checkpoint the net starts from) keeps the source's; otherwise the data's:
+    the paper's mean subtraction (0-255 range), with ``normalize=standardize`` also a division by
+    the per-channel std (unit-variance inputs, which small Glorot-initialised nets without batch
+    norm train faster from)."""
     mean, pca = pixel_stats(pixels_)
+    if choice in PRESETS:
+        return Preprocess.preset(choice), pca
+    if choice == "auto" and source is not None:
+        return source, pca
     prep = Preprocess.preset("paper", mean=mean)
     if normalize == "standardize":
         std = tuple(max(s, 1e-3) for s in pixels_.float().std(0).tolist())
@@ -126,15 +137,20 @@ def _micro_batch(cfg: RunConfig, env: DistEnv) -> tuple[int, int]:
     return micro, per_rank // micro
 
 
-def build_data(cfg: RunConfig, env: DistEnv, device: torch.device) -> tuple[DataBundle, int]:
-    """The ``DataBundle`` for this rank, and the gradient accumulation steps."""
+def build_data(
+    cfg: RunConfig, env: DistEnv, device: torch.device, source: Preprocess | None = None
+) -> tuple[DataBundle, int]:
+    """The ``DataBundle`` for this rank, and the gradient accumulation steps. ``source``: the
+    input convention of the checkpoint the net starts from (``data.preprocess=auto`` keeps it)."""
     micro, accum = _micro_batch(cfg, env)
     if cfg.data.dataset == "fashion-mnist":
-        return _fashion_mnist(cfg, env, micro, device), accum
-    return _image_folder(cfg, env, micro, device), accum
+        return _fashion_mnist(cfg, env, micro, device, source), accum
+    return _image_folder(cfg, env, micro, device, source), accum
 
 
-def _fashion_mnist(cfg: RunConfig, env: DistEnv, micro: int, device: torch.device) -> DataBundle:
+def _fashion_mnist(
+    cfg: RunConfig, env: DistEnv, micro: int, device: torch.device, source: Preprocess | None
+) -> DataBundle:
     d, crop = cfg.data, cfg.model.crop_size
     images, labels = load_fashion_mnist(d.root, "train")
     if d.subset:
@@ -142,7 +158,8 @@ def _fashion_mnist(cfg: RunConfig, env: DistEnv, micro: int, device: torch.devic
     tr, va = split_indices(len(images), d.val_fraction)
     if d.grey_to_rgb:  # an explicit choice: 3-channel nets (e.g. for transfer) see grey as RGB
         images = images.expand(-1, 3, -1, -1).contiguous()
-    prep, pca = input_preprocess(images[tr].permute(0, 2, 3, 1).reshape(-1, images.shape[1]), d.normalize)
+    pix = images[tr].permute(0, 2, 3, 1).reshape(-1, images.shape[1])
+    prep, pca = input_preprocess(pix, d.normalize, d.preprocess, source)
     scale = (pixels(d.scale[0], crop), pixels(d.scale[-1], crop))
     q = pixels(d.eval_scale, crop)
 
@@ -199,14 +216,16 @@ def _scan(cfg: RunConfig) -> tuple[list, list[str], Callable[[], list] | None]:
     return samples, classes, (lambda: scan_image_folder(test_root, classes)[0]) if test_root else None
 
 
-def _image_folder(cfg: RunConfig, env: DistEnv, micro: int, device: torch.device) -> DataBundle:
+def _image_folder(
+    cfg: RunConfig, env: DistEnv, micro: int, device: torch.device, source: Preprocess | None
+) -> DataBundle:
     d, crop = cfg.data, cfg.model.crop_size
     samples, classes, test_samples = _scan(cfg)
     if d.subset and d.subset < len(samples):  # spread over the class-sorted list: every class keeps its share
         samples = [samples[i] for i in spread_indices(len(samples), d.subset)]
     tr, va = split_indices(len(samples), d.val_fraction)
     train_samples = [samples[i] for i in tr.tolist()]
-    prep, pca = input_preprocess(_sample_folder_pixels(train_samples), d.normalize)
+    prep, pca = input_preprocess(_sample_folder_pixels(train_samples), d.normalize, d.preprocess, source)
     workers = d.workers if d.workers >= 0 else min(8, os.cpu_count() or 1)
     pin = device.type == "cuda"
     scale = (pixels(d.scale[0], crop), pixels(d.scale[-1], crop))

@@ -47,6 +47,11 @@ class Preprocess:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> str:
+        """The convention in words: ``RGB 0-1, mean [0.485, 0.456, 0.406], std [...]``."""
+        order = "BGR" if self.bgr else "RGB"
+        return f"{order} 0-{self.pixel_range:g}, mean {list(self.mean)}, std {list(self.std)}"
+
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
         return cls(tuple(d["mean"]), tuple(d["std"]), float(d["pixel_range"]), bool(d["bgr"]))

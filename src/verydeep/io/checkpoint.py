@@ -198,6 +198,26 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Meta]:
     return tensors, _meta(raw, path)
 
 
+def read_meta(path: str | Path) -> Meta:
+    """The checked ``Meta`` of a verydeep checkpoint, from its header alone (no tensor is read:
+    what a run takes from its source before it builds anything). One-line errors as
+    ``read_model_file``; the tensors are checked when the weights are loaded."""
+    path = check_checkpoint_file(path)
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    kind = _foreign_kind(head, path)
+    if kind:
+        raise ValueError(
+            f"{path} is a {kind}, not a verydeep checkpoint: "
+            f"run `verydeep convert {path} OUT.safetensors` first"
+        )
+    header = read_header(path).get("__metadata__") or {}
+    raw = header.get("verydeep") if isinstance(header, dict) else None
+    if not isinstance(raw, str):
+        raise ValueError(f"{path} has no verydeep metadata; import it with `verydeep convert`")
+    return _meta(raw, path)
+
+
 def check_distinct(paths: list[str | Path]) -> None:
     """Refuse a net named twice (the same path, a link to it, or a copy of its weights): an
     ensemble would weigh it twice and report it as two nets. Reads headers only."""

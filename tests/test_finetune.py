@@ -1,0 +1,215 @@
+"""Starting from a checkpoint: the source's shape and input convention travel to the new net.
+
+The sources are a small net trained (``_tiny_nets``) to tell which colour channel of a photo is
+brightest, so a swapped channel order or a wrong pixel range changes its answers. Its "twins"
+hold the same function in another convention: conv1's weights are rescaled (0-1 standardised
+input) or reordered (BGR), which is exact (zero padding stays zero), so the same photo gives the
+same scores through each twin and its own convention.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from _tiny_nets import PREP, trained_tiny
+from PIL import Image
+from safetensors.torch import load_file
+
+import verydeep
+from verydeep.cli import main
+from verydeep.config import RunConfig
+from verydeep.data.build import build_data
+from verydeep.data.preprocess import Preprocess
+from verydeep.distributed import DistEnv
+from verydeep.finetune import adopt_source, read_source
+from verydeep.io.checkpoint import Meta, load_model, read_model_file, save_model
+from verydeep.models.vgg import VGG
+from verydeep.train import fit
+
+CLASSES = ["red", "green", "blue"]
+STD = (0.229, 0.224, 0.225)
+
+
+def photo(label: int, seed: int) -> np.ndarray:
+    """A 32 x 32 photo whose channel ``label`` is the brightest (as ``trained_tiny`` learnt)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 160, (32, 32, 3))
+    x[..., label] += 90
+    return x.astype(np.uint8)
+
+
+def photo_folder(root, train: int = 4, val: int = 5):
+    for split, n in (("train", train), ("val", val)):
+        for c, name in enumerate(CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                seed = 1000 * (split == "val") + 100 * c + i
+                Image.fromarray(photo(c, seed)).save(root / split / name / f"{i}.png")
+    return root
+
+
+def twin(net: VGG, kind: str) -> tuple[VGG, Preprocess]:
+    """``net`` (paper convention ``PREP``) rewritten for another convention, same function."""
+    out = VGG(**net.build_kwargs)
+    out.load_state_dict(net.state_dict())
+    w, m = out.features[0].weight, PREP.mean
+    with torch.no_grad():
+        if kind == "torchvision":  # RGB 0-1, standardised: input = (x - m) / (255 std)
+            w.mul_(255 * torch.tensor(STD).view(1, 3, 1, 1))
+            return out.eval(), Preprocess(tuple(v / 255 for v in m), STD, 1.0, False)
+        if kind == "caffe":  # BGR 0-255, mean subtracted
+            w.copy_(w.flip(1))
+            return out.eval(), Preprocess(tuple(reversed(m)), (1.0, 1.0, 1.0), 255.0, True)
+    return out.eval(), PREP
+
+
+def save_source(path, net: VGG, prep: Preprocess) -> str:
+    save_model(path, net, Meta(preprocess=prep.to_dict(), classes=CLASSES, train_scale=[224]))
+    return str(path)
+
+
+def tune_cfg(root, out, source, *extra) -> RunConfig:
+    """A fine-tune that names no model key: the shape comes from the source."""
+    sets = ["data.dataset=imagefolder", f"data.root={root}", "data.scale=[224]", "data.workers=0"]
+    sets += ["data.flip=false", "data.colour_shift=0", "optim.batch_size=4", "train.device=cpu"]
+    sets += ["train.precision=fp32", f"train.out_dir={out}", f"train.init_from={source}"]
+    return RunConfig.from_sources(overrides=[*sets, *extra])
+
+
+@pytest.mark.parametrize("preset", ["torchvision", "caffe"])
+def test_the_fine_tuned_checkpoint_keeps_the_source_convention(tmp_path, preset):
+    root = photo_folder(tmp_path / "photos")
+    source = save_source(tmp_path / "src.safetensors", trained_tiny(), Preprocess.preset(preset))
+    fit(tune_cfg(root, tmp_path / "run", source, "train.max_steps=1", "optim.lr=1e-3"), progress=False)
+    tuned = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    _, meta = read_model_file(tuned)
+    assert meta.prep == Preprocess.preset(preset)
+    assert meta.model == trained_tiny().build_kwargs | {"dropout": 0.5}  # the shape is the source's
+    img = Image.open(root / "val" / "red" / "0.png")
+    torch.testing.assert_close(verydeep.load(tuned).transform(img), verydeep.load(source).transform(img))
+
+
+def test_the_first_training_batch_is_what_the_source_transform_gives(tmp_path):
+    root = photo_folder(tmp_path / "photos", train=1)
+    source = save_source(tmp_path / "src.safetensors", trained_tiny(), Preprocess.preset("caffe"))
+    cfg = tune_cfg(root, tmp_path / "run", source, "data.val_fraction=0", "optim.batch_size=3")
+    src = read_source(cfg)
+    data, _ = build_data(adopt_source(cfg, src), DistEnv(), torch.device("cpu"), src.prep)
+    images, labels = next(iter(data.train))
+    seen = data.train_prepare(images)
+    transform = verydeep.load(source).transform
+    for x, y in zip(seen, labels.tolist(), strict=True):
+        torch.testing.assert_close(x, transform(Image.open(root / "train" / data.classes[y] / "0.png")))
+
+
+@pytest.mark.parametrize("kind", ["paper", "torchvision", "caffe"])
+def test_a_fine_tune_at_lr_0_scores_as_the_source(tmp_path, kind):
+    """The test loss after one step at lr 1e-12 is the source's own on those photos (computed
+    here with the source net and its original convention, outside verydeep's pipeline)."""
+    root = photo_folder(tmp_path / "photos")
+    net, prep = twin(trained_tiny(), kind)
+    source = save_source(tmp_path / "src.safetensors", net, prep)
+    files = sorted((root / "val").glob("*/*.png"))
+    x = torch.stack([torch.from_numpy(np.array(Image.open(f))).permute(2, 0, 1) for f in files])
+    y = torch.tensor([CLASSES.index(f.parent.name) for f in files])
+    with torch.no_grad():
+        want = F.cross_entropy(trained_tiny()(PREP(x)), y).item()
+    cfg = tune_cfg(
+        root, tmp_path / "run", source, "optim.lr=1e-12", "train.max_steps=1", "data.val_fraction=0"
+    )
+    got = fit(cfg, progress=False)["test"]
+    assert got["images"] == len(files)
+    assert got["loss"] == pytest.approx(want, rel=1e-4)
+
+
+def test_data_preprocess_replaces_the_source_convention_only_when_asked(tmp_path):
+    root = photo_folder(tmp_path / "photos")
+    source = save_source(tmp_path / "src.safetensors", trained_tiny(), Preprocess.preset("torchvision"))
+    for choice, want in [("data", None), ("caffe", Preprocess.preset("caffe"))]:
+        out = tmp_path / choice
+        cfg = tune_cfg(
+            root, out, source, "train.max_steps=1", f"data.preprocess={choice}", "train.eval_test=false"
+        )
+        fit(cfg, progress=False)
+        prep = Preprocess.from_dict(read_model_file(out / "checkpoints" / "last.safetensors")[1].preprocess)
+        if want is None:  # the training photos' mean pixel, 0-255, RGB
+            assert prep.pixel_range == 255 and not prep.bgr and prep.std == (1.0, 1.0, 1.0)
+            assert prep.mean[0] > 90 and prep.mean != PREP.mean
+        else:
+            assert prep == want
+
+
+def test_init_from_net_a_keeps_net_a_convention_and_shape(tmp_path):
+    root = photo_folder(tmp_path / "photos")
+    source = save_source(tmp_path / "a.safetensors", trained_tiny(), Preprocess.preset("torchvision"))
+    sets = ["model.arch=B", f"model.init_from_a={source}", "train.init_from=", "optim.lr=1e-12"]
+    cfg = tune_cfg(root, tmp_path / "run", "", *sets, "train.max_steps=1", "train.eval_test=false")
+    fit(cfg, progress=False)
+    tensors, meta = read_model_file(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    assert meta.prep == Preprocess.preset("torchvision")
+    assert meta.model["arch"] == "B" and meta.model["width_mult"] == 0.125 and meta.model["fc_width"] == 32
+    a = trained_tiny().state_dict()  # B's conv1_1 is features.0 as in A
+    torch.testing.assert_close(tensors["features.0.weight"], a["features.0.weight"], rtol=0, atol=1e-6)
+
+
+def test_a_box_net_keeps_its_classifier_convention(tmp_path):
+    from voc_tree import make_voc
+
+    from verydeep.localization.api import fit_localizer
+    from verydeep.localization.net import LocTrainConfig
+
+    voc = make_voc(tmp_path / "voc", {f"{i}": [("red", 0, (20, 20, 200, 150))] for i in range(2)})
+    for i in range(2):
+        Image.fromarray(np.zeros((200, 300, 3), np.uint8)).save(voc / "JPEGImages" / f"{i}.jpg")
+    source = save_source(tmp_path / "cls.safetensors", trained_tiny(), Preprocess.preset("caffe"))
+    _, meta, _ = fit_localizer(str(voc), source, LocTrainConfig(steps=1, batch_size=2, scale=256))
+    assert meta.prep == Preprocess.preset("caffe")
+
+
+@pytest.mark.parametrize(
+    ("sets", "needles"),
+    [
+        (["model.arch=B"], ["model.arch is 'B'", "is 'A'"]),
+        (["model.width_mult=0.5"], ["model.width_mult is 0.5", "is 0.125"]),
+        (["model.crop_size=64"], ["model.crop_size is 64", "is 32"]),
+        (["data.normalize=standardize"], ["data.normalize=standardize", "RGB 0-1", "data.preprocess=data"]),
+        (
+            ["data.dataset=fashion-mnist", "data.root=/nonexistent"],
+            ["3-channel input", "data.grey_to_rgb=true"],
+        ),
+        (["model.init_from_a=SOURCE"], ["train.init_from and model.init_from_a"]),
+    ],
+)
+def test_a_setting_that_contradicts_the_source_is_one_line(tmp_path, capsys, sets, needles):
+    root = photo_folder(tmp_path / "photos", train=1, val=1)
+    source = save_source(tmp_path / "src.safetensors", trained_tiny(), Preprocess.preset("torchvision"))
+    out = tmp_path / "run"
+    argv = ["train", "--no-progress", "--set", "data.dataset=imagefolder", "--set", f"data.root={root}"]
+    argv += ["--set", f"train.init_from={source}", "--set", f"train.out_dir={out}"]
+    argv += [a for s in sets for a in ("--set", s.replace("SOURCE", source))]
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert all(n in lines[0] for n in needles), lines[0]
+    assert not out.exists()
+
+
+def test_fine_tuning_loads_the_body_and_starts_a_new_fc8(tmp_path):
+    """3 classes to 2: the weights before step 1 are the source's except FC8, which is new.
+    (A fine-tune that loaded nothing would leave the body at its random init.)"""
+    root = photo_folder(tmp_path / "photos", train=2, val=1)
+    for split in ("train", "val"):
+        (root / split / "blue").rename(tmp_path / f"blue-{split}")  # two classes left
+    source = save_source(tmp_path / "src.safetensors", trained_tiny(), PREP)
+    cfg = tune_cfg(root, tmp_path / "run", source, "train.max_steps=1", "train.save_init=true")
+    fit(cfg, progress=False)
+    init = load_file(tmp_path / "run" / "checkpoints" / "init.safetensors")
+    src = load_model(source)[0].state_dict()
+    for k, v in src.items():
+        if k.startswith("classifier.6"):
+            assert init[k].shape[0] == 2 and v.shape[0] == 3
+        else:
+            assert torch.equal(init[k], v), k
