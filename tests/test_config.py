@@ -4,7 +4,9 @@ from verydeep.config import RunConfig, pixels
 
 
 def test_defaults_are_the_papers():
-    c = RunConfig()
+    from verydeep.finetune import adopt_source
+
+    c = adopt_source(RunConfig(), None)  # optim.lr 0: the paper's rate for the run (0.01 from scratch)
     assert (c.optim.lr, c.optim.momentum, c.optim.weight_decay, c.optim.batch_size) == (0.01, 0.9, 5e-4, 256)
     assert c.model.dropout == 0.5 and c.model.init_std == 0.01 and c.optim.max_reductions == 3
     assert c.data.scale == [256] and c.data.colour_shift == 0.1

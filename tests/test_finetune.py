@@ -213,3 +213,108 @@ def test_fine_tuning_loads_the_body_and_starts_a_new_fc8(tmp_path):
             assert init[k].shape[0] == 2 and v.shape[0] == 3
         else:
             assert torch.equal(init[k], v), k
+
+
+@pytest.mark.parametrize("layers", ["all", "fc", "fc8"])
+def test_frozen_layers_keep_the_source_weights(tmp_path, layers):
+    root = photo_folder(tmp_path / "photos", train=2, val=1)
+    source = save_source(tmp_path / "src.safetensors", trained_tiny(), PREP)
+    cfg = tune_cfg(root, tmp_path / "run", source, f"finetune.layers={layers}", "optim.lr=0.05",
+                   "train.max_steps=2", "train.eval_test=false")  # fmt: skip
+    fit(cfg, progress=False)
+    after = load_file(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    before = trained_tiny().state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    body = {k for k in before if k.startswith("features.")}
+    fc67 = {k for k in before if k.startswith(("classifier.0.", "classifier.3."))}
+    fc8 = {"classifier.6.weight", "classifier.6.bias"}
+    assert fc8 <= moved
+    assert (body & moved == set()) == (layers != "all")
+    assert (fc67 & moved == set()) == (layers == "fc8")
+
+
+@pytest.mark.parametrize("bn", ["train", "frozen"])
+def test_batch_norm_statistics_are_updated_or_frozen(tmp_path, bn):
+    root = photo_folder(tmp_path / "photos", train=2, val=1)
+    torch.manual_seed(0)
+    net = VGG("A_bn", 3, width_mult=0.125, fc_width=32, crop_size=32)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()  # a source's statistics, unlike any batch's
+    source = save_source(tmp_path / "src.safetensors", net, PREP)
+    cfg = tune_cfg(
+        root, tmp_path / "run", source, f"finetune.bn={bn}", "train.max_steps=1", "train.eval_test=false"
+    )
+    fit(cfg, progress=False)
+    after = load_file(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    before = net.state_dict()
+    stats = [k for k in before if k.endswith("running_mean")]
+    assert all(torch.equal(before[k], after[k]) for k in stats) == (bn == "frozen")
+    assert not torch.equal(before["features.1.weight"], after["features.1.weight"])  # BN's scale trains
+
+
+def test_the_rate_is_the_paper_s_and_fc8_can_have_its_own(tmp_path):
+    from verydeep.build import model_and_optimizer
+    from verydeep.schedule import make_schedule
+    from verydeep.train import _set_lr
+
+    root = photo_folder(tmp_path / "photos", train=2, val=1)
+    source = save_source(tmp_path / "src.safetensors", trained_tiny(), PREP)
+    scratch = RunConfig.from_sources(overrides=["data.dataset=imagefolder", f"data.root={root}"])
+    assert adopt_source(scratch, None).optim.lr == 0.01
+    assert adopt_source(RunConfig.from_sources(overrides=["optim.lr=0.2"]), None).optim.lr == 0.2
+    cfg = tune_cfg(root, tmp_path / "run", source, "finetune.head_lr_mult=10")
+    cfg = adopt_source(cfg, read_source(cfg))
+    assert cfg.optim.lr == 0.001
+    data, _ = build_data(cfg, DistEnv(), torch.device("cpu"), read_source(cfg).prep)
+    model, opt, _ = model_and_optimizer(cfg, data, torch.device("cpu"))
+    _set_lr(opt, make_schedule(cfg.optim, 1, 1), 0)
+    head = {id(p) for p in model.classifier[6].parameters()}
+    for g in opt.param_groups:
+        want = 0.01 if {id(p) for p in g["params"]} <= head else 0.001
+        assert g["lr"] == pytest.approx(want)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_finetune_keys_need_a_checkpoint_to_fine_tune():
+    with pytest.raises(ValueError, match=r"finetune\.layers apply with train\.init_from"):
+        RunConfig.from_sources(overrides=["finetune.layers=fc"])
+
+
+def test_the_short_flags_set_the_config_keys(tmp_path, capsys):
+    import json
+
+    root = photo_folder(tmp_path / "photos", train=1, val=1)
+    source = save_source(tmp_path / "src.safetensors", trained_tiny(), Preprocess.preset("caffe"))
+    argv = [
+        "train",
+        "--data",
+        str(root),
+        "--init-from",
+        source,
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "3",
+    ]
+    argv += ["--batch-size", "16", "--layers", "fc", "--print-config", "json"]
+    assert main(argv) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["data"]["dataset"] == "imagefolder" and cfg["data"]["root"] == str(root)
+    assert cfg["train"]["init_from"] == source and cfg["train"]["epochs"] == 3
+    assert cfg["optim"]["batch_size"] == 16 and cfg["optim"]["lr"] == 0.001
+    assert cfg["finetune"]["layers"] == "fc" and cfg["model"]["crop_size"] == 32  # the source's
+    assert main(["train", "--lr", "0.1", "--set", "optim.lr=0.2", "--print-config"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--lr and --set optim.lr=... both set optim.lr; give one")
+
+
+def test_the_data_folder_layout_names_the_dataset(tmp_path, fmnist_root):
+    from voc_tree import make_voc
+
+    from verydeep.data.build import dataset_kind
+
+    assert dataset_kind(make_voc(tmp_path / "voc", {"1": []})) == "voc"
+    assert dataset_kind(fmnist_root) == "fashion-mnist"
+    assert dataset_kind(photo_folder(tmp_path / "photos", train=1, val=1)) == "imagefolder"
+    with pytest.raises(ValueError, match="data folder not found"):
+        dataset_kind(tmp_path / "missing")

@@ -169,7 +169,7 @@ def test_config_conflicts_name_what_changed():
     b = RunConfig.from_sources(overrides=["model.arch=A", "train.epochs=90", "data.workers=2"]).to_dict()
     assert config_conflicts(a, b) == []
     c = RunConfig.from_sources(overrides=["model.arch=B", "optim.lr=0.1"]).to_dict()
-    assert config_conflicts(a, c) == ["model.arch ('A' -> 'B')", "optim.lr (0.01 -> 0.1)"]
+    assert config_conflicts(a, c) == ["model.arch ('A' -> 'B')", "optim.lr (0.0 -> 0.1)"]
 
 
 def test_a_run_from_before_a_setting_existed_still_resumes():

@@ -211,6 +211,7 @@ def test_image_folder_fine_tune_from_fashion_mnist(fmnist_root, shared_data, tmp
     body = [k for k in src if not k.startswith("classifier.6")]
     assert all(torch.equal(src[k], init[k]) for k in body)  # loaded, not left at the random init
     assert init["classifier.6.weight"].shape[0] == 2 and not init["classifier.6.bias"].any()
+    assert init["classifier.6.weight"].std() < 0.02  # the paper's N(0, 0.01), not Glorot's scale
 
 
 def test_rerun_of_a_finished_run_takes_no_extra_step(fmnist_root, tmp_path):

@@ -188,7 +188,7 @@ def test_train_builds_winograd_nets_where_auto_says(fused, monkeypatch) -> None:
     for flags in ({"avx2", "fma"}, {"avx2", "avx512f", "avx512_bf16"}):
         monkeypatch.setattr(hardware, "cpu_flags", lambda flags=flags: flags)
         torch.manual_seed(0)
-        model, opt = model_and_optimizer(cfg, data, torch.device("cpu"))
+        model, opt, _ = model_and_optimizer(cfg, data, torch.device("cpu"))
         held = {id(p) for group in opt.param_groups for p in group["params"]}
         assert held == {id(p) for p in model.parameters()}
         x, y = (

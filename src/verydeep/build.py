@@ -16,12 +16,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from .config import RunConfig
 from .data.build import DataBundle
+from .finetune import freeze
 from .hardware import resolve_channels_last, resolve_precision, resolve_winograd
 from .io.checkpoint import load_model
 from .models.init import init_from_net_a, init_weights
@@ -52,14 +54,17 @@ def build_model(cfg: RunConfig, classes: int, channels: int, names: list[str] | 
     if m.init_from_a:
         net_a, _ = load_model(m.init_from_a)
         init_from_net_a(model, net_a, m.init_from_a_convs)
-    if cfg.train.init_from:
-        _fine_tune_from(model, cfg.train.init_from, names)
+    if cfg.train.init_from and not _fine_tune_from(model, cfg.train.init_from, names):
+        head = model.classifier[6]  # a new label set: FC8 as the paper initialises a layer
+        nn.init.normal_(head.weight, 0.0, cfg.finetune.head_std)
+        nn.init.zeros_(head.bias)
     return model
 
 
-def _fine_tune_from(model: VGG, path: str, names: list[str] | None) -> None:
+def _fine_tune_from(model: VGG, path: str, names: list[str] | None) -> bool:
     """Load every tensor of ``path``; FC8 too when the classes are the same, its rows reordered
-    to the data's class order where the names say so. A new label set keeps a new FC8."""
+    to the data's class order where the names say so (returns whether FC8 was loaded). A new
+    label set keeps a new FC8."""
     source, meta = load_model(path)
     own, theirs = model.state_dict(), source.state_dict()
     if names and meta.classes != names and sorted(meta.classes) == sorted(names):
@@ -71,30 +76,43 @@ def _fine_tune_from(model: VGG, path: str, names: list[str] | None) -> None:
     if any(not k.startswith("classifier.6") for k in missing):
         raise ValueError(f"{path} does not fit {model.arch}: {missing[:3]} differ (same config needed)")
     model.load_state_dict(loaded, strict=False)
+    return not missing
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_biases: bool) -> list[dict]:
-    """L2 on conv/FC weights; biases and BN parameters only if ``decay_biases``."""
-    decay, no_decay = [], []
+def param_groups(
+    model: VGG | nn.Module, weight_decay: float, decay_biases: bool, head_lr_mult: float = 1.0
+) -> list[dict]:
+    """L2 on conv/FC weights; biases and BN parameters only if ``decay_biases``. Frozen
+    parameters (``requires_grad`` off) are left out. FC8's groups carry ``lr_mult``: the
+    schedule's rate is multiplied by it (``finetune.head_lr_mult``)."""
+    head = {id(p) for p in model.classifier[6].parameters()} if head_lr_mult != 1.0 else set()
+    groups = {(d, h): [] for d in (True, False) for h in (False, True)}
     for p in model.parameters():
-        (decay if p.ndim > 1 or decay_biases else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if p.requires_grad:
+            groups[(p.ndim > 1 or decay_biases, id(p) in head)].append(p)
+    return [
+        {"params": ps, "weight_decay": weight_decay if d else 0.0, "lr_mult": head_lr_mult if h else 1.0}
+        for (d, h), ps in groups.items()
+        if ps or not h  # the two body groups always (resumed optimiser states keep their order)
+    ]
 
 
 def model_and_optimizer(
     cfg: RunConfig, data: DataBundle, device: torch.device
-) -> tuple[VGG, torch.optim.SGD]:
-    """The net on ``device`` (channels_last and Winograd convs if asked, or by ``auto``) and its
-    SGD with momentum."""
+) -> tuple[VGG, torch.optim.SGD, Callable[[nn.Module], None]]:
+    """The net on ``device`` (channels_last and Winograd convs if asked, or by ``auto``), its
+    SGD with momentum over the layers that train, and the function that puts it in training
+    mode (frozen layers as in evaluation; ``finetune.freeze``)."""
     model = build_model(cfg, len(data.classes), data.channels, data.classes).to(device)
     if resolve_winograd(cfg.train.winograd, device, resolve_precision(cfg.train.precision, device)):
         model = winograd_convs(model)  # a copy with the same state_dict: checkpoints do not change
     if resolve_channels_last(cfg.train.channels_last, device):
         model = model.to(memory_format=torch.channels_last)
+    train_mode = freeze(model, cfg.finetune.layers, cfg.finetune.bn)  # on the net that trains
     opt = torch.optim.SGD(
-        param_groups(model, cfg.optim.weight_decay, cfg.optim.decay_biases),
+        param_groups(model, cfg.optim.weight_decay, cfg.optim.decay_biases, cfg.finetune.head_lr_mult),
         lr=cfg.optim.lr,
         momentum=cfg.optim.momentum,
         fused=device.type in ("cpu", "cuda"),  # one kernel per step, and it can skip a bad step on the device
     )
-    return model, opt
+    return model, opt, train_mode

@@ -150,7 +150,9 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = spec(0.01, gt=0, hi=1000)  # the paper: 0.01; above 1000 is a typo, not a rate
+    # 0: the paper's rates, 0.01 for a new net and 0.001 for one fine-tuned from train.init_from
+    # (its fine-tuning stages); above 1000 is a typo, not a rate
+    lr: float = spec(0.0, lo=0, hi=1000)
     momentum: float = spec(0.9, lo=0, lt=1)
     weight_decay: float = spec(5e-4, lo=0, hi=1)
     decay_biases: bool = False  # L2 on conv/FC weights only (Caffe's decay_mult 0 on biases and BN)
@@ -206,13 +208,37 @@ class TrainConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """How a net started from ``train.init_from`` is trained (every key needs one)."""
+
+    # which layers train: all | fc (FC6-FC8; the conv body frozen) | fc8 (a linear probe on FC7)
+    layers: str = spec("all", choices=("all", "fc", "fc8"))
+    head_lr_mult: float = spec(1.0, gt=0, hi=1000)  # FC8's rate is optim.lr times this
+    # _bn nets: train = batch statistics as in training (updated); frozen = the source's running
+    # statistics, never updated (every batch norm runs as in evaluation)
+    bn: str = spec("train", choices=("train", "frozen"))
+    head_std: float = spec(0.01, gt=0, hi=1)  # a new FC8 (another label set): N(0, std^2), zero bias
+
+    def __post_init__(self) -> None:
+        check(self, "finetune")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self) -> None:
+        changed = [
+            f"finetune.{f.name}"
+            for f in dataclasses.fields(self.finetune)
+            if not is_default(self.finetune, f.name)
+        ]
+        if changed and not self.train.init_from:
+            raise ValueError(f"{', '.join(changed)} apply with train.init_from (a checkpoint to fine-tune)")
         crop = self.model.crop_size
         for what, s in [("data.scale", v) for v in self.data.scale] + [
             ("data.test_scale", self.data.test_scale)
@@ -292,7 +318,13 @@ def _legacy(section: str, values: dict) -> dict:
     return values
 
 
-_TYPES = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
+_TYPES = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "finetune": FinetuneConfig,
+}
 
 
 def _typed(key: str, hint: object, value: object) -> object:

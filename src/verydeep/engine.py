@@ -166,6 +166,7 @@ def train_one_epoch(
     sync_every: int = 1,
     main: bool = True,
     set_lr: Callable[[int], None] | None = None,
+    train_mode: Callable[[nn.Module], None] | None = None,
 ) -> dict:
     """Run the optimiser steps of one epoch (from ``state.step_in_epoch`` on).
 
@@ -176,10 +177,11 @@ def train_one_epoch(
     every ``sync_every`` global steps and at the end, then calls ``on_step(state, metrics,
     steps_since_last_call)`` (progress, mid-epoch checkpoints: keep their interval a multiple).
     ``main``: this is rank 0, which carries a resumed epoch's sums. ``set_lr(global_step)`` is
-    called after every step (a per-step schedule). Returns the whole epoch's
-    mean loss, top-1 error and images/s (over all ranks).
+    called after every step (a per-step schedule). ``train_mode(model)`` puts the net in training
+    mode (default ``model.train()``; a fine-tune leaves frozen layers as in evaluation). Returns
+    the whole epoch's mean loss, top-1 error and images/s (over all ranks).
     """
-    model.train()
+    (train_mode or nn.Module.train)(model)
     meter, micro, since = _Meter(device, state, main), 0, 0
     if max_steps and state.global_step >= max_steps:  # e.g. resumed from the final checkpoint
         batches = []

@@ -29,12 +29,16 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from torch import nn
 
 from .config import RunConfig, is_default
 from .data.preprocess import Preprocess
 from .io.checkpoint import Meta, read_meta
 from .models.arch import parse_arch
+from .models.vgg import VGG
 
 # builder arguments the new net takes from its source: the tensors' shapes depend on them
 SHAPE_KEYS = ("width_mult", "fc_width", "crop_size", "in_channels")
@@ -68,11 +72,13 @@ def read_source(cfg: RunConfig) -> Source | None:
 
 
 def adopt_source(cfg: RunConfig, source: Source | None) -> RunConfig:
-    """``cfg`` with the model's shape taken from ``source`` (a copy; ``cfg`` is left as given).
+    """``cfg`` with the model's shape taken from ``source`` and ``optim.lr`` 0 made a rate (a
+    copy; ``cfg`` is left as given). Every run calls it, with or without a source.
 
     A shape key set to anything but its default and the source's value, a data set whose channel
     count the source cannot read, and ``data.normalize`` set while the source's convention is
     kept are one-line ValueErrors naming both values."""
+    cfg = _with_lr(cfg, source)
     if source is None:
         return cfg
     m, theirs = cfg.model, source.meta.model
@@ -97,6 +103,15 @@ def adopt_source(cfg: RunConfig, source: Source | None) -> RunConfig:
             "data.normalize unset, or set data.preprocess=data to replace the source's on purpose"
         )
     return dataclasses.replace(cfg, model=dataclasses.replace(m, **changes))
+
+
+def _with_lr(cfg: RunConfig, source: Source | None) -> RunConfig:
+    """``optim.lr`` 0 made the paper's rate: 0.001 to fine-tune (its S=384 and jittered stages
+    start there from a trained net), 0.01 otherwise (from scratch, and from net A's layers)."""
+    if cfg.optim.lr:
+        return cfg
+    lr = 0.001 if source is not None and source.key == "train.init_from" else 0.01
+    return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=lr))
 
 
 def _same(key: str, ours: object, theirs: object) -> bool:
@@ -129,3 +144,35 @@ def describe_start(cfg: RunConfig, source: Source, prep: Preprocess) -> str:
         f"starting from {source.path} ({source.key}): {m.arch}, width x{m.width_mult:g}, FC {m.fc_width}, "
         f"crop {m.crop_size}; input {prep.describe()} ({kept})"
     )
+
+
+def trainable(model: VGG, layers: str) -> list[nn.Module]:
+    """The modules that train under ``finetune.layers``: every layer (``all``), FC6-FC8
+    (``fc``), or FC8 alone (``fc8``: a linear probe on the source's FC7)."""
+    if layers == "all":
+        return [model]
+    if layers == "fc":
+        return [model.classifier]
+    return [model.classifier[5], model.classifier[6]]  # FC7's dropout regularises FC8 as in training
+
+
+def freeze(model: VGG, layers: str, bn: str) -> Callable[[nn.Module], None]:
+    """Turn off the gradients of the layers ``finetune.layers`` leaves frozen (in place, on the
+    run's own net), and return the function that puts the net in training mode: frozen parts
+    (and, with ``bn=frozen``, every batch norm) then run as in evaluation, so their batch
+    statistics stay the source's and no dropout is drawn before frozen layers."""
+    train = trainable(model, layers)
+    live = {id(p) for m in train for p in m.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in live)
+    live_modules = {id(m) for t in train for m in t.modules()}
+    fixed = [m for m in model.modules() if id(m) not in live_modules and not list(m.children())]
+    if bn == "frozen":
+        fixed += [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def train_mode(net: nn.Module) -> None:
+        net.train()
+        for m in fixed:
+            m.eval()
+
+    return train_mode

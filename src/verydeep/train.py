@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -71,7 +72,7 @@ def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: Ru
     if source:
         run.log(describe_start(cfg, source, data.preprocess))
     cfg = resolved(cfg, len(data.classes), data.channels)  # a copy: the caller's config is left as given
-    model, opt = model_and_optimizer(cfg, data, device)
+    model, opt, train_mode = model_and_optimizer(cfg, data, device)
     sched = make_schedule(cfg.optim, cfg.train.epochs, len(data.train) // accum)
     meta = Meta(
         preprocess=data.preprocess.to_dict(),
@@ -92,7 +93,7 @@ def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: Ru
         net = torch.compile(net)
     loop = _Loop(
         cfg=cfg, run=run, data=data, model=model, net=net, opt=opt, sched=sched, meta=meta,
-        device=device, accum=accum, amp_dtype=amp_dtype,
+        device=device, accum=accum, amp_dtype=amp_dtype, train_mode=train_mode,
     )  # fmt: skip
     if state.step_in_epoch and _reached(cfg, state):
         # resumed from the checkpoint of the final step, which a kill may have left without the
@@ -121,6 +122,7 @@ class _Loop:
     device: torch.device
     accum: int
     amp_dtype: torch.dtype | None
+    train_mode: Callable[[nn.Module], None]  # net.train(), frozen layers left as in evaluation
     val_bad: int = 0  # unreadable images of the held-out split in its last pass (all ranks)
 
     def epoch(self, state: StepState, rebuild: bool = False) -> None:
@@ -165,6 +167,7 @@ class _Loop:
             sync_every=math.gcd(SYNC_STEPS, every) if every else SYNC_STEPS,
             main=self.run.is_main,
             set_lr=lambda step: _set_lr(self.opt, self.sched, step),
+            train_mode=self.train_mode,
         )
         bar.close()
         _check_progress(state, skipped_before, steps, cfg.train.on_nonfinite)
@@ -224,7 +227,7 @@ def _set_lr(opt: torch.optim.Optimizer, sched: PlateauSchedule | CosineSchedule,
     """The plateau schedule changes the rate between epochs, the cosine one every step."""
     lr = sched.at_step(step)
     for g in opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_mult", 1.0)  # FC8's multiplier (finetune.head_lr_mult)
 
 
 def _reached(cfg: RunConfig, state: StepState) -> bool:

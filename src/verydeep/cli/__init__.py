@@ -72,7 +72,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     from .values import path_arg
 
     parser.add_argument(
-        "--config", help="TOML file with [model] [data] [optim] [train] sections", type=path_arg
+        "--config", help="TOML file with [model] [data] [optim] [train] [finetune] sections", type=path_arg
     )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. model.arch=E"

@@ -13,6 +13,37 @@ import sys
 
 from ..config import RunConfig
 from . import add_config_args
+from .values import path_arg
+
+FLAGS = [  # (flag, metavar, config key, type, help)
+    ("--data", "ROOT", "data.root", path_arg,
+     "class folders (root/train, root/val), a VOC tree or Fashion-MNIST; sets data.dataset by the layout"),
+    ("--init-from", "CKPT", "train.init_from", path_arg,
+     "checkpoint to fine-tune (its shape and input convention are kept)"),
+    ("--out", "DIR", "train.out_dir", path_arg, "run directory (resumed if it holds a checkpoint)"),
+    ("--epochs", "N", "train.epochs", int, "at most this many epochs (the schedule may stop earlier)"),
+    ("--batch-size", "N", "optim.batch_size", int, "global batch (summed over ranks)"),
+    ("--lr", "LR", "optim.lr", float, "learning rate (default: 0.01 from scratch, 0.001 to fine-tune)"),
+    ("--layers", "{all,fc,fc8}", "finetune.layers", str, "which layers a fine-tune trains"),
+]  # fmt: skip
+
+
+def _short_sets(args: argparse.Namespace) -> list[str]:
+    """The short flags as ``--set`` items; a key given both ways is a one-line error."""
+    given = {s.partition("=")[0].strip() for s in args.set}
+    sets = []
+    for flag, _, key, _, _ in FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is None:
+            continue
+        if key in given:
+            raise ValueError(f"{flag} and --set {key}=... both set {key}; give one")
+        sets.append(f"{key}={value}")
+        if key == "data.root" and "data.dataset" not in given:
+            from ..data.build import dataset_kind
+
+            sets.append(f"data.dataset={dataset_kind(value)}")
+    return sets
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,10 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
   verydeep train --print-config > run.toml          every key, its default and its allowed range
   verydeep train --config run.toml --set model.arch=D --set train.out_dir=runs/D
   verydeep train --set data.dataset=imagefolder --set data.root=~/data/imagenet --set "data.scale=[256, 512]"
+  verydeep train --data ~/photos --init-from vgg16.safetensors --out runs/photos   fine-tune a VGG you hold
   torchrun --nproc_per_node=8 -m verydeep train --config run.toml        data-parallel on 8 GPUs
 exit codes: 0 done, 2 bad command/config/data/output (nothing written), 3 diverged, 130 interrupted""",
     )
     add_config_args(p)
+    short = p.add_argument_group("short flags", "each sets one config key (not also given with --set)")
+    for flag, metavar, key, kind, text in FLAGS:
+        short.add_argument(flag, type=kind, metavar=metavar, help=f"{key}: {text}")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.add_argument(
         "--print-config",
@@ -42,8 +77,11 @@ exit codes: 0 done, 2 bad command/config/data/output (nothing written), 3 diverg
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = RunConfig.from_sources(args.config, args.set)
+    cfg = RunConfig.from_sources(args.config, [*_short_sets(args), *args.set])
     if args.print_config:
+        from ..finetune import adopt_source, read_source
+
+        cfg = adopt_source(cfg, read_source(cfg))  # as the run would: the source's shape, the rate
         print(json.dumps(cfg.to_dict(), indent=1) if args.print_config == "json" else cfg.to_toml(), end="")
         return 0
     from ..engine import NonFiniteLossError  # torch-heavy imports only when training

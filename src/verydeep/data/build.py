@@ -25,6 +25,7 @@ import torch
 from ..config import RunConfig, pixels
 from ..distributed import DistEnv
 from .fashion_mnist import CLASSES as FMNIST_CLASSES
+from .fashion_mnist import FILES as FMNIST_FILES
 from .fashion_mnist import load_fashion_mnist
 from .folder import ImageFolderDataset, check_not_split_root, scan_image_folder
 from .images import BadImageError, load_image
@@ -59,6 +60,19 @@ class DataBundle:
     eval_prepare: Callable[[torch.Tensor], torch.Tensor]  # the same for held-out batches: normalise
     preprocess: Preprocess
     pca: ColourPCA
+
+
+def dataset_kind(root: str | Path) -> str:
+    """``data.dataset`` for a folder, by its layout: ``voc`` (``ImageSets/Main``), ``fashion-mnist``
+    (the IDX files), else ``imagefolder`` (class folders, or ``train/`` and ``val/`` of them)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"data folder not found: {root}")
+    if (root / "ImageSets" / "Main").is_dir():
+        return "voc"
+    if any((root / f).is_file() for f in FMNIST_FILES["train"]):
+        return "fashion-mnist"
+    return "imagefolder"
 
 
 def split_indices(n: int, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,6 +35,7 @@ from ..build import model_and_optimizer
 from ..data.build import build_data
 from ..engine import StepState, evaluate, train_one_epoch
 from ..evaluation import EvalData
+from ..finetune import adopt_source
 from ..hardware import resolve_precision
 from ..io.checkpoint import Meta
 from .plan import Run, StudySpec, build_plan
@@ -70,8 +71,9 @@ def _estimate_run(spec: StudySpec, run: Run, test: EvalData, steps: int, eval_im
     cfg = run_config(spec, dataclasses.replace(run, after="", init_from_a=""))
     env = dist.DistEnv()
     device = dist.resolve_device(cfg.train.device, env)
+    cfg = adopt_source(cfg, None)  # fresh weights: the rate a new net trains at
     data, accum = build_data(cfg, env, device)
-    model, opt = model_and_optimizer(cfg, data, device)
+    model, opt, train_mode = model_and_optimizer(cfg, data, device)
     amp_dtype = resolve_precision(cfg.train.precision, device)
     stamps: list[float] = []
     data.train.set_epoch(0)
@@ -87,6 +89,7 @@ def _estimate_run(spec: StudySpec, run: Run, test: EvalData, steps: int, eval_im
         on_nonfinite="skip",
         on_step=lambda s, m, n: stamps.append(time.perf_counter()),
         max_steps=WARM_STEPS + steps,
+        train_mode=train_mode,
     )
     if len(stamps) <= WARM_STEPS:
         raise ValueError(f"estimate: {run.name}'s epoch has fewer than {WARM_STEPS + 1} steps")
