@@ -9,6 +9,8 @@ same scores through each twin and its own convention.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +50,16 @@ def photo_folder(root, train: int = 4, val: int = 5):
                 seed = 1000 * (split == "val") + 100 * c + i
                 Image.fromarray(photo(c, seed)).save(root / split / name / f"{i}.png")
     return root
+
+
+def source_loss(root) -> tuple[float, int]:
+    """The source net's mean loss on the val photos, in its own convention, outside verydeep's
+    pipeline (the photos are crop-sized: nothing to rescale or crop); and the photo count."""
+    files = sorted((root / "val").glob("*/*.png"))
+    x = torch.stack([torch.from_numpy(np.array(Image.open(f))).permute(2, 0, 1) for f in files])
+    y = torch.tensor([CLASSES.index(f.parent.name) for f in files])
+    with torch.no_grad():
+        return F.cross_entropy(trained_tiny()(PREP(x)), y).item(), len(files)
 
 
 def twin(net: VGG, kind: str) -> tuple[VGG, Preprocess]:
@@ -111,16 +123,12 @@ def test_a_fine_tune_at_lr_0_scores_as_the_source(tmp_path, kind):
     root = photo_folder(tmp_path / "photos")
     net, prep = twin(trained_tiny(), kind)
     source = save_source(tmp_path / "src.safetensors", net, prep)
-    files = sorted((root / "val").glob("*/*.png"))
-    x = torch.stack([torch.from_numpy(np.array(Image.open(f))).permute(2, 0, 1) for f in files])
-    y = torch.tensor([CLASSES.index(f.parent.name) for f in files])
-    with torch.no_grad():
-        want = F.cross_entropy(trained_tiny()(PREP(x)), y).item()
+    want, n = source_loss(root)
     cfg = tune_cfg(
         root, tmp_path / "run", source, "optim.lr=1e-12", "train.max_steps=1", "data.val_fraction=0"
     )
     got = fit(cfg, progress=False)["test"]
-    assert got["images"] == len(files)
+    assert got["images"] == n
     assert got["loss"] == pytest.approx(want, rel=1e-4)
 
 
@@ -282,8 +290,6 @@ def test_finetune_keys_need_a_checkpoint_to_fine_tune():
 
 
 def test_the_short_flags_set_the_config_keys(tmp_path, capsys):
-    import json
-
     root = photo_folder(tmp_path / "photos", train=1, val=1)
     source = save_source(tmp_path / "src.safetensors", trained_tiny(), Preprocess.preset("caffe"))
     argv = [
@@ -318,3 +324,29 @@ def test_the_data_folder_layout_names_the_dataset(tmp_path, fmnist_root):
     assert dataset_kind(photo_folder(tmp_path / "photos", train=1, val=1)) == "imagefolder"
     with pytest.raises(ValueError, match="data folder not found"):
         dataset_kind(tmp_path / "missing")
+
+
+def test_the_readme_commands_fine_tune_a_torchvision_file(tmp_path, capsys):
+    """`verydeep convert net.pth` then `verydeep train --data --init-from`: the torchvision file
+    (RGB 0-1, standardised) is fine-tuned in its own convention and still tells the colours apart
+    (fed 0-255 inputs, its scores would be about 250 times too large)."""
+    root = photo_folder(tmp_path / "photos")
+    net, _ = twin(trained_tiny(), "torchvision")  # the ImageNet preset's mean is within 4% of ours
+    torch.save(net.state_dict(), tmp_path / "net.pth")
+    (tmp_path / "names.txt").write_text("\n".join(CLASSES) + "\n")  # FC8 is matched to the folders by name
+    convert = ["convert", str(tmp_path / "net.pth"), str(tmp_path / "net.safetensors")]
+    assert main([*convert, "--classes", str(tmp_path / "names.txt")]) == 0
+    assert "input RGB 0-1, mean [0.485, 0.456, 0.406]" in capsys.readouterr().out
+    argv = ["train", "--data", str(root), "--init-from", str(tmp_path / "net.safetensors")]
+    argv += ["--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "4", "--lr", "1e-9"]
+    argv += ["--no-progress", "--set", "data.scale=[224]", "--set", "data.workers=0"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert "(the source's)" in out.err
+    error = float(out.out.split("test top-1 error: ")[1].split("%")[0])
+    assert error < 20  # 15 photos, 3 classes
+    want, _ = source_loss(root)
+    loss = json.loads((tmp_path / "run" / "result.json").read_text())["test"]["loss"]
+    assert want / 2 < loss < want * 2  # the scores' scale is the source's (the mean differs by 4%)
+    _, meta = read_model_file(tmp_path / "run" / "checkpoints" / "best.safetensors")
+    assert meta.prep == Preprocess.preset("torchvision")
