@@ -79,7 +79,7 @@ def test_cli_export(ckpt, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
     assert main(["export", str(path), str(out), "--form", "dense", "--check"]) == 0
     assert "max |onnxruntime - torch|" in capsys.readouterr().out and out.is_file()
-    assert main(["export", str(path), str(tmp_path / "x.pt")]) == 2
+    assert main(["export", str(path), str(tmp_path / "x.bin")]) == 2
     assert main(["export", str(tmp_path / "missing.safetensors"), str(out)]) == 2
 
 

@@ -1,4 +1,5 @@
-"""``verydeep export CKPT OUT.onnx``: the FC form or the dense form as ONNX."""
+"""``verydeep export CKPT OUT``: ONNX (the FC or the dense form), or another toolkit's weight file
+(torchvision ``.pth``, Keras ``.h5``, ``.caffemodel``) in that toolkit's input convention."""
 
 from __future__ import annotations
 
@@ -12,14 +13,18 @@ FORMS = ("fc", "dense")  # io.export.FORMS (a test keeps them equal; this module
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="write a checkpoint as ONNX (FC form or dense form)",
-        description="Write a checkpoint as ONNX: the FC form (crop-size input) or the dense form (any size).",
+        help="write a checkpoint as ONNX, a torchvision .pth, a Keras .h5 or a .caffemodel",
+        description="Write a checkpoint as ONNX (the FC form, crop-size input, or the dense form, any "
+        "size), or as a torchvision .pth, a Keras .h5 or a .caffemodel: conv1 is rewritten for the "
+        "toolkit's input convention (RGB 0-1 ImageNet-standardised; Caffe's BGR 0-255 minus the mean).",
         epilog="""examples:
   verydeep export vgg16.safetensors vgg16-dense.onnx --check
-  verydeep export vgg16.safetensors vgg16-fc.onnx --form fc --include-preprocess""",
+  verydeep export vgg16.safetensors vgg16-fc.onnx --form fc --include-preprocess
+  verydeep export tuned.safetensors tuned.pth              torchvision.models.vgg16().load_state_dict(...)
+  verydeep export tuned.safetensors tuned.h5               keras.applications.VGG16(...).load_weights(...)""",
     )
     p.add_argument("checkpoint", help="verydeep .safetensors checkpoint", type=path_arg)
-    p.add_argument("output", help="ONNX file to write (.onnx)", type=path_arg)
+    p.add_argument("output", help="file to write: .onnx, .pth, .h5 or .caffemodel", type=path_arg)
     p.add_argument(
         "--form",
         choices=FORMS,
@@ -37,9 +42,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..io.checkpoint import output_target
-    from ..io.export import export_checkpoint
 
     output_target(args.output)  # before the export, not after it
+    if not args.output.endswith(".onnx"):
+        from ..io.weights_out import write_weights
+
+        if args.form != "dense" or args.include_preprocess or args.check:
+            raise ValueError("--form, --include-preprocess and --check apply to ONNX files only")
+        prep = write_weights(args.checkpoint, args.output)
+        print(f"{args.output}: input {prep.describe()}")
+        return 0
+    from ..io.export import export_checkpoint
+
     worst = export_checkpoint(
         args.checkpoint, args.output, args.form, args.include_preprocess, check=args.check
     )
