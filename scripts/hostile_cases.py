@@ -217,6 +217,32 @@ def values(p: dict, root: Path) -> list[Case]:
     return cases
 
 
+def finetune(p: dict, root: Path) -> list[Case]:
+    """Fine-tuning from a checkpoint that cannot be, or a setting that contradicts it: one line,
+    exit 2, and no run directory made."""
+    out = root / "tuned"
+
+    def tune(init: Path | str, *sets: str) -> list[str]:
+        return folder_run(p["data"], out, f"train.init_from={init}", "train.max_steps=1", *sets)
+
+    def nothing(_proc: object) -> str | None:
+        return f"{out} was made" if out.exists() else None
+
+    cases = [
+        (tune(p["ck"], "model.width_mult=0.25"), "model.width_mult is 0.25"),
+        (tune(p["ck"], "model.crop_size=64"), "model.crop_size is 64"),
+        (tune(p["ck"], "data.normalize=standardize"), "data.preprocess=data"),
+        (tune(p["ck"], f"model.init_from_a={p['ck']}"), "give one"),
+        (tune(p["pth"]), "verydeep convert"),
+        (tune(p["nan"]), "NaN"),
+        (tune(p["flip"]), "damaged"),
+        (tune(root / "missing.safetensors"), "not found"),
+        (train(f"train.init_from={p['ck']}", "data.dataset=fashion-mnist"), "3-channel"),
+        (folder_run(p["data"], out, "finetune.layers=fc"), "finetune.layers"),
+    ]
+    return [Case("finetune", argv, 2, needle, nothing) for argv, needle in cases]
+
+
 def divergence(p: dict, root: Path) -> list[Case]:
     """Runs that blow up: exit 3 with a finite last good checkpoint, whether they stop at the
     first non-finite loss or skip such steps until no progress is left to make."""
@@ -277,7 +303,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, help="also write the rows as JSON here")
     ap.add_argument(
-        "--only", help="run one class (outputs, disks, rundirs, inputs, checkpoints, values, divergence)"
+        "--only",
+        help="run one class (outputs, disks, rundirs, inputs, checkpoints, values, finetune, divergence)",
     )
     args = ap.parse_args()
     t0, rows = time.time(), []
@@ -285,7 +312,7 @@ def main() -> int:
         root = Path(tmp)
         p = build(root)
         every = outputs(p, root) + disks(p, m, root) + rundirs(p, root) + inputs(p, root)
-        every += checkpoints(p) + values(p, root) + divergence(p, root)
+        every += checkpoints(p) + values(p, root) + finetune(p, root) + divergence(p, root)
         if m is None:
             print("disks: skipped (mounting a full and a read-only tmpfs needs root)")
         for case in (c for c in every if args.only in (None, c.cls)):
