@@ -231,13 +231,16 @@ def train_and_test(
     cfg: SVMConfig,
 ) -> dict:
     """Choose C on the training data, refit on all of it, evaluate on the test set; multi-label
-    results also hold each class's precision-recall curve on the test set (``pr``)."""
+    results also hold each class's precision-recall curve on the test set (``pr``), multi-class
+    ones each test image's predicted class (``pred``)."""
     best, held_out, cv = select_c(x_train, y_train, n_classes, cfg)
     model = fit_ovr(x_train, binary_targets(y_train, n_classes), best, cfg)
     scores = score(x_test, model)
     value, per_class = evaluate(scores, y_test, cfg)
     # cv: the training split's cross-validated metric at the chosen C, to choose descriptors by
     out = {"value": value, "per_class": per_class, "C": best, "held_out": held_out, "cv": cv}
+    if y_test.ndim == 1:  # multi-class: the argmax over the one-vs-rest scores
+        out["pred"] = scores.argmax(1).tolist()
     if y_test.ndim == 2:
         curves = [precision_recall(scores[:, j], y_test[:, j]) for j in range(n_classes)]
         out["pr"] = [{"precision": p.tolist(), "recall": r.tolist()} for p, r in curves]

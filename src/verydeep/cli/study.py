@@ -14,12 +14,13 @@ from .values import path_arg
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "study",
-        help="reproduce Section 4 (Tables 3-6) on Fashion-MNIST or Imagewoof (resumable)",
+        help="reproduce Section 4 (Tables 3-6), or run a fine-tuning plan (resumable)",
         description="Train and evaluate a Section 4 grid from a study TOML, then write its report.",
         epilog="""examples:
   verydeep study --config experiments/imagewoof.toml --estimate        hours, before committing to them
   verydeep study --config experiments/imagewoof.toml --only A-256,B-256
-  verydeep study --config experiments/imagewoof.toml --report-only     re-render from the summaries""",
+  verydeep study --config experiments/imagewoof.toml --report-only     re-render from the summaries
+  verydeep study --config experiments/finetune.toml                    a fine-tuning plan""",
     )
     p.add_argument("--config", default="experiments/study.toml", help="study TOML")
     p.add_argument("--quick", action="store_true", help="tiny settings from the [quick] section (CI)")
@@ -44,9 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..study.finetune_plan import is_finetune_plan
     from ..study.plan import StudySpec, build_plan
     from ..study.runner import run_study
 
+    if is_finetune_plan(args.config):
+        from .finetune_study import run as run_finetune
+
+        return run_finetune(args)
     spec = StudySpec.from_toml(args.config, quick=args.quick)
     if args.out_dir:
         spec.out_dir = args.out_dir
