@@ -1,7 +1,9 @@
 """Precision follows the hardware (issue 19, item 3): where the CPU lacks native bf16, ``auto``
 never picks it, in training and in the bench's evaluation alike."""
 
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,10 +28,57 @@ def test_auto_precision_follows_the_cpu_flags(monkeypatch):
     assert hardware.int8_dot(cpu) == "vnni" and hardware.int8_dot(torch.device("cuda")) == ""
 
 
+CPUINFO = Path(__file__).parent / "data" / "cpuinfo"
+# saved /proc/cpuinfo texts (one or two cores each): the class and the choices ``auto`` makes
+MACHINES = {
+    "zen1_epyc": ("avx2", False, "avx2"),
+    "zen3_epyc": ("avx2", False, "avx2"),
+    "skylake_sp": ("avx512", False, "avx2"),
+    "zen4_genoa": ("avx512_bf16", True, "vnni"),
+    "sapphire_rapids": ("amx", True, "amx"),
+    "neoverse_n1": ("other", False, ""),
+}
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Point ``hardware.CPUINFO`` at a saved text and re-read it (the flags are cached)."""
+
+    def use(name: str) -> None:
+        monkeypatch.setattr(hardware, "CPUINFO", CPUINFO / f"{name}.txt")
+        hardware.cpu_flags.cache_clear()
+
+    yield use
+    hardware.cpu_flags.cache_clear()
+
+
+@pytest.mark.parametrize("name", MACHINES)
+def test_each_cpu_class_is_read_from_its_cpuinfo(machine, name):
+    machine(name)
+    cls, bf16, dot = MACHINES[name]
+    cpu = torch.device("cpu")
+    assert hardware.cpu_class() == cls and hardware.native_bf16(cpu) is bf16
+    assert hardware.int8_dot(cpu) == dot
+    assert (hardware.resolve_precision("auto", cpu) is torch.bfloat16) is bf16
+
+
+def test_a_missing_cpuinfo_gives_no_flags(machine):
+    machine("absent")
+    assert hardware.cpu_flags() == frozenset() and hardware.cpu_class() == "other"
+
+
 def test_this_machine_is_read():
-    flags = hardware.cpu_flags()
-    assert isinstance(flags, frozenset)
-    assert hardware.native_bf16(torch.device("cpu")) == bool({"avx512_bf16", "amx_bf16"} & flags)
+    """Against grep: the flags ``auto`` decides by are this machine's own."""
+    out = subprocess.run(["grep", "-m1", "^flags", "/proc/cpuinfo"], capture_output=True, text=True)
+    hardware.cpu_flags.cache_clear()
+    if out.returncode != 0:
+        assert hardware.cpu_flags() == frozenset()
+        return
+    want = set(out.stdout.partition(":")[2].split())
+    if hardware.isa_capped():
+        want = {f for f in want if not f.startswith(("avx512", "amx", "avx_vnni", "avx10"))}
+    assert hardware.cpu_flags() == want and len(want) > 10
+    assert hardware.native_bf16(torch.device("cpu")) == bool({"avx512_bf16", "amx_bf16"} & want)
 
 
 def test_kernels_held_at_avx2_make_the_facts_avx2(monkeypatch):

@@ -36,16 +36,27 @@ def isa_capped() -> bool:
     return os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "AVX2"
 
 
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def parse_cpu_flags(text: str) -> frozenset[str]:
+    """The x86 feature flags of a ``/proc/cpuinfo`` text: its first ``flags`` line (every core
+    lists the same); empty for other CPUs (ARM names them ``Features``)."""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
 @functools.cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be read), without
-    those above AVX2 when torch's kernels are held at AVX2 (``isa_capped``)."""
+    """The CPU's feature flags (``CPUINFO``; empty where it cannot be read), without those
+    above AVX2 when torch's kernels are held at AVX2 (``isa_capped``)."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        flags = parse_cpu_flags(CPUINFO.read_text())
     except OSError:
         return frozenset()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    flags = frozenset(line.partition(":")[2].split())
     return frozenset(f for f in flags if not f.startswith(_ABOVE_AVX2)) if isa_capped() else flags
 
 
