@@ -121,3 +121,22 @@ def test_a_localisation_net_exports_boxes_and_is_no_classifier(tmp_path, capsys)
         assert line.endswith(
             "is a localisation net (scr: its outputs are boxes, not class scores); use `verydeep localize`"
         ), line
+
+
+def test_check_runs_onnxruntime_on_the_written_file(ckpt, tmp_path, monkeypatch):
+    """``--check`` reads the file back with onnxruntime: a file from other weights is caught."""
+    from verydeep.io import export as export_mod
+    from verydeep.io.export import check_onnx
+
+    path, net, _ = ckpt
+    out = tmp_path / "net.onnx"
+    export_checkpoint(path, out, "dense")
+    assert check_onnx(net, out, [CROP, CROP + 64]) < 1e-4
+    torch.manual_seed(1)
+    other = VGG("D", num_classes=5, width_mult=0.125, fc_width=32, crop_size=CROP).eval()
+    assert check_onnx(other, out, [CROP, CROP + 64]) > 1e-2  # not torch against itself
+    real = export_mod.export_onnx
+    # an exporter bug: the file holds other weights than the checkpoint's
+    monkeypatch.setattr(export_mod, "export_onnx", lambda model, out, *a: real(other, out, *a))
+    with pytest.raises(ValueError, match="onnxruntime differs from PyTorch by"):
+        export_checkpoint(path, tmp_path / "bad.onnx", "dense", check=True)
