@@ -270,3 +270,44 @@ def test_the_quick_start_config_trains(fmnist_root, tmp_path):
     assert result["global_step"] == 3 and (tmp_path / "checkpoints" / "last.safetensors").is_file()
     config = (tmp_path / "config.json").read_text()
     assert '"arch": "A"' in config and '"width_mult": 0.25' in config and '"epochs": 12' in config
+
+
+def test_the_plateau_rule_is_fed_held_out_accuracy_and_its_cuts_reach_sgd(fmnist_root, tmp_path, monkeypatch):
+    """Inside training: each epoch's held-out accuracy (1 - val_err of log.csv) goes to the rule,
+    and every rate the log shows is the rate SGD stepped with in the next epoch."""
+    from verydeep import schedule
+
+    fed, used = [], []
+    real_step, real_sgd = schedule.PlateauSchedule.step, torch.optim.SGD.step
+
+    def record_metric(self, metric):
+        fed.append(metric)
+        return real_step(self, metric)
+
+    def record_lr(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return real_sgd(self, *args, **kwargs)
+
+    monkeypatch.setattr(schedule.PlateauSchedule, "step", record_metric)
+    monkeypatch.setattr(torch.optim.SGD, "step", record_lr)
+    # lr 1e-6: the held-out accuracy stays put, so the rule cuts after every epoch but the first
+    run = cfg(
+        tmp_path,
+        "data.subset=256",
+        "optim.batch_size=64",
+        "optim.lr=1e-6",
+        "train.epochs=4",
+        "data.val_fraction=0.25",
+        "optim.patience=1",
+        "optim.max_reductions=5",
+        "train.eval_test=false",
+    )
+    fit(run, progress=False)
+    rows = [line.split(",") for line in (tmp_path / "log.csv").read_text().splitlines()[1:]]
+    assert fed == pytest.approx([1 - float(r[6]) for r in rows])  # val_err is column 6
+    steps = len(used) // len(rows)
+    per_epoch = [used[i * steps : (i + 1) * steps] for i in range(len(rows))]
+    assert set(per_epoch[0]) == {1e-6}
+    for row, next_epoch in zip(rows, per_epoch[1:], strict=False):
+        assert next_epoch == pytest.approx([float(row[1])] * steps, rel=1e-6)
+    assert float(rows[-1][1]) < 1e-8  # the rule did cut
