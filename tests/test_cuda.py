@@ -1,7 +1,8 @@
-"""Device checks (issue 19, item 5): dense and multi-crop evaluation, a training step, resume and
-bf16 autocast on the accelerator, each against the CPU in fp32. They run on CUDA where there is
-a GPU (``scripts/gpu_check.sh`` runs them there) and on the CPU otherwise, so CI exercises the
-same code paths; ``VERYDEEP_TEST_DEVICE`` picks the device."""
+"""Device checks: dense and multi-crop evaluation, a training step, resume and bf16 autocast on
+the accelerator, each against the CPU in fp32 NCHW. They run on CUDA where there is a GPU
+(``scripts/gpu_check.sh`` runs them there); without one the "device" side takes the CPU's other
+kernels (channels_last, Winograd), so CI still compares two code paths rather than a run with
+itself. ``VERYDEEP_TEST_DEVICE`` picks the device."""
 
 import os
 
@@ -56,15 +57,33 @@ def test_bf16_autocast_stays_close_to_fp32():
     assert (bf16 - fp32).abs().max() > 0  # bf16 really ran: the numbers are rounded
 
 
+# the reference: fp32 NCHW direct convolutions on the CPU. Without a GPU the "device" run takes the
+# CPU's other kernels (channels_last, Winograd), so the comparison is never a run with itself.
+REFERENCE = ["train.device=cpu", "train.channels_last=false", "train.winograd=false"]
+OTHER_KERNELS = [] if DEVICE != "cpu" else ["train.channels_last=true", "train.winograd=true"]
+
+
 def test_training_steps_and_resume_on_the_device(fmnist_root, tmp_path):
-    base = [*RUN, f"train.device={DEVICE}"]
+    base = [*RUN, f"train.device={DEVICE}", *OTHER_KERNELS]
     fit(RunConfig.from_sources(overrides=[*base, f"train.out_dir={tmp_path / 'a'}"]), progress=False)
     split = [*base, f"train.out_dir={tmp_path / 'b'}"]
     fit(RunConfig.from_sources(overrides=[*split, "train.max_steps=2"]), progress=False)
     fit(RunConfig.from_sources(overrides=split), progress=False)  # resumes at step 2
-    cpu = [*RUN, "train.device=cpu", f"train.out_dir={tmp_path / 'c'}"]
+    cpu = [*RUN, *REFERENCE, f"train.out_dir={tmp_path / 'c'}"]
     fit(RunConfig.from_sources(overrides=cpu), progress=False)
     a, b, c = (load_file(tmp_path / r / "checkpoints" / "last.safetensors") for r in "abc")
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)  # resumed == straight
         torch.testing.assert_close(a[k], c[k], atol=1e-3, rtol=1e-2)  # device == CPU, up to kernels
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # other kernels really ran
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_cuda_without_one_is_one_line(tmp_path, capsys):
+    from verydeep.cli import main
+
+    argv = ["train", "--config", "experiments/quickstart.toml", "--set", "train.device=cuda"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("train.device asks for CUDA but no CUDA device is available") and "\n" not in err
+    assert not (tmp_path / "run").exists()
