@@ -53,6 +53,10 @@ IMAGES = "data.dataset=imagefolder"
         ("data.grey_to_rgb=true", IMAGES, "applies to Fashion-MNIST only", "data.dataset=fashion-mnist"),
         ("data.scale=[256,512]", "data.augment=torchvision", "RandomResizedCrop", "data.augment=paper"),
         ("optim.warmup_epochs=5", "optim.schedule=plateau", "cosine only", "optim.schedule=cosine"),
+        ("optim.patience=2", "optim.schedule=cosine", "plateau only", "optim.schedule=plateau"),
+        ("optim.plateau_window=3", "optim.schedule=cosine", "plateau only", "optim.schedule=plateau"),
+        ("optim.max_reductions=2", "optim.schedule=cosine", "plateau only", "optim.schedule=plateau"),
+        ("optim.lr_factor=0.5", "optim.schedule=cosine", "plateau only", "optim.schedule=plateau"),
         (
             "model.init_from_a_convs=2",
             "model.init_from_a=",

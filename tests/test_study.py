@@ -359,3 +359,14 @@ def test_the_curves_figure_has_a_panel_per_run_and_one_rate_range():
     plt.close(fig)
     assert lo < 0.001 and hi > 0.05
     assert study_curves_figure({"empty": []}) is None
+
+
+def test_a_cosine_run_does_not_inherit_the_grids_plateau_keys():
+    from verydeep.study.plan import StudySpec, build_plan
+    from verydeep.study.runner import run_config
+
+    spec = StudySpec.from_toml("experiments/imagewoof.toml")
+    plan = {r.name: r for r in build_plan(spec)}
+    assert run_config(spec, plan["A-256"]).optim.patience == 3  # the grid keeps [base.optim]
+    cosine = run_config(spec, plan["D-bn-128"]).optim
+    assert cosine.schedule == "cosine" and (cosine.patience, cosine.plateau_window) == (1, 1)

@@ -148,6 +148,9 @@ class DataConfig:
         return (self.scale[0] + self.scale[-1]) // 2
 
 
+PLATEAU_KEYS = ("lr_factor", "patience", "plateau_window", "max_reductions")  # the plateau rule's
+
+
 @dataclass
 class OptimConfig:
     # 0: the paper's rates, 0.01 for a new net and 0.001 for one fine-tuned from train.init_from
@@ -169,8 +172,11 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         check(self, "optim")
-        if self.schedule != "cosine" and not is_default(self, "warmup_epochs"):  # it was ignored unsaid
+        if self.schedule != "cosine" and not is_default(self, "warmup_epochs"):
             raise ValueError("optim.warmup_epochs applies to optim.schedule=cosine only")
+        plateau = [f"optim.{k}" for k in PLATEAU_KEYS if not is_default(self, k)]
+        if self.schedule == "cosine" and plateau:  # the cosine schedule reads none of them
+            raise ValueError(f"{', '.join(plateau)} apply to optim.schedule=plateau only")
         if self.micro_batch > self.batch_size:
             raise ValueError(
                 f"optim.micro_batch {self.micro_batch} exceeds optim.batch_size {self.batch_size}"

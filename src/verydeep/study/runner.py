@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import RunConfig
+from ..config import PLATEAU_KEYS, RunConfig
 from ..evaluation import EvalData, EvalOptions, evaluate_models, open_data
 from ..io import study_results as summary
 from ..io.checkpoint import Meta, atomic_write, load_model
@@ -53,7 +53,12 @@ def summary_dir(spec: StudySpec, name: str) -> Path:
 
 
 def run_config(spec: StudySpec, run: Run) -> RunConfig:
-    o = [*spec.base, *run.overrides, f"model.arch={run.arch}", f"data.scale={run.scale}"]
+    """The run's config: the plan's ``base``, then the run's own keys. A run that chooses the
+    cosine schedule does not inherit the base's plateau-rule keys (the grid's schedule)."""
+    base = spec.base
+    if "optim.schedule=cosine" in run.overrides:
+        base = [o for o in base if o.partition("=")[0] not in {f"optim.{k}" for k in PLATEAU_KEYS}]
+    o = [*base, *run.overrides, f"model.arch={run.arch}", f"data.scale={run.scale}"]
     o.append(f"train.out_dir={Path(spec.out_dir) / run.name}")
     if run.after:
         o.append(f"train.init_from={best_checkpoint(spec, run.after)}")
