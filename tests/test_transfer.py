@@ -23,8 +23,8 @@ from verydeep.transfer import (
     holdout_split,
     mean_average_precision,
     mean_class_recall,
-    run_transfer,
 )
+from verydeep.transfer_protocol import run_transfer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

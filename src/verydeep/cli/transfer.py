@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from ..caltech import drop_classes
     from ..io.checkpoint import atomic_write, output_target
     from ..io.features import load_descriptors
-    from ..transfer import run_transfer
+    from ..transfer_protocol import run_transfer
 
     if args.json:
         output_target(args.json)  # a bad output path fails before the SVMs are trained

@@ -35,6 +35,7 @@ from safetensors.torch import save as st_save
 
 from ..data.preprocess import Preprocess
 from ..models.vgg import VGG
+from .formats import detect_source
 from .model_check import check_meta, check_tensors, digest
 
 FORMAT = 1
@@ -258,8 +259,6 @@ def _foreign_kind(data: bytes, path: Path) -> str:
     signatures (``detect_source``)."""
     if data[8:9] == b"{":  # safetensors: an 8-byte header length, then JSON
         return ""
-    from .convert import detect_source  # convert builds on this module
-
     try:
         return _FOREIGN.get(detect_source(path), "")
     except ValueError:  # no known signature: the safetensors reader says what is wrong

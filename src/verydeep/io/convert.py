@@ -36,6 +36,7 @@ from ..data.preprocess import Preprocess
 from ..models.vgg import VGG
 from .caffe import caffe_weights, has_lrn, read_caffemodel
 from .checkpoint import Meta, checkpoint_target, load_model, read_header, save_model
+from .formats import detect_source
 from .layout import build_model, state_dict_from_named
 
 SOURCES = ("caffe", "torchvision", "keras", "safetensors")
@@ -46,36 +47,6 @@ DEFAULT_PRESET = {
     "safetensors": "torchvision",
 }
 MAX_CLASSES_BYTES = 16 << 20
-
-
-def detect_source(path: str | Path) -> str:
-    """'caffe', 'torchvision', 'keras' or 'safetensors', from the file's magic bytes."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"weights file not found: {path}")
-    with path.open("rb") as fh:
-        head = fh.read(16)
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "keras"
-    if head.startswith(b"PK\x03\x04"):  # torch.save's zip, or a Keras 3 .keras archive
-        return "keras" if _zip_has(path, "model.weights.h5") else "torchvision"
-    if head[:1] == b"\x80":  # torch.save's legacy pickle format
-        return "torchvision"
-    if len(head) >= 9 and head[8:9] == b"{":  # 8-byte header length, then JSON
-        return "safetensors"
-    if path.suffix in (".caffemodel", ".binaryproto", ".pb") or head[:1] in (b"\x0a", b"\x12", b"\xa2"):
-        return "caffe"  # NetParameter starts with name (1), layers (2) or layer (100)
-    raise ValueError(
-        f"{path}: unknown weights format (expected .caffemodel, .pth, .h5, .keras or .safetensors)"
-    )
-
-
-def _zip_has(path: Path, name: str) -> bool:
-    try:
-        with zipfile.ZipFile(path) as z:
-            return name in z.namelist()
-    except zipfile.BadZipFile:
-        return False
 
 
 def _check_zip_sizes(path: Path) -> None:

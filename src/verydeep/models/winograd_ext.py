@@ -30,6 +30,8 @@ from types import ModuleType
 
 import torch
 
+from .winograd_math import fused_applies, transformed_weight
+
 __all__ = ["available", "fused_conv3x3", "kernels"]
 
 _SOURCE = Path(__file__).with_name("winograd_kernels.cpp")
@@ -151,7 +153,6 @@ def fused_conv3x3(
     """``F.conv2d(x, weight, bias, padding=1)`` (then ``F.relu`` with ``relu``) for fp32/fp64 on
     the CPU, through the fused kernels; the result is channels_last. The weight transform stays
     in torch ops, so autograd carries it to ``weight``."""
-    from .winograd import fused_applies, transformed_weight  # one of each for both paths
 
     if not fused_applies(x, weight):
         raise ValueError(
