@@ -119,7 +119,8 @@ def test_a_localisation_net_exports_boxes_and_is_no_classifier(tmp_path, capsys)
         assert main(argv) == 2
         line = capsys.readouterr().err.strip()
         assert line.endswith(
-            "is a localisation net (scr: its outputs are boxes, not class scores); use `verydeep localize`"
+            "is a localisation net (scr: its outputs are boxes, not class scores); give a classification "
+            "net here (box nets go to `verydeep localize --loc`)"
         ), line
 
 

@@ -46,9 +46,7 @@ def resolved(cfg: RunConfig, classes: int, channels: int) -> RunConfig:
 def build_model(cfg: RunConfig, classes: int, channels: int, names: list[str] | None = None) -> VGG:
     """The net of the config, initialised as asked (scheme, then net A, then a checkpoint).
     ``names``: the data's class names, which a fine-tune's FC8 is matched to by name."""
-    m = cfg.model
-    if m.num_classes and m.num_classes != classes:
-        raise ValueError(f"model.num_classes is {m.num_classes} but the dataset has {classes} classes")
+    m = resolved(cfg, classes, channels).model  # the counts checked against the data's
     model = VGG(m.arch, classes, channels, m.width_mult, m.fc_width, m.crop_size, m.dropout)
     init_weights(model, m.init, m.init_std)
     if m.init_from_a:

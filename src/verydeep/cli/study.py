@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -82,34 +81,21 @@ def _write_report(spec, results: dict, report: Path, command: str) -> None:
     """The Markdown report, its JSON twin (numbers, noise, targets) and its figures."""
     from ..io.checkpoint import atomic_write
     from ..io.plots import plot_study_curves
-    from ..study.report import finding_rows, noise_level, render, target_summary
+    from ..io.study_results import read_log
+    from ..study.numbers import report_numbers
+    from ..study.report import render
     from ..study.runner import summary_dir
 
     report.parent.mkdir(parents=True, exist_ok=True)
     curves = report.with_name(report.stem + "_curves.png")
-    histories = {n: _read_log(summary_dir(spec, n) / "log.csv") for n in results}
+    histories = {n: read_log(summary_dir(spec, n) / "log.csv") for n in results}
     plot_study_curves(histories, curves)
     figures = [curves.name]
     maps = _score_maps(spec, results, report.with_name(report.stem + "_scoremaps.png"))
     figures += [maps.name] if maps else []
     notes = Path(spec.notes).read_text() if spec.notes and Path(spec.notes).is_file() else ""
     atomic_write(report, render(results, spec, command, figures, notes).encode())
-    numbers: dict = {}
-    for name, r in results.items():
-        evals = {k: v for k, v in r["eval"].items() if isinstance(v, dict)}
-        numbers[name] = {k: {m: v[m] for m in ("top1_err", "top5_err")} for k, v in evals.items()}
-        numbers[name] |= {
-            "group": r["run"].group,
-            "cpu_s": r["record"]["cpu_s"],
-            "wall_s": r["record"]["wall_s"],
-            "eval_wall_s": r["eval"].get("wall_s"),
-            "val_err": r["val_err"],
-            "epochs": (r.get("result") or {}).get("epochs"),
-            "retrains_val_err": r.get("retrains") or {},
-        }
-    noise = noise_level(results)
-    doc = {"runs": numbers, "noise": noise, "targets": target_summary(results, spec)}
-    doc["findings"] = finding_rows(results, noise["noise"])
+    doc = report_numbers(results, spec)
     atomic_write(report.with_suffix(".json"), json.dumps(doc, indent=1).encode())
     print(f"wrote {report} (+ .json) and {', '.join(figures)}", file=sys.stderr)
 
@@ -139,19 +125,12 @@ def _score_maps(spec, results: dict, path: Path) -> Path | None:
 
 
 def _estimate(spec, names: list[str] | None) -> int:
+    from ..io.checkpoint import atomic_write
     from ..study.estimate import estimate_study, estimate_table
 
     est = estimate_study(spec, only=names)
     print(estimate_table(est))
     path = Path(spec.out_dir) / "estimate.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(est, indent=1))
+    atomic_write(path, json.dumps(est, indent=1).encode())
     print(f"wrote {path}", file=sys.stderr)
     return 0
-
-
-def _read_log(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open() as fh:
-        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(fh)]

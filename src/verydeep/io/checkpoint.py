@@ -290,7 +290,7 @@ def check_classifier(meta: Meta, path: str | Path) -> None:
     if box_head(meta):
         raise ValueError(
             f"{path} is a localisation net ({box_head(meta)}: its outputs are boxes, not class "
-            "scores); use `verydeep localize`"
+            "scores); give a classification net here (box nets go to `verydeep localize --loc`)"
         )
 
 

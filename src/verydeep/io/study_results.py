@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -74,3 +75,12 @@ def read_json(path: str | Path) -> dict | None:
 def read_record(dest: str | Path) -> dict | None:
     """The run's timing record (``study.json``: CPU and wall seconds), or None."""
     return read_json(Path(dest) / "study.json")
+
+
+def read_log(path: str | Path) -> list[dict[str, float]]:
+    """A run's ``log.csv``, one dict per epoch with its non-empty columns as floats ([] if absent)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open() as fh:
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(fh)]

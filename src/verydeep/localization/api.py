@@ -19,8 +19,9 @@ from PIL import Image
 from ..config import pixels
 from ..data.images import BadImageError, file_problem, load_image
 from ..data.voc import image_path, load_voc, voc_classes
+from ..evaluation.protocol import load_classifiers as classifier_checkpoints
 from ..evaluation.runner import check_scales
-from ..io.checkpoint import Meta, check_distinct, load_model
+from ..io.checkpoint import Meta, box_head, check_distinct, load_model
 from ..models.vgg import VGG
 from .data import load_scaled
 from .metrics import baseline_guesses, gt_labels, loc_error, mean_training_box
@@ -80,10 +81,11 @@ def load_locs(specs: list[str]) -> list[tuple[Net, Meta]]:
 def load_net(path: str) -> tuple[Net, Meta]:
     """A checkpoint as a test-time ``Net`` (head read from a localisation net's metadata)."""
     model, meta = load_model(path)
-    loc = (meta.config or {}).get("localization")
-    if not loc:
+    head = box_head(meta)
+    if not head:
         return Net(model.eval(), meta.prep), meta
-    return Net(model.eval(), meta.prep, loc["head"], box_size=loc.get("box_size", "linear")), meta
+    box_size = meta.config["localization"].get("box_size", "linear")
+    return Net(model.eval(), meta.prep, head, box_size=box_size), meta
 
 
 def load_classifiers(paths: list[str]) -> tuple[list[Net], list[str]]:
@@ -91,17 +93,12 @@ def load_classifiers(paths: list[str]) -> tuple[list[Net], list[str]]:
     their class names, which must agree."""
     if not paths:
         raise ValueError("no classification net given (--cls)")
-    check_distinct(paths)
-    nets, classes = [], None
-    for path in paths:
-        net, meta = load_net(path)
-        if net.head:
-            raise ValueError(f"{path} is a localisation net; --cls takes a classification checkpoint")
-        if classes is not None and meta.classes != classes:
+    loaded = classifier_checkpoints(paths, "cpu")  # no net named twice, no box net
+    classes = loaded[0][1].classes
+    for path, (_, meta) in zip(paths, loaded, strict=True):
+        if meta.classes != classes:
             raise ValueError(f"{path}'s classes {meta.classes} are not {paths[0]}'s {classes}")
-        nets.append(net)
-        classes = meta.classes
-    return nets, classes
+    return [Net(model.eval(), meta.prep) for model, meta in loaded], classes
 
 
 def check_classes(anns: list, classes: list[str], where: str, locs: list[tuple[Net, Meta]] = ()) -> None:

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import time
@@ -144,10 +143,7 @@ def evaluate_net(run: Run, model: VGG, meta: Meta, data: EvalData) -> dict:
 
 def best_val_error(log: Path) -> float | None:
     """The lowest held-out (validation split of train, not the reported split) error in ``log.csv``."""
-    if not log.is_file():
-        return None
-    with log.open() as fh:
-        errs = [float(row["val_err"]) for row in csv.DictReader(fh) if row.get("val_err")]
+    errs = [row["val_err"] for row in summary.read_log(log) if "val_err" in row]
     return min(errs) if errs else None
 
 
@@ -155,13 +151,10 @@ def epoch_seconds(log: Path) -> tuple[float, float | None]:
     """Wall and CPU seconds summed over ``log.csv``'s epochs: every session's share of a resumed
     run, where ``study.json`` holds only the last session. CPU is None for logs written before
     epochs recorded it (``cpu_s``)."""
-    if not log.is_file():
-        return 0.0, None
-    with log.open() as fh:
-        rows = list(csv.DictReader(fh))
-    wall = sum(float(r["seconds"]) for r in rows if r.get("seconds"))
-    has_cpu = bool(rows) and all(r.get("cpu_s") for r in rows)
-    return wall, (sum(float(r["cpu_s"]) for r in rows) if has_cpu else None)
+    rows = summary.read_log(log)
+    wall = sum(r.get("seconds", 0.0) for r in rows)
+    has_cpu = bool(rows) and all("cpu_s" in r for r in rows)
+    return wall, (sum(r["cpu_s"] for r in rows) if has_cpu else None)
 
 
 def retrain_errors(where: Path) -> dict[str, float | None]:
