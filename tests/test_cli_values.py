@@ -59,7 +59,6 @@ CASES = [
         ["eval", CK, "--data", DATA, "--method", "centre", "--no-flip"],
         "--no-flip has no effect with --method centre",
     ),
-    (["predict", "-m", CK, IMG, "--bf16", "--precision", "int8"], "--bf16 is --precision bf16; it cannot go"),
     (
         ["eval", CK, "--data", "fashion-mnist", "--full-decode"],
         "--full-decode has no effect on Fashion-MNIST",

@@ -130,8 +130,10 @@ def test_damaged_manifest_and_missing_files_give_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="damaged"):
         CheckpointSet(tmp_path).read()
     (tmp_path / "last.json").unlink()
-    (tmp_path / "last.state.pt").write_bytes(b"PK\x03\x04 truncated zip")
-    (tmp_path / "last.safetensors").write_bytes(b"w")
+    with pytest.raises(ValueError, match="holds no committed checkpoint"):
+        CheckpointSet(tmp_path).read()
+    (tmp_path / "last.json").write_text('{"step": 1, "weights": "step-000000001.safetensors", "state": "x"}')
+    (tmp_path / "x").write_bytes(b"PK\x03\x04 truncated zip")
     with pytest.raises(ValueError, match="not a readable training state"):
         CheckpointSet(tmp_path).read()
 

@@ -58,7 +58,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         parse_arch(self.arch)
         check(self, "model")
-        if not is_default(self, "init_from_a_convs") and not self.init_from_a:  # it was ignored unsaid
+        if not is_default(self, "init_from_a_convs") and not self.init_from_a:  # nothing reads it
             raise ValueError("model.init_from_a_convs applies with model.init_from_a (a net A checkpoint)")
 
 
@@ -108,7 +108,7 @@ class DataConfig:
 
     def _check_applicable(self) -> None:
         """Keys that the chosen dataset or augmentation never reads are refused when set to
-        anything but their default (each was ignored without a word)."""
+        anything but their default (a key the run never reads is refused, not ignored)."""
         if self.dataset != "voc" and not (is_default(self, "train_split") and is_default(self, "test_split")):
             raise ValueError(
                 f"data.train_split / test_split name VOC split files; with data.dataset={self.dataset} "
@@ -287,7 +287,6 @@ class RunConfig:
             if unknown:
                 raise ValueError(f"unknown key(s) in [{f.name}]: {', '.join(sorted(unknown))}")
             hints = typing.get_type_hints(sub_cls)
-            values = _legacy(f.name, values)
             values = {k: _typed(f"{f.name}.{k}", hints[k], v) for k, v in values.items()}
             sections[f.name] = sub_cls(**values)
         return cls(**sections)
@@ -314,14 +313,6 @@ class RunConfig:
                 )
             d.setdefault(section, {})[name] = _coerce(section, name, raw.strip())
         return cls.from_dict(d)
-
-
-def _legacy(section: str, values: dict) -> dict:
-    """Values of fields whose type has changed, as saved by earlier versions: a checkpoint's or
-    TOML file's ``train.channels_last = true`` (a bool until it gained ``auto``) still loads."""
-    if section == "train" and isinstance(values.get("channels_last"), bool):
-        values = values | {"channels_last": str(values["channels_last"]).lower()}
-    return values
 
 
 _TYPES = {

@@ -142,7 +142,7 @@ def combine_scales(
 
 def _colour_mode(model: VGG, cfg: DescriptorConfig) -> str:
     """How photos are fed: grey to a 1-channel net, RGB or (``grey``) grey replicated to RGB."""
-    if model.in_channels == 1 and cfg.grey:  # it was ignored: such a net only ever sees grey
+    if model.in_channels == 1 and cfg.grey:  # such a net only ever sees grey
         raise ValueError("--grey has no effect: this net takes one channel, so its input is grey anyway")
     return "L" if model.in_channels == 1 else ("LRGB" if cfg.grey else "RGB")
 

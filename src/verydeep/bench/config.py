@@ -22,7 +22,7 @@ TARGETS = {
     "eval_dense_vs_crops": 5.0,  # 150-crop cost over dense 3-scale+flip cost, per image
     "fraction_of_peak": 0.75,  # VGG-16 inference GFLOP/s over measured matmul GFLOP/s, same dtype
 }
-# where the hardware has no native bf16 (AVX2-only CPUs; issue 19): int8 carries inference, and
+# where the hardware has no native bf16 (AVX2-only CPUs): int8 carries inference, and
 # fp32 training is bounded by the fp32 matmul rate that torchvision's step already nearly reaches
 NO_BF16_TARGETS = TARGETS | {"inference": 1.8, "training": 1.3}
 

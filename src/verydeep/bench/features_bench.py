@@ -1,4 +1,4 @@
-"""Feature extraction over a folder (issue 19, item 7): images/s of ``describe_paths``, the
+"""Feature extraction over a folder: images/s of ``describe_paths``, the
 function ``verydeep features`` runs, with photos bucketed by the 32-px windows the dense net sees
 (``--dense-align centre``: the border pixels no window sees are cut, so the descriptors are those
 of the uncut photo) against exact-size buckets (``topleft``: photos of different sizes never

@@ -42,7 +42,6 @@ def add_method_args(p: argparse.ArgumentParser, default_method: str) -> None:
         "--device", type=device, default="auto", help="auto (cuda if available), cpu, cuda, cuda:N"
     )
     add_precision_args(p)
-    p.add_argument("--bf16", action="store_true", help="the same as --precision bf16 (kept for old scripts)")
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
@@ -114,7 +113,7 @@ def options(args: argparse.Namespace, device: str):
         **given,
         flip=not args.no_flip,
         device=device,
-        precision="bf16" if args.bf16 else args.precision,
+        precision=args.precision,
         calibrate=args.calibrate,
         channels_last=args.channels_last,
         batch_size=getattr(args, "batch_size", 64),
@@ -145,8 +144,6 @@ def check_applicable(args: argparse.Namespace, methods: list[str]) -> None:
     }
     given = lambda f: getattr(args, f[2:].replace("-", "_")) not in (None, False)  # noqa: E731
     unused = [f for f, read in reads.items() if not read and given(f)]
-    if args.bf16 and args.precision != "fp32":  # two precisions asked for: --bf16 used to win unsaid
-        raise ValueError(f"--bf16 is --precision bf16; it cannot go with --precision {args.precision}")
     if unused:
         verb = "has" if len(unused) == 1 else "have"
         raise ValueError(f"{', '.join(unused)} {verb} no effect with --method {','.join(methods)}")

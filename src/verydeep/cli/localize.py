@@ -242,7 +242,7 @@ def run_eval(args: argparse.Namespace) -> int:
         row("centre crop, GT class known", err, f"  {path}")
     for key, err in r["dense"].items():
         row(f"dense + merging, {key}", err)
-    for key, err in r["baselines"].items():  # 100.0 used to run into the longest key
+    for key, err in r["baselines"].items():  # room for 100.0 beside the longest key
         row(f"baseline {key}", err)
     row("classification top-1 error", r["classification_top1_error"])
     print(f"  skipped {r['skipped']}; CPU {r['cpu_s']:.0f} s")

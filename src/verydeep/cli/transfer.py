@@ -133,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_flags(args: argparse.Namespace, multilabel: bool, n_train: int) -> None:
-    """Refuse a flag the data's task never reads, before any SVM is trained: it used to be
-    ignored without a word, so a Caltech split asked of VOC files scored the whole split."""
+    """Refuse a flag the data's task never reads, before any SVM is trained: a Caltech split
+    asked of VOC files must not score the whole split instead."""
     given = lambda *names: [n for n in names if getattr(args, n.lstrip("-").replace("-", "_"))]  # noqa: E731
     if multilabel:
         unused = given("--protocol", "--per-class", "--test-per-class", "--splits")

@@ -144,7 +144,7 @@ SCALE = float_range(0, MAX_SCALE)  # a test scale Q in paper units
 
 def path_arg(text: str) -> str:
     """A file or folder path. An empty one (an unset shell variable) is an error: as a path it
-    would be the working directory, and as an output it used to mean "write nothing"."""
+    would be the working directory, and as an output it would read as "write nothing"."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path (an unset variable?)")
     return text

@@ -74,7 +74,7 @@ def open_data(spec: str, classes: list[str] | None = None, split: str | None = N
     ``classes`` (the net's) fixes the label order; classes it lacks are an error.
     """
     if is_fashion_mnist(spec):
-        if split not in (None, "test"):  # it was ignored: the test split was read all the same
+        if split not in (None, "test"):  # only the test split exists here
             raise ValueError(f"Fashion-MNIST is evaluated on its test split; --split {split} does not apply")
         root = spec.partition(":")[2] or DEFAULT_ROOT
         images, labels = load_fashion_mnist(root, "test")
@@ -84,7 +84,7 @@ def open_data(spec: str, classes: list[str] | None = None, split: str | None = N
         return EvalData(found, samples=samples, name=f"{spec} ({split or 'val'})")
     if not split:
         check_not_split_root(spec, "name one with --split")
-    root = Path(spec) / split if split else Path(spec)  # the split used to be ignored here
+    root = Path(spec) / split if split else Path(spec)
     samples, found = scan_image_folder(root, classes=classes or None)
     return EvalData(found, samples=samples, name=str(root))
 

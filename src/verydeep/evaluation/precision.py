@@ -67,7 +67,7 @@ def inference_precision(name: str, device: torch.device) -> str:
 
 
 def check_calibrate(precision: str, calibrate: str | None, modes: tuple[str, ...] = INT8) -> None:
-    """A calibration folder is read by the int8 ``modes`` only; with any other it was ignored unsaid."""
+    """A calibration folder is read by the int8 ``modes`` only: with any other it is refused."""
     if calibrate and precision not in modes:
         raise ValueError(f"--calibrate is for --precision {' or '.join(modes)} only, not {precision}")
 

@@ -285,8 +285,8 @@ def box_head(meta: Meta) -> str:
 
 
 def check_classifier(meta: Meta, path: str | Path) -> None:
-    """Class scores are read from a classifier only: a box net's 4 or 4C outputs used to be
-    printed as class probabilities."""
+    """Class scores are read from a classifier only: a box net's 4 or 4C outputs are not class
+    probabilities."""
     if box_head(meta):
         raise ValueError(
             f"{path} is a localisation net ({box_head(meta)}: its outputs are boxes, not class "

@@ -101,7 +101,7 @@ def _read_safetensors(path: Path, arch: str | None) -> tuple[VGG, Meta | None]:
 
     header = read_header(path)
     if "verydeep" in (header.get("__metadata__") or {}):
-        if arch is not None:  # it used to be ignored, whatever it said
+        if arch is not None:  # the checkpoint's own config decides
             raise ValueError(
                 f"--arch has no effect: {path} is a verydeep checkpoint, its config is in its metadata"
             )

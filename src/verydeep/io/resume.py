@@ -12,9 +12,6 @@ Layout of ``<out_dir>/checkpoints``::
     last.json          {"format", "step", "weights", "state", "world_size"}: the commit point
     last.safetensors   hard link to (or copy of) the committed weights, for people and tools
 
-Directories written by older versions (``last.safetensors`` + ``last.state.pt``, no manifest)
-are still read.
-
 Example:
     >>> import tempfile
     >>> from pathlib import Path
@@ -53,8 +50,7 @@ class CheckpointSet:
         self.folder, self.rank, self.is_main, self.world_size = Path(folder), rank, is_main, world_size
 
     def exists(self) -> bool:
-        legacy = (self.folder / "last.state.pt").is_file() and (self.folder / "last.safetensors").is_file()
-        return (self.folder / MANIFEST).is_file() or legacy
+        return (self.folder / MANIFEST).is_file()
 
     def write(
         self,
@@ -87,10 +83,8 @@ class CheckpointSet:
     def read(self) -> tuple[Path, dict, dict | None]:
         """(weights file, training state, this rank's RNG state or None) of the committed set."""
         path = self.folder / MANIFEST
-        if not path.is_file():  # an older run directory
-            rng = self.folder / f"last.rng{self.rank}.pt"
-            state = _load(self.folder / "last.state.pt")
-            return self.folder / "last.safetensors", state, _load(rng) if rng.is_file() else None
+        if not path.is_file():
+            raise ValueError(f"{self.folder} holds no committed checkpoint ({MANIFEST})")
         try:
             m = json.loads(path.read_text())
             step, weights, state_name = int(m["step"]), m["weights"], m["state"]
@@ -121,9 +115,6 @@ class CheckpointSet:
                 os.link(weights, tmp)
             except OSError:
                 shutil.copyfile(weights, tmp)
-        # a legacy state file would otherwise be taken for a checkpoint of these weights
-        for legacy in [self.folder / "last.state.pt", *self.folder.glob("last.rng*.pt")]:
-            legacy.unlink(missing_ok=True)
 
     def _prune(self, committed: int) -> None:
         """Delete sets (and temporary files of killed writes) older than the committed one.

@@ -59,7 +59,7 @@ def own_scales(loc_specs: list[str]) -> bool:
 
 def dense_scales(loc_specs: list[str], scales: str | None) -> list[int]:
     """The shared test scales Q of ``--scales`` (384 unless given); refused when given and every
-    box net has its own @Q, which it would not change (it used to be ignored unsaid)."""
+    box net has its own @Q, which it would not change."""
     if scales is not None and own_scales(loc_specs):
         raise ValueError("--scales has no effect: every --loc has its own @Q scales")
     return parse_scales(DEFAULT_SCALES if scales is None else scales)
@@ -103,8 +103,8 @@ def load_classifiers(paths: list[str]) -> tuple[list[Net], list[str]]:
 
 def check_classes(anns: list, classes: list[str], where: str, locs: list[tuple[Net, Meta]] = ()) -> None:
     """Every object class of the split is one the classifier scores, and every per-class (PCR)
-    box net has the classifier's classes in its order: an unknown class used to crash the centre
-    crop's pass with an IndexError, and a PCR net of another order would read another class's box."""
+    box net has the classifier's classes in its order: an unknown class has no score to read, and
+    a PCR net of another order would read another class's box."""
     unknown = sorted(set(voc_classes(anns)) - set(classes))
     if unknown:
         raise ValueError(f"{where} has classes the classifier lacks: {', '.join(unknown)}")
