@@ -225,9 +225,9 @@ def test_quick_imagewoof_study_resumes_from_committed_summaries(shared_data, tmp
     assert list(retrains) == [again.name] and 0 <= retrains[again.name] <= 1
 
 
-def test_timing_table_counts_every_session_of_a_resumed_run(tmp_path):
+def test_timing_table_counts_every_part_of_a_resumed_run(tmp_path):
     """study.json times only the process that finished a run; log.csv's epochs hold every
-    session's seconds (A-LRN-256 on Imagewoof: 86 s recorded, about an hour trained)."""
+    part's seconds (A-LRN-256 on Imagewoof: 86 s recorded, about an hour trained)."""
     from verydeep.study.plan import Run
     from verydeep.study.runner import epoch_seconds
     from verydeep.study.tables import timing_table
@@ -252,10 +252,10 @@ def test_timing_table_counts_every_session_of_a_resumed_run(tmp_path):
     }
     text = "\n".join(timing_table(runs))
     assert "| A-256 | scratch | 1000 | 900 | 10 |" in text  # never resumed: its own record
-    assert "| A-LRN-256 | scratch | 2000 | 79 (last session) | — |" in text
+    assert "| A-LRN-256 | scratch | 2000 | 79 (last part) | — |" in text
     assert "| B-256 | scratch | 1000 | 1500 | — |" in text  # resumed, yet complete: its epochs logged CPU
     assert (
-        "| total | | 4000 (1.1 h) | 2479 (recorded part) | 10 |" in text and "resumed across sessions" in text
+        "| total | | 4000 (1.1 h) | 2479 (recorded part) | 10 |" in text and "resumed after an interruption" in text
     )
 
 

@@ -93,7 +93,7 @@ def _write_report(spec, results: dict, report: Path, command: str) -> None:
     figures = [curves.name]
     maps = _score_maps(spec, results, report.with_name(report.stem + "_scoremaps.png"))
     figures += [maps.name] if maps else []
-    notes = Path(spec.notes).read_text() if spec.notes and Path(spec.notes).is_file() else ""
+    notes = spec.notes if spec.notes and Path(spec.notes).is_file() else ""
     atomic_write(report, render(results, spec, command, figures, notes).encode())
     doc = report_numbers(results, spec)
     atomic_write(report.with_suffix(".json"), json.dumps(doc, indent=1).encode())

@@ -45,7 +45,8 @@ class StudySpec:
     out_dir: str = "runs/study"  # run directories (weights; "~" allowed)
     results_dir: str = ""  # committed summaries per run (no weights); "" keeps none
     report: str = "docs/RESULTS.md"
-    notes: str = ""  # Markdown file whose text the report includes after the targets (discussion)
+    notes: str = ""  # Markdown file of how the numbers came about, which the report links to
+    hardware: str = ""  # what the runs ran on, as the report states it
     base: list[str] = field(default_factory=list)  # --set style overrides applied to every run
     scratch_epochs: int = 12
     finetune_epochs: int = 4

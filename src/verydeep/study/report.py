@@ -254,7 +254,8 @@ def _missing(results: dict, spec) -> list[str]:
 
 
 def render(results: dict, spec, command: str, figures: list[str], notes: str = "") -> str:
-    """The whole Markdown report."""
+    """The whole Markdown report; ``notes``: the path of the study's notes (how its numbers came
+    about), which the report links to."""
     nz = noise_level(results)
     pairs = "; ".join(
         f"{p['nets'][0]} {pct(p['top1_err'][0])}% / {p['nets'][1]} {pct(p['top1_err'][1])}%"
@@ -265,6 +266,7 @@ def render(results: dict, spec, command: str, figures: list[str], notes: str = "
         "",
         f"Reproduce with `{command}` (resumable; the numbers below are from that run).",
         "",
+        *([f"Hardware: {spec.hardware}", ""] if spec.hardware else []),
         *_missing(results, spec),
         f"Reported on: {spec.title} {spec.test_name} split, {nz['n']} images, which chooses nothing. Nets: "
         f"`{' '.join(spec.base)}`; at most {spec.scratch_epochs} epochs from scratch, at most "
@@ -280,7 +282,11 @@ def render(results: dict, spec, command: str, figures: list[str], notes: str = "
         *targets(results, spec),
         *centre_line(results, spec),
         "",
-        *([notes.strip(), ""] if notes.strip() else []),
+        *(
+            [f"How these numbers came about (machines, interruptions, retrainings): `{notes}`.", ""]
+            if notes
+            else []
+        ),
         *tables(results),
         *extra_table(results),
         *ensemble_table(results),

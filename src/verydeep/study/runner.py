@@ -148,8 +148,8 @@ def best_val_error(log: Path) -> float | None:
 
 
 def epoch_seconds(log: Path) -> tuple[float, float | None]:
-    """Wall and CPU seconds summed over ``log.csv``'s epochs: every session's share of a resumed
-    run, where ``study.json`` holds only the last session. CPU is None for logs written before
+    """Wall and CPU seconds summed over ``log.csv``'s epochs: every part of a resumed run, where
+    ``study.json`` holds only the last part. CPU is None for logs written before
     epochs recorded it (``cpu_s``)."""
     rows = summary.read_log(log)
     wall = sum(r.get("seconds", 0.0) for r in rows)

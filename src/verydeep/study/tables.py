@@ -147,12 +147,10 @@ def _group_label(results: dict, names: list[str]) -> str:
 
 
 def timing_table(results: dict) -> list[str]:
-    """Per run: training wall and CPU time over every session (the epochs' checkpointed times;
+    """Per run: training wall and CPU time over every resumed part (the epochs' checkpointed times;
     runs logged before epochs recorded CPU show the CPU of the process that finished them), and
     the evaluation's wall time."""
-    lines = [
-        "| run | started from | training wall (s), all sessions | training CPU (s) | evaluation wall (s) |"
-    ]
+    lines = ["| run | started from | training wall (s), all parts | training CPU (s) | evaluation wall (s) |"]
     lines.append("|---|---|---|---|---|")
     cpu = wall = ev = 0.0
     resumed = False
@@ -160,11 +158,11 @@ def timing_table(results: dict) -> list[str]:
         src = r["run"].after or (f"net A ({r['run'].init_from_a})" if r["run"].init_from_a else "scratch")
         e = r["eval"].get("wall_s")  # absent in evaluations cached before it was recorded
         w = max(r.get("epoch_seconds", 0.0), r["record"]["wall_s"])
-        logged = r.get("epoch_cpu")  # every session's, decoding workers included
-        part = logged is None and w > 1.2 * r["record"]["wall_s"]  # study.json saw the last session only
+        logged = r.get("epoch_cpu")  # every part's, decoding workers included
+        part = logged is None and w > 1.2 * r["record"]["wall_s"]  # study.json saw the last part only
         resumed |= part
         c_s = logged if logged is not None else r["record"]["cpu_s"]
-        c = f"{c_s:.0f}" + (" (last session)" if part else "")
+        c = f"{c_s:.0f}" + (" (last part)" if part else "")
         lines.append(f"| {name} | {src} | {w:.0f} | {c} | {'—' if e is None else f'{e:.0f}'} |")
         cpu, wall, ev = cpu + c_s, wall + w, ev + (e or 0.0)
     total = f"{wall:.0f} ({wall / 3600:.1f} h)"
@@ -172,7 +170,7 @@ def timing_table(results: dict) -> list[str]:
     if resumed:
         lines += [
             "",
-            "Runs resumed across sessions record CPU time only for the session that finished them; "
+            "Runs resumed after an interruption record CPU time only for the part that finished them; "
             "their wall time is complete, and includes any time the process was paused or shared its "
             "core (on this machine: paused for benchmarks and CI runs; epochs of over 600 s are those).",
         ]
