@@ -151,7 +151,8 @@ def test_the_study_runs_every_row_then_resumes_and_reports(study, capsys):
     assert (results / "all" / "log.csv").is_file() and (results / "all" / "config.json").is_file()
     # each import path reproduces the source's outputs
     starts = json.loads((tmp_path / "results" / "starts.json").read_text())
-    assert list(starts) == ["pth"] and "RGB 0-1" in starts["pth"]["input"]
+    assert set(starts) == {"pth", "source"} and "RGB 0-1" in starts["pth"]["input"]
+    assert starts["source"]["meta"]["arch"] == "A"  # an imported file: no run directory to quote
     assert starts["pth"]["max_abs_logit_diff"] < 1e-3 * starts["pth"]["logit_scale"]
     report = (tmp_path / "REPORT.md").read_text()
     assert (

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .finetune_plan import FinetuneSpec
+from .finetune_plan import IMPORTS, FinetuneSpec
 from .report import verdict
 
 BEGIN, END = "<!-- finetune-study results: begin -->", "<!-- finetune-study results: end -->"
@@ -101,7 +101,7 @@ def comparisons(spec: FinetuneSpec, results: dict, name: str) -> list[str]:
 
 
 def imports_table(results: dict) -> list[str]:
-    starts = results.get("starts") or {}
+    starts = {k: v for k, v in (results.get("starts") or {}).items() if k in IMPORTS}
     if not starts:
         return []
     lines = [
@@ -116,9 +116,24 @@ def imports_table(results: dict) -> list[str]:
     return lines
 
 
+def source_line(spec: FinetuneSpec, results: dict) -> list[str]:
+    s = (results.get("starts") or {}).get("source")
+    if not s:
+        return []
+    m = s.get("meta", {})
+    errs = s.get("top1_err", {})
+    said = f"config {m.get('arch')}, width {m.get('width_mult')}, FC {m.get('fc_width')}"
+    said += f", crop {m.get('crop_size')}"
+    if s.get("epochs"):
+        said += f"; {s['epochs']} epochs on `{s.get('data')}`"
+    if "single/dense" in errs:
+        said += f"; its own val error {100 * errs['single/dense']:.1f}% (single scale, dense)"
+    return [f"Source: {said}.", ""]
+
+
 def render_block(spec: FinetuneSpec, results: dict) -> str:
     """The Markdown between ``BEGIN`` and ``END`` (inclusive), from the summaries alone."""
-    lines = [BEGIN, ""]
+    lines = [BEGIN, "", *source_line(spec, results)]
     for d in spec.datasets:
         n = next((r["n"] for k, r in results.items() if k.startswith(f"{d.name}/")), None)
         lines += [f"**{d.name}** ({n or '?'} test photos, `{d.root}` {spec.test_split}):", ""]

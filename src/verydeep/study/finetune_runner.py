@@ -96,6 +96,19 @@ def import_fidelity(spec: FinetuneSpec, starts: dict[str, str]) -> dict[str, dic
     return out
 
 
+def source_record(spec: FinetuneSpec) -> dict:
+    """What the source's own run directory says of it, where it is one (a study run): its
+    config, epochs and evaluation errors; {} for an imported file."""
+    run = Path(spec.source).parents[1]
+    out: dict = {"meta": read_meta(spec.source).model}
+    result, config = summary.read_json(run / "result.json"), summary.read_json(run / "config.json")
+    out |= {"epochs": result.get("epochs")} if result else {}
+    out |= {"data": config.get("data", {}).get("root")} if config else {}
+    evaluation = summary.read_json(run / "eval.json") or {}
+    out["top1_err"] = {k: v["top1_err"] for k, v in evaluation.items() if isinstance(v, dict)}
+    return out
+
+
 def train_overrides(spec: FinetuneSpec, run: PlannedRun, start: str | None) -> list[str]:
     """The config keys of a trained row: data set, ``base``, the data set's and the row's keys."""
     root = run.dataset.root
@@ -194,7 +207,7 @@ def run_finetune_study(spec: FinetuneSpec, progress: bool = True, report_only: b
     if not report_only:
         check_source(spec)
         starts = make_starts(spec)
-        fidelity = import_fidelity(spec, starts)
+        fidelity = import_fidelity(spec, starts) | {"source": source_record(spec)}
         atomic_write(
             Path(spec.results_dir or spec.out_dir) / "starts.json", json.dumps(fidelity, indent=1).encode()
         )
