@@ -22,8 +22,11 @@ _LAZY = {
     "CFGS": "verydeep.models.arch",
     "parse_arch": "verydeep.models.arch",
     "load": "verydeep.api",
+    "extract": "verydeep.models.layers",
+    "layer_names": "verydeep.models.layers",
+    "layer_info": "verydeep.models.layers",
 }
-__all__ = ["CFGS", "VGG", "__version__", "load", "parse_arch"]
+__all__ = ["CFGS", "VGG", "__version__", "extract", "layer_info", "layer_names", "load", "parse_arch"]
 
 
 def __getattr__(name: str) -> Any:
