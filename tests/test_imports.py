@@ -21,7 +21,7 @@ LAYERS = [
     ["engine", "schedule"],
     ["io"],
     ["finetune", "evaluation"],
-    ["build", "features", "transfer", "localization"],
+    ["build", "features", "transfer", "localization", "backbone"],
     ["train", "api", "caltech"],
     ["study", "bench", "transfer_protocol"],
     ["verydeep"],  # the package itself: its public names

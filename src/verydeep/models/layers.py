@@ -63,7 +63,7 @@ def layer_names(model: VGG) -> list[str]:
     return [*feature_names(model), *HEAD]
 
 
-def _check(model: VGG, names: Sequence[str]) -> list[str]:
+def check_layers(model: VGG, names: Sequence[str]) -> list[str]:
     known = layer_names(model)
     if isinstance(names, str):
         names = [names]
@@ -99,7 +99,7 @@ def extract(
     weights are frozen and batch norm uses running statistics; ``True``: gradients reach the
     weights and modules run in the net's own mode.
     """
-    want = _check(model, names)
+    want = check_layers(model, names)
     order = layer_names(model)
     last = max(order.index(n) for n in want)
     run = _free if train_weights else _frozen
