@@ -22,7 +22,7 @@ LAYERS = [
     ["io"],
     ["finetune", "evaluation"],
     ["build", "features", "transfer", "localization", "backbone"],
-    ["train", "api", "caltech"],
+    ["train", "api", "caltech", "losses"],
     ["study", "bench", "transfer_protocol"],
     ["verydeep"],  # the package itself: its public names
     ["cli"],

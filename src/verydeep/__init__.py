@@ -25,8 +25,16 @@ _LAZY = {
     "extract": "verydeep.models.layers",
     "layer_names": "verydeep.models.layers",
     "layer_info": "verydeep.models.layers",
+    "Backbone": "verydeep.backbone",
+    "PerceptualLoss": "verydeep.losses",
+    "StyleLoss": "verydeep.losses",
+    "LPIPSDistance": "verydeep.losses",
+    "TotalVariation": "verydeep.losses",
 }
-__all__ = ["CFGS", "VGG", "__version__", "extract", "layer_info", "layer_names", "load", "parse_arch"]
+__all__ = [
+    "CFGS", "VGG", "Backbone", "LPIPSDistance", "PerceptualLoss", "StyleLoss", "TotalVariation",
+    "__version__", "extract", "layer_info", "layer_names", "load", "parse_arch",
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
