@@ -23,7 +23,7 @@ LAYERS = [
     ["finetune", "evaluation"],
     ["build", "features", "transfer", "localization", "backbone"],
     ["train", "api", "caltech", "losses"],
-    ["study", "bench", "transfer_protocol"],
+    ["study", "bench", "transfer_protocol", "style"],
     ["verydeep"],  # the package itself: its public names
     ["cli"],
     ["__main__"],

@@ -83,11 +83,17 @@ class _FeatureLoss(nn.Module):
         fx, fy = self.backbone(x), self.backbone(y)
         total = x.new_zeros((), dtype=torch.float32)
         for name, w in self.weights.items():
-            total = total + w * self.layer_loss(fx[name], fy[name].expand_as(fx[name]))
+            total = total + w * self.layer_loss(fx[name], fy[name])  # a target of 1 is broadcast
         return total
 
     def layer_loss(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+
+def _same_size(a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape[1:] != b.shape[1:]:
+        sizes = f"{tuple(a.shape[1:])} and {tuple(b.shape[1:])}"
+        raise ValueError(f"feature maps of {sizes}: the two images' sizes differ")
 
 
 class PerceptualLoss(_FeatureLoss):
@@ -97,11 +103,13 @@ class PerceptualLoss(_FeatureLoss):
         super().__init__(net, prep, layers, **kw)
 
     def layer_loss(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        _same_size(a, b)
         return (a.float() - b.float()).pow(2).mean()
 
 
 class StyleLoss(_FeatureLoss):
-    """Squared Frobenius distance of Gram matrices (default Johnson et al.'s four layers)."""
+    """Squared Frobenius distance of Gram matrices (default Johnson et al.'s four layers); the
+    two images may differ in size (a Gram matrix is C x C)."""
 
     def __init__(self, net: VGG, prep: Preprocess, layers: str | dict = "johnson2016", **kw) -> None:
         super().__init__(net, prep, layers, **kw)
@@ -123,6 +131,7 @@ class LPIPSDistance(_FeatureLoss):
         self.reduction = reduction
 
     def layer_loss(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        _same_size(a, b)
         na = a.float() / (a.float().pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
         nb = b.float() / (b.float().pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
         d = (na - nb).pow(2).sum(1).mean((1, 2))

@@ -36,7 +36,7 @@ Run `verydeep COMMAND --help` for a command's options and examples."""
 
 COMMANDS = [
     "info", "train", "eval", "predict", "features", "transfer", "localize", "convert", "export", "study",
-    "bench", "preresize",
+    "bench", "preresize", "style",
 ]  # fmt: skip
 
 
