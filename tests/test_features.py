@@ -1,6 +1,5 @@
 """Descriptors against an independent oracle (explicit Linear layers over unfolded pool5 patches)."""
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
@@ -124,8 +123,15 @@ def test_pooled_conv_block_refuses_int8_and_unknown_layers():
     from verydeep.evaluation.core import dense_pooled
 
     net = small_net()
-    with pytest.raises(ValueError, match="layer must be one of"):
+    with pytest.raises(ValueError, match="layer must be fc7, fc6 or a conv-stage layer"):
         DescriptorConfig(layer="conv5")
+    with pytest.raises(ValueError, match=r"unknown layer\(s\) \['relu3_3'\] for VGG A"):  # A has no conv3_3
+        describe_images(
+            net,
+            PREP,
+            random_images([(64, 64)]),
+            DescriptorConfig(scales=(64,), units="pixels", layer="relu3_3"),
+        )
     with pytest.raises(ValueError, match="output must be one of"):
         dense_pooled(net, torch.zeros(1, 3, 64, 64), PREP, output="pool6")
     imgs = random_images([(96, 64)] * 2)
@@ -135,14 +141,21 @@ def test_pooled_conv_block_refuses_int8_and_unknown_layers():
         describe_images(net, PREP, imgs, replace(int8, layer="pool4"))
 
 
-def test_features_cli_layers_are_the_extractor_layers():
-    from verydeep.cli import features as cli_features
-    from verydeep.models.extractor import LAYERS
+def test_a_named_conv_stage_layer_is_pooled_like_a_block():
+    net = small_net()
+    img = random_images([(96, 64)])[0]
+    x = PREP(TF.pil_to_tensor(img)[None])
+    convs = net.conv_layers()
 
-    sub = argparse.ArgumentParser().add_subparsers()
-    cli_features.register(sub)
-    layer = next(a for a in sub.choices["features"]._actions if a.dest == "layer")
-    assert sorted(layer.choices) == sorted(LAYERS)  # the CLI lists them without importing torch
+    def relu2_1(t):  # conv1_1, ReLU, pool1, conv2_1, ReLU: written out
+        t = F.max_pool2d(
+            torch.relu(F.conv2d(t, convs["conv1_1"].weight, convs["conv1_1"].bias, padding=1)), 2
+        )
+        return torch.relu(F.conv2d(t, convs["conv2_1"].weight, convs["conv2_1"].bias, padding=1)).mean((2, 3))
+
+    cfg = DescriptorConfig(scales=(64,), units="pixels", layer="relu2_1", align="topleft")
+    want = F.normalize((relu2_1(x) + relu2_1(x.flip(-1))) / 2, dim=1)
+    torch.testing.assert_close(describe_images(net, PREP, [img], cfg), want, rtol=1e-4, atol=1e-5)
 
 
 def test_combine_shapes_and_normalisation():

@@ -60,6 +60,7 @@ from .evaluation.precision import (
 )
 from .io.features import Descriptors
 from .models.extractor import LAYERS, FeatureExtractor
+from .models.layers import CONV_STAGE
 from .models.vgg import VGG
 from .ranges import MAX_SCALE, MIN_SCALE
 
@@ -82,8 +83,9 @@ class DescriptorConfig:
     units: str = "paper"  # paper: pixels at crop 224 (scaled by crop/224) | pixels: as given
     combine: str = "average"  # over scales: average (VOC in the paper) | stack (Caltech)
     flip: bool = True  # average in the horizontally flipped image's descriptor
-    # fc7 (the paper's penultimate layer) | fc6 | pool1..pool5: a conv block's output averaged over
-    # positions (not in the paper: less tied to the source classes than the FC layers)
+    # fc7 (the paper's penultimate layer, after its ReLU) | fc6 (after its ReLU) | a conv-stage layer
+    # by name (pool1..pool5, relu4_3, ...: verydeep info --layers), its map averaged over positions
+    # (not in the paper: less tied to the source classes than the FC layers)
     layer: str = "fc7"
     normalise_each_scale: bool = False  # also L2-normalise per scale before combining
     batch_size: int = 32
@@ -107,13 +109,17 @@ class DescriptorConfig:
         checks = {
             "units": ("paper", "pixels"),
             "combine": ("average", "stack"),
-            "layer": LAYERS,
             "align": ("topleft", "centre"),
             "precision": PRECISIONS,
         }
         if self.precision == "int8-checked":  # it re-checks class decisions; features make none
             raise ValueError("int8-checked re-checks class decisions and features have none: use int8")
         check_calibrate(self.precision, self.calibrate, ("int8",))  # features have no int8-checked
+        if self.layer not in ("fc6", "fc7") and not CONV_STAGE.match(self.layer):
+            raise ValueError(
+                "descriptor layer must be fc7, fc6 or a conv-stage layer (pool1..5, relu4_3, ...), "
+                f"got {self.layer!r}"
+            )
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"descriptor {name} must be one of {allowed}, got {getattr(self, name)!r}")

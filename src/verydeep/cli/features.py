@@ -56,9 +56,9 @@ def _descriptor_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--layer",
-        choices=["fc7", "fc6", "pool5", "pool4", "pool3", "pool2", "pool1"],
         default="fc7",
-        help="FC7 (penultimate, the paper), FC6, or a conv block's output averaged over positions",
+        help="fc7 (penultimate, the paper), fc6, or any conv-stage layer by name (pool1..pool5, relu4_3, "
+        "conv3_1, ...: `verydeep info --layers ARCH`), its map averaged over positions",
     )
     p.add_argument("--no-flip", action="store_true", help="do not average in the flipped image")
     p.add_argument("--normalise-each-scale", action="store_true", help="L2 per scale before combining")

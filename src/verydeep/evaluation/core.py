@@ -39,6 +39,7 @@ from torch import nn
 from ..data.preprocess import Preprocess
 from ..data.transforms import rescale_smallest, scale_crop_flip
 from ..models.extractor import FeatureExtractor
+from ..models.layers import CONV_STAGE, extract
 from ..models.vgg import VGG
 
 AVERAGES = ("scores", "softmax")
@@ -210,9 +211,10 @@ def dense_pooled(
     """One vector per image from the dense net: the engine of dense evaluation.
 
     ``output``: ``probs`` (soft-max posteriors, paper), ``scores`` (spatially averaged class
-    scores, no soft-max), ``fc7`` (spatially averaged FC7 features, Appendix B), ``fc6``, or
-    ``pool1`` ... ``pool5`` (a conv block's output after its max-pool, averaged over positions; not
-    in the paper). The image and its flip are averaged at the end (posteriors for ``probs``).
+    scores, no soft-max), ``fc7`` (spatially averaged FC7 features, Appendix B), ``fc6``, or a
+    conv-stage layer by name (``pool1`` ... ``pool5``, ``relu4_3``, ``conv3_1``, ...; its map
+    averaged over positions; not in the paper). The image and its flip are averaged at the end
+    (posteriors for ``probs``).
     ``average`` only matters for ``probs``: ``scores`` = average the map then soft-max (paper),
     ``softmax`` = soft-max at every position then average. ``align``: which border pixels the
     windows leave out (``window_trim``).
@@ -222,12 +224,15 @@ def dense_pooled(
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
     heads = {"probs": 3, "scores": 3, "fc7": 2, "fc6": 1}  # how many FC layers run
     pools = {f"pool{b}": b for b in range(1, 6)}  # conv blocks: no FC layer runs
-    if output not in heads | pools:
-        raise ValueError(f"output must be one of {', '.join(heads | pools)}, got {output!r}")
+    if output not in heads and not CONV_STAGE.match(output):
+        known = ", ".join(heads)
+        raise ValueError(f"output must be one of {known} or a conv-stage layer name, got {output!r}")
     with rt.autocast():
         x_in = rt.input(_with_flip(x, flip), prep)
         if output in pools:
             maps = _block_output(model, x_in, pools[output]).float()
+        elif output not in heads:  # conv1_1 ... relu5_4: the named layer's map
+            maps = extract(model, x_in, [output], train_weights=True)[output].float()
         else:
             maps = model.dense_head(model.features(x_in), upto=heads[output]).float()
     if output != "probs":

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -35,6 +36,8 @@ from torch import nn
 from .vgg import LRN, VGG
 
 HEAD = ("fc6", "relu6", "fc7", "relu7", "fc8")
+# a name of a conv-stage layer in some config (which ones a net has: ``feature_names``)
+CONV_STAGE = re.compile(r"^(conv|relu|bn)[1-5]_[1-4]$|^norm1$|^pool[1-5]$")
 
 
 def feature_names(model: VGG) -> list[str]:
@@ -53,8 +56,8 @@ def feature_names(model: VGG) -> list[str]:
         elif isinstance(m, nn.MaxPool2d):
             names.append(f"pool{block}")
             block, i = block + 1, 0
-        else:
-            raise TypeError(f"unexpected layer {type(m).__name__} in features")
+        else:  # e.g. a quantised net's fused body: it has no layer boundaries to name
+            raise ValueError(f"named layers need the float net's layers, not {type(m).__name__}")
     return names
 
 
