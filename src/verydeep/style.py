@@ -30,9 +30,10 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from .backbone import Backbone
 from .data.images import load_image
 from .data.preprocess import Preprocess
-from .losses import PerceptualLoss, StyleLoss, TotalVariation, layer_weights
+from .losses import TotalVariation, gram, layer_weights
 from .models.vgg import VGG
 from .ranges import check, spec
 
@@ -66,8 +67,12 @@ def stylise(
     """(1, 3, H, W) in [0, 1]: ``content`` restyled after ``style`` (both RGB in [0, 1]).
     ``progress(step, loss)`` is called after each step."""
     torch.manual_seed(cfg.seed)
-    content_loss = PerceptualLoss(net, prep, cfg.content_layers)
-    style_loss = StyleLoss(net, prep, cfg.style_layers)
+    content_w, style_w = layer_weights(cfg.content_layers), layer_weights(cfg.style_layers)
+    # one pass over the net per step for every layer of both losses; the targets once, up front
+    vgg = Backbone(net, prep, list(dict.fromkeys([*content_w, *style_w])))
+    with torch.no_grad():
+        fc = vgg(content)
+        grams = {k: gram(v) for k, v in vgg(style).items() if k in style_w}
     tv = TotalVariation(p=2)
     # contiguous: L-BFGS flattens the gradient with a view
     same = content.clone(memory_format=torch.contiguous_format)
@@ -75,7 +80,10 @@ def stylise(
     x = start.requires_grad_(True)
 
     def objective() -> torch.Tensor:
-        loss = cfg.content_weight * content_loss(x, content) + cfg.style_weight * style_loss(x, style)
+        fx = vgg(x)
+        c = sum(w * (fx[k].float() - fc[k].float()).pow(2).mean() for k, w in content_w.items())
+        s = sum(w * (gram(fx[k]) - grams[k]).pow(2).sum((1, 2)).mean() for k, w in style_w.items())
+        loss = cfg.content_weight * c + cfg.style_weight * s
         return loss + cfg.tv_weight * tv(x) if cfg.tv_weight else loss
 
     if cfg.optimizer == "adam":
