@@ -126,6 +126,8 @@ def source_line(spec: FinetuneSpec, results: dict) -> list[str]:
     said += f", crop {m.get('crop_size')}"
     if s.get("epochs"):
         said += f"; {s['epochs']} epochs on `{s.get('data')}`"
+    if s.get("held_out_err") is not None:
+        said += f", best held-out error {100 * s['held_out_err']:.1f}% (10% of its train split)"
     if "single/dense" in errs:
         said += f"; its own val error {100 * errs['single/dense']:.1f}% (single scale, dense)"
     return [f"Source: {said}.", ""]

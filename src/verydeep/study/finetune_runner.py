@@ -97,13 +97,16 @@ def import_fidelity(spec: FinetuneSpec, starts: dict[str, str]) -> dict[str, dic
 
 
 def source_record(spec: FinetuneSpec) -> dict:
-    """What the source's own run directory says of it, where it is one (a study run): its
-    config, epochs and evaluation errors; {} for an imported file."""
+    """What the source's own run directory says of it, where it is one: its data, the epochs it
+    trained, its best held-out error and (a finished study run) its evaluation errors; only its
+    shape for an imported file."""
     run = Path(spec.source).parents[1]
     out: dict = {"meta": read_meta(spec.source).model}
-    result, config = summary.read_json(run / "result.json"), summary.read_json(run / "config.json")
-    out |= {"epochs": result.get("epochs")} if result else {}
+    config, log = summary.read_json(run / "config.json"), summary.read_log(run / "log.csv")
     out |= {"data": config.get("data", {}).get("root")} if config else {}
+    if log:
+        out["epochs"] = int(log[-1]["epoch"])
+        out["held_out_err"] = min((r["val_err"] for r in log if "val_err" in r), default=None)
     evaluation = summary.read_json(run / "eval.json") or {}
     out["top1_err"] = {k: v["top1_err"] for k, v in evaluation.items() if isinstance(v, dict)}
     return out
