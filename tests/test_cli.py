@@ -74,7 +74,7 @@ def test_print_config_lists_every_key_with_its_range_and_loads_back(capsys, tmp_
         and 'init = "normal"  # one of normal | glorot | kaiming' in text
     )
     (tmp_path / "c.toml").write_text(text)
-    back = RunConfig.from_sources(tmp_path / "c.toml")  # optim.lr as the run resolves it: 0.01
-    want = RunConfig.from_sources(overrides=["model.arch=E", "data.scale=[256,512]", "optim.lr=0.01"])
-    assert back.to_dict() == want.to_dict() and "lr = 0.01  #" in text
+    back = RunConfig.from_sources(tmp_path / "c.toml")  # lr and schedule as the run resolves them
+    want = ["model.arch=E", "data.scale=[256,512]", "optim.lr=0.01", "optim.schedule=plateau"]
+    assert back.to_dict() == RunConfig.from_sources(overrides=want).to_dict() and "lr = 0.01  #" in text
     assert tomllib.loads(text)["data"]["scale"] == [256, 512]

@@ -180,7 +180,7 @@ def test_a_run_from_before_a_setting_existed_still_resumes():
     del old["optim"]["schedule"], old["optim"]["warmup_epochs"]  # added after the run started
     assert config_conflicts(old, new) == []
     changed = RunConfig.from_sources(overrides=["model.arch=A", "optim.schedule=cosine"]).to_dict()
-    assert config_conflicts(old, changed) == ["optim.schedule ('plateau' -> 'cosine')"]
+    assert config_conflicts(old, changed) == ["optim.schedule ('auto' -> 'cosine')"]
 
 
 def _train_cmd(out: Path, *extra: str) -> list[str]:

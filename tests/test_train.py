@@ -238,7 +238,7 @@ def test_cosine_schedule_changes_the_rate_each_step_and_resumes_exactly(fmnist_r
 
 
 def test_unknown_schedule_is_refused():
-    with pytest.raises(ValueError, match=r"optim\.schedule must be one of plateau \| cosine"):
+    with pytest.raises(ValueError, match=r"optim\.schedule must be one of auto \| plateau \| cosine"):
         cfg("unused", "optim.schedule=step")
 
 

@@ -151,6 +151,21 @@ class DataConfig:
 PLATEAU_KEYS = ("lr_factor", "patience", "plateau_window", "max_reductions")  # the plateau rule's
 
 
+def check_schedule_keys(optim: OptimConfig) -> None:
+    """Keys the resolved schedule never reads are refused: warm-up with the plateau rule, the
+    plateau rule's keys with cosine (the message names the schedule ``auto`` chose)."""
+    if optim.schedule != "cosine" and not is_default(optim, "warmup_epochs"):
+        raise ValueError(
+            f"optim.warmup_epochs applies to optim.schedule=cosine only (this run: {optim.schedule})"
+        )
+    plateau = [f"optim.{k}" for k in PLATEAU_KEYS if not is_default(optim, k)]
+    if optim.schedule == "cosine" and plateau:  # the cosine schedule reads none of them
+        raise ValueError(
+            f"{', '.join(plateau)} apply to optim.schedule=plateau only (this run: cosine; set "
+            "optim.schedule=plateau to use the paper's rule)"
+        )
+
+
 @dataclass
 class OptimConfig:
     # 0: the paper's rates, 0.01 for a new net and 0.001 for one fine-tuned from train.init_from
@@ -167,16 +182,16 @@ class OptimConfig:
     # rule; more where one epoch's accuracy on a small held-out split is noisier than its gains)
     plateau_window: int = spec(1, lo=1, hi=100)
     max_reductions: int = spec(3, lo=0, hi=100)  # the paper divided it three times, then stopped
-    schedule: str = spec("plateau", choices=("plateau", "cosine"))  # cosine: warm-up, to 0 at train.epochs
+    # plateau: the paper's rule; cosine: warm-up, then to 0 at train.epochs; auto: plateau from
+    # scratch, cosine to fine-tune from train.init_from (a few hundred photos hold out too few for
+    # the plateau rule: docs/FINETUNE.md)
+    schedule: str = spec("auto", choices=("auto", "plateau", "cosine"))
     warmup_epochs: float = spec(1.0, lo=0, hi=10_000)  # cosine only
 
     def __post_init__(self) -> None:
         check(self, "optim")
-        if self.schedule != "cosine" and not is_default(self, "warmup_epochs"):
-            raise ValueError("optim.warmup_epochs applies to optim.schedule=cosine only")
-        plateau = [f"optim.{k}" for k in PLATEAU_KEYS if not is_default(self, k)]
-        if self.schedule == "cosine" and plateau:  # the cosine schedule reads none of them
-            raise ValueError(f"{', '.join(plateau)} apply to optim.schedule=plateau only")
+        if self.schedule != "auto":  # auto: checked once it is resolved (finetune.adopt_source)
+            check_schedule_keys(self)
         if self.micro_batch > self.batch_size:
             raise ValueError(
                 f"optim.micro_batch {self.micro_batch} exceeds optim.batch_size {self.batch_size}"

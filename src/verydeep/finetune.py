@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .config import RunConfig, is_default
+from .config import RunConfig, check_schedule_keys, is_default
 from .data.preprocess import Preprocess
 from .io.checkpoint import Meta, read_meta
 from .models.arch import parse_arch
@@ -107,11 +107,16 @@ def adopt_source(cfg: RunConfig, source: Source | None) -> RunConfig:
 
 def _with_lr(cfg: RunConfig, source: Source | None) -> RunConfig:
     """``optim.lr`` 0 made the paper's rate: 0.001 to fine-tune (its S=384 and jittered stages
-    start there from a trained net), 0.01 otherwise (from scratch, and from net A's layers)."""
-    if cfg.optim.lr:
-        return cfg
-    lr = 0.001 if source is not None and source.key == "train.init_from" else 0.01
-    return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=lr))
+    start there from a trained net), 0.01 otherwise (from scratch, and from net A's layers);
+    ``optim.schedule`` auto made cosine to fine-tune, the paper's plateau rule otherwise (chosen
+    by the fine-tuning study, docs/FINETUNE.md). The keys the schedule never reads are refused."""
+    tune = source is not None and source.key == "train.init_from"
+    o = cfg.optim
+    lr = o.lr or (0.001 if tune else 0.01)
+    schedule = o.schedule if o.schedule != "auto" else ("cosine" if tune else "plateau")
+    optim = dataclasses.replace(o, lr=lr, schedule=schedule)
+    check_schedule_keys(optim)
+    return dataclasses.replace(cfg, optim=optim)
 
 
 def _same(key: str, ours: object, theirs: object) -> bool:

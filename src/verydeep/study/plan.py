@@ -124,7 +124,9 @@ class Run:
 
 def build_plan(spec: StudySpec) -> list[Run]:
     scratch = [f"train.epochs={spec.scratch_epochs}", f"model.init={spec.scratch_init}"]
-    tune = [f"train.epochs={spec.finetune_epochs}", f"optim.lr={spec.finetune_lr}", *spec.finetune_set]
+    # the paper's fine-tuning stages keep its plateau rule (auto would pick cosine for init_from)
+    tune = [f"train.epochs={spec.finetune_epochs}", f"optim.lr={spec.finetune_lr}", "optim.schedule=plateau"]
+    tune += spec.finetune_set
     small, large = SCALES
     runs = []
     for c in CONFIGS:
