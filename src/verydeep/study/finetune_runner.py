@@ -220,10 +220,11 @@ def run_finetune_study(spec: FinetuneSpec, progress: bool = True, report_only: b
         elif (done := summary.read_json(summary_dir(spec, run) / "finetune.json")) is not None:
             results[run.name] = done
     trained = {k: v["accuracy"] for k, v in results.items()}
-    for run in repeats(spec, trained):
-        if not report_only:
-            results[run.name] = do_run(spec, run, starts, progress)
-        elif (done := summary.read_json(summary_dir(spec, run) / "finetune.json")) is not None:
+    for run in repeats(spec, trained) if not report_only else []:
+        results[run.name] = do_run(spec, run, starts, progress)
+    # every repeat with a summary is reported, also of rows that were best in an earlier pass
+    for run in (PlannedRun(d, r, s) for d in spec.datasets for r in spec.rows for s in spec.repeat_seeds):
+        if run.name not in results and (done := summary.read_json(summary_dir(spec, run) / "finetune.json")):
             results[run.name] = done
     results["starts"] = summary.read_json(Path(spec.results_dir or spec.out_dir) / "starts.json") or {}
     return results
