@@ -32,7 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--content-layers", default="gatys2016-content", help="a preset or NAME[:W],...")
     p.add_argument("--style-layers", default="gatys2016", help="a preset or NAME[:W],...")
     p.add_argument("--content-weight", type=float, default=1.0, help="weight of the perceptual loss")
-    p.add_argument("--style-weight", type=float, default=1e5, help="weight of the Gram-matrix loss")
+    p.add_argument(
+        "--style-weight",
+        type=float,
+        default=1e5,
+        help="weight of the Gram-matrix loss; its scale follows the net's input convention (for "
+        "ImageNet-standardised inputs; a net fed 0-255 pixels needs far less, e.g. 0.02)",
+    )
     p.add_argument("--tv-weight", type=float, default=0.0, help="total variation (p = 2)")
     p.add_argument("--init", choices=["content", "noise"], default="content", help="the starting image")
     p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="for a noise start")
