@@ -145,3 +145,21 @@ def test_output_cut_short_by_the_reader_is_no_error():
     cmd = f"{sys.executable} -m verydeep info --layers A | head -1"
     r = subprocess.run(cmd, shell=True, capture_output=True, text=True, check=False)
     assert r.stdout.startswith("VGG A: named layers") and r.stderr == ""
+
+
+def test_a_winograd_copy_names_the_same_layers_and_stays_frozen():
+    """``precision=winograd`` runs a copy whose convs hold their ReLUs (an Identity in its place)."""
+    from verydeep.models.winograd import winograd_convs
+
+    net = tiny("B").eval()
+    fast = winograd_convs(net, min_channels=1, min_out=1, fused=False)
+    assert layer_names(fast) == layer_names(net)
+    x = torch.randn(1, 3, 32, 32, requires_grad=True)
+    want = extract(net, x, ["relu2_2", "pool3"])
+    got = extract(fast, x, ["relu2_2", "pool3"])
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-3, atol=1e-4)
+    got["pool3"].sum().backward()
+    assert x.grad is not None and all(p.grad is None for p in fast.parameters())
+    with pytest.raises(ValueError, match="conv2_2 holds its ReLU here"):
+        extract(fast, x, ["conv2_2"])

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .vgg import LRN, VGG
+from .winograd import WinogradConv2d
 
 HEAD = ("fc6", "relu6", "fc7", "relu7", "fc8")
 # a name of a conv-stage layer in some config (which ones a net has: ``feature_names``)
@@ -41,15 +42,17 @@ CONV_STAGE = re.compile(r"^(conv|relu|bn)[1-5]_[1-4]$|^norm1$|^pool[1-5]$")
 
 
 def feature_names(model: VGG) -> list[str]:
-    """The name of each module of ``model.features``, in order."""
+    """The name of each module of ``model.features``, in order. In a Winograd copy (the fast
+    convolutions of ``precision=winograd``) a conv may hold its ReLU, whose place keeps an
+    ``nn.Identity``: that is still the ReLU's name."""
     names, block, i = [], 1, 0
     for m in model.features:
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d | WinogradConv2d):
             i += 1
             names.append(f"conv{block}_{i}")
         elif isinstance(m, nn.BatchNorm2d):
             names.append(f"bn{block}_{i}")
-        elif isinstance(m, nn.ReLU):
+        elif isinstance(m, nn.ReLU | nn.Identity):
             names.append(f"relu{block}_{i}")
         elif isinstance(m, LRN):
             names.append(f"norm{block}")
@@ -79,13 +82,11 @@ def check_layers(model: VGG, names: Sequence[str]) -> list[str]:
 
 def _frozen(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """One features module on ``x`` with its weights read detached (BN: running statistics)."""
-    if isinstance(m, nn.Conv2d):
-        b = None if m.bias is None else m.bias.detach()
-        return F.conv2d(x, m.weight.detach(), b, m.stride, m.padding)
     if isinstance(m, nn.BatchNorm2d):
         w, b = m.weight.detach(), m.bias.detach()
         return F.batch_norm(x, m.running_mean, m.running_var, w, b, False, 0.0, m.eps)
-    return _free(m, x)
+    params = {k: v.detach() for k, v in m.named_parameters(recurse=False)}
+    return torch.func.functional_call(m, params, (x,)) if params else _free(m, x)
 
 
 def _free(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -105,13 +106,17 @@ def extract(
     want = check_layers(model, names)
     order = layer_names(model)
     last = max(order.index(n) for n in want)
+    modules = dict(zip(order, model.features, strict=False))
+    fused = [n for n in want if isinstance(modules.get(n), WinogradConv2d) and modules[n].relu]
+    if fused:  # its output is already after the ReLU
+        raise ValueError(f"{fused[0]} holds its ReLU here (Winograd): ask for relu{fused[0][4:]} or use fp32")
     run = _free if train_weights else _frozen
     out: dict[str, torch.Tensor] = {}
-    for name, m in zip(order, model.features, strict=False):
+    for i, (name, m) in enumerate(zip(order, model.features, strict=False)):
         x = run(m, x)
         if name in want:
             out[name] = x
-        if order.index(name) == last:
+        if i == last:
             return {n: out[n] for n in want}
     weights = model.fc_as_conv()
     for j, name in enumerate(HEAD):
