@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from .finetune_plan import IMPORTS, FinetuneSpec
-from .report import verdict
+from .report import paired_difference, verdict
 
 BEGIN, END = "<!-- finetune-study results: begin -->", "<!-- finetune-study results: end -->"
 START_WORDS = {
@@ -47,8 +47,8 @@ def paired(a: dict, b: dict) -> tuple[float, float]:
     """(accuracy of a - accuracy of b, paired standard error) on the same test photos."""
     if a["labels"] != b["labels"]:
         raise ValueError("the two rows were scored on different photos")
-    d = correct(a).astype(float) - correct(b).astype(float)
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
+    diff, se = paired_difference(correct(a), correct(b))
+    return diff, se or 0.0
 
 
 def _trains(r: dict) -> str:

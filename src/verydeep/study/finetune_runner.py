@@ -41,7 +41,7 @@ from ..io.convert import convert
 from ..io.weights_out import write_weights
 from ..models.init import init_weights
 from ..train import fit
-from ..transfer import SVMConfig, train_and_test
+from ..transfer import SVMConfig, mean_class_recall, train_and_test
 from .finetune_plan import IMPORTS, FinetuneSpec, PlannedRun, plan_runs, repeats
 
 SHAPE = ("arch", "width_mult", "fc_width", "crop_size", "in_channels")
@@ -134,12 +134,10 @@ def summary_dir(spec: FinetuneSpec, run: PlannedRun) -> Path:
 
 
 def _scored(pred: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
-    correct = pred == labels
-    recall = [float(correct[labels == k].mean()) for k in range(len(classes)) if (labels == k).any()]
     return {
-        "accuracy": float(correct.mean()),
+        "accuracy": float((pred == labels).mean()),
         "n": len(labels),
-        "mean_class_recall": float(np.mean(recall)),
+        "mean_class_recall": mean_class_recall(labels, pred, len(classes))[0],
         "pred": pred.tolist(),
         "labels": labels.tolist(),
         "classes": list(classes),
@@ -206,7 +204,6 @@ def run_finetune_study(spec: FinetuneSpec, progress: bool = True, report_only: b
     """Every planned run, then the repeats of the best rows; returns {run name: summary} and
     ``starts.json``'s fidelity numbers under the key ``"starts"``. ``report_only``: collect only."""
     results: dict = {}
-    starts: dict[str, str] = {}
     if not report_only:
         check_source(spec)
         starts = make_starts(spec)
@@ -214,17 +211,13 @@ def run_finetune_study(spec: FinetuneSpec, progress: bool = True, report_only: b
         atomic_write(
             Path(spec.results_dir or spec.out_dir) / "starts.json", json.dumps(fidelity, indent=1).encode()
         )
-    for run in plan_runs(spec):
-        if not report_only:
-            results[run.name] = do_run(spec, run, starts, progress)
-        elif (done := summary.read_json(summary_dir(spec, run) / "finetune.json")) is not None:
-            results[run.name] = done
-    trained = {k: v["accuracy"] for k, v in results.items()}
-    for run in repeats(spec, trained) if not report_only else []:
-        results[run.name] = do_run(spec, run, starts, progress)
-    # every repeat with a summary is reported, also of rows that were best in an earlier pass
-    for run in (PlannedRun(d, r, s) for d in spec.datasets for r in spec.rows for s in spec.repeat_seeds):
-        if run.name not in results and (done := summary.read_json(summary_dir(spec, run) / "finetune.json")):
-            results[run.name] = done
+        done = {run.name: do_run(spec, run, starts, progress)["accuracy"] for run in plan_runs(spec)}
+        for run in repeats(spec, done):
+            do_run(spec, run, starts, progress)
+    # every run with a summary, repeats included (also of rows that were best in an earlier pass)
+    seeds = [0, *spec.repeat_seeds]
+    for run in (PlannedRun(d, r, s) for s in seeds for d in spec.datasets for r in spec.rows):
+        if (found := summary.read_json(summary_dir(spec, run) / "finetune.json")) is not None:
+            results[run.name] = found
     results["starts"] = summary.read_json(Path(spec.results_dir or spec.out_dir) / "starts.json") or {}
     return results

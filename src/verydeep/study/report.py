@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .plan import JITTERED
 from .tables import (
     CENTRE,
@@ -63,6 +65,13 @@ def noise_level(results: dict) -> dict:
     return {"seed_sd": sd, "binomial_se": binom, "noise": max(sd, binom), "pairs": seed_pairs, "n": n}
 
 
+def paired_difference(x: object, y: object) -> tuple[float, float | None]:
+    """Mean of the per-image difference x - y (0/1 errors or hits on the same images) and the
+    standard error of that mean, its s.d. / sqrt(n) (None for a single image)."""
+    d = np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64)
+    return float(d.mean()), (float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None)
+
+
 def paired_se(results: dict, a: tuple[str, str], b: tuple[str, str]) -> float | None:
     """Standard error of the difference of two top-1 errors measured on the same images: the
     per-image difference of the two (0/1) errors, its s.d. / sqrt(n). ``a``, ``b``: (net, key)."""
@@ -70,9 +79,8 @@ def paired_se(results: dict, a: tuple[str, str], b: tuple[str, str]) -> float | 
     if ra is None or rb is None or a[1] not in ra["eval"] or b[1] not in rb["eval"]:
         return None
     labels = ra["eval"]["labels"]
-    wrong = [(r["eval"][k]["probs"].argmax(1) != labels).float() for r, k in ((ra, a[1]), (rb, b[1]))]
-    d = wrong[0] - wrong[1]
-    return float(d.std() / math.sqrt(len(d))) if len(d) > 1 else None
+    wrong = [(r["eval"][k]["probs"].argmax(1) != labels).numpy() for r, k in ((ra, a[1]), (rb, b[1]))]
+    return paired_difference(*wrong)[1]
 
 
 def _row(claim: str, worse: tuple[str, float | None], better: tuple[str, float | None], noise: tuple) -> dict:
