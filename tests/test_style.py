@@ -34,10 +34,33 @@ def objective(net, x, content, style, cfg):
 def test_the_objective_falls(optimizer):
     net, content = tiny(), torch.rand(1, 3, 40, 48)
     style = torch.linspace(0, 1, 40 * 40 * 3).reshape(1, 3, 40, 40)  # stripes: a style unlike noise
-    cfg = StyleConfig(steps=15, optimizer=optimizer, style_weight=1e3, **LAYERS)
+    cfg = StyleConfig(steps=15, optimizer=optimizer, style_weight=1e3, normalize="none", **LAYERS)
     out = stylise(net, PREP, content, style, cfg)
     assert objective(net, out, content, style, cfg) < 0.7 * objective(net, content, content, style, cfg)
     assert out.min() >= 0 and out.max() <= 1 and out.shape == content.shape
+
+
+def homogeneous() -> VGG:
+    """tiny() without biases: a ReLU/max-pool net, so f(a x) = a f(x) for a > 0."""
+    net = tiny()
+    with torch.no_grad():
+        for m in net.modules():
+            if getattr(m, "bias", None) is not None:
+                m.bias.zero_()
+    return net
+
+
+@pytest.mark.parametrize("normalize", ["target", "none"])
+def test_target_normalisation_makes_the_weights_scale_free(normalize):
+    """The same net fed inputs 60x larger (std 1 instead of 60, as a Caffe net is fed 0-255
+    pixels) has maps 60x and Grams 3600x larger: relative losses do not see it, raw ones do."""
+    net, content = homogeneous(), torch.rand(1, 3, 40, 48)
+    style = torch.linspace(0, 1, 40 * 40 * 3).reshape(1, 3, 40, 40)
+    cfg = StyleConfig(steps=5, style_weight=10.0, normalize=normalize, **LAYERS)
+    small = stylise(net, PREP, content, style, cfg)
+    large = stylise(net, Preprocess(PREP.mean, (1.0, 1.0, 1.0)), content, style, cfg)
+    gap = float((small - large).abs().max())
+    assert gap < 1e-3 if normalize == "target" else gap > 1e-2
 
 
 def test_the_same_seed_gives_the_same_image():
@@ -64,6 +87,17 @@ def test_the_command_writes_a_png_of_the_asked_size(files, capsys):
     with Image.open(files / "out.png") as im:
         assert im.size == (64, 43) and im.mode == "RGB"
     assert "out.png: 64x43, 3 lbfgs steps" in capsys.readouterr().out
+
+
+def test_side_by_side_puts_content_style_and_result_in_one_row(files, capsys):
+    argv = ["style", str(files / "content.jpg"), str(files / "style.png"), "-m",
+            str(files / "net.safetensors"), "--out", str(files / "out.png"), "--size", "64", "--steps", "1",
+            "--no-progress", "--side-by-side"]  # fmt: skip
+    assert main(argv) == 0
+    with Image.open(files / "out.png") as im:
+        assert im.size == (64 + 4 + 43 + 4 + 64, 43)  # the square style image at the content's height
+        strip = np.asarray(im)
+    assert (strip[:, 64:68] == 255).all() and (strip[:, 111:115] == 255).all()
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,12 @@ The image x (RGB in [0, 1], starting from the content image or from noise) minim
 (``losses.py``) with L-BFGS (the paper's choice) or Adam, kept in [0, 1] after every step. The
 net is frozen; only the pixels change. The same seed gives the same image on one machine.
 
+With ``normalize="target"`` (the default) each layer's term is divided by its target's own
+loss against a zero map (mean square of the content map; squared Frobenius norm of the style
+Gram), so both terms are relative errors. Feature magnitudes follow the net's input convention
+(fed 0-255 pixels rather than standardised ones, the same weights give maps ~57x and Grams
+~3,300x larger), so raw weights found for one net mean nothing for another; relative ones carry.
+
 Example:
     >>> import torch
     >>> from verydeep.data.preprocess import Preprocess
@@ -46,7 +52,10 @@ class StyleConfig:
     content_layers: str | dict = "gatys2016-content"  # a preset of losses.PRESETS or {layer: weight}
     style_layers: str | dict = "gatys2016"
     content_weight: float = spec(1.0, lo=0, hi=1e12)
-    style_weight: float = spec(1e5, lo=0, hi=1e12)
+    style_weight: float = spec(1e3, lo=0, hi=1e12)
+    # "target": each layer's term divided by its target's energy, so weights mean the same for
+    # every input convention; "none": the losses as the papers write them
+    normalize: str = spec("target", choices=("target", "none"))
     tv_weight: float = spec(0.0, lo=0, hi=1e12)
     init: str = spec("content", choices=("content", "noise"))
     seed: int = spec(0, lo=0, hi=2**32 - 1)
@@ -71,8 +80,12 @@ def stylise(
     # one pass over the net per step for every layer of both losses; the targets once, up front
     vgg = Backbone(net, prep, list(dict.fromkeys([*content_w, *style_w])))
     with torch.no_grad():
-        fc = vgg(content)
+        fc = {k: v.float() for k, v in vgg(content).items() if k in content_w}
         grams = {k: gram(v) for k, v in vgg(style).items() if k in style_w}
+        # per-layer scales: 1, or the target's mean square (its loss against a zero map)
+        rel = cfg.normalize == "target"
+        c_scale = {k: float(v.pow(2).mean().clamp_min(1e-12)) if rel else 1.0 for k, v in fc.items()}
+        s_scale = {k: float(g.pow(2).sum().clamp_min(1e-24)) if rel else 1.0 for k, g in grams.items()}
     tv = TotalVariation(p=2)
     # contiguous: L-BFGS flattens the gradient with a view
     same = content.clone(memory_format=torch.contiguous_format)
@@ -81,8 +94,8 @@ def stylise(
 
     def objective() -> torch.Tensor:
         fx = vgg(x)
-        c = sum(w * (fx[k].float() - fc[k].float()).pow(2).mean() for k, w in content_w.items())
-        s = sum(w * (gram(fx[k]) - grams[k]).pow(2).sum((1, 2)).mean() for k, w in style_w.items())
+        c = sum(w * (fx[k].float() - fc[k]).pow(2).mean() / c_scale[k] for k, w in content_w.items())
+        s = sum(w * (gram(fx[k]) - grams[k]).pow(2).sum() / s_scale[k] for k, w in style_w.items())
         loss = cfg.content_weight * c + cfg.style_weight * s
         return loss + cfg.tv_weight * tv(x) if cfg.tv_weight else loss
 
@@ -119,6 +132,17 @@ def load_pair(content: str | Path, style: str | Path, size: int) -> tuple[torch.
         img = img.resize((w, h), Image.BICUBIC if scale > 1 else Image.LANCZOS)
         out.append(TF.pil_to_tensor(img).float().div(255)[None].contiguous())
     return out[0], out[1]
+
+
+def side_by_side(*images: torch.Tensor, gap: int = 4) -> torch.Tensor:
+    """(1, 3, H_i, W_i) images in [0, 1], each rescaled to the first one's height, left to right
+    on white with ``gap`` px between them."""
+    h = images[0].shape[-2]
+    parts = []
+    for x in images:
+        w = max(1, round(x.shape[-1] * h / x.shape[-2]))
+        parts += [TF.resize(x, [h, w], antialias=True).clamp(0, 1), torch.ones(1, 3, h, gap)]
+    return torch.cat(parts[:-1], dim=-1)
 
 
 def image_png(x: torch.Tensor) -> bytes:

@@ -32,16 +32,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--content-layers", default="gatys2016-content", help="a preset or NAME[:W],...")
     p.add_argument("--style-layers", default="gatys2016", help="a preset or NAME[:W],...")
     p.add_argument("--content-weight", type=float, default=1.0, help="weight of the perceptual loss")
+    p.add_argument("--style-weight", type=float, default=1e3, help="weight of the Gram-matrix loss")
     p.add_argument(
-        "--style-weight",
-        type=float,
-        default=1e5,
-        help="weight of the Gram-matrix loss; its scale follows the net's input convention (for "
-        "ImageNet-standardised inputs; a net fed 0-255 pixels needs far less, e.g. 0.02)",
+        "--normalize",
+        choices=["target", "none"],
+        default="target",
+        help="target: each layer's loss relative to its target's size, so the weights suit every "
+        "input convention (default); none: the papers' raw losses, whose scale follows the net's",
     )
     p.add_argument("--tv-weight", type=float, default=0.0, help="total variation (p = 2)")
     p.add_argument("--init", choices=["content", "noise"], default="content", help="the starting image")
     p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="for a noise start")
+    p.add_argument("--side-by-side", action="store_true", help="write content, style and result side by side")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -62,7 +64,7 @@ def layers_arg(text: str) -> str | dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     from ..io.checkpoint import atomic_write, load_model, output_target
-    from ..style import StyleConfig, image_png, load_pair, stylise
+    from ..style import StyleConfig, image_png, load_pair, side_by_side, stylise
 
     output_target(args.out)  # a bad output path costs nothing
     require_png(args.out, "--out")
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps, optimizer=args.optimizer, lr=args.lr,
         content_layers=layers_arg(args.content_layers), style_layers=layers_arg(args.style_layers),
         content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
+        normalize=args.normalize,
         init=args.init, seed=args.seed,
     )  # fmt: skip
     net, meta = load_model(args.model)
@@ -88,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     out = stylise(net, meta.prep, content, style, cfg, progress)
     if bar is not None:
         bar.close()
-    atomic_write(args.out, image_png(out))
-    print(f"{args.out}: {out.shape[-1]}x{out.shape[-2]}, {cfg.steps} {cfg.optimizer} steps")
+    picture = side_by_side(content, style, out) if args.side_by_side else out
+    atomic_write(args.out, image_png(picture))
+    print(f"{args.out}: {picture.shape[-1]}x{picture.shape[-2]}, {cfg.steps} {cfg.optimizer} steps")
     return 0
