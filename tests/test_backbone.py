@@ -65,3 +65,50 @@ def test_a_bad_range_or_layer_is_one_line():
         Backbone(net, Preprocess(), ["relu1_1"], value_range="[0, 1]")
     with pytest.raises(ValueError, match=r"unknown layer\(s\) \['relu1_2'\]"):
         Backbone(net, Preprocess(), ["relu1_2"])
+
+
+def _wide_enough() -> VGG:
+    """Half width: stages 3-5 have the 64+ inputs and 128+ outputs the fused Winograd takes."""
+    torch.manual_seed(0)
+    return VGG("D", num_classes=3, width_mult=0.5, fc_width=16, crop_size=32).eval()
+
+
+@pytest.mark.parametrize("layers", [["relu4_3"], ["conv3_2", "relu4_1"]])
+def test_winograd_gives_direct_convolutions_features_and_input_gradient(layers):
+    net, prep = _wide_enough(), Preprocess((120.0, 115.0, 100.0), (60.0, 60.0, 60.0))
+    x = torch.rand(2, 3, 32, 40)
+    out = {}
+    for mode in ("false", "true"):
+        xi = x.clone().requires_grad_()
+        vgg = Backbone(net, prep, layers, winograd=mode)
+        feats = vgg(xi)
+        sum(v.pow(2).sum() for v in feats.values()).backward()
+        out[mode] = feats, xi.grad
+        assert (vgg._fast[1] is not None) == (mode == "true")  # the copy that ran, or none
+    for name in layers:
+        torch.testing.assert_close(out["true"][0][name], out["false"][0][name], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out["true"][1], out["false"][1], rtol=1e-3, atol=1e-5)
+    if "conv3_2" in layers:  # asked for by name, the conv stays before its ReLU
+        assert out["true"][0]["conv3_2"].min() < 0
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_the_winograd_copy_shares_the_nets_weights_and_swaps_convs():
+    from verydeep.backbone import fast_copy
+    from verydeep.models.winograd import WinogradConv2d
+
+    net = _wide_enough()
+    fast = fast_copy(net, ["relu5_3"])
+    assert sum(isinstance(m, WinogradConv2d) for m in fast.features) >= 7  # conv3_1 .. conv5_3
+    assert {id(p) for p in fast.parameters()} == {id(p) for p in net.parameters()}
+    with torch.no_grad():
+        net.features[0].weight.mul_(2.0)
+    assert torch.equal(fast.features[0].weight, net.features[0].weight)
+
+
+def test_autocast_bypasses_winograd():
+    net = _wide_enough()
+    vgg = Backbone(net, Preprocess(), ["relu4_3"], winograd="true")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = vgg(torch.rand(1, 3, 32, 32))["relu4_3"]
+    assert y.dtype == torch.bfloat16 and vgg._fast is None  # the copy was never needed

@@ -130,6 +130,30 @@ def test_bench_lrn_part_times_both_layers_on_a_lrn_input(capsys):
     assert set(r["seconds"]) == {"torch", "verydeep"} and min(r["seconds"].values()) > 0
 
 
+def test_perceptual_steps_compute_torchvisions_input_gradient():
+    """The bench compares like with like: every variant's step gives torchvision's gradient."""
+    from verydeep.bench.loss_bench import perceptual_steps
+
+    half = {"width_mult": 0.5, "fc_width": 16, "crop_size": 32, "num_classes": 3}  # Winograd applies
+    cfg = BenchConfig.make(quick=True, model_kwargs=half, all_modes=True)
+    fns, batch, size = perceptual_steps(cfg, torch.device("cpu"))
+    assert {"torchvision_fp32", "verydeep_fp32", "verydeep_winograd", "verydeep_bf16_autocast"} == set(fns)
+    want = fns.pop("torchvision_fp32")()
+    assert want.shape == (batch, 3, size, size) and want.abs().max() > 0
+    for name, step in fns.items():
+        got = step()
+        if "bf16" in name:  # 8-bit mantissas through ten layers: the same direction, not digits
+            assert float(torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), 0)) > 0.95
+        else:
+            assert float((got - want).norm() / want.norm()) < 1e-4, name
+
+
+def test_bench_cli_quick_json_perceptual(capsys):
+    assert main(["bench", "--quick", "--rounds", "1", "--only", "perceptual"]) == 0
+    out = capsys.readouterr().out
+    assert "Perceptual-loss step, VGG-16 to relu4_3, batch 2 at 64 px" in out and "perceptual" in out
+
+
 def test_bench_cli_quick_json_photo_parts(capsys, shared_data, tmp_path):
     from verydeep.io.checkpoint import Meta, save_model
     from verydeep.models.vgg import VGG

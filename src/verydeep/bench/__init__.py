@@ -58,6 +58,8 @@ def check_targets(r: dict) -> dict:
         got["fraction_of_peak"] = head["fraction_of_peak"]
     if "training" in r:
         got["training"] = r["training"]["speedup"]
+    if "perceptual" in r:
+        got["perceptual"] = r["perceptual"]["speedup"]
     if "data" in r:
         got["data"] = r["data"]["speedup"]
     if "eval" in r:
@@ -81,6 +83,7 @@ def run_bench(
     from .data_bench import bench_data
     from .eval_bench import bench_eval_cost, precision_check
     from .features_bench import bench_features
+    from .loss_bench import bench_perceptual
     from .model_bench import bench_inference, bench_lrn, bench_training
 
     unknown = set(parts) - set(PARTS)
@@ -103,6 +106,7 @@ def run_bench(
     steps = {
         "inference": lambda: bench_inference(cfg, device, progress),
         "training": lambda: bench_training(cfg, device, progress),
+        "perceptual": lambda: bench_perceptual(cfg, device, progress),
         "lrn": lambda: bench_lrn(cfg, device, progress),
         "precision": lambda: precision_check(cfg, device, photos),
         "eval": lambda: bench_eval_cost(cfg, device, photos, progress),

@@ -11,20 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PARTS = ("inference", "training", "lrn", "precision", "eval", "data", "features")
+PARTS = ("inference", "training", "perceptual", "lrn", "precision", "eval", "data", "features")
 PHOTO_PARTS = {"precision", "eval", "data", "features"}  # these read the user's photographs (--data DIR)
 
 # minimum ratios (verydeep over torchvision, or as named), set for the 2-core CPU machine
 TARGETS = {
     "inference": 2.5,  # images/s, best verydeep mode over torchvision eager fp32 (batch 8)
     "training": 2.0,  # training steps/s, same comparison
+    "perceptual": 1.5,  # perceptual-loss steps/s (VGG-16 to relu4_3, input gradient), same comparison
     "data": 1.8,  # images/s per core of the training transform
     "eval_dense_vs_crops": 5.0,  # 150-crop cost over dense 3-scale+flip cost, per image
     "fraction_of_peak": 0.75,  # VGG-16 inference GFLOP/s over measured matmul GFLOP/s, same dtype
 }
 # where the hardware has no native bf16 (AVX2-only CPUs): int8 carries inference, and
 # fp32 training is bounded by the fp32 matmul rate that torchvision's step already nearly reaches
-NO_BF16_TARGETS = TARGETS | {"inference": 1.8, "training": 1.3}
+NO_BF16_TARGETS = TARGETS | {"inference": 1.8, "training": 1.3, "perceptual": 1.2}
 
 
 def targets_for(native_bf16: bool) -> dict[str, float]:

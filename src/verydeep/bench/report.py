@@ -47,6 +47,12 @@ def _model_lines(r: dict) -> list[str]:
         title = f"Training step, batch {t['batch']} ({t['optimizer']})"
         lines += _rows(title, t["variants"], "torchvision_fp32", "images/s", paired=t.get("speedups"))
         lines.append(f"  best: {t['best']}  {t['speedup']:.2f}x torchvision")
+    if "perceptual" in r:
+        p = r["perceptual"]
+        title = f"Perceptual-loss step, VGG-16 to {p['layer']}, batch {p['batch']} at {p['size']} px"
+        title += " (input gradient)"
+        lines += _rows(title, p["variants"], "torchvision_fp32", "images/s", paired=p.get("speedups"))
+        lines.append(f"  best: {p['best']}  {p['speedup']:.2f}x torchvision's create_feature_extractor")
     return lines
 
 

@@ -38,7 +38,6 @@ from torch import nn
 
 from ..data.preprocess import Preprocess
 from ..data.transforms import rescale_smallest, scale_crop_flip
-from ..models.extractor import FeatureExtractor
 from ..models.layers import CONV_STAGE, extract
 from ..models.vgg import VGG
 
@@ -186,17 +185,6 @@ def dense_maps(
     return maps
 
 
-def _block_output(model: nn.Module, x: torch.Tensor, block: int) -> torch.Tensor:
-    """The output of conv block ``block`` (1-5), after its max-pool."""
-    if block == 5:
-        return model.features(x)
-    # the int8 net wraps its body in one quantised module: no block boundary to stop at
-    layers = model.features
-    if not (isinstance(layers, nn.Sequential) and any(isinstance(m, nn.MaxPool2d) for m in layers)):
-        raise ValueError("pool1-pool4 need the float net's layers: use precision fp32, winograd or bf16")
-    return FeatureExtractor(model, [f"pool{block}"])(x)[0]
-
-
 def dense_pooled(
     model: VGG,
     x: torch.Tensor,
@@ -223,15 +211,14 @@ def dense_pooled(
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
     heads = {"probs": 3, "scores": 3, "fc7": 2, "fc6": 1}  # how many FC layers run
-    pools = {f"pool{b}": b for b in range(1, 6)}  # conv blocks: no FC layer runs
     if output not in heads and not CONV_STAGE.match(output):
         known = ", ".join(heads)
         raise ValueError(f"output must be one of {known} or a conv-stage layer name, got {output!r}")
     with rt.autocast():
         x_in = rt.input(_with_flip(x, flip), prep)
-        if output in pools:
-            maps = _block_output(model, x_in, pools[output]).float()
-        elif output not in heads:  # conv1_1 ... relu5_4: the named layer's map
+        if output == "pool5":  # the whole body: every precision's net has it (int8's is one module)
+            maps = model.features(x_in).float()
+        elif output not in heads:  # conv1_1 ... pool4: the named layer's map
             maps = extract(model, x_in, [output], train_weights=True)[output].float()
         else:
             maps = model.dense_head(model.features(x_in), upto=heads[output]).float()

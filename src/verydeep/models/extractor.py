@@ -17,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .layers import extract
 from .vgg import VGG
 
 LAYERS = ("pool1", "pool2", "pool3", "pool4", "pool5", "fc6", "fc7")
+_NAMED = {"fc6": "relu6", "fc7": "relu7"}  # the Caffe names of what fc6/fc7 mean here
 
 
 class FeatureExtractor(nn.Module):
@@ -43,7 +44,7 @@ class FeatureExtractor(nn.Module):
         self.out_layers = sorted(set(names), key=LAYERS.index)
         blocks, chans = [], None
         for m in model.features:
-            chans = m.out_channels if isinstance(m, nn.Conv2d) else chans
+            chans = getattr(m, "out_channels", chans)  # Conv2d, or a Winograd copy's conv
             if isinstance(m, nn.MaxPool2d):
                 blocks.append(chans)
         fc = model.classifier[0].out_features
@@ -60,22 +61,7 @@ class FeatureExtractor(nn.Module):
         return [f["reduction"] for f in self.feature_info]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        maps, block, want, last = {}, 0, set(self.out_layers), self.out_layers[-1]
-        for layer in self.model.features:
-            x = layer(x)
-            if isinstance(layer, nn.MaxPool2d):
-                block += 1
-                if f"pool{block}" in want:
-                    maps[f"pool{block}"] = x
-                if last == f"pool{block}":
-                    break
-        if last in ("fc6", "fc7"):
-            for j, name in enumerate(("fc6", "fc7")):
-                x = self.model.dense_head(x, upto=1) if j == 0 else self._fc7(x)
-                maps[name] = x
-        return [maps[n] for n in self.out_layers]
-
-    def _fc7(self, fc6: torch.Tensor) -> torch.Tensor:
-        w, b = self.model.fc_as_conv()[1]
-        c = self.model.classifier
-        return c[5](c[4](F.conv2d(fc6, w, b)))
+        # the named-layer engine (layers.extract), in the net's own mode; fc6/fc7 after their ReLU
+        names = [_NAMED.get(n, n) for n in self.out_layers]
+        maps = extract(self.model, x, names, train_weights=True)
+        return [maps[n] for n in names]

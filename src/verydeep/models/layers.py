@@ -45,6 +45,9 @@ def feature_names(model: VGG) -> list[str]:
     """The name of each module of ``model.features``, in order. In a Winograd copy (the fast
     convolutions of ``precision=winograd``) a conv may hold its ReLU, whose place keeps an
     ``nn.Identity``: that is still the ReLU's name."""
+    if not isinstance(model.features, nn.Sequential):  # e.g. int8's body, one quantised module
+        raise ValueError(f"named layers need the float net's layers (precision fp32, winograd or bf16), "
+                         f"not {type(model.features).__name__}")  # fmt: skip
     names, block, i = [], 1, 0
     for m in model.features:
         if isinstance(m, nn.Conv2d | WinogradConv2d):
@@ -59,7 +62,7 @@ def feature_names(model: VGG) -> list[str]:
         elif isinstance(m, nn.MaxPool2d):
             names.append(f"pool{block}")
             block, i = block + 1, 0
-        else:  # e.g. a quantised net's fused body: it has no layer boundaries to name
+        else:  # a module with no layer boundaries to name
             raise ValueError(f"named layers need the float net's layers, not {type(m).__name__}")
     return names
 
@@ -80,18 +83,19 @@ def check_layers(model: VGG, names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _frozen(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _frozen(m: nn.Module, x: torch.Tensor, inplace: bool) -> torch.Tensor:
     """One features module on ``x`` with its weights read detached (BN: running statistics)."""
     if isinstance(m, nn.BatchNorm2d):
         w, b = m.weight.detach(), m.bias.detach()
         return F.batch_norm(x, m.running_mean, m.running_var, w, b, False, 0.0, m.eps)
     params = {k: v.detach() for k, v in m.named_parameters(recurse=False)}
-    return torch.func.functional_call(m, params, (x,)) if params else _free(m, x)
+    return torch.func.functional_call(m, params, (x,)) if params else _free(m, x, inplace)
 
 
-def _free(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The module as it is (weights trainable), never in place: an earlier output may be kept."""
-    return F.relu(x) if isinstance(m, nn.ReLU) else m(x)
+def _free(m: nn.Module, x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """The module as it is (weights trainable). A ReLU works in place only where its input is
+    no output asked for (``inplace``), as torchvision's VGG does: it saves a pass over memory."""
+    return F.relu(x, inplace=inplace) if isinstance(m, nn.ReLU) else m(x)
 
 
 def extract(
@@ -113,7 +117,8 @@ def extract(
     run = _free if train_weights else _frozen
     out: dict[str, torch.Tensor] = {}
     for i, (name, m) in enumerate(zip(order, model.features, strict=False)):
-        x = run(m, x)
+        # in place only on a tensor this call made (not the caller's input, not a kept output)
+        x = run(m, x, i > 0 and order[i - 1] not in want)
         if name in want:
             out[name] = x
         if i == last:

@@ -110,7 +110,11 @@ class WinogradConv2d(nn.Module):
 
 
 def winograd_convs(
-    model: nn.Module, min_channels: int | None = None, min_out: int | None = None, fused: bool | None = None
+    model: nn.Module,
+    min_channels: int | None = None,
+    min_out: int | None = None,
+    fused: bool | None = None,
+    memo: dict | None = None,
 ) -> nn.Module:
     """A copy of ``model`` whose eligible 3x3 convs run through Winograd (the state_dict keys and
     values are unchanged, so a checkpoint of either loads into the other).
@@ -119,7 +123,7 @@ def winograd_convs(
     only if some conv qualifies). ``min_channels`` / ``min_out`` (inputs / outputs): by default
     64 / 128 with them (VGG-16's first block, 64 channels at full resolution, is all transform
     traffic and lost), 256 / 1 with the torch ops (their transforms cost more than less deep
-    layers save)."""
+    layers save). ``memo``: ``copy.deepcopy``'s, e.g. {id(p): p} to share tensors with ``model``."""
 
     def limits(fused_now: bool) -> tuple[int, int]:
         lo_in = min_channels if min_channels is not None else (64 if fused_now else 256)
@@ -127,12 +131,12 @@ def winograd_convs(
 
     if fused is None:
         if not any(eligible(m, *limits(True)) for m in model.modules()):
-            return copy.deepcopy(model)  # nothing to swap: no reason to build the kernels
+            return copy.deepcopy(model, dict(memo or {}))  # nothing to swap: no kernels to build
         from .winograd_ext import available
 
         fused = available()
     lo_in, lo_out = limits(fused)
-    out = copy.deepcopy(model)
+    out = copy.deepcopy(model, dict(memo or {}))
     for module in list(out.modules()):
         children = list(module.named_children())
         for i, (child_name, child) in enumerate(children):
