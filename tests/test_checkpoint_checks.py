@@ -61,6 +61,22 @@ LIES = {
     "names vs classes": (lambda d: d.update(classes=["a"]), "1 class names for 3 classes"),
     "bad pca": (lambda d: d.update(pca={"eigval": 3}), "pca"),
     "huge net": (lambda d: d["model"].update(arch="E", width_mult=8), "do not fit"),
+    # every field within the config's declared ranges (issue 42, item 2)
+    "scale 0": (lambda d: d.update(train_scale=[0]), r"train_scale must be in \[224, 4,096\], got 0"),
+    "scale huge": (lambda d: d.update(train_scale=[256, 10**6]), "train_scale must be in"),
+    "scales reversed": (lambda d: d.update(train_scale=[512, 256]), "Smin <= Smax"),
+    "three scales": (lambda d: d.update(train_scale=[256, 384, 512]), r"\[S\] or \[Smin, Smax\]"),
+    "bool scale": (lambda d: d.update(train_scale=[True]), "train_scale"),
+    "classes twice": (lambda d: d.update(classes=["a", "b", "a"]), "class 'a' is named twice"),
+    "empty class": (lambda d: d.update(classes=["a", "", "c"]), "non-empty strings"),
+    "nan mean": (lambda d: d["preprocess"].update(mean=[float("nan"), 1, 1]), "not a finite number"),
+    "negative std": (lambda d: d["preprocess"].update(std=[1, -2, 1]), "positive std"),
+    "zero pixel range": (lambda d: d["preprocess"].update(pixel_range=0), "pixel_range"),
+    "inf pca": (lambda d: d.update(pca={"eigval": [1, 1, float("inf")], "eigvec": [[1, 0, 0]] * 3}), "pca"),
+    "dropout 1": (lambda d: d["model"].update(dropout=1.0), r"model.dropout must be in \[0, 1\)"),
+    "zero width": (lambda d: d["model"].update(width_mult=0.0), "model.width_mult must be in"),
+    "zero classes": (lambda d: d["model"].update(num_classes=0), "model.num_classes must be at least 1"),
+    "source number": (lambda d: d.update(source=3), "source must be a string"),
 }
 
 
@@ -83,6 +99,40 @@ def test_nan_weights_are_refused(ckpt):
     _rewrite(ckpt, tensors=sd, keep_digest=False)
     with pytest.raises(ValueError, match=r"classifier\.6\.bias holds NaN"):
         load_model(ckpt)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.uint8, torch.bool])
+def test_integer_tensors_are_refused_in_one_line(ckpt, dtype):
+    """Issue 42, item 1: the shapes fit, but a weight must be floating point (it was a traceback
+    from load_state_dict: 'Only Tensors of floating point ... can require gradients')."""
+    sd = {k: v.to(dtype) for k, v in load_file(str(ckpt)).items()}
+    _rewrite(ckpt, tensors=sd, keep_digest=False)
+    with pytest.raises(ValueError, match=rf"holds {dtype} values; the net's are floating point") as err:
+        load_model(ckpt)
+    assert str(ckpt) in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_other_float_dtypes_load_as_float32(ckpt, dtype):
+    want = load_file(str(ckpt))
+    _rewrite(ckpt, tensors={k: v.to(dtype) for k, v in want.items()}, keep_digest=False)
+    model, _ = load_model(ckpt)
+    for k, v in model.state_dict().items():
+        assert v.dtype == torch.float32 and torch.equal(v, want[k].to(dtype).float())
+
+
+def test_batch_norms_integer_counter_is_no_damage(tmp_path):
+    path = tmp_path / "bn.safetensors"
+    save_model(path, VGG("A_bn", **TINY), Meta(classes=["a", "b", "c"]))
+    assert load_file(str(path))["features.1.num_batches_tracked"].dtype == torch.int64
+    load_model(path)
+    sd = load_file(str(path))
+    sd["features.1.num_batches_tracked"] = sd["features.1.num_batches_tracked"].float()
+    _rewrite(path, tensors=sd, keep_digest=False)
+    with pytest.raises(
+        ValueError, match=r"num_batches_tracked holds torch\.float32 values; the net's are integer"
+    ):
+        load_model(path)
 
 
 def test_a_flipped_bit_in_tensor_data_is_caught(ckpt):

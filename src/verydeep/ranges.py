@@ -88,6 +88,16 @@ def check(obj: Any, section: str) -> None:
                 raise ValueError(f"{section}.{f.name} must be {_words(f)}, got {v!r}")
 
 
+def check_value(cls: type, name: str, value: Any, label: str) -> None:
+    """``value`` inside the declared range of field ``name`` of dataclass ``cls`` (a list: each
+    item), or a one-line ValueError that calls it ``label``. For values read from files (a
+    checkpoint's metadata) that must obey the config's own ranges."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, bool) or not _ok(f.metadata, v):
+            raise ValueError(f"{label} must be {_words(f)}, got {v!r}")
+
+
 def _words(f: dataclasses.Field) -> str:
     d = describe(f)
     if f.metadata.get("words"):
