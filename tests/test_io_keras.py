@@ -114,6 +114,22 @@ def test_keras_rgb_and_errors(tmp_path):
         load_weights(tmp_path / "notop.weights.h5")
 
 
+def test_a_flipped_byte_in_a_keras_archive_fails_its_crc(tmp_path):
+    """A .keras file is a zip whose records carry CRC-32s: one flipped byte in the weights is
+    refused in one line (issue 42, item 3), where HDF5 alone has no checksum to catch it."""
+    import zipfile
+
+    _keras_vgg("VGG16", seed=3).save_weights(tmp_path / "w.weights.h5")
+    with zipfile.ZipFile(tmp_path / "net.keras", "w", zipfile.ZIP_STORED) as z:
+        z.write(tmp_path / "w.weights.h5", "model.weights.h5")
+    load_weights(tmp_path / "net.keras")  # the archive as written reads
+    data = bytearray((tmp_path / "net.keras").read_bytes())
+    data[len(data) // 2] ^= 0x10  # inside the one stored record
+    (tmp_path / "flip.keras").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"flip\.keras.*Bad CRC-32"):
+        load_weights(tmp_path / "flip.keras")
+
+
 def test_keras_oversized_dataset_rejected(tmp_path):
     path = tmp_path / "huge.h5"
     with h5py.File(path, "w") as f:

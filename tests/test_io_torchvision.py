@@ -169,3 +169,26 @@ def test_class_name_files_must_name_each_class_once_in_utf8(tmp_path):
     (tmp_path / "bin.txt").write_bytes(b"\xff\xd8\xff\n\x00")  # a JPEG given by mistake: codec error text
     with pytest.raises(ValueError, match="is not UTF-8 text"):
         read_classes(tmp_path / "bin.txt", 2)
+
+
+def test_a_flipped_byte_in_a_zip_pth_fails_its_crc(tmp_path, capsys):
+    """Issue 42, item 3: torch's zip reader ignores the CRC-32 every record carries, so one
+    flipped byte in a weight converted silently (zipfile.testzip is the oracle here)."""
+    import zipfile
+
+    net = VGG("A", num_classes=3, width_mult=0.125, fc_width=16, crop_size=32)
+    torch.save(net.state_dict(), tmp_path / "good.pth")
+    data = bytearray((tmp_path / "good.pth").read_bytes())
+    with zipfile.ZipFile(tmp_path / "good.pth") as z:
+        info = next(i for i in z.infolist() if "/data/" in i.filename and i.file_size > 64)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)  # local header
+    data[start + info.file_size // 2] ^= 0x10  # one byte inside that tensor's bytes
+    (tmp_path / "flip.pth").write_bytes(bytes(data))
+    with zipfile.ZipFile(tmp_path / "flip.pth") as z:
+        assert z.testzip() == info.filename  # the file is damaged as described
+    torch.load(tmp_path / "flip.pth", weights_only=True)  # and torch alone loads it without a word
+    with pytest.raises(ValueError, match=rf"record {info.filename} fails its CRC-32 check"):
+        load_weights(tmp_path / "flip.pth")
+    out = tmp_path / "o.safetensors"
+    assert main(["convert", str(tmp_path / "flip.pth"), str(out)]) == 2 and not out.exists()
+    assert "CRC-32" in capsys.readouterr().err

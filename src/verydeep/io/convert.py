@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 import zipfile
@@ -49,29 +50,35 @@ DEFAULT_PRESET = {
 MAX_CLASSES_BYTES = 16 << 20
 
 
-def _check_zip_sizes(path: Path) -> None:
-    """torch.save stores records uncompressed: none may declare more bytes than the file has."""
-    if not zipfile.is_zipfile(path):
-        return
-    size = path.stat().st_size
+def _check_zip(path: Path, data: bytes) -> None:
+    """torch.save's zip records: none may declare more bytes than the file has, and each must
+    match the CRC-32 the archive stores for it (torch's own reader does not compare them, so a
+    flipped byte in a weight would load). ``data``: the file's bytes, read once."""
+    if not data.startswith(b"PK\x03\x04"):
+        return  # the legacy pickle format carries no checksum (docs/RELIABILITY.md)
     try:
-        with zipfile.ZipFile(path) as z:
-            big = [i.filename for i in z.infolist() if i.file_size > size]
-    except zipfile.BadZipFile as e:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            big = [i.filename for i in z.infolist() if i.file_size > len(data)]
+            if big:
+                raise ValueError(f"{path}: record {big[0]} declares more bytes than the file holds")
+            damaged = z.testzip()
+    except (zipfile.BadZipFile, EOFError) as e:
         raise ValueError(f"{path} is not a loadable state_dict ({e})") from None
-    if big:
-        raise ValueError(f"{path}: record {big[0]} declares more bytes than the file holds")
+    if damaged:
+        raise ValueError(f"{path} is damaged: record {damaged} fails its CRC-32 check; use another copy")
 
 
 def read_torchvision(path: str | Path) -> dict[str, torch.Tensor]:
     """A torchvision-keyed state_dict from ``torch.save``; never unpickles code."""
-    _check_zip_sizes(Path(path))
+    data = Path(path).read_bytes()
+    _check_zip(Path(path), data)
     with warnings.catch_warnings(record=True) as caught:  # a refused file: its one line, no warning
         warnings.simplefilter("always")
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:
             raise ValueError(f"{path} is not a loadable state_dict ({_load_reason(e)})") from None
+    del data
     for w in caught:  # a file that loaded: what torch said of it is still shown
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in ("state_dict", "model"):
