@@ -50,6 +50,11 @@ def make_corpus(folder: Path, seed: int = 0) -> dict[str, str]:
     img = photo(seed=seed)
     jpeg, png = _save(img, "JPEG", quality=90), _save(img, "PNG")
     grey16 = Image.fromarray((np.arange(40 * 48).reshape(40, 48) * 30).astype(np.uint16))
+    bright = np.asarray(img.convert("L"), dtype=np.float32)
+    nan = bright.copy()
+    nan[5:9, 3:7] = np.nan  # float TIFFs (mode F) from scientific cameras; NaN marks no data
+    inf = bright.copy()
+    inf[0, 0] = np.inf
     rgba = img.convert("RGBA")
     rgba.putalpha(128)
     files = {
@@ -67,6 +72,9 @@ def make_corpus(folder: Path, seed: int = 0) -> dict[str, str]:
         "palette.gif": (_save(img.convert("P"), "GIF"), "ok"),
         "grey16.png": (_save(grey16, "PNG"), "ok"),
         "rgba.png": (_save(rgba, "PNG"), "ok"),
+        "float.tif": (_save(Image.fromarray(bright, "F"), "TIFF"), "ok"),
+        "float_nan.tif": (_save(Image.fromarray(nan, "F"), "TIFF"), "bad"),  # no value to give a pixel
+        "float_inf.tif": (_save(Image.fromarray(inf, "F"), "TIFF"), "bad"),
         "bomb.png": (bomb_png(100_000, 100_000), "bad"),  # 10^10 pixels declared
         "bomb_moderate.png": (bomb_png(12_000, 12_000), "bad"),  # 1.4e8 px: over the 1.2e8 limit
         "icon_named.jpg": (_save(img, "ICO"), "bad"),  # a format we do not mean to read

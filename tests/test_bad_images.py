@@ -60,7 +60,7 @@ def test_dataset_skips_and_counts_bad_files_or_fails_with_one_line(tmp_path):
     order = EpochOrder(len(samples), micro_batch=4, shuffle=False)
     batches = FolderBatches(ImageFolderDataset(samples, CentreCropTransform(32, 32)), order, 0, False)
     got = list(batches)
-    assert len(got) == len(batches) == 5  # 19 files, micro-batch 4: no batch lost
+    assert len(got) == len(batches) == 6  # 22 files, micro-batch 4: no batch lost
     assert sum(len(y) for _, y in got) == len(samples) - n_bad and batches.bad_images == n_bad
     assert all(x.shape[1:] == (3, 32, 32) for x, _ in got)
     strict = ImageFolderDataset(samples, CentreCropTransform(32, 32), on_bad_image="fail")
@@ -115,8 +115,8 @@ def test_training_on_a_folder_with_bad_files_reports_them(tmp_path, caplog):
     ]  # fmt: skip
     with caplog.at_level(logging.WARNING):
         result = fit(RunConfig.from_sources(overrides=overrides), progress=False)
-    # 35 files, micro-batch 1, batch 4: 8 steps use 32 of them; the bad ones among those are counted
-    assert result["global_step"] == 8 and 0 < result["bad_images"]["train"] <= n_bad
+    # 38 files, micro-batch 1, batch 4: 9 steps use 36 of them; the bad ones among those are counted
+    assert result["global_step"] == 9 and 0 < result["bad_images"]["train"] <= n_bad
     assert result["bad_images"]["train"] == caplog.text.count("skipping bad image")
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["bad_images"] == result["bad_images"]
@@ -127,3 +127,34 @@ def test_training_on_a_folder_with_bad_files_reports_them(tmp_path, caplog):
 def test_grey_folder_image_is_not_a_crash(tmp_path):
     Image.new("L", (40, 40), 90).save(tmp_path / "g.jpg")
     assert load_image(tmp_path / "g.jpg").getpixel((5, 5)) == (90, 90, 90)
+
+
+def test_a_float_tiff_holding_nan_is_a_bad_image_in_every_command(tmp_path, capsys):
+    """Issue 42, item 4: NaN pixels were cast to undefined bytes (numpy's 'invalid value
+    encountered in cast'); now every reader skips the file and counts it, without a warning."""
+    import warnings
+
+    from verydeep.cli import main
+    from verydeep.io.checkpoint import Meta, save_model
+
+    data = tmp_path / "data"
+    for c in ("a", "b"):
+        (data / c).mkdir(parents=True)
+        photo(48, 40, seed=ord(c)).save(data / c / "good.jpg")
+    corpus = make_corpus(tmp_path / "corpus")
+    nan = data / "a" / "nan.tif"
+    nan.write_bytes((tmp_path / "corpus" / "float_nan.tif").read_bytes())
+    assert corpus["float_nan.tif"] == "bad"
+    ck = tmp_path / "net.safetensors"
+    net = VGG("A", num_classes=2, width_mult=0.125, fc_width=16, crop_size=32)
+    save_model(ck, net, Meta(classes=["a", "b"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's cast warning would fail here
+        assert main(["predict", "-m", str(ck), str(nan), str(data / "b" / "good.jpg")]) == 1
+        assert "nan.tif: 16 pixels are NaN or infinite" in capsys.readouterr().err
+        assert main(["eval", str(ck), "--data", str(data), "--workers", "0"]) == 0
+        assert "1 unreadable skipped" in capsys.readouterr().out
+        assert main(["features", str(ck), str(data), "--out", str(tmp_path / "f.npz"), "--workers", "0"]) == 0
+        assert "skipped 1" in capsys.readouterr().out
+        assert main(["preresize", str(data), str(tmp_path / "small"), "--smallest-side", "36"]) == 0
+        assert "bad 1" in capsys.readouterr().out

@@ -67,10 +67,14 @@ class BadImageError(ValueError):
     """An image file that cannot be read as a photograph."""
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any mode to 8-bit RGB; 16-bit and float greyscale are rescaled, not clipped."""
+def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
+    """Convert any mode to 8-bit RGB; 16-bit and float greyscale are rescaled, not clipped. A
+    float image holding NaN or inf is a ``BadImageError`` (skipped and counted like any bad
+    file): such a pixel has no brightness to give it."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise BadImageError(f"{path}: {int((~np.isfinite(arr)).sum())} pixels are NaN or infinite")
         hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         img = Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -109,7 +113,7 @@ def load_image(path: str | Path, min_side: int | None = None, exif: bool = True)
                 _load_tolerating_truncation(img, path)
                 if exif:
                     img = ImageOps.exif_transpose(img)  # a copy only where a turn is needed
-                return _to_rgb(img)
+                return _to_rgb(img, path)
     except BadImageError:
         raise
     except (
