@@ -85,6 +85,51 @@ def test_output_paths_are_checked_before_any_input_is_read(tmp_path, capsys, arg
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
+@pytest.fixture
+def unwritable(tmp_path):
+    """A real folder this process may not write in: /proc/1 for root (who passes any permission
+    bits), else a folder made read-only."""
+    if os.geteuid() == 0:
+        yield Path("/proc/1")
+        return
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    yield folder
+    folder.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "-m", "absent.safetensors", "absent.jpg", "--heatmap", "{dir}/h.png"],
+        ["eval", "absent.safetensors", "--data", "absent-dir", "--csv", "{dir}/e.csv"],
+        ["features", "absent.safetensors", "absent-dir", "--out", "{dir}/f.npz"],
+        ["export", "absent.safetensors", "{dir}/n.onnx"],
+        ["style", "absent.jpg", "absent.png", "-m", "absent.safetensors", "--out", "{dir}/s.png"],
+        ["eval", "absent.safetensors", "--data", "absent-dir", "--csv", "{dir}/missing/parent/e.csv"],
+    ],
+)
+def test_an_unwritable_output_folder_fails_before_any_work(capsys, unwritable, argv):
+    """Issue 42, item 5: eval --csv, features --out and export computed everything, then failed
+    naming a hidden .tmp file; now the user's path is refused before any input is read."""
+    code = main([a.replace("{dir}", str(unwritable)) for a in argv])
+    line = last_line(capsys)
+    out = next(a for a in argv if "{dir}" in a).replace("{dir}", str(unwritable))
+    assert code == 2 and f"{out}: cannot write in {unwritable}" in line and "absent" not in line, line
+    assert ".tmp" not in line
+
+
+def test_a_failed_replace_names_the_users_path_not_the_temporary_file(tmp_path):
+    target = tmp_path / "out.onnx"
+    target.mkdir()  # appeared after the check: the final rename fails
+    (target / "keep").write_text("")
+    with pytest.raises(OSError) as e, checkpoint.replacing(target) as tmp:
+        tmp.write_bytes(b"x")
+    assert e.value.filename == str(target) and ".tmp" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]  # no temporary file left
+
+
 @pytest.mark.parametrize(("code", "cause"), [(errno.ENOSPC, "No space left"), (errno.EROFS, "Read-only")])
 def test_a_full_or_read_only_disk_is_one_line(tmp_path, capsys, monkeypatch, code, cause):
     root = tmp_path / "pets"

@@ -84,10 +84,34 @@ def output_target(path: str | Path) -> Path:
         kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
         via = f" (the link's target {target})" if target != path else ""
         raise ValueError(f"{path}{via} is {kind}, not a regular file: refusing to replace it")
-    parent = target.parent
-    if parent.exists() and not parent.is_dir():
-        raise ValueError(f"{path}: {parent} is not a directory")
+    _check_writable(target.parent, path)
     return target
+
+
+def _check_writable(folder: Path, path: Path) -> None:
+    """``folder`` exists or can be made, and takes new files: its nearest existing ancestor is a
+    directory this process may write in, on a file system mounted read-write."""
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{path}: {probe} is not a directory")
+    if os.access(probe, os.W_OK | os.X_OK):
+        return
+    try:
+        read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    why = "Read-only file system" if read_only else "Permission denied"
+    raise ValueError(f"{path}: cannot write in {probe} ({why})")
+
+
+def _named(e: OSError, path: Path, tmp: str | Path | None = None) -> OSError:
+    """``e`` about the user's ``path`` where it was about the hidden temporary file written on
+    the way (``tmp``, its folder, or no file named); other files' errors stay as they are."""
+    if e.filename not in (None, str(tmp), str(path.parent)):
+        return e
+    return OSError(e.errno, e.strerror or str(e), str(path))
 
 
 def checkpoint_target(path: str | Path) -> Path:
@@ -103,8 +127,11 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` is either the old file or the complete new one (see
     ``output_target`` for what may sit at ``path``)."""
     path = output_target(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # the folder vanished or turned read-only since it was checked
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes files owner-only; give the usual permissions
@@ -114,6 +141,9 @@ def atomic_write(path: str | Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _named(e, path, tmp) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -132,6 +162,8 @@ def replacing(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        raise _named(e, path, tmp) from None
     finally:
         tmp.unlink(missing_ok=True)
 

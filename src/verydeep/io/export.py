@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from torch.export import Dim, ExportedProgram
 from ..data.preprocess import Preprocess
 from ..models.dense import to_dense
 from ..models.vgg import VGG
-from .checkpoint import Meta, box_head, load_model, output_target
+from .checkpoint import Meta, box_head, load_model, output_target, replacing
 
 FORMS = ("fc", "dense")
 MAX_SIDE = 8192  # upper bound for the dynamic height/width (torch.export wants a finite range)
@@ -114,13 +113,9 @@ def export_onnx(
     info = asdict(meta) | {"model": model.build_kwargs, "form": form, "input_is_pixels": include_preprocess}
     program.model.metadata_props["verydeep"] = json.dumps(info)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:  # like checkpoints: the old file or the complete new one, never half of one
+    with replacing(out) as tmp:  # like checkpoints: the old file or the complete new one
         # one self-contained file: VGG-19 is 575 MB, under protobuf's 2 GB limit
         program.save(str(tmp), external_data=False)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
