@@ -73,3 +73,59 @@ def test_the_window_is_a_config_field_with_a_range():
     assert make_schedule(cfg.optim, epochs=10, steps_per_epoch=5).window == 3
     with pytest.raises(ValueError, match=r"optim\.plateau_window must be in"):
         RunConfig.from_sources(overrides=["optim.plateau_window=0"])
+
+
+# --- the linear scaling rule for large batches (Goyal et al. 2017; issue 45, item 3) ---------
+
+
+def _step_rates(sched, steps: int) -> list[float]:
+    return [sched.at_step(s) for s in range(steps)]
+
+
+def test_linear_scaling_ramps_from_the_base_rate_to_k_times_it():
+    """Batch 1024 at lr 0.01 for batch 256: k = 4. Goyal et al.: start at 0.01, rise linearly to
+    0.04 over the warm-up (here 2 epochs of 3 steps), then the plateau rule at 0.04."""
+    optim = RunConfig.from_sources(
+        overrides=[
+            "optim.lr=0.01",
+            "optim.batch_size=1024",
+            "optim.lr_scaling=linear",
+            "optim.scaling_warmup_epochs=2",
+            "optim.schedule=plateau",
+        ]
+    ).optim
+    sched = make_schedule(optim, epochs=10, steps_per_epoch=3)
+    want = [0.01 + (0.04 - 0.01) * (s + 1) / 6 for s in range(6)] + [0.04] * 3
+    assert _step_rates(sched, 9) == pytest.approx(want, rel=1e-12)
+    assert sched.lr == pytest.approx(0.04)
+
+
+def test_linear_scaling_with_cosine_scales_the_peak():
+    base = ["optim.lr=0.01", "optim.batch_size=512", "optim.schedule=cosine", "optim.warmup_epochs=1"]
+    plain = make_schedule(RunConfig.from_sources(overrides=base).optim, 4, 5)
+    scaled = make_schedule(RunConfig.from_sources(overrides=[*base, "optim.lr_scaling=linear"]).optim, 4, 5)
+    assert _step_rates(scaled, 20) == pytest.approx([2 * r for r in _step_rates(plain, 20)], rel=1e-12)
+    assert max(_step_rates(scaled, 20)) == pytest.approx(0.02)
+
+
+def test_no_scaling_leaves_the_rate_alone_and_its_keys_are_refused_without_it():
+    optim = RunConfig.from_sources(overrides=["optim.lr=0.01", "optim.batch_size=1024"]).optim
+    assert _step_rates(make_schedule(optim, 5, 4), 8) == [0.01] * 8  # the paper's rule: no ramp
+    for key in ("optim.lr_base_batch=128", "optim.scaling_warmup_epochs=2"):
+        with pytest.raises(ValueError, match=r"apply with optim\.lr_scaling=linear only"):
+            RunConfig.from_sources(overrides=[key])
+
+
+def test_a_ramp_resumes_where_it_stopped():
+    optim = RunConfig.from_sources(
+        overrides=[
+            "optim.lr=0.01",
+            "optim.batch_size=2048",
+            "optim.lr_scaling=linear",
+            "optim.schedule=plateau",
+        ]
+    ).optim
+    a = make_schedule(optim, 10, 4)
+    b = make_schedule(optim, 10, 4)
+    b.load_state_dict(a.state_dict())
+    assert _step_rates(a, 30) == _step_rates(b, 30) and a.ramp_steps == 20  # 5 epochs of 4 steps

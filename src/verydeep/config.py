@@ -187,9 +187,18 @@ class OptimConfig:
     # the plateau rule: docs/FINETUNE.md)
     schedule: str = spec("auto", choices=("auto", "plateau", "cosine"))
     warmup_epochs: float = spec(1.0, lo=0, hi=10_000)  # cosine only
+    # linear: lr is for a batch of lr_base_batch; the run's rate is lr * batch_size / lr_base_batch,
+    # reached by a linear ramp from lr over scaling_warmup_epochs (Goyal et al. 2017)
+    lr_scaling: str = spec("none", choices=("none", "linear"))
+    lr_base_batch: int = spec(256, lo=1, hi=1_000_000)  # the paper's batch
+    scaling_warmup_epochs: float = spec(5.0, lo=0, hi=10_000)
 
     def __post_init__(self) -> None:
         check(self, "optim")
+        keys = ("lr_base_batch", "scaling_warmup_epochs")
+        scaling = [f"optim.{k}" for k in keys if not is_default(self, k)]
+        if scaling and self.lr_scaling == "none":
+            raise ValueError(f"{', '.join(scaling)} apply with optim.lr_scaling=linear only")
         if self.schedule != "auto":  # auto: checked once it is resolved (finetune.adopt_source)
             check_schedule_keys(self)
         if self.micro_batch > self.batch_size:
@@ -245,12 +254,33 @@ class FinetuneConfig:
 
 
 @dataclass
+class DistConfig:
+    """How data-parallel ranks exchange gradients (runs under torchrun; docs/SCALING.md)."""
+
+    # fp32: DDP's all-reduce; fp16/bf16: gradients cast for the all-reduce (half the bytes);
+    # powersgd: rank-r PowerSGD with error feedback (Vogels et al. 2019) after powersgd_start steps
+    grad_comm: str = spec("fp32", choices=("fp32", "fp16", "bf16", "powersgd"))
+    powersgd_rank: int = spec(4, lo=1, hi=1024)
+    powersgd_start: int = spec(100, lo=2, hi=10**9)  # plain all-reduce before: PowerSGD's warm-up
+    bucket_mb: float = spec(25.0, gt=0, hi=4096)  # DDP's bucket_cap_mb: gradients per all-reduce
+    gradient_as_bucket_view: bool = False  # gradients live in DDP's buckets: one copy less memory
+
+    def __post_init__(self) -> None:
+        check(self, "dist")
+        if self.grad_comm != "powersgd":
+            changed = [f"dist.{k}" for k in ("powersgd_rank", "powersgd_start") if not is_default(self, k)]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} apply with dist.grad_comm=powersgd only")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
     def __post_init__(self) -> None:
         changed = [
@@ -336,6 +366,7 @@ _TYPES = {
     "optim": OptimConfig,
     "train": TrainConfig,
     "finetune": FinetuneConfig,
+    "dist": DistConfig,
 }
 
 

@@ -38,10 +38,19 @@ class PlateauSchedule(_Stateful):
     The checkpoint's "new best" stays the single epoch's."""
 
     def __init__(
-        self, lr: float, factor: float = 0.1, patience: int = 1, max_reductions: int = 3, window: int = 1
+        self,
+        lr: float,
+        factor: float = 0.1,
+        patience: int = 1,
+        max_reductions: int = 3,
+        window: int = 1,
+        ramp: tuple[float, int] = (1.0, 0),
     ) -> None:
         self.lr, self.factor, self.patience, self.max_reductions = lr, factor, patience, max_reductions
         self.window = window
+        # (start fraction, steps): the rate rises linearly from lr * start to lr over the first
+        # steps (Goyal et al.'s warm-up to a linearly scaled rate); (1.0, 0): none
+        self.ramp_from, self.ramp_steps = ramp
         self.best = float("-inf")  # best mean over ``window`` epochs: what the rule compares with
         self.best_epoch_metric = float("-inf")  # best single epoch: what the best checkpoint holds
         self.recent: list[float] = []
@@ -51,7 +60,8 @@ class PlateauSchedule(_Stateful):
 
     def load_state_dict(self, state: dict) -> None:
         # a schedule saved before ``window`` existed compared single epochs: its best is both
-        super().load_state_dict({"best_epoch_metric": state["best"], "recent": [], "window": 1} | state)
+        older = {"best_epoch_metric": state["best"], "recent": [], "window": 1}
+        super().load_state_dict(older | {"ramp_from": 1.0, "ramp_steps": 0} | state)
 
     def step(self, metric: float) -> bool:
         """Record one epoch's held-out metric (higher is better); True if it is a new best."""
@@ -73,7 +83,9 @@ class PlateauSchedule(_Stateful):
         return improved
 
     def at_step(self, step: int) -> float:
-        """The rate for optimiser step ``step``: constant within an epoch."""
+        """The rate for optimiser step ``step``: constant within an epoch, after the ramp."""
+        if step < self.ramp_steps:
+            return self.lr * (self.ramp_from + (1 - self.ramp_from) * (step + 1) / self.ramp_steps)
         return self.lr
 
 
@@ -114,10 +126,19 @@ class CosineSchedule(_Stateful):
         return False
 
 
+def lr_scale(optim: OptimConfig) -> float:
+    """``optim.lr_scaling=linear``: batch_size / lr_base_batch (Goyal et al.'s rule); else 1."""
+    return optim.batch_size / optim.lr_base_batch if optim.lr_scaling == "linear" else 1.0
+
+
 def make_schedule(optim: OptimConfig, epochs: int, steps_per_epoch: int) -> PlateauSchedule | CosineSchedule:
-    """The schedule ``optim.schedule`` names."""
+    """The schedule ``optim.schedule`` names, at ``optim.lr`` scaled by ``lr_scale``. With the
+    plateau rule the scaled rate is reached by a linear ramp from ``optim.lr`` over
+    ``scaling_warmup_epochs``; cosine's own warm-up (from 0) leads to it."""
+    k = lr_scale(optim)
     if optim.schedule == "cosine":
-        return CosineSchedule(optim.lr, epochs, optim.warmup_epochs, steps_per_epoch)
+        return CosineSchedule(optim.lr * k, epochs, optim.warmup_epochs, steps_per_epoch)
+    ramp = (1 / k, round(optim.scaling_warmup_epochs * steps_per_epoch)) if k != 1 else (1.0, 0)
     return PlateauSchedule(
-        optim.lr, optim.lr_factor, optim.patience, optim.max_reductions, optim.plateau_window
+        optim.lr * k, optim.lr_factor, optim.patience, optim.max_reductions, optim.plateau_window, ramp
     )

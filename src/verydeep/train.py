@@ -26,7 +26,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed as dist
 from .build import model_and_optimizer, resolved
@@ -61,6 +60,7 @@ def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool
     dist.seed_everything(cfg.train.seed, env)
     run = RunDir(cfg.train.out_dir, env.is_main, progress, env.rank, env.world_size)
     with run.lock():  # a second run on this out_dir is refused for as long as this one lives
+        run.check_shared()  # every rank (every node) reads rank 0's checkpoints from out_dir
         return _fit_locked(cfg, env, device, run)
 
 
@@ -88,7 +88,11 @@ def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: Ru
     if cfg.train.save_init and state.global_step == 0:
         run.save_init(model, meta)
     amp_dtype = resolve_precision(cfg.train.precision, device)
-    net: nn.Module = DistributedDataParallel(model) if env.enabled else model
+    dist.check_comm(cfg.dist, device)
+    net: nn.Module = dist.data_parallel(model, device, cfg.dist) if env.enabled else model
+    if env.enabled:
+        ranks = f"{env.world_size} rank{'s' if env.world_size > 1 else ''}"
+        run.log(f"data parallel: {ranks} ({dist.backend()}), gradients all-reduced as {cfg.dist.grad_comm}")
     if cfg.train.compile:
         net = torch.compile(net)
     loop = _Loop(

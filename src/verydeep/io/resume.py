@@ -148,6 +148,7 @@ RESUMABLE_CHANGES = {
     "data": {"workers", "on_bad_image", "root"},
     "optim": {"micro_batch"},
     "model": {"num_classes", "in_channels"},  # filled in from the data; the class check covers them
+    "dist": {"bucket_mb", "gradient_as_bucket_view"},  # how gradients travel, not what they are
 }  # fmt: skip
 
 

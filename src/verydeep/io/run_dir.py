@@ -79,6 +79,7 @@ class RunDir:
         self, out_dir: str | Path, is_main: bool, progress: bool = True, rank: int = 0, world_size: int = 1
     ) -> None:
         self.root, self.is_main, self.progress, self.rank = Path(out_dir), is_main, progress, rank
+        self.world_size = world_size
         self.ckpt = self.root / "checkpoints"
         self.checkpoints = CheckpointSet(self.ckpt, rank, is_main, world_size)
 
@@ -136,6 +137,35 @@ class RunDir:
                     f"train.out_dir {self.root} holds a checkpoint of a different config: "
                     f"{', '.join(diff[:4])}; choose another out_dir"
                 )
+
+    def check_shared(self) -> None:
+        """Every rank sees rank 0's files in the run directory: checkpoints are written by rank 0
+        and every rank reads them on resume, so across nodes out_dir must be on a file system
+        they all mount. A directory that is node-local is refused on every rank, in one line."""
+        if not torch.distributed.is_initialized() or self.world_size == 1:
+            return
+        token = [os.urandom(8).hex() if self.is_main else ""]
+        torch.distributed.broadcast_object_list(token, src=0)
+        probe = self.root / f".shared-{token[0]}"
+        if self.is_main:
+            atomic_write(probe, b"")
+        dist.barrier()
+        blind = int(dist.sum_across([0.0 if probe.exists() else 1.0], self._device())[0])
+        dist.barrier()
+        if self.is_main:
+            probe.unlink(missing_ok=True)
+        if blind:
+            raise ValueError(
+                f"train.out_dir {self.root} is not shared: {blind} of {self.world_size} ranks do not see "
+                "rank 0's files there; put it on a file system every node mounts (docs/SCALING.md)"
+            )
+
+    @staticmethod
+    def _device() -> torch.device:
+        """Where this rank's collectives run (NCCL's are on the rank's GPU)."""
+        if torch.distributed.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
 
     def start(self, cfg, resumed: bool) -> None:
         if self.is_main:
