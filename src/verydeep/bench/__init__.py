@@ -80,6 +80,7 @@ def run_bench(
     import torch
 
     from ..distributed import resolve_device
+    from .comm_bench import bench_comm
     from .data_bench import bench_data
     from .eval_bench import bench_eval_cost, precision_check
     from .features_bench import bench_features
@@ -107,6 +108,7 @@ def run_bench(
         "inference": lambda: bench_inference(cfg, device, progress),
         "training": lambda: bench_training(cfg, device, progress),
         "perceptual": lambda: bench_perceptual(cfg, device, progress),
+        "comm": lambda: bench_comm(cfg, progress),
         "lrn": lambda: bench_lrn(cfg, device, progress),
         "precision": lambda: precision_check(cfg, device, photos),
         "eval": lambda: bench_eval_cost(cfg, device, photos, progress),

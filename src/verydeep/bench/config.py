@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PARTS = ("inference", "training", "perceptual", "lrn", "precision", "eval", "data", "features")
+PARTS = ("inference", "training", "perceptual", "comm", "lrn", "precision", "eval", "data", "features")
 PHOTO_PARTS = {"precision", "eval", "data", "features"}  # these read the user's photographs (--data DIR)
 
 # minimum ratios (verydeep over torchvision, or as named), set for the 2-core CPU machine

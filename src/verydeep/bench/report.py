@@ -72,6 +72,14 @@ def _recheck_line(v: dict, inference: dict) -> str:
 
 def _other_lines(r: dict) -> list[str]:
     lines = []
+    if "comm" in r:
+        c = r["comm"]
+        lines.append(
+            f"Gradient all-reduce per optimiser step ({c['parameters'] / 1e6:.1f} M parameters, counted):"
+        )
+        for k, v in c["choices"].items():
+            lines.append(f"  {k:30} {v['bytes_per_step'] / 1e6:>10.2f} MB {v['vs_fp32']:>8.3f}x fp32")
+        lines += _predicted_lines(c)
     if "lrn" in r:
         t, shape = r["lrn"]["seconds"], "x".join(map(str, r["lrn"]["input"]))
         lines.append(
@@ -129,6 +137,22 @@ def _other_lines(r: dict) -> list[str]:
         lines.append(
             f"  {f['gmacs_per_image']:.2f} GMACs per photo; window buckets {f['speedup']:.2f}x exact sizes"
         )
+    return lines
+
+
+def _predicted_lines(c: dict) -> list[str]:
+    """The predicted images/s of 1-64 GPUs per choice and link (assumptions: comm_bench.py)."""
+    rows = c.get("predicted", [])
+    gpus = sorted({r["gpus"] for r in rows})
+    if not rows:
+        return []
+    head = f"  predicted images/s at {rows[0]['compute_ms']:.1f} ms of compute per step (assumed rate)"
+    lines = [head + ", all-reduce overlapped:", "  link      choice      " + "".join(f"{n:>9}" for n in gpus)]
+    for link in sorted({r["link_gbps"] for r in rows}):
+        for choice in dict.fromkeys(r["grad_comm"] for r in rows):
+            mine = [r for r in rows if r["link_gbps"] == link and r["grad_comm"] == choice]
+            got = {r["gpus"]: r["images_per_s"] for r in mine}
+            lines.append(f"  {link:>3} Gb/s  {choice:11} " + "".join(f"{got[n]:>9.0f}" for n in gpus))
     return lines
 
 
