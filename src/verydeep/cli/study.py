@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..study.ddp_study import is_ddp_plan
     from ..study.finetune_plan import is_finetune_plan
     from ..study.plan import StudySpec, build_plan
     from ..study.runner import run_study
@@ -52,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
         from .finetune_study import run as run_finetune
 
         return run_finetune(args)
+    if is_ddp_plan(args.config):
+        from .ddp_study import run as run_ddp
+
+        return run_ddp(args)
     spec = StudySpec.from_toml(args.config, quick=args.quick)
     if args.out_dir:
         spec.out_dir = args.out_dir
