@@ -1,5 +1,6 @@
-"""Hostile-user cases through the whole CLI (issue 17): every class of failure the second round
-found, with the issue's own examples and more. Each case must end with its expected exit code;
+"""Hostile-user cases through the whole CLI (issues 17 and 42): every class of failure the second
+and third rounds found, with the issues' own examples and more (the third round's classes are in
+scripts/hostile_more.py). Each case must end with its expected exit code;
 a failure is one line on stderr without a traceback; where a case names a post-condition (the
 device node is still a device, nothing half-written, the run directory complete, the weights
 finite) that is checked too. Prints one row per case and a count per class.
@@ -35,6 +36,7 @@ from hostile_checks import (
     written_through,
 )
 from hostile_inputs import build, mounts
+from hostile_more import backbone, build_more, integrity, multinode
 
 TINY = ["model.arch=A", "model.width_mult=0.125", "model.fc_width=16", "model.crop_size=32"]
 TINY += ["train.device=cpu", "train.precision=fp32", "data.workers=0"]
@@ -304,7 +306,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="also write the rows as JSON here")
     ap.add_argument(
         "--only",
-        help="run one class (outputs, disks, rundirs, inputs, checkpoints, values, finetune, divergence)",
+        help="run one class (outputs, disks, rundirs, inputs, checkpoints, values, finetune, divergence, "
+        "integrity, backbone, multinode)",
     )
     args = ap.parse_args()
     t0, rows = time.time(), []
@@ -313,6 +316,8 @@ def main() -> int:
         p = build(root)
         every = outputs(p, root) + disks(p, m, root) + rundirs(p, root) + inputs(p, root)
         every += checkpoints(p) + values(p, root) + finetune(p, root) + divergence(p, root)
+        q = build_more(root, p)
+        every += integrity(p, q, root, Case) + backbone(p, q, root, Case)
         if m is None:
             print("disks: skipped (mounting a full and a read-only tmpfs needs root)")
         for case in (c for c in every if args.only in (None, c.cls)):
@@ -326,6 +331,12 @@ def main() -> int:
             print(f"{mark} {case.cls:11} rc={row['rc']} (want {case.expect})  {row['argv'][:90]}")
             if not row["ok"]:
                 print(f"     {row['why']}: {row['last']}")
+        if args.only in (None, "multinode"):  # whole jobs of two torchrun agents, not one command
+            for row in multinode(p, root, folder_run):
+                rows.append(row)
+                print(f"{'ok  ' if row['ok'] else 'FAIL'} multinode   rc={row['rc']}  {row['argv']}")
+                if not row["ok"]:
+                    print(f"     {row['why']}: {row['last']}")
     failed = Counter(r["class"] for r in rows if not r["ok"])
     for cls, n in Counter(r["class"] for r in rows).items():
         print(f"{cls:11} {n - failed[cls]} of {n}")

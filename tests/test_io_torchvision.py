@@ -181,7 +181,9 @@ def test_a_flipped_byte_in_a_zip_pth_fails_its_crc(tmp_path, capsys):
     data = bytearray((tmp_path / "good.pth").read_bytes())
     with zipfile.ZipFile(tmp_path / "good.pth") as z:
         info = next(i for i in z.infolist() if "/data/" in i.filename and i.file_size > 64)
-    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)  # local header
+    local = info.header_offset  # the local header's own name and extra lengths (not the directory's)
+    start = local + 30 + int.from_bytes(data[local + 26 : local + 28], "little")
+    start += int.from_bytes(data[local + 28 : local + 30], "little")
     data[start + info.file_size // 2] ^= 0x10  # one byte inside that tensor's bytes
     (tmp_path / "flip.pth").write_bytes(bytes(data))
     with zipfile.ZipFile(tmp_path / "flip.pth") as z:
