@@ -119,3 +119,15 @@ def test_bad_arguments_are_one_line_and_write_nothing(files, capsys, change, wor
     err = capsys.readouterr().err.strip()
     assert words in err and "\n" not in err
     assert not (files / "out.png").exists() and not (files / "out.jpg").exists()
+
+
+def test_a_layer_the_net_lacks_is_refused_before_the_progress_bar(files, capsys):
+    """relu9_9 is a valid name for no config: refused before any step, so the error is its own
+    line, not appended to a started progress bar (found by scripts/hostile_cases.py)."""
+    argv = ["style", str(files / "content.jpg"), str(files / "style.png"), "-m",
+            str(files / "net.safetensors"), "--out", str(files / "out.png"), "--steps", "1",
+            "--style-layers", "relu9_1"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("verydeep style: error: unknown layer(s) ['relu9_1']"), err
+    assert err.count("\n") == 1 and "0/1" not in err  # no bar was started

@@ -64,6 +64,8 @@ def layers_arg(text: str) -> str | dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     from ..io.checkpoint import atomic_write, load_model, output_target
+    from ..losses import layer_weights
+    from ..models.layers import check_layers
     from ..style import StyleConfig, image_png, load_pair, side_by_side, stylise
 
     output_target(args.out)  # a bad output path costs nothing
@@ -76,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         init=args.init, seed=args.seed,
     )  # fmt: skip
     net, meta = load_model(args.model)
-    content, style = load_pair(args.content, args.style, args.size)
+    check_layers(net, [*layer_weights(cfg.content_layers), *layer_weights(cfg.style_layers)])
+    content, style = load_pair(args.content, args.style, args.size)  # every input is good: start
     bar = None
     if not args.no_progress:
         from tqdm import tqdm
@@ -88,9 +91,11 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4g}")
 
-    out = stylise(net, meta.prep, content, style, cfg, progress)
-    if bar is not None:
-        bar.close()
+    try:
+        out = stylise(net, meta.prep, content, style, cfg, progress)
+    finally:  # an error's line then starts a line of its own
+        if bar is not None:
+            bar.close()
     picture = side_by_side(content, style, out) if args.side_by_side else out
     atomic_write(args.out, image_png(picture))
     print(f"{args.out}: {picture.shape[-1]}x{picture.shape[-2]}, {cfg.steps} {cfg.optimizer} steps")
