@@ -289,3 +289,16 @@ def test_grad_comm_settings_are_checked_and_resume_rules_hold():
     faster = RunConfig.from_sources(overrides=["dist.grad_comm=powersgd", "dist.bucket_mb=100"]).to_dict()
     assert config_conflicts(old, faster) == []  # how gradients travel may change on resume
     assert config_conflicts(old, RunConfig().to_dict()) == ["dist.grad_comm ('powersgd' -> 'fp32')"]
+
+
+def test_resolving_a_gpu_leaves_cudnn_autotuning_to_training(monkeypatch):
+    """Issue 43, item 8: eval and features resolved their device through the same call as
+    training and so autotuned every dense shape; only fit turns autotuning on."""
+    import verydeep.distributed as vd
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    assert vd.resolve_device("cuda", what="eval device") == torch.device("cuda", 0)
+    assert torch.backends.cudnn.benchmark is False

@@ -311,3 +311,22 @@ def test_the_plateau_rule_is_fed_held_out_accuracy_and_its_cuts_reach_sgd(fmnist
     for row, next_epoch in zip(rows, per_epoch[1:], strict=False):
         assert next_epoch == pytest.approx([float(row[1])] * steps, rel=1e-6)
     assert float(rows[-1][1]) < 1e-8  # the rule did cut
+
+
+def test_save_epochs_false_writes_one_checkpoint_when_training_ends(fmnist_root, tmp_path, monkeypatch):
+    """train.save_epochs=false (gpu_check's big-net runs): no checkpoint per epoch, one at the end,
+    and the weights are those of an epoch-saving run (saving never changes training)."""
+    import verydeep.io.run_dir as run_dir
+
+    common = ["data.subset=200", "optim.batch_size=32", "train.precision=fp32", "train.eval_test=false",
+              "train.epochs=3", "data.workers=0"]  # fmt: skip
+    fit(cfg(tmp_path / "every", *common), progress=False)
+    saves, real = [], run_dir.RunDir.save
+    monkeypatch.setattr(
+        run_dir.RunDir, "save", lambda self, *a, **k: (saves.append(a[4].global_step), real(self, *a, **k))
+    )
+    fit(cfg(tmp_path / "once", *common, "train.save_epochs=false"), progress=False)
+    assert saves == [15]  # 5 steps an epoch, 3 epochs: saved once, after the last
+    a, b = (load_file(tmp_path / r / "checkpoints" / "last.safetensors") for r in ("once", "every"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "once" / "checkpoints" / "best.safetensors").is_file()

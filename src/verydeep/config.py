@@ -229,6 +229,9 @@ class TrainConfig:
     )  # fine-tune from this checkpoint (e.g. S=384 from S=256, new classes allowed)
     max_steps: int = spec(0, lo=0)  # stop after this many optimiser steps (0: no limit); smoke runs
     checkpoint_every: int = spec(0, lo=0)  # also checkpoint every N optimiser steps (0: per epoch)
+    # false: one checkpoint, when training ends (benchmark and smoke runs of big nets, where each
+    # epoch's save is most of the time); a run killed before then starts over
+    save_epochs: bool = True
     save_init: bool = False  # also keep checkpoints/init.safetensors: the weights before step 1
     eval_test: bool = True  # report test error at the end (never used for decisions)
     on_nonfinite: str = spec("stop", choices=("stop", "skip"))

@@ -65,8 +65,7 @@ def resolve_device(name: str, env: DistEnv | None = None, what: str = "train.dev
     if device.type == "cuda" and device.index >= torch.cuda.device_count():
         raise ValueError(f"{what} asks for {name}, but there are {torch.cuda.device_count()} CUDA devices")
     if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True  # fixed crop size: autotuning pays off
+        torch.cuda.set_device(device)  # cuDNN autotuning is the caller's choice: training's only
     return device
 
 

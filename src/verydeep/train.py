@@ -49,6 +49,8 @@ def fit(cfg: RunConfig, progress: bool = True) -> dict:
     """Train until the schedule stops (or ``train.epochs``); returns the final numbers."""
     env = dist.DistEnv.from_environ()
     device = dist.resolve_device(cfg.train.device, env)
+    if device.type == "cuda":  # one crop size: each conv's autotuning pays off over every step
+        torch.backends.cudnn.benchmark = True  # (not for dense evaluation: a shape per image size)
     dist.init(env, device)
     try:
         return _fit(cfg, env, device, progress)
@@ -193,7 +195,11 @@ class _Loop:
             state.history.append(run.epoch_row(state.epoch, tr, va, self.sched.lr, state))
             state.epoch, state.step_in_epoch, state.epoch_sums = state.epoch + 1, 0, [0.0] * 4
             state.epoch_wall = state.epoch_cpu = 0.0
-            run.save(self.model, self.meta, self.opt, self.sched, state, best=improved)
+            cfg = self.cfg
+            last = state.epoch >= cfg.train.epochs or self.sched.stopped or _reached(cfg, state)
+            if cfg.train.save_epochs or last:
+                run.save(self.model, self.meta, self.opt, self.sched, state, best=improved)
+                run.ensure_best()  # an earlier best epoch was not saved: these weights stand in
             run.write_log(state.history)
             run.write_curves(state.history)
             return
