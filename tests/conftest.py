@@ -1,5 +1,6 @@
 """Shared fixtures: where the real data lives, and skips with a reason when it is absent."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
+# the Debian package's folder; VERYDEEP_FMNIST points elsewhere (the GPU machine gets the four
+# .gz files carried with the repository: scripts/gpu_check.sh)
+FMNIST = Path(os.environ.get("VERYDEEP_FMNIST", "/usr/share/datasets/fashion-mnist"))
 
 
 @pytest.fixture
@@ -24,7 +27,7 @@ def shared_data() -> Path:
 @pytest.fixture
 def fmnist_root() -> Path:
     if not (FMNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
+        pytest.skip(f"Fashion-MNIST not found in {FMNIST}: apt-get install dataset-fashion-mnist")
     return FMNIST
 
 

@@ -64,12 +64,13 @@ OTHER_KERNELS = [] if DEVICE != "cpu" else ["train.channels_last=true", "train.w
 
 
 def test_training_steps_and_resume_on_the_device(fmnist_root, tmp_path):
-    base = [*RUN, f"train.device={DEVICE}", *OTHER_KERNELS]
+    run = [*RUN, f"data.root={fmnist_root}"]  # VERYDEEP_FMNIST on a machine without the package
+    base = [*run, f"train.device={DEVICE}", *OTHER_KERNELS]
     fit(RunConfig.from_sources(overrides=[*base, f"train.out_dir={tmp_path / 'a'}"]), progress=False)
     split = [*base, f"train.out_dir={tmp_path / 'b'}"]
     fit(RunConfig.from_sources(overrides=[*split, "train.max_steps=2"]), progress=False)
     fit(RunConfig.from_sources(overrides=split), progress=False)  # resumes at step 2
-    cpu = [*RUN, *REFERENCE, f"train.out_dir={tmp_path / 'c'}"]
+    cpu = [*run, *REFERENCE, f"train.out_dir={tmp_path / 'c'}"]
     fit(RunConfig.from_sources(overrides=cpu), progress=False)
     a, b, c = (load_file(tmp_path / r / "checkpoints" / "last.safetensors") for r in "abc")
     for k in a:
