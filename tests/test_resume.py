@@ -443,3 +443,24 @@ def test_a_disk_that_fills_mid_run_then_frees_resumes_bit_identical(
     assert main(argv) == 0
     a, b = (load_file(tmp_path / r / "checkpoints" / "last.safetensors") for r in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_each_rank_saves_and_restores_its_own_gpus_generator_only(monkeypatch):
+    """Issue 43, item 12: get_rng_state_all saved every visible GPU's state, and restoring it
+    where fewer GPUs are visible failed. Now one state, the rank's device's; a file of the old
+    form restores the current device's entry, or nothing where that GPU is not there."""
+    from verydeep.io import run_dir
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: torch.tensor([7], dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s: calls.append(int(s[0])))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("every GPU's state saved"))
+    state = run_dir.rng_state()
+    assert int(state["cuda"][0]) == 7
+    run_dir.set_rng_state(state)
+    old = dict(state, cuda=[torch.tensor([0], dtype=torch.uint8), torch.tensor([1], dtype=torch.uint8)])
+    run_dir.set_rng_state(old)  # 2 GPUs then, this rank's is device 1
+    run_dir.set_rng_state(dict(state, cuda=[torch.tensor([0], dtype=torch.uint8)]))  # 1 GPU then: skipped
+    assert calls == [7, 1]

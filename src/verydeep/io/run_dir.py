@@ -45,17 +45,26 @@ from .resume import CheckpointSet, config_conflicts
 
 
 def rng_state() -> dict:
+    """This rank's generators: the CPU's, Python's and its own GPU's (each rank saves its file;
+    the states of every visible GPU would not restore where fewer GPUs are visible)."""
     state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # the current device: resolve_device set it
     return state
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate((3, tuple(state["python"]), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is None or not torch.cuda.is_available():
+        return  # a CPU run resumed on a GPU: the GPU's generator starts from the seed
+    if isinstance(cuda, list):  # saved by get_rng_state_all: one per GPU visible then
+        here = torch.cuda.current_device()
+        if here >= len(cuda):
+            return
+        cuda = cuda[here]
+    torch.cuda.set_rng_state(cuda)
 
 
 class _Bar:
