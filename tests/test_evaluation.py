@@ -310,3 +310,25 @@ def test_forward_pass_counts_and_method_parsing():
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} must be refused")
+
+
+@pytest.mark.parametrize("output", ["probs", "fc7", "pool3"])
+def test_dense_passes_are_chunked_under_a_memory_cap_with_the_same_result(output):
+    """Issue 43, item 13: a large Q ran every image and its flip as one batch. Under a cap a pass
+    holds fewer images, or an image without its flip; the vectors stay the same."""
+    from verydeep.evaluation.core import Runtime, dense_pooled
+
+    torch.manual_seed(0)
+    net = VGG("A", num_classes=5, width_mult=0.125, fc_width=16, crop_size=32).eval()
+    x = torch.randint(0, 256, (4, 3, 64, 96), dtype=torch.uint8)
+    per_image = (2 * 64 + 3) * 64 * 96 * 4
+    sizes = []
+    real = net.features.forward
+    net.features.forward = lambda t: (sizes.append(len(t)), real(t))[1]
+    free = dense_pooled(net, x, PREP, output=output, rt=Runtime(memory_cap=None))
+    assert sizes == [8] or output == "pool3"  # all 4 images and their flips at once
+    for cap, passes in ((3 * per_image, [2, 2, 2, 2]), (per_image, [1] * 8)):
+        sizes.clear()
+        got = dense_pooled(net, x, PREP, output=output, rt=Runtime(memory_cap=cap))
+        torch.testing.assert_close(got, free, rtol=1e-5, atol=1e-6)
+        assert sizes == passes or output == "pool3", sizes  # pool3 runs through extract, not features

@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 
 import torch
@@ -119,10 +120,31 @@ def rescale(img: Image.Image | torch.Tensor, q: int) -> torch.Tensor:
 
 
 class Runtime:
-    """Where and how forward passes run: device, bf16 autocast, channels_last."""
+    """Where and how forward passes run: device, bf16 autocast, channels_last, and the memory one
+    dense forward pass may take (``memory_cap`` bytes; None: half of the GPU's free memory, a
+    quarter of the machine's RAM on the CPU)."""
 
-    def __init__(self, device: str | torch.device = "cpu", bf16: bool = False, channels_last: bool = False):
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        bf16: bool = False,
+        channels_last: bool = False,
+        memory_cap: int | None = None,
+    ):
         self.device, self.bf16, self.channels_last = torch.device(device), bf16, channels_last
+        self.memory_cap = memory_cap
+
+    def images_per_forward(self, height: int, width: int) -> int:
+        """How many images of this size one dense forward pass may hold: the first block's maps
+        (64 channels at full resolution, two of them live at once, plus the input) dominate."""
+        cap = self.memory_cap
+        if cap is None:
+            if self.device.type == "cuda":
+                cap = torch.cuda.mem_get_info(self.device)[0] // 2
+            else:
+                cap = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+        per_image = (2 * 64 + 3) * height * width * (2 if self.bf16 else 4)
+        return max(0, cap // per_image)
 
     def input(self, x: torch.Tensor, prep: Preprocess) -> torch.Tensor:
         """uint8 batch -> normalised float input on the device."""
@@ -210,10 +232,30 @@ def dense_pooled(
     x = window_trim(x, model.crop_size, 32, align)
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
-    heads = {"probs": 3, "scores": 3, "fc7": 2, "fc6": 1}  # how many FC layers run
-    if output not in heads and not CONV_STAGE.match(output):
-        known = ", ".join(heads)
+    if output not in HEADS and not CONV_STAGE.match(output):
+        known = ", ".join(HEADS)
         raise ValueError(f"output must be one of {known} or a conv-stage layer name, got {output!r}")
+    kw = {"output": output, "average": average, "rt": rt}
+    fits = rt.images_per_forward(*x.shape[-2:])
+
+    def one_pass(c: torch.Tensor) -> torch.Tensor:
+        if flip and fits < 2:  # not even an image and its flip together: one, then the other
+            mirrored = _pooled(model, c.flip(-1), prep, flip=False, **kw)
+            return (_pooled(model, c, prep, flip=False, **kw) + mirrored) / 2
+        return _pooled(model, c, prep, flip=flip, **kw)
+
+    step = max(1, fits // (2 if flip else 1))  # a large Q: fewer images per pass
+    return torch.cat([one_pass(c) for c in x.split(step)]) if step < len(x) else one_pass(x)
+
+
+HEADS = {"probs": 3, "scores": 3, "fc7": 2, "fc6": 1}  # how many FC layers run
+
+
+def _pooled(
+    model: VGG, x: torch.Tensor, prep: Preprocess, *, output: str, flip: bool, average: str, rt: Runtime
+) -> torch.Tensor:
+    """``dense_pooled`` of trimmed images in one forward pass (image and flip stacked)."""
+    heads = HEADS
     with rt.autocast():
         x_in = rt.input(_with_flip(x, flip), prep)
         if output == "pool5":  # the whole body: every precision's net has it (int8's is one module)
@@ -228,7 +270,7 @@ def dense_pooled(
     return recheck(
         model,
         _unflip_mean(v, flip),
-        lambda net, rows: dense_pooled(net, x[rows], prep, flip=flip, average=average, align=align, rt=rt),
+        lambda net, rows: _pooled(net, x[rows], prep, output=output, flip=flip, average=average, rt=rt),
     )
 
 
