@@ -82,7 +82,8 @@ class _Meter:
         nothing, so the epoch's loss stays the mean over the images that trained."""
         n = len(labels)
         wrong = (logits.argmax(1) != labels).sum() if n else torch.zeros((), device=labels.device)
-        row = torch.stack([loss.detach().double() * n, wrong.double(), self.sums.new_tensor(n)])
+        count = torch.full((), float(n), dtype=torch.float64, device=self.sums.device)  # no host copy
+        row = torch.stack([loss.detach().double() * n, wrong.double(), count])
         self.sums += torch.where(torch.isfinite(row[0]), row, 0.0)
 
     def found_inf(self, model: nn.Module, loss: torch.Tensor, step: int) -> torch.Tensor:
@@ -232,15 +233,23 @@ def evaluate(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
 ) -> dict:
-    """Mean loss, top-1 and top-5 error over ``batches`` (centre crops, FC form)."""
+    """Mean loss, top-1 and top-5 error over ``batches`` (centre crops, FC form). The sums stay
+    on the device and are read once, at the end (a per-batch read would stall a GPU each batch)."""
     model.eval()
-    loss_sum, errs, n = 0.0, [0, 0], 0
+    sums, n = torch.zeros(3, dtype=torch.float64, device=device), 0  # loss, top-1 and top-5 misses
     for images, labels in batches:
-        images, labels = images.to(device), labels.to(device)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
             logits = model(prepare(images)).float()
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-        errs = [a + b for a, b in zip(errs, topk_errors(logits, labels), strict=True)]
+        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum"), *_misses(logits, labels)])
         n += len(labels)
+    loss, e1, e5 = sums.tolist()
     n = max(n, 1)
-    return {"loss": loss_sum / n, "top1_err": errs[0] / n, "top5_err": errs[1] / n, "images": n}
+    return {"loss": loss / n, "top1_err": e1 / n, "top5_err": e5 / n, "images": n}
+
+
+def _misses(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[torch.Tensor]:
+    """``topk_errors`` as device tensors (nothing read back)."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hit = top == labels[:, None]
+    return [(~hit[:, :k].any(1)).sum().double() for k in ks]

@@ -179,7 +179,9 @@ def _fashion_mnist(
 
     def train_prepare(x: torch.Tensor) -> torch.Tensor:
         params = random_crop_params(len(x), tuple(x.shape[-2:]), scale, crop, d.flip)
-        colour = pca.sample(len(x), d.colour_shift).to(x.device) if d.colour_shift else None
+        colour = (
+            pca.sample(len(x), d.colour_shift).to(x.device, non_blocking=True) if d.colour_shift else None
+        )
         return prep(scale_crop_flip(x, crop, *params), colour)
 
     def eval_prepare(x: torch.Tensor) -> torch.Tensor:
@@ -252,7 +254,9 @@ def _image_folder(
         )
 
     def train_prepare(x: torch.Tensor) -> torch.Tensor:
-        colour = pca.sample(len(x), d.colour_shift).to(x.device) if d.colour_shift else None
+        colour = (
+            pca.sample(len(x), d.colour_shift).to(x.device, non_blocking=True) if d.colour_shift else None
+        )
         return prep(x, colour)
 
     val_samples = [samples[i] for i in va.tolist()]

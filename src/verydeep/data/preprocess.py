@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import torch
@@ -64,8 +65,7 @@ class Preprocess:
         (N, C, 1, 1) offset. (A single mixed-dtype op, uint8 minus float, is 10x slower on
         CPU: it is not vectorised.)
         """
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        mean, std = _on(tuple(self.mean), x.device), _on(tuple(self.std), x.device)
         if mean.shape[1] != x.shape[1]:
             raise ValueError(f"preprocessing has {mean.shape[1]} channels, images have {x.shape[1]}")
         r = self.pixel_range / 255.0
@@ -114,3 +114,10 @@ class ColourPCA:
     @classmethod
     def from_dict(cls, d: dict) -> ColourPCA:
         return cls(tuple(d["eigval"]), tuple(tuple(r) for r in d["eigvec"]))
+
+
+@functools.lru_cache(maxsize=64)
+def _on(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """(1, C, 1, 1) of ``values`` on ``device``, made once per device: a tensor built from Python
+    numbers on a GPU is a host-to-device copy that waits, at every call."""
+    return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)

@@ -172,7 +172,9 @@ def scale_crop_flip(
     theta[:, 1, 1] = ay
     theta[:, 0, 2] = 2 * lefts.float() / (fw * w) - 1 + ax
     theta[:, 1, 2] = 2 * tops.float() / (fh * h) - 1 + ay
-    grid = F.affine_grid(theta.to(x.device), [n, x.shape[1], crop, crop], align_corners=False)
+    grid = F.affine_grid(
+        theta.to(x.device, non_blocking=True), [n, x.shape[1], crop, crop], align_corners=False
+    )
     out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
