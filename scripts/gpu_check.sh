@@ -58,6 +58,9 @@ if [ "$MAKE_DATA" = 1 ] || [ ! -d "$DATA/photos" ]; then make_data || exit 2; fi
 [ "$MAKE_DATA" = 1 ] && exit 0
 export VERYDEEP_FMNIST="$(cd "$DATA" && pwd)/fashion-mnist"
 
+# what the package needs beyond torch: a machine without them fails here in one line, not later
+MISSING=$("$PY" -c "import importlib.util as u; print(' '.join(m for m in ('torch', 'torchvision', 'safetensors', 'tqdm', 'numpy', 'PIL', 'matplotlib') if u.find_spec(m) is None))")
+if [ -n "$MISSING" ]; then echo "gpu_check: this Python lacks $MISSING: nothing can run" >&2; exit 2; fi
 if [ "$DEVICE" = cuda ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "gpu_check: --device cuda, but torch sees no CUDA device here: nothing to check" >&2
     exit 2
