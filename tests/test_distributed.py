@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from procs import children
 from safetensors.torch import load_file
 
 from verydeep.distributed import DistEnv
@@ -67,23 +68,11 @@ def _lose(node: subprocess.Popen) -> None:
     while todo:
         pid = todo.pop()
         victims.append(pid)
-        todo += _children(pid)
+        todo += children(pid)
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     node.wait()
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
 
 
 def _finish(*procs: subprocess.Popen, timeout: float = 240) -> list[str]:

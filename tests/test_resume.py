@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from procs import children
 from safetensors.torch import load_file
 
 from verydeep.cli import main
@@ -319,18 +320,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
-
-
 def _rank_of(pid: int) -> int | None:
     try:
         env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -371,13 +360,13 @@ def test_torchrun_restarts_a_killed_worker_and_resumes(fmnist_root, tmp_path):
         deadline = time.time() + 120
         while _committed_step(out) < 2 and proc.poll() is None and time.time() < deadline:
             time.sleep(0.01)
-        victim = next((p for p in _children(proc.pid) if _rank_of(p) == 1), None)
+        victim = next((p for p in children(proc.pid) if _rank_of(p) == 1), None)
         assert victim is not None, f"rank 1 not found (torchrun exit code {proc.poll()})"
         os.kill(victim, signal.SIGKILL)
         killed_at = _committed_step(out)
         _, err = proc.communicate(timeout=180)
     finally:  # never leave a launcher and its workers behind
-        for pid in [*_children(proc.pid), proc.pid]:
+        for pid in [*children(proc.pid), proc.pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 0, err[:6000]

@@ -8,13 +8,11 @@ prose around it is the report's own.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.checkpoint import atomic_write
     from ..study.ddp_study import DdpSpec, render_block, run_ddp_study, splice
+    from .study_block import report_path, write_block
 
     if args.estimate or args.only is not None or args.quick:
         raise ValueError("--estimate, --only and --quick apply to Section 4 grids, not to a ddp_study plan")
@@ -23,17 +21,10 @@ def run(args: argparse.Namespace) -> int:
         spec.out_dir = args.out_dir
     if args.results_dir is not None:
         spec.results_dir = args.results_dir
-    report = Path(args.report or spec.report) if (args.report or spec.report) else None
-    if report is not None and report.exists() and not report.is_file():
-        raise ValueError(f"--report {report} is not a file")
+    report = report_path(args.report, spec.report)
     results = run_ddp_study(spec, report_only=args.report_only)
     if not results:
         raise ValueError(f"no finished runs in {spec.results_dir or spec.out_dir} to report on")
     block = render_block(spec, results, f"verydeep study --config {args.config}")
-    if report is None:
-        print(block)
-        return 0
-    old = report.read_text() if report.is_file() else f"# {spec.title}\n"
-    atomic_write(report, splice(old, block).encode())
-    print(f"wrote the results block of {report}", file=sys.stderr)
+    write_block(report, block, spec.title, splice)
     return 0
