@@ -113,8 +113,10 @@ no_skips() {  # no_skips LOG: fail where pytest skipped a device test (a check t
 }
 
 "$PY" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
-# the one test that is about having no GPU is left out on a GPU (it skips itself there)
-DESELECT=(); [ "$DEVICE" = cuda ] && DESELECT=(--deselect tests/test_cuda.py::test_asking_for_cuda_without_one_is_one_line)
+# the one test about having no GPU is left out on a GPU, and the TF32 one (a GPU's) on the CPU:
+# each skips itself where it cannot run
+DESELECT=(--deselect tests/test_cuda.py::test_tf32_is_asked_for_and_differs_from_fp32)
+[ "$DEVICE" = cuda ] && DESELECT=(--deselect tests/test_cuda.py::test_asking_for_cuda_without_one_is_one_line)
 step tests 150 env VERYDEEP_TEST_DEVICE="$DEVICE" "$PY" -m pytest -q -rs -m cuda tests/test_cuda.py -p no:cacheprovider "${DESELECT[@]}"
 no_skips "$WORK/tests.log" || { SUMMARY+=("tests: FAILED, device tests skipped"); FAILED=1; }
 step probe 90 "$PY" scripts/gpu_probe.py --device "$DEVICE"

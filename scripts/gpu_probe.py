@@ -19,6 +19,7 @@ import torchvision
 
 from verydeep.bench.nets import build_pair, train_step
 from verydeep.engine import StepState, train_one_epoch
+from verydeep.numerics import Numerics, fp32_math
 
 
 def _batch(n: int, crop: int, classes: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,7 +34,7 @@ def host_syncs(net: torch.nn.Module, batch, device: torch.device, steps: int = 5
     if device.type != "cuda":
         return None
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, fused=True)
-    kw = {"prepare": lambda t: t, "device": device, "amp_dtype": torch.bfloat16}
+    kw = {"prepare": lambda t: t, "device": device, "numerics": Numerics("bf16")}
     train_one_epoch(net, [batch], opt, state=StepState(), **kw)  # warm-up: lazy initialisation
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
@@ -68,14 +69,12 @@ def peak_memory(batch_sizes: tuple[int, ...], crop: int, device: torch.device, *
 
 
 def matmul_peaks(n: int, device: torch.device) -> dict:
-    """TFLOP/s of an n x n matmul in bf16 and in fp32 with TF32 allowed (then restored)."""
+    """TFLOP/s of an n x n matmul in bf16 and in fp32 on TF32 tensor cores (the setting made
+    through verydeep.numerics, as training and inference make it, and restored)."""
     out = {}
-    for name, dtype, tf32 in (("bf16", torch.bfloat16, False), ("tf32", torch.float32, True)):
+    for name, dtype in (("bf16", torch.bfloat16), ("tf32", torch.float32)):
         a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in "ab")
-        before = torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda" else None
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-        try:
+        with fp32_math("tf32"):
             a @ b
             _sync(device)
             t0, reps = time.perf_counter(), 10
@@ -83,9 +82,6 @@ def matmul_peaks(n: int, device: torch.device) -> dict:
                 a @ b
             _sync(device)
             out[name] = 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
-        finally:
-            if device.type == "cuda":
-                torch.backends.cuda.matmul.allow_tf32 = before
     return out
 
 

@@ -313,3 +313,26 @@ def test_photo_parts_read_any_folder_of_photos(capsys, shared_data):
     )
     r = json.loads(capsys.readouterr().out)
     assert r["data"]["images"] == 6 and r["data"]["speedup"] > 0 and r["features"]["images"] == 6
+
+
+def test_sizes_and_targets_are_per_device():
+    """A GPU is timed at batches that fill it, against a matmul big enough to reach its peak, and
+    checked against its own targets; a size given on the command line is kept on either."""
+    from verydeep.bench import check_targets
+    from verydeep.bench.config import GPU_TARGETS, NO_BF16_TARGETS, SIZES
+
+    cpu, gpu = BenchConfig.make().sized_for("cpu"), BenchConfig.make().sized_for("cuda")
+    assert (cpu.batches, cpu.train_batch, cpu.matmul_n) == ((8, 1), 16, 2048)
+    assert (
+        (gpu.batches, gpu.train_batch, gpu.matmul_n) == ((64, 1), 64, 8192) == tuple(SIZES["cuda"].values())
+    )
+    assert BenchConfig.make(train_batch=32).sized_for("cuda").train_batch == 32
+    assert BenchConfig.make(quick=True).sized_for("cuda").batches == (4, 1)  # quick stays quick
+    measured = {"training": {"speedup": 1.6}, "environment": {"native_bf16": True, "gpu": "H100"}}
+    assert check_targets(measured)["training"] == {
+        "target": GPU_TARGETS["training"],
+        "measured": 1.6,
+        "met": False,
+    }
+    measured["environment"] = {"native_bf16": False}
+    assert check_targets(measured)["training"]["target"] == NO_BF16_TARGETS["training"]

@@ -257,7 +257,7 @@ def test_the_heat_map_uses_the_windows_of_the_printed_probability():
 def test_every_inference_precision_is_a_cli_choice():
     # the CLI lists the modes itself (it must not import torch for --help); they must not drift
     from verydeep.cli import build_parser
-    from verydeep.evaluation.precision import PRECISIONS
+    from verydeep.numerics import PRECISIONS
 
     for cmd in (["predict", "-m", "m.safetensors", "x.jpg"], ["eval", "m.safetensors", "--data", "d"]):
         for name in PRECISIONS:

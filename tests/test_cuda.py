@@ -14,6 +14,7 @@ from verydeep.config import RunConfig
 from verydeep.evaluation import dense_probs, multicrop_probs
 from verydeep.evaluation.core import Runtime
 from verydeep.models.vgg import VGG
+from verydeep.numerics import Numerics
 from verydeep.train import fit
 
 DEVICE = os.environ.get("VERYDEEP_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -38,11 +39,11 @@ def test_dense_and_multicrop_match_the_cpu():
     prep = Preprocess()
     with torch.inference_mode():
         cpu = dense_probs(net, x, prep), multicrop_probs(net, x, prep)
-        rt = Runtime(DEVICE, channels_last=True)
+        rt = Runtime(DEVICE, Numerics(channels_last=True))
         dev_net = _net().to(DEVICE)
         dev = dense_probs(dev_net, x, prep, rt=rt).cpu(), multicrop_probs(dev_net, x, prep, rt=rt).cpu()
     for a, b in zip(cpu, dev, strict=True):
-        torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-3)  # TF32 is off: fp32 on both
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-3)  # fp32 is IEEE on the GPU too (numerics.py)
 
 
 def test_bf16_autocast_stays_close_to_fp32():
@@ -52,9 +53,22 @@ def test_bf16_autocast_stays_close_to_fp32():
     prep = Preprocess()
     with torch.inference_mode():
         fp32 = dense_probs(net, x, prep, rt=Runtime(DEVICE))
-        bf16 = dense_probs(net, x, prep, rt=Runtime(DEVICE, bf16=True))
+        bf16 = dense_probs(net, x, prep, rt=Runtime(DEVICE, Numerics("bf16")))
     assert bf16.dtype == torch.float32 and (bf16 - fp32).abs().max() < 0.02
     assert (bf16 - fp32).abs().max() > 0  # bf16 really ran: the numbers are rounded
+
+
+@pytest.mark.skipif(DEVICE == "cpu", reason="TF32 tensor cores are a GPU's (compute capability 8.0+)")
+def test_tf32_is_asked_for_and_differs_from_fp32():
+    net, x = _net().to(DEVICE), torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    from verydeep.data.preprocess import Preprocess
+    from verydeep.numerics import resolve
+
+    prep = Preprocess()
+    with torch.inference_mode():
+        fp32 = dense_probs(net, x, prep, rt=Runtime(DEVICE, resolve("fp32", DEVICE)))
+        tf32 = dense_probs(net, x, prep, rt=Runtime(DEVICE, resolve("tf32", DEVICE)))
+    assert (tf32 - fp32).abs().max() < 0.02 and not torch.equal(tf32, fp32)
 
 
 # the reference: fp32 NCHW direct convolutions on the CPU. Without a GPU the "device" run takes the

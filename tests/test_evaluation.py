@@ -29,6 +29,7 @@ from verydeep.evaluation.core import grid_crops, match_channels, rescale, window
 from verydeep.io.checkpoint import Meta
 from verydeep.models.dense import to_dense
 from verydeep.models.vgg import VGG
+from verydeep.numerics import Numerics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_nets import PREP, trained_tiny
@@ -278,8 +279,8 @@ def test_bf16_and_channels_last_runtime_agree_with_fp32():
     x = torch.randint(0, 256, (3, 3, 40, 52), dtype=torch.uint8)
     with torch.inference_mode():
         ref = dense_probs(net, x, PREP)
-        cl = dense_probs(net, x, PREP, rt=Runtime("cpu", channels_last=True))
-        bf = multicrop_probs(net, x, PREP, rt=Runtime("cpu", bf16=True, channels_last=True))
+        cl = dense_probs(net, x, PREP, rt=Runtime("cpu", Numerics(channels_last=True)))
+        bf = multicrop_probs(net, x, PREP, rt=Runtime("cpu", Numerics("bf16", channels_last=True)))
         bf_ref = multicrop_probs(net, x, PREP)
     torch.testing.assert_close(cl, ref, atol=1e-5, rtol=0)
     assert bf.dtype == torch.float32 and (bf - bf_ref).abs().max() < 0.05

@@ -1,4 +1,4 @@
-"""Precision follows the hardware (issue 19, item 3): where the CPU lacks native bf16, ``auto``
+"""Precision follows the hardware: where the CPU lacks native bf16, ``auto``
 never picks it, in training and in the bench's evaluation alike."""
 
 import subprocess
@@ -9,16 +9,22 @@ import pytest
 import torch
 
 from verydeep import hardware
+from verydeep.numerics import resolve
+
+
+def amp(request: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype training resolves ``train.precision=request`` to."""
+    return resolve(request, device, training=True).amp_dtype
 
 
 def test_auto_precision_follows_the_cpu_flags(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma", "sse4_2"}))
     assert hardware.cpu_class() == "avx2" and not hardware.native_bf16(cpu)
-    assert hardware.resolve_precision("auto", cpu) is None
-    assert hardware.resolve_precision("bf16", cpu) is torch.bfloat16  # asked for: given
+    assert amp("auto", cpu) is None
+    assert amp("bf16", cpu) is torch.bfloat16  # asked for: given
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
-    assert hardware.cpu_class() == "avx512_bf16" and hardware.resolve_precision("auto", cpu) is torch.bfloat16
+    assert hardware.cpu_class() == "avx512_bf16" and amp("auto", cpu) is torch.bfloat16
     assert hardware.int8_dot(cpu) == "avx2"  # AVX-512 without VNNI: int8 pair sums as on AVX2
     monkeypatch.setattr(
         hardware, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16", "amx_tile", "amx_int8"})
@@ -59,7 +65,7 @@ def test_each_cpu_class_is_read_from_its_cpuinfo(machine, name):
     cpu = torch.device("cpu")
     assert hardware.cpu_class() == cls and hardware.native_bf16(cpu) is bf16
     assert hardware.int8_dot(cpu) == dot
-    assert (hardware.resolve_precision("auto", cpu) is torch.bfloat16) is bf16
+    assert (amp("auto", cpu) is torch.bfloat16) is bf16
 
 
 def test_a_missing_cpuinfo_gives_no_flags(machine):
@@ -90,7 +96,7 @@ def test_kernels_held_at_avx2_make_the_facts_avx2(monkeypatch):
         flags = hardware.cpu_flags()
         assert not any(f.startswith(("avx512", "amx", "avx_vnni")) for f in flags)
         assert hardware.cpu_class() in ("avx2", "other") and not hardware.native_bf16(torch.device("cpu"))
-        assert hardware.resolve_precision("auto", torch.device("cpu")) is None
+        assert amp("auto", torch.device("cpu")) is None
     finally:
         monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
         hardware.cpu_flags.cache_clear()
@@ -104,9 +110,13 @@ def test_channels_last_auto_follows_the_hardware(monkeypatch):
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "fma"})
-    assert not hardware.resolve_channels_last("auto", cpu) and hardware.resolve_channels_last("true", cpu)
+
+    def cl(setting: str) -> bool:
+        return resolve("fp32", cpu, channels_last=setting, training=True).channels_last
+
+    assert not cl("auto") and cl("true")
     monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
-    assert hardware.resolve_channels_last("auto", cpu) and not hardware.resolve_channels_last("false", cpu)
+    assert cl("auto") and not cl("false")
     assert RunConfig().train.channels_last == "auto"
     with pytest.raises(ValueError, match=r"train\.channels_last"):  # a bool: say which word
         RunConfig.from_dict({"train": {"channels_last": True}})
@@ -132,16 +142,20 @@ def test_winograd_auto_follows_the_hardware(monkeypatch):
     from verydeep.config import RunConfig
 
     cpu = torch.device("cpu")
+
+    def mode(precision: str, winograd: str, device: torch.device = cpu) -> str:
+        return resolve(precision, device, winograd=winograd, training=True).mode
+
     monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "fma"})
-    assert hardware.resolve_winograd("auto", cpu, None)
-    assert not hardware.resolve_winograd("auto", cpu, torch.bfloat16)
-    assert not hardware.resolve_winograd("false", cpu, None)
-    assert not hardware.resolve_winograd("auto", torch.device("cuda"), None)
+    assert mode("auto", "auto") == "winograd" and mode("fp32", "auto") == "winograd"
+    assert mode("bf16", "auto") == "bf16"
+    assert mode("fp32", "false") == mode("auto", "false") == "fp32"
+    assert mode("fp32", "auto", torch.device("cuda")) == "fp32"
     monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
-    assert not hardware.resolve_winograd("auto", cpu, None)
-    assert hardware.resolve_winograd("true", cpu, None)
+    assert mode("fp32", "auto") == "fp32" and mode("auto", "auto") == "bf16"
+    assert mode("fp32", "true") == "winograd"
     with pytest.raises(ValueError, match="precision=fp32"):
-        hardware.resolve_winograd("true", cpu, torch.bfloat16)
+        mode("bf16", "true")
     assert RunConfig().train.winograd == "auto"
     with pytest.raises(ValueError, match=r"train\.winograd must be one of"):
         RunConfig.from_sources(overrides=["train.winograd=fast"])

@@ -11,7 +11,7 @@ import torch.ao.nn.quantized as nnq
 
 from verydeep.cli import main
 from verydeep.evaluation.core import crop_probs, dense_probs
-from verydeep.evaluation.precision import for_precision, inference_precision, spread
+from verydeep.evaluation.precision import for_precision, spread
 from verydeep.features import DescriptorConfig
 from verydeep.models.arch import CFGS
 from verydeep.models.int8 import quantize_int8
@@ -138,16 +138,19 @@ def test_int8_checked_recomputes_exactly_the_near_ties_in_fp32():
 
 
 def test_int8_is_cpu_only_and_auto_never_picks_emulated_bf16(monkeypatch):
-    import verydeep.evaluation.precision as precision
+    import verydeep.numerics as numerics
+
+    def inference_precision(name: str, device: torch.device) -> str:
+        return numerics.resolve(name, device).mode
 
     for name in ("int8", "int8-checked"):
         with pytest.raises(ValueError, match="CPU only"):
             inference_precision(name, torch.device("cuda"))
     with pytest.raises(ValueError, match="precision must be one of"):
         inference_precision("fp16", torch.device("cpu"))
-    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    monkeypatch.setattr(numerics.hardware, "native_bf16", lambda device: False)
     assert inference_precision("auto", torch.device("cpu")) == "winograd"  # never bf16 here
-    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    monkeypatch.setattr(numerics.hardware, "native_bf16", lambda device: True)
     assert inference_precision("auto", torch.device("cpu")) == "bf16"
     assert spread(list(range(10)), 4) == [0, 3, 6, 9] and spread([1, 2], 4) == [1, 2]
 

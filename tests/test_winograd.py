@@ -260,14 +260,14 @@ def test_winograd_precision_matches_fp32_through_eval_predict_and_features(tmp_p
 
 
 def test_winograd_inference_is_cpu_only_and_auto_without_bf16(monkeypatch):
-    import verydeep.evaluation.precision as precision
+    import verydeep.numerics as numerics
 
     with pytest.raises(ValueError, match="CPU only"):
-        precision.inference_precision("winograd", torch.device("cuda"))
-    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
-    assert precision.inference_precision("auto", torch.device("cpu")) == "winograd"
-    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
-    assert precision.inference_precision("auto", torch.device("cpu")) == "bf16"
+        numerics.resolve("winograd", torch.device("cuda"))
+    monkeypatch.setattr(numerics.hardware, "native_bf16", lambda device: False)
+    assert numerics.resolve("auto", torch.device("cpu")).mode == "winograd"
+    monkeypatch.setattr(numerics.hardware, "native_bf16", lambda device: True)
+    assert numerics.resolve("auto", torch.device("cpu")).mode == "bf16"
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["torch-ops", "fused"])

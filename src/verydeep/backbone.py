@@ -26,11 +26,11 @@ import torch
 from torch import nn
 
 from .data.preprocess import Preprocess
-from .hardware import resolve_winograd
 from .io.checkpoint import load_model
 from .models.layers import check_layers, extract, feature_names
 from .models.vgg import VGG
 from .models.winograd import WinogradConv2d, winograd_convs
+from .numerics import resolve
 
 # what the caller's tensor holds, as (low, high) of its pixel values; RGB, (N, 3, H, W)
 VALUE_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0), "0,255": (0.0, 255.0)}
@@ -93,7 +93,8 @@ class Backbone(nn.Module):
     def _winograd_net(self, device: torch.device) -> nn.Module | None:
         """The Winograd copy for ``device`` (None where it is not used), sharing the weights."""
         if self._fast is None or self._fast[0] != device:
-            use = resolve_winograd(self.winograd, device, None)
+            # an fp32 forward and backward, as training's: its winograd key decides the same way
+            use = resolve("fp32", device, winograd=self.winograd, training=True).winograd
             self._fast = (device, fast_copy(self.net, self.layers) if use else None)
         return self._fast[1]
 

@@ -24,11 +24,11 @@ from torch import nn
 from .config import RunConfig
 from .data.build import DataBundle
 from .finetune import freeze
-from .hardware import resolve_channels_last, resolve_precision, resolve_winograd
 from .io.checkpoint import load_model
 from .models.init import init_from_net_a, init_weights
 from .models.vgg import VGG
 from .models.winograd import winograd_convs
+from .numerics import Numerics, resolve
 
 
 def resolved(cfg: RunConfig, classes: int, channels: int) -> RunConfig:
@@ -95,16 +95,23 @@ def param_groups(
     ]
 
 
+def training_numerics(cfg: RunConfig, device: torch.device) -> Numerics:
+    """``train.precision``, ``train.winograd`` and ``train.channels_last`` resolved for ``device``."""
+    t = cfg.train
+    return resolve(t.precision, device, channels_last=t.channels_last, winograd=t.winograd, training=True)
+
+
 def model_and_optimizer(
-    cfg: RunConfig, data: DataBundle, device: torch.device
+    cfg: RunConfig, data: DataBundle, device: torch.device, numerics: Numerics | None = None
 ) -> tuple[VGG, torch.optim.SGD, Callable[[nn.Module], None]]:
-    """The net on ``device`` (channels_last and Winograd convs if asked, or by ``auto``), its
-    SGD with momentum over the layers that train, and the function that puts it in training
-    mode (frozen layers as in evaluation; ``finetune.freeze``)."""
+    """The net on ``device`` in ``numerics``' form (Winograd convs, channels_last; default: the
+    config's, resolved), its SGD with momentum over the layers that train, and the function that
+    puts it in training mode (frozen layers as in evaluation; ``finetune.freeze``)."""
+    numerics = numerics or training_numerics(cfg, device)
     model = build_model(cfg, len(data.classes), data.channels, data.classes).to(device)
-    if resolve_winograd(cfg.train.winograd, device, resolve_precision(cfg.train.precision, device)):
+    if numerics.winograd:
         model = winograd_convs(model)  # a copy with the same state_dict: checkpoints do not change
-    if resolve_channels_last(cfg.train.channels_last, device):
+    if numerics.channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_mode = freeze(model, cfg.finetune.layers, cfg.finetune.bn)  # on the net that trains
     opt = torch.optim.SGD(

@@ -212,7 +212,8 @@ class TrainConfig:
     epochs: int = spec(74, lo=1, hi=1_000_000)  # upper bound; the schedule usually stops earlier
     seed: int = spec(0, lo=0, hi=2**32 - 1)
     device: str = spec("auto", pattern=DEVICE_PATTERN)
-    precision: str = spec("auto", choices=("auto", "bf16", "fp32"))  # auto: bf16 where native
+    # auto: bf16 where native; fp32 is IEEE on GPUs too; tf32 asked for (Ampere+); numerics.py
+    precision: str = spec("auto", choices=("auto", "bf16", "tf32", "fp32"))
     # memory format of the training net: auto = channels_last on a GPU and on CPUs with native
     # bf16, NCHW on AVX2-only CPUs (oneDNN's NHWC backward was 14% slower there; docs/BENCHMARKS.md)
     channels_last: str = spec("auto", choices=("auto", "true", "false"))

@@ -27,6 +27,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .numerics import FP32, Numerics
+
 
 class NonFiniteLossError(RuntimeError):
     """The loss or a gradient became NaN/inf."""
@@ -50,12 +52,6 @@ class StepState:
     # so a resumed epoch's log row reports all of it
     epoch_wall: float = 0.0
     epoch_cpu: float = 0.0
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def topk_errors(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
@@ -135,14 +131,14 @@ def _forward_backward(
     *,
     accum_steps: int,
     all_reduce: bool,
-    amp_dtype: torch.dtype | None,
+    numerics: Numerics,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One micro-batch: its loss and logits; the loss's gradient / ``accum_steps`` is added to the
     parameters'. Under DDP the gradients are all-reduced only where ``all_reduce`` (the step's
     last micro-batch)."""
     sync = contextlib.nullcontext() if all_reduce or not hasattr(model, "no_sync") else model.no_sync()
     with sync:
-        with autocast(x.device, amp_dtype):
+        with numerics.context(x.device):
             logits = model(x)
             # a micro-batch whose images were all unreadable still runs (zero gradient): every
             # rank and the accumulation count stay in step, DDP's all-reduce is not left waiting
@@ -160,7 +156,7 @@ def train_one_epoch(
     device: torch.device,
     state: StepState,
     accum_steps: int = 1,
-    amp_dtype: torch.dtype | None = None,
+    numerics: Numerics = FP32,
     on_nonfinite: str = "stop",
     on_step: Callable[[StepState, dict, int], None] | None = None,
     max_steps: int = 0,
@@ -195,7 +191,7 @@ def train_one_epoch(
             labels,
             accum_steps=accum_steps,
             all_reduce=last_micro,
-            amp_dtype=amp_dtype,
+            numerics=numerics,
         )
         micro += 1
         meter.add(loss, logits.detach(), labels)
@@ -231,7 +227,7 @@ def evaluate(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     prepare: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
-    amp_dtype: torch.dtype | None = None,
+    numerics: Numerics = FP32,
 ) -> dict:
     """Mean loss, top-1 and top-5 error over ``batches`` (centre crops, FC form). The sums stay
     on the device and are read once, at the end (a per-batch read would stall a GPU each batch)."""
@@ -239,7 +235,7 @@ def evaluate(
     sums, n = torch.zeros(3, dtype=torch.float64, device=device), 0  # loss, top-1 and top-5 misses
     for images, labels in batches:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with autocast(device, amp_dtype):
+        with numerics.context(device):
             logits = model(prepare(images)).float()
         sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum"), *_misses(logits, labels)])
         n += len(labels)

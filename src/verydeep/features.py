@@ -48,20 +48,12 @@ from .data.images import BadImageError
 from .data.photos import PathImages, decoding_workers, first_item, labelled_images, rescale_to_sides
 from .data.preprocess import Preprocess
 from .evaluation.core import Runtime, dense_pooled, window_trim
-from .evaluation.precision import (
-    INT8,
-    PRECISIONS,
-    check_calibrate,
-    for_precision,
-    image_paths,
-    inference_precision,
-    read_images,
-    spread,
-)
+from .evaluation.precision import check_calibrate, for_precision, image_paths, read_images, spread
 from .io.features import Descriptors
 from .models.extractor import LAYERS, FeatureExtractor
 from .models.layers import CONV_STAGE
 from .models.vgg import VGG
+from .numerics import INT8, PRECISIONS, resolve
 from .ranges import MAX_SCALE, MIN_SCALE
 
 log = logging.getLogger(__name__)
@@ -216,13 +208,14 @@ def _for_precision(model: VGG, prep: Preprocess, cfg: DescriptorConfig, inputs: 
     (paths or PIL images), evenly spread."""
     model.eval()
     device = next(model.parameters()).device
-    precision = inference_precision(cfg.precision, device)
+    numerics = resolve(cfg.precision, device, channels_last=True)  # same descriptors, ~1.5x faster on CPU
+    precision = numerics.mode
     calib: Iterable = ()
     if precision in INT8:
         pick = spread(image_paths(cfg.calibrate) if cfg.calibrate else list(inputs))
         calib = pick if pick and isinstance(pick[0], Image.Image) else list(read_images(pick, cfg.exif))
-    net, bf16 = for_precision(model, prep, precision, calib)
-    return net, Runtime(device, bf16, channels_last=True)  # same descriptors, ~1.5x faster on CPU
+    net, _ = for_precision(model, prep, precision, calib)
+    return net, Runtime(device, numerics)
 
 
 def describe_paths(

@@ -2,13 +2,12 @@
 
 bf16 is only worth choosing where it is native: CUDA GPUs that support it, and CPUs with
 AVX512-BF16 or AMX. On an AVX2-only CPU torch emulates bf16, about 7x slower than fp32, so
-``precision="auto"`` never picks it there.
+``precision="auto"`` never picks it there (``numerics.py`` makes the choice).
 
 Example:
-    >>> import torch
-    >>> from verydeep.hardware import resolve_precision
-    >>> resolve_precision("fp32", torch.device("cpu")) is None
-    True
+    >>> from verydeep.hardware import parse_cpu_flags
+    >>> sorted(parse_cpu_flags("flags : fpu avx2 amx_bf16"))
+    ['amx_bf16', 'avx2', 'fpu']
 """
 
 from __future__ import annotations
@@ -112,32 +111,3 @@ def cpu_seconds() -> float:
         except (OSError, IndexError, ValueError):
             continue  # ended meanwhile, or no /proc: its time is in RUSAGE_CHILDREN once reaped
     return total
-
-
-def resolve_channels_last(setting: str, device: torch.device) -> bool:
-    """``train.channels_last``: ``true``/``false`` as asked; ``auto`` -> channels_last on a GPU and
-    where the CPU has native bf16, NCHW on AVX2-only CPUs (their fp32 NHWC backward is slower)."""
-    if setting in ("true", "false"):
-        return setting == "true"
-    return device.type == "cuda" or native_bf16(device)
-
-
-def resolve_winograd(setting: str, device: torch.device, amp_dtype: torch.dtype | None) -> bool:
-    """``train.winograd``: ``true``/``false`` as asked; ``auto`` -> on a CPU without native bf16
-    that trains in fp32 (there the step is at the fp32 matmul limit; docs/BENCHMARKS.md), off on
-    GPUs (cuDNN picks its own algorithms) and wherever bf16 carries the step. ``true`` with bf16
-    is refused: its transforms' sums of up to 36 terms in bf16 lose most of the 8-bit mantissa."""
-    if setting == "true" and amp_dtype is not None:
-        raise ValueError("train.winograd=true needs train.precision=fp32 (Winograd in bf16 loses precision)")
-    if setting in ("true", "false"):
-        return setting == "true"
-    return device.type == "cpu" and amp_dtype is None and not native_bf16(device)
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """``fp32`` -> None, ``bf16`` -> bf16 (asked for, so given), ``auto`` -> bf16 only if native."""
-    if name == "fp32":
-        return None
-    if name == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if native_bf16(device) else None

@@ -28,16 +28,17 @@ import torch
 from torch import nn
 
 from . import distributed as dist
-from .build import model_and_optimizer, resolved
+from .build import model_and_optimizer, resolved, training_numerics
 from .config import RunConfig
 from .data.build import DataBundle, build_data
 from .data.loaders import FolderBatches
 from .engine import NonFiniteLossError, StepState, evaluate, train_one_epoch
 from .finetune import adopt_source, describe_start, read_source
-from .hardware import cpu_seconds, resolve_precision
+from .hardware import cpu_seconds
 from .io.checkpoint import Meta
 from .io.run_dir import RunDir
 from .models.vgg import VGG
+from .numerics import Numerics
 from .schedule import CosineSchedule, PlateauSchedule, make_schedule
 
 # The host reads the loss sums and non-finite flags every this many steps (a GPU is not stalled
@@ -74,7 +75,8 @@ def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: Ru
     if source:
         run.log(describe_start(cfg, source, data.preprocess))
     cfg = resolved(cfg, len(data.classes), data.channels)  # a copy: the caller's config is left as given
-    model, opt, train_mode = model_and_optimizer(cfg, data, device)
+    numerics = training_numerics(cfg, device)
+    model, opt, train_mode = model_and_optimizer(cfg, data, device, numerics)
     sched = make_schedule(cfg.optim, cfg.train.epochs, len(data.train) // accum)
     meta = Meta(
         preprocess=data.preprocess.to_dict(),
@@ -89,7 +91,6 @@ def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: Ru
     run.start(cfg, resumed=state.global_step > 0)
     if cfg.train.save_init and state.global_step == 0:
         run.save_init(model, meta)
-    amp_dtype = resolve_precision(cfg.train.precision, device)
     dist.check_comm(cfg.dist, device)
     net: nn.Module = dist.data_parallel(model, device, cfg.dist) if env.enabled else model
     if env.enabled:
@@ -99,7 +100,7 @@ def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: Ru
         net = torch.compile(net)
     loop = _Loop(
         cfg=cfg, run=run, data=data, model=model, net=net, opt=opt, sched=sched, meta=meta,
-        device=device, accum=accum, amp_dtype=amp_dtype, train_mode=train_mode,
+        device=device, accum=accum, numerics=numerics, train_mode=train_mode,
     )  # fmt: skip
     if state.step_in_epoch and _reached(cfg, state):
         # resumed from the checkpoint of the final step, which a kill may have left without the
@@ -108,7 +109,7 @@ def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: Ru
         loop.epoch(state, rebuild=True)
     while state.epoch < cfg.train.epochs and not sched.stopped and not _reached(cfg, state):
         loop.epoch(state)
-    result = _final_report(run, model, data, state, loop.val_bad, device, amp_dtype)
+    result = _final_report(run, model, data, state, loop.val_bad, device, numerics)
     run.finish(result)
     return result
 
@@ -127,7 +128,7 @@ class _Loop:
     meta: Meta
     device: torch.device
     accum: int
-    amp_dtype: torch.dtype | None
+    numerics: Numerics
     train_mode: Callable[[nn.Module], None]  # net.train(), frozen layers left as in evaluation
     val_bad: int = 0  # unreadable images of the held-out split in its last pass (all ranks)
 
@@ -166,7 +167,7 @@ class _Loop:
             device=self.device,
             state=state,
             accum_steps=self.accum,
-            amp_dtype=self.amp_dtype,
+            numerics=self.numerics,
             on_nonfinite=cfg.train.on_nonfinite,
             on_step=on_step,
             max_steps=cfg.train.max_steps,
@@ -179,7 +180,7 @@ class _Loop:
         _check_progress(state, skipped_before, steps, cfg.train.on_nonfinite)
         tr["bad_images"] = bad.count()
         state.bad_images = bad_before + tr["bad_images"]
-        va = _evaluate(self.model, data.val, data.eval_prepare, self.device, self.amp_dtype)
+        va = _evaluate(self.model, data.val, data.eval_prepare, self.device, self.numerics)
         _check_scores(va, state)
         self.val_bad = va["bad_images"] if va else 0
         if not rebuild:
@@ -244,7 +245,9 @@ def _reached(cfg: RunConfig, state: StepState) -> bool:
     return bool(cfg.train.max_steps) and state.global_step >= cfg.train.max_steps
 
 
-def _final_report(run: RunDir, model: VGG, data, state: StepState, val_bad: int, device, amp_dtype) -> dict:
+def _final_report(
+    run: RunDir, model: VGG, data, state: StepState, val_bad: int, device, numerics: Numerics
+) -> dict:
     """Step counts, unreadable-image counts and, once, the test error of the held-out-best weights."""
     result = {"global_step": state.global_step, "epochs": state.epoch, "skipped_steps": state.skipped_steps}
     result["bad_images"] = {"train": state.bad_images}  # val/test: in the last pass over the split
@@ -253,9 +256,7 @@ def _final_report(run: RunDir, model: VGG, data, state: StepState, val_bad: int,
     if data.test is not None:  # reported once, with the held-out-best weights; never for decisions
         run.load_best(model)
         dist.broadcast_params(model)
-        result["test"] = _evaluate(
-            model, data.test, data.eval_prepare, device, amp_dtype
-        )  # the CLI prints it
+        result["test"] = _evaluate(model, data.test, data.eval_prepare, device, numerics)  # the CLI prints it
         result["bad_images"]["test"] = result["test"].pop("bad_images")
     if any(result["bad_images"].values()):
         run.log(f"unreadable images skipped: {result['bad_images']} (see the warnings above)")
@@ -275,13 +276,13 @@ class _BadCount:
         return int(dist.sum_across([mine], self.device)[0])
 
 
-def _evaluate(model: nn.Module, batches, prepare, device: torch.device, amp_dtype) -> dict | None:
+def _evaluate(model: nn.Module, batches, prepare, device: torch.device, numerics: Numerics) -> dict | None:
     """Held-out numbers and the pass's unreadable images, summed over ranks (each rank
     evaluates its shard)."""
     if batches is None:
         return None
     bad = _BadCount(batches, device)
-    m = evaluate(model, batches, prepare, device, amp_dtype)
+    m = evaluate(model, batches, prepare, device, numerics)
     n = m["images"]
     loss, e1, e5, n = dist.sum_across([m["loss"] * n, m["top1_err"] * n, m["top5_err"] * n, n], device)
     return {

@@ -64,7 +64,8 @@ def check_targets(r: dict) -> dict:
         got["data"] = r["data"]["speedup"]
     if "eval" in r:
         got["eval_dense_vs_crops"] = r["eval"]["ratio"]
-    want = targets_for(r["environment"].get("native_bf16", True))
+    env = r["environment"]
+    want = targets_for(env.get("native_bf16", True), "cuda" if "gpu" in env else "cpu")
     return {k: {"target": want[k], "measured": v, "met": v >= want[k]} for k, v in got.items()}
 
 
@@ -91,6 +92,7 @@ def run_bench(
     if unknown:
         raise ValueError(f"unknown bench parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
     device = resolve_device(cfg.device, what="bench device")
+    cfg = cfg.sized_for(device.type)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # autotune: pick the fastest conv algorithm per shape
     photos = cfg.data_root

@@ -29,17 +29,11 @@ from ..data.folder import scan_image_folder
 from ..data.images import find_images, load_image
 from ..data.transforms import rescale_smallest
 from ..evaluation.core import Runtime, crop_probs, dense_probs, match_channels, multicrop_probs, rescale
-from ..evaluation.precision import (
-    CALIBRATION_IMAGES,
-    INT8,
-    for_precision,
-    inference_precision,
-    read_images,
-    spread,
-)
+from ..evaluation.precision import CALIBRATION_IMAGES, for_precision, read_images, spread
 from ..hardware import native_bf16
 from ..io.checkpoint import load_model
 from ..models.summary import conv_macs
+from ..numerics import INT8, Numerics, resolve
 from .config import BenchConfig
 from .nets import PREP, build_pair
 from .timing import interleaved, median, paired_ratio
@@ -67,12 +61,12 @@ def precision_check(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
     modes = (["bf16"] if native_bf16(device) or cfg.all_modes else []) + (
         ["winograd", *INT8] if device.type == "cpu" else []
     )
-    ref, _ = _posteriors(model, xs, meta.prep, Runtime(device, False, channels_last=True))
+    ref, _ = _posteriors(model, xs, meta.prep, Runtime(device, Numerics("fp32", channels_last=True)))
     out: dict = {"checkpoint": str(cfg.checkpoint), "images": len(xs), "test_scale_px": q, "modes": {}}
     out["fp32_top1_err"] = _errors(ref, labels)
     for mode in modes:
-        net, bf16 = for_precision(model, meta.prep, mode, read_images(calib) if mode in INT8 else ())
-        got, rechecked = _posteriors(net, xs, meta.prep, Runtime(device, bf16, channels_last=True))
+        net, _ = for_precision(model, meta.prep, mode, read_images(calib) if mode in INT8 else ())
+        got, rechecked = _posteriors(net, xs, meta.prep, Runtime(device, Numerics(mode, channels_last=True)))
         row: dict = {
             m: {
                 "top1_agreement": (ref[m].argmax(1) == got[m].argmax(1)).float().mean().item(),
@@ -129,9 +123,9 @@ def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress
     vd = vd.to(device).eval().to(memory_format=torch.channels_last)
     # what `verydeep eval --precision auto` runs: its dense and multi-crop functions, and its
     # precision choice (bf16 weights where bf16 is native, else Winograd's convolutions on a CPU)
-    precision = inference_precision("auto", device)
-    vd, bf16 = for_precision(vd, PREP, precision)
-    rt = Runtime(device, bf16=bf16, channels_last=True)
+    numerics = resolve("auto", device, channels_last=True)
+    vd, _ = for_precision(vd, PREP, numerics.mode)
+    rt = Runtime(device, numerics)
     qs = [pixels(q, cfg.crop) for q in cfg.eval_scales]
     imgs = [load_image(p, min_side=max(qs)) for p in photos(root, cfg.eval_images)]
     scaled = [[TF.pil_to_tensor(rescale_smallest(im, q))[None] for q in qs] for im in imgs]
@@ -172,6 +166,6 @@ def bench_eval_cost(cfg: BenchConfig, device: torch.device, root: Path, progress
         "ratio": paired_ratio(totals, "multicrop_150", "dense_3scale_flip"),
         "gmacs_per_image": {k: sum(v) / 1e9 for k, v in macs.items()},
         "by_scale": by_scale,
-        "precision": precision,
+        "precision": numerics.mode,
         "note": "evaluation.core's dense_probs and multicrop_probs, as verydeep eval runs them",
     }

@@ -24,9 +24,10 @@ from PIL import Image
 from ..data.images import header_orientation
 from ..data.transforms import rescaled_size
 from ..evaluation.core import window_trim
-from ..evaluation.precision import for_precision, inference_precision
+from ..evaluation.precision import for_precision
 from ..features import DescriptorConfig, describe_paths
 from ..models.summary import conv_macs
+from ..numerics import resolve
 from .config import BenchConfig
 from .eval_bench import photos
 from .nets import PREP, build_pair
@@ -59,7 +60,7 @@ def bench_features(cfg: BenchConfig, device: torch.device, root: Path, progress=
     # both ways in this hardware's fast mode (`--precision auto`: bf16 where native, else
     # Winograd on a CPU), the mode a user extracting a whole dataset picks; --all-modes: also in
     # fp32 (a third of the bench's time on a slow CPU went to that pair)
-    fast = inference_precision("auto", device)
+    fast = resolve("auto", device).mode
     precisions = [fast] + (["fp32"] if cfg.all_modes and fast != "fp32" else [])
     nets = {prec: for_precision(vd, PREP, prec)[0] for prec in precisions}  # each copy made once
 

@@ -23,10 +23,11 @@ import torch
 from torch import nn
 
 from ..evaluation.precision import for_precision
-from ..hardware import int8_dot, native_bf16, resolve_channels_last
+from ..hardware import int8_dot, native_bf16
 from ..models.summary import conv_macs
 from ..models.winograd import winograd_convs
-from .config import TARGETS, BenchConfig, targets_for
+from ..numerics import resolve
+from .config import BenchConfig, targets_for
 from .nets import (
     PREP,
     build_pair,
@@ -83,7 +84,7 @@ def bench_inference(cfg: BenchConfig, device: torch.device, progress: Progress =
     limits = _matmul_limits(kinds, device)
     results, compiled = {}, {}
     for batch in cfg.batches:
-        x = torch.randn(batch, 3, cfg.crop, cfg.crop)
+        x = torch.randn(batch, 3, cfg.crop, cfg.crop).to(device)  # on the device: copies are not timed
         fns = {name: (lambda f=f, x=x: f(x)) for name, f in variants.items()}
         if cfg.compile:
             compiled[batch] = _try_compile(vd, device, x, kinds[-1], progress)
@@ -114,9 +115,8 @@ def bench_inference(cfg: BenchConfig, device: torch.device, progress: Progress =
             "limit": mm,
             "gflop_per_image": gflop_img,
         }
-        missed = results[f"batch_{batch}"]["speedup"] < targets_for(native_bf16(device))["inference"] or (
-            results[f"batch_{batch}"]["fraction_of_peak"] < TARGETS["fraction_of_peak"]
-        )
+        want, head = targets_for(native_bf16(device), device.type), results[f"batch_{batch}"]
+        missed = head["speedup"] < want["inference"] or head["fraction_of_peak"] < want["fraction_of_peak"]
         if cfg.profile and batch == cfg.batches[0] and missed:
             results[f"batch_{batch}"]["profile"] = op_profile(fns[best], device)
     if cfg.compile:
@@ -165,7 +165,8 @@ def bench_training(cfg: BenchConfig, device: torch.device, progress: Progress = 
     # channels_last where `verydeep train` picks it (train.channels_last=auto); elsewhere (AVX2-only
     # CPUs: oneDNN's NHWC backward ran at 0.75-0.92x there) only with --all-modes, as it costs
     # a quarter of this part's time on a slow CPU and is not what users run there
-    for dt in dtypes(cfg, device) if resolve_channels_last("auto", device) or cfg.all_modes else []:
+    nhwc = resolve("fp32", device, channels_last="auto").channels_last
+    for dt in dtypes(cfg, device) if nhwc or cfg.all_modes else []:
         amp = dt if dt != torch.float32 else None
         fns[f"verydeep_{_NAME[dt]}_cl"] = train_step(vd, device, batch, amp, channels_last=True, engine=True)
     if device.type == "cpu" and not native_bf16(device):  # AVX2: oneDNN's NHWC backward was slower
@@ -189,7 +190,7 @@ def bench_training(cfg: BenchConfig, device: torch.device, progress: Progress = 
         "best": best,
         "speedup": speedup,
     }
-    if cfg.profile and speedup < targets_for(native_bf16(device))["training"]:
+    if cfg.profile and speedup < targets_for(native_bf16(device), device.type)["training"]:
         out["profile"] = op_profile(fns[best], device)
     return out
 

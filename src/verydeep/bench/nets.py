@@ -149,6 +149,7 @@ def train_step(
     """
     from ..build import param_groups
     from ..engine import StepState, train_one_epoch
+    from ..numerics import Numerics
 
     mf = torch.channels_last if channels_last else torch.contiguous_format
     net = copy.deepcopy(model).train().to(device=device, memory_format=mf)
@@ -171,7 +172,8 @@ def train_step(
         state = StepState()
 
         def step() -> torch.Tensor:
-            kw = dict(prepare=lambda t: t, device=device, state=state, amp_dtype=amp_dtype, sync_every=20)
+            numerics = Numerics("bf16" if amp_dtype else "fp32", channels_last)
+            kw = dict(prepare=lambda t: t, device=device, state=state, numerics=numerics, sync_every=20)
             return torch.tensor(train_one_epoch(net, [(x, y)], opt, **kw)["loss"])
 
     step.net, step.opt = net, opt  # type: ignore[attr-defined]  # for tests and profiles

@@ -47,10 +47,8 @@ exit status: 0 all images done; 1 some skipped (named on stderr), the rest print
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from ..evaluation.core import Runtime
-    from ..evaluation.precision import inference_precision
     from ..evaluation.predict import predict
     from ..evaluation.protocol import load_classifiers
     from ..io.checkpoint import output_target
@@ -68,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if "error" in r:  # reported and passed over: the good files' results are not lost
             print(f"verydeep predict: skipped {r['error']}", file=sys.stderr)
     if args.heatmap and good:
-        bf16 = inference_precision(opts.precision, torch.device(opts.device)) == "bf16"
-        write_heatmap(args, nets[0], good, Runtime(opts.device, bf16, opts.channels_last), opts.dense_align)
+        write_heatmap(args, nets[0], good, Runtime(opts.device, opts.numerics()), opts.dense_align)
     for r in good:
         r.pop("probs")
     if args.json:

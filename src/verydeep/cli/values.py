@@ -124,9 +124,11 @@ def add_precision_args(p: argparse.ArgumentParser) -> None:
     """``--precision`` and ``--calibrate``, the same for eval, predict and features."""
     p.add_argument(
         "--precision",
-        choices=["fp32", "winograd", "bf16", "int8", "int8-checked", "auto"],  # = PRECISIONS, torch-free
+        # = numerics.PRECISIONS, written out: --help must not import torch
+        choices=["fp32", "tf32", "winograd", "bf16", "int8", "int8-checked", "auto"],
         default="fp32",
-        help="fp32 (exact); winograd: fp32 with Winograd F(4x4,3x3) convolutions, equal up to "
+        help="fp32 (exact, IEEE on GPUs too); tf32: TF32 tensor cores (GPUs of compute capability 8.0+); "
+        "winograd: fp32 with Winograd F(4x4,3x3) convolutions, equal up to "
         "rounding (CPU); bf16 autocast; int8: the net quantised on 32 calibration photos (CPU); "
         "int8-checked: int8, with near-tied posteriors recomputed in fp32 (not for features); "
         "auto: bf16 where the hardware has it natively, else winograd on a CPU (docs/BENCHMARKS.md)",

@@ -41,6 +41,7 @@ from ..data.preprocess import Preprocess
 from ..data.transforms import rescale_smallest, scale_crop_flip
 from ..models.layers import CONV_STAGE, extract
 from ..models.vgg import VGG
+from ..numerics import FP32, Numerics
 
 AVERAGES = ("scores", "softmax")
 ALIGNS = ("centre", "topleft")
@@ -120,19 +121,22 @@ def rescale(img: Image.Image | torch.Tensor, q: int) -> torch.Tensor:
 
 
 class Runtime:
-    """Where and how forward passes run: device, bf16 autocast, channels_last, and the memory one
-    dense forward pass may take (``memory_cap`` bytes; None: half of the GPU's free memory, a
-    quarter of the machine's RAM on the CPU)."""
+    """Where and how forward passes run: the device, the resolved ``numerics`` (autocast, the
+    GPU's fp32 math, channels_last), and the memory one dense forward pass may take
+    (``memory_cap`` bytes; None: half of the GPU's free memory, a quarter of the machine's RAM
+    on the CPU)."""
 
     def __init__(
         self,
         device: str | torch.device = "cpu",
-        bf16: bool = False,
-        channels_last: bool = False,
+        numerics: Numerics = FP32,
         memory_cap: int | None = None,
     ):
-        self.device, self.bf16, self.channels_last = torch.device(device), bf16, channels_last
-        self.memory_cap = memory_cap
+        self.device, self.numerics, self.memory_cap = torch.device(device), numerics, memory_cap
+
+    @property
+    def channels_last(self) -> bool:
+        return self.numerics.channels_last
 
     def images_per_forward(self, height: int, width: int) -> int:
         """How many images of this size one dense forward pass may hold: the first block's maps
@@ -143,7 +147,7 @@ class Runtime:
                 cap = torch.cuda.mem_get_info(self.device)[0] // 2
             else:
                 cap = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-        per_image = (2 * 64 + 3) * height * width * (2 if self.bf16 else 4)
+        per_image = (2 * 64 + 3) * height * width * (2 if self.numerics.amp_dtype else 4)
         return max(0, cap // per_image)
 
     def input(self, x: torch.Tensor, prep: Preprocess) -> torch.Tensor:
@@ -152,9 +156,7 @@ class Runtime:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return self.numerics.context(self.device)
 
 
 CPU = Runtime()

@@ -1,14 +1,14 @@
-"""The arithmetic inference runs in: ``fp32``, ``winograd``, ``bf16``, ``int8`` or ``auto``, one
-choice shared by eval, predict and features (and measured by ``verydeep bench``).
+"""The nets inference runs for each mode of ``numerics.PRECISIONS`` (``verydeep.numerics``
+resolves the request; this module builds the net and its calibration), one choice shared by
+eval, predict and features (and measured by ``verydeep bench``).
 
-- ``fp32``: exact; the default.
-- ``winograd``: fp32, with the 3x3 convolutions of 64+ inputs and 128+ outputs computed by
-  Winograd F(4x4, 3x3) (``models/winograd.py``; the fused C++ transforms where they build, as
+- ``fp32``, ``tf32``: the net itself (``Numerics.context`` sets the GPU's fp32 math).
+- ``winograd``: a copy whose 3x3 convolutions of 64+ inputs and 128+ outputs are Winograd
+  F(4x4, 3x3) (``models/winograd.py``; the fused C++ transforms where they build, as
   ``verydeep train`` uses them on CPUs without bf16): 4x fewer multiplications in those layers,
-  the same sums up to fp32 rounding (about 1e-5 relative). CPU only (cuDNN picks its own
-  algorithms on a GPU). The fastest mode on CPUs whose int8 units are no faster than fp32.
-- ``bf16``: autocast to bf16; fast where the hardware has it (AMX, AVX512-BF16, most GPUs),
-  about 7x slower than fp32 where it is emulated (AVX2-only CPUs).
+  the same sums up to fp32 rounding (about 1e-5 relative). The fastest mode on CPUs whose int8
+  units are no faster than fp32.
+- ``bf16``: a copy with bf16 weights, run under bf16 autocast.
 - ``int8``: the net quantised after training (``models/int8.py``), calibrated on
   ``CALIBRATION_IMAGES`` photographs: by default the ones being processed, evenly spread (their
   pixels only, never their labels); a folder of others can be named instead. CPU only.
@@ -16,17 +16,18 @@ choice shared by eval, predict and features (and measured by ``verydeep bench``)
   near-tie, where int8's rounding can flip the top-1 class) is recomputed by the fp32 net. It
   costs int8's time plus fp32's for those photos, and agrees with fp32 more (docs/BENCHMARKS.md).
   For class posteriors only: features have no decision to check.
-- ``auto``: bf16 where it is native, else ``winograd`` on a CPU (it differs from fp32 by rounding
-  only, as a GPU's choice of convolution algorithm does), else fp32. Never int8: quantisation
-  changes the numbers slightly (docs/BENCHMARKS.md gives the agreement), so it is asked for.
+
+``auto`` never picks int8: quantisation changes the numbers slightly (docs/BENCHMARKS.md gives
+the agreement), so it is asked for.
 
 Example:
-    >>> import torch
-    >>> from verydeep.evaluation.precision import inference_precision
-    >>> inference_precision("fp32", torch.device("cpu")), inference_precision("int8", torch.device("cpu"))
-    ('fp32', 'int8')
-    >>> inference_precision("auto", torch.device("cpu")) in ("bf16", "winograd")
-    True
+    >>> from verydeep.evaluation.precision import for_precision
+    >>> from verydeep.data.preprocess import Preprocess
+    >>> from verydeep.models.vgg import VGG
+    >>> net = VGG("A", num_classes=3, width_mult=0.125, fc_width=16, crop_size=32)
+    >>> bf16_net, autocast = for_precision(net, Preprocess(), "bf16")
+    >>> next(bf16_net.parameters()).dtype, autocast
+    (torch.bfloat16, True)
 """
 
 from __future__ import annotations
@@ -44,26 +45,12 @@ from ..config import pixels
 from ..data.images import BadImageError, find_images, load_image
 from ..data.loaders import spread_indices
 from ..data.preprocess import Preprocess
-from ..hardware import native_bf16
 from ..models.vgg import VGG
+from ..numerics import INT8
 from .core import match_channels, rescale
 
-PRECISIONS = ("fp32", "winograd", "bf16", "int8", "int8-checked", "auto")
-INT8 = ("int8", "int8-checked")  # the modes that quantise, and so calibrate
-CPU_ONLY = (*INT8, "winograd")
 CALIBRATION_IMAGES = 32
 CHECK_MARGIN = 0.01  # int8-checked: top-2 posterior margins under this are recomputed in fp32
-
-
-def inference_precision(name: str, device: torch.device) -> str:
-    """``auto`` resolved for ``device``; ``int8`` off the CPU is a one-line ValueError."""
-    if name not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
-    if name == "auto":
-        return "bf16" if native_bf16(device) else "winograd" if device.type == "cpu" else "fp32"
-    if name in CPU_ONLY and device.type != "cpu":
-        raise ValueError(f"{name} inference runs on the CPU only, not {device}; use --precision bf16 there")
-    return name
 
 
 def check_calibrate(precision: str, calibrate: str | None, modes: tuple[str, ...] = INT8) -> None:

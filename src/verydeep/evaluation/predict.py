@@ -28,6 +28,7 @@ from PIL import Image
 from ..data.images import BadImageError, load_image
 from ..io.checkpoint import Meta
 from ..models.vgg import VGG
+from ..numerics import INT8
 from .core import (
     CPU,
     Runtime,
@@ -39,7 +40,7 @@ from .core import (
     rescale,
     window_trim,
 )
-from .precision import INT8, for_precision, image_paths, inference_precision, read_images, spread
+from .precision import for_precision, image_paths, read_images, spread
 from .runner import EvalOptions, parse_methods, scales_for
 
 
@@ -97,11 +98,12 @@ def predict(
             raise ValueError(
                 f"an ensemble needs nets with the same classes in the same order: {_diff(names, other, i)}"
             )
-    precision = inference_precision(opts.precision, torch.device(opts.device))
+    numerics = opts.numerics()
+    precision = numerics.mode
     if precision in INT8:
         calib = list(read_images(spread(image_paths(opts.calibrate) if opts.calibrate else paths), opts.exif))
         nets = [(for_precision(m, meta.prep, precision, calib)[0], meta) for m, meta in nets]
-    rt = Runtime(opts.device, precision == "bf16", opts.channels_last)
+    rt = Runtime(opts.device, numerics)
     kw = dict(flip=opts.flip, average=opts.average, align=opts.dense_align, grid=opts.grid, rt=rt)
     out = []
     for path in paths:

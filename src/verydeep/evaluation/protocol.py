@@ -26,7 +26,7 @@ from ..io.checkpoint import Meta, check_classifier, check_distinct, load_model
 from ..models.vgg import VGG
 from .data import EvalData, open_data
 from .metrics import classification_metrics
-from .precision import for_precision, inference_precision
+from .precision import for_precision
 from .runner import EvalOptions, calibration_images, evaluate_net, forwards_per_image, scales_for
 
 
@@ -97,7 +97,7 @@ def evaluate_models(nets: Sequence[tuple[str, VGG, Meta]], data: EvalData, opts:
         if opts.channels_last:
             model.to(memory_format=torch.channels_last)
         q_paper, q_px = scales_for(meta.train_scale, model.crop_size, opts.scales)
-        precision = inference_precision(opts.precision, torch.device(opts.device))
+        precision = opts.numerics().mode
         net, _ = for_precision(model, meta.prep, precision, calibration_images(data, opts))
         res = evaluate_net(net, meta.prep, data, q_px, opts, desc=name)
         info = {

@@ -27,10 +27,11 @@ from tqdm import tqdm
 from ..config import pixels
 from ..data.preprocess import Preprocess
 from ..models.vgg import VGG
+from ..numerics import PRECISIONS, Numerics, resolve
 from ..ranges import DEVICE_PATTERN, MAX_SCALE, MIN_SCALE
 from .core import Runtime, crop_probs, dense_probs, grid_crops, match_channels, window_trim
 from .data import EvalData, batches
-from .precision import PRECISIONS, check_calibrate, image_paths, inference_precision, read_images, spread
+from .precision import check_calibrate, image_paths, read_images, spread
 
 BASE_METHODS = ("centre", "dense", "multicrop")
 
@@ -135,6 +136,11 @@ class EvalOptions:
         if not re.fullmatch(DEVICE_PATTERN, str(self.device)):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
+    def numerics(self) -> Numerics:
+        """``precision`` and ``channels_last`` resolved for ``device`` (a one-line ValueError
+        where the device cannot run the mode)."""
+        return resolve(self.precision, self.device, channels_last=self.channels_last)
+
 
 class _Accumulator:
     """Collects inputs per shape, runs ``fn`` on full batches, sums posteriors per image.
@@ -222,8 +228,7 @@ def evaluate_net(
     """Run every base method needed by ``opts.methods`` over ``data`` at scales ``q_pixels``."""
     if min(q_pixels) < model.crop_size:
         raise ValueError(f"test scale {min(q_pixels)} px is smaller than the crop {model.crop_size} px")
-    bf16 = inference_precision(opts.precision, torch.device(opts.device)) == "bf16"
-    rt = Runtime(opts.device, bf16, opts.channels_last)
+    rt = Runtime(opts.device, opts.numerics())
     needed = sorted({b for m in opts.methods for b in m.split("+")})
     fns = {
         "dense": lambda x: dense_probs(

@@ -31,13 +31,13 @@ import time
 import torch
 
 from .. import distributed as dist
-from ..build import model_and_optimizer
+from ..build import model_and_optimizer, training_numerics
 from ..data.build import build_data
 from ..engine import StepState, evaluate, train_one_epoch
 from ..evaluation import EvalData
 from ..finetune import adopt_source
-from ..hardware import resolve_precision
 from ..io.checkpoint import Meta
+from ..numerics import Numerics
 from .plan import Run, StudySpec, build_plan
 from .runner import evaluate_net, open_test_data, run_config
 
@@ -73,8 +73,8 @@ def _estimate_run(spec: StudySpec, run: Run, test: EvalData, steps: int, eval_im
     device = dist.resolve_device(cfg.train.device, env)
     cfg = adopt_source(cfg, None)  # fresh weights: the rate a new net trains at
     data, accum = build_data(cfg, env, device)
-    model, opt, train_mode = model_and_optimizer(cfg, data, device)
-    amp_dtype = resolve_precision(cfg.train.precision, device)
+    numerics = training_numerics(cfg, device)
+    model, opt, train_mode = model_and_optimizer(cfg, data, device, numerics)
     stamps: list[float] = []
     data.train.set_epoch(0)
     train_one_epoch(
@@ -85,7 +85,7 @@ def _estimate_run(spec: StudySpec, run: Run, test: EvalData, steps: int, eval_im
         device=device,
         state=StepState(),
         accum_steps=accum,
-        amp_dtype=amp_dtype,
+        numerics=numerics,
         on_nonfinite="skip",
         on_step=lambda s, m, n: stamps.append(time.perf_counter()),
         max_steps=WARM_STEPS + steps,
@@ -96,7 +96,7 @@ def _estimate_run(spec: StudySpec, run: Run, test: EvalData, steps: int, eval_im
     # the median step: a shared machine's hiccups would otherwise land in the whole estimate
     s_per_step = statistics.median(b - a for a, b in itertools.pairwise(stamps[WARM_STEPS - 1 :]))
     steps_per_epoch = len(data.train) // accum
-    val_s = _held_out_seconds(model, data, device, amp_dtype)
+    val_s = _held_out_seconds(model, data, device, numerics)
     meta = Meta(
         model=model.build_kwargs,
         preprocess=data.preprocess.to_dict(),
@@ -113,14 +113,14 @@ def _estimate_run(spec: StudySpec, run: Run, test: EvalData, steps: int, eval_im
     }
 
 
-def _held_out_seconds(model: torch.nn.Module, data, device: torch.device, amp_dtype) -> float:
+def _held_out_seconds(model: torch.nn.Module, data, device: torch.device, numerics: Numerics) -> float:
     """One pass over the validation split, from its first few batches."""
     if data.val is None or len(data.val) == 0:
         return 0.0
-    evaluate(model, itertools.islice(data.val, 1), data.eval_prepare, device, amp_dtype)  # warm
+    evaluate(model, itertools.islice(data.val, 1), data.eval_prepare, device, numerics)  # warm
     k = min(VAL_BATCHES, len(data.val))
     t0 = time.perf_counter()
-    evaluate(model, itertools.islice(data.val, k), data.eval_prepare, device, amp_dtype)
+    evaluate(model, itertools.islice(data.val, k), data.eval_prepare, device, numerics)
     return (time.perf_counter() - t0) / k * len(data.val)
 
 
