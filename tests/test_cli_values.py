@@ -93,7 +93,7 @@ def test_bad_values_are_one_line_exit_2(setup, capsys, argv, needle):
 
 @pytest.mark.parametrize(
     "kw",
-    [{"grid": 0}, {"batch_size": 0}, {"workers": -1}, {"limit": 0}, {"scales": [1e9]}, {"device": "tpu"}],
+    [{"grid": 0}, {"batch_size": 0}, {"workers": -2}, {"limit": 0}, {"scales": [1e9]}, {"device": "tpu"}],
 )
 def test_the_library_checks_the_same_bounds(kw):
     with pytest.raises(ValueError):

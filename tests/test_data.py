@@ -358,3 +358,23 @@ def test_training_pixels_are_read_once_per_process_and_again_when_a_photo_change
     again = build._sample_folder_pixels(samples)
     assert len(reads) == 6 and not torch.equal(again, first)
     assert (again.float().mean(0) > first.float().mean(0)).all()  # the white photo is in
+
+
+def test_decoding_workers_follow_the_cores_each_rank_may_use(monkeypatch):
+    """-1 (auto): on a GPU the rank's share of the affinity mask but one (at most 32), on the CPU
+    each caller's own number capped at the share; a given count is kept."""
+    import os
+
+    from verydeep.data import loaders
+
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert loaders.decoding_workers(-1, gpu, cpu_auto=0) == 15
+    assert loaders.decoding_workers(-1, cpu, cpu_auto=2) == 2 and loaders.decoding_workers(-1, cpu, 0) == 0
+    assert loaders.decoding_workers(5, gpu, cpu_auto=0) == 5 and loaders.decoding_workers(0, gpu, 8) == 0
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 8 ranks on the machine: 2 cores each
+    assert loaders.decoding_workers(-1, gpu, cpu_auto=0) == 1 and loaders.decoding_workers(-1, cpu, 8) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(512)))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert loaders.decoding_workers(-1, gpu, cpu_auto=0) == loaders.GPU_WORKERS_MAX

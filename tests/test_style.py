@@ -56,7 +56,9 @@ def test_target_normalisation_makes_the_weights_scale_free(normalize):
     pixels) has maps 60x and Grams 3600x larger: relative losses do not see it, raw ones do."""
     net, content = homogeneous(), torch.rand(1, 3, 40, 48)
     style = torch.linspace(0, 1, 40 * 40 * 3).reshape(1, 3, 40, 40)
-    cfg = StyleConfig(steps=5, style_weight=10.0, normalize=normalize, **LAYERS)
+    # 3 L-BFGS steps: further on, its line searches amplify the inputs' rounding differences
+    # (the kernels round x and 60x differently) past 1e-3 on some CPUs, normalised or not
+    cfg = StyleConfig(steps=3, style_weight=10.0, normalize=normalize, **LAYERS)
     small = stylise(net, PREP, content, style, cfg)
     large = stylise(net, Preprocess(PREP.mean, (1.0, 1.0, 1.0)), content, style, cfg)
     gap = float((small - large).abs().max())

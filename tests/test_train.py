@@ -117,6 +117,67 @@ def test_nonfinite_loss_stops_or_skips(fused):
     assert all(torch.equal(m, n) for m, n in zip(momentum, after, strict=True))
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_skipped_first_step_leaves_the_next_step_as_a_first_step(fused):
+    """Fused SGD makes its momentum buffers with ``empty_like`` on its first step: a first step
+    skipped on the device left them uninitialised, and the next step added that memory in.
+    The freed NaN tensors below put NaN where those buffers are made, as a long run's heap does."""
+    torch.manual_seed(0)
+
+    def make():
+        torch.manual_seed(0)
+        net = VGG("A", num_classes=3, in_channels=1, width_mult=0.125, fc_width=16, crop_size=32, dropout=0)
+        return net, torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, fused=fused)
+
+    good = (torch.randn(2, 1, 32, 32), torch.tensor([0, 1]))
+    poison = (torch.full((2, 1, 32, 32), float("nan")), torch.tensor([0, 1]))
+    kw = {"prepare": lambda t: t, "device": torch.device("cpu"), "on_nonfinite": "skip"}
+    ref, ref_opt = make()
+    train_one_epoch(ref, [good], ref_opt, state=StepState(), **kw)
+    net, opt = make()
+    for _ in range(3):
+        junk = [torch.full_like(p, float("nan")) for p in net.parameters()]
+        del junk
+        state = StepState()
+        train_one_epoch(net, [poison], opt, state=state, **kw)
+    assert state.skipped_steps == 1
+    train_one_epoch(net, [good], opt, state=StepState(), **kw)
+    for a, b in zip(ref.parameters(), net.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_resumed_optimiser_state_takes_the_nets_memory_format():
+    """An NCHW run resumed channels_last (a CPU run resumed on a GPU): the loaded momentum buffers
+    are laid out as their parameters, not as they were saved."""
+    from verydeep.engine import match_layout
+
+    torch.manual_seed(0)
+    saved = VGG("A", num_classes=3, width_mult=0.125, fc_width=16, crop_size=32)
+    opt = torch.optim.SGD(saved.parameters(), lr=0.1, momentum=0.9)
+    saved(torch.randn(2, 3, 32, 32)).sum().backward()
+    opt.step()
+    net = VGG("A", num_classes=3, width_mult=0.125, fc_width=16, crop_size=32).to(
+        memory_format=torch.channels_last
+    )
+    resumed = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, fused=True)
+    resumed.load_state_dict(opt.state_dict())
+    conv = net.features[0].weight
+    assert resumed.state[conv]["momentum_buffer"].stride() != conv.stride()  # what torch loads
+    match_layout(resumed)
+    for p, saved_p in zip(net.parameters(), saved.parameters(), strict=True):
+        buf = resumed.state[p]["momentum_buffer"]
+        assert buf.stride() == p.stride() and torch.equal(buf, opt.state[saved_p]["momentum_buffer"])
+
+
+def test_deterministic_mode_trains_the_same_and_gives_the_setting_back(fmnist_root, tmp_path):
+    c = [f"data.root={fmnist_root}", "data.subset=200", "optim.batch_size=32", "train.eval_test=false"]
+    plain = fit(cfg(tmp_path / "a", *c, "train.max_steps=2"), progress=False)
+    strict = fit(cfg(tmp_path / "b", *c, "train.max_steps=2", "train.deterministic=true"), progress=False)
+    assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting, restored
+    a, b = (load_file(str(tmp_path / d / "checkpoints" / "last.safetensors")) for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a) and plain["global_step"] == strict["global_step"] == 2
+
+
 def test_a_skipped_step_is_left_out_of_the_epoch_loss():
     """Under ``skip`` the epoch's loss and error are those of the steps that trained; before,
     one skipped step made the logged train loss NaN for the whole epoch."""

@@ -88,7 +88,8 @@ class DataConfig:
     normalize: str = spec("mean", choices=("mean", "standardize"))
     colour_shift: float = spec(0.1, lo=0, hi=10)  # std of the PCA colour-shift alphas (Krizhevsky); 0: off
     grey_to_rgb: bool = False  # Fashion-MNIST: replicate to 3 channels instead of a 1-channel net
-    workers: int = spec(-1, lo=-1, hi=256)  # DataLoader workers for image files; -1: min(8, cores)
+    # DataLoader workers for image files; -1: from the cores (data/loaders.decoding_workers)
+    workers: int = spec(-1, lo=-1, hi=256)
     on_bad_image: str = spec("skip", choices=("skip", "fail"))
     exif: bool = True  # turn photographs upright by their EXIF orientation (false: pixels as stored)
     # voc only: ImageSets/Main split names (slices like "train[:80%]" allowed); an image's label
@@ -221,6 +222,10 @@ class TrainConfig:
     # training in fp32 (the fp32 step there is at the matmul limit; fewer products are what is left)
     winograd: str = spec("auto", choices=("auto", "true", "false"))
     compile: bool = False
+    # true: cuDNN's autotuning off and torch's deterministic kernels on (a warning names an op
+    # that has none), so a CUDA run and its resume repeat exactly, at some speed; CPU runs
+    # already do with the same thread count
+    deterministic: bool = False
     out_dir: str = spec(
         "runs/default", pattern=r".*\S.*", words="a folder (not empty)"
     )  # not empty: "" would be the working directory

@@ -117,11 +117,36 @@ def _apply_step(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
     """The optimiser step unless ``bad``: on the device for a fused optimiser (its kernel skips
     the whole update, momentum included, when ``found_inf`` is set), else decided on the host."""
     if all(g.get("fused") for g in optimizer.param_groups):
+        _zero_momentum(optimizer)
         optimizer.found_inf = bad  # type: ignore[attr-defined]
         optimizer.step()
     elif not bool(bad):
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def _zero_momentum(optimizer: torch.optim.Optimizer) -> None:
+    """Zero momentum buffers for parameters that have none yet. Fused SGD makes them with
+    ``empty_like`` on its first step and fills them in the kernel, so a first step skipped by
+    ``found_inf`` would leave them uninitialised memory. From zeros, with dampening 0, the first
+    update is the same (buf = 0.9 * 0 + grad)."""
+    for group in optimizer.param_groups:
+        if not group.get("momentum") or group.get("dampening"):
+            continue
+        for p in group["params"]:
+            state = optimizer.state[p]
+            if p.grad is not None and state.get("momentum_buffer") is None:
+                state["momentum_buffer"] = torch.zeros_like(p)
+
+
+def match_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give every optimiser state tensor its parameter's memory layout. A loaded state keeps
+    the layout it was saved in: an NCHW checkpoint resumed channels_last (a CPU run resumed on
+    a GPU) would otherwise mix layouts in every update."""
+    for p, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _forward_backward(

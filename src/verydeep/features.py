@@ -45,7 +45,8 @@ from PIL import Image
 
 from .config import pixels
 from .data.images import BadImageError
-from .data.photos import PathImages, decoding_workers, first_item, labelled_images, rescale_to_sides
+from .data.loaders import decoding_workers
+from .data.photos import PathImages, first_item, labelled_images, rescale_to_sides
 from .data.preprocess import Preprocess
 from .evaluation.core import Runtime, dense_pooled, window_trim
 from .evaluation.precision import check_calibrate, for_precision, image_paths, read_images, spread
@@ -237,7 +238,7 @@ def describe_paths(
     net, rt = _for_precision(model, prep, cfg, list(paths))
     sides = cfg.sides(model.crop_size)
     ds = PathImages(list(paths), sides, cfg.size_step, mode, on_bad_image == "fail", cfg.exif)
-    n = decoding_workers(workers, rt.device)
+    n = decoding_workers(workers, rt.device, cpu_auto=0)  # CPU: the net uses every core
     # items come one photo at a time and the net takes a bucket of batch_size at once: a deep
     # prefetch lets the workers go on decoding while the net runs
     ahead = {"prefetch_factor": max(2, -(-2 * cfg.batch_size // n)), "persistent_workers": False} if n else {}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 
@@ -51,12 +52,17 @@ def fit(cfg: RunConfig, progress: bool = True) -> dict:
     env = dist.DistEnv.from_environ()
     device = dist.resolve_device(cfg.train.device, env)
     if device.type == "cuda":  # one crop size: each conv's autotuning pays off over every step
-        torch.backends.cudnn.benchmark = True  # (not for dense evaluation: a shape per image size)
+        torch.backends.cudnn.benchmark = not cfg.train.deterministic  # (not for dense evaluation)
+    was = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for it
+        torch.use_deterministic_algorithms(True, warn_only=True)
     dist.init(env, device)
     try:
         return _fit(cfg, env, device, progress)
     finally:
         dist.shutdown()
+        torch.use_deterministic_algorithms(was[0], warn_only=was[1])  # the caller's setting back
 
 
 def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool) -> dict:

@@ -80,7 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--batch-size", type=int_range(1), default=64, help="crops per forward pass (dense: same pixels)"
     )
-    p.add_argument("--workers", type=int_range(0, 256), help="image decoding processes (default 2)")
+    p.add_argument(
+        "--workers",
+        type=int_range(0, 256),
+        help="image decoding processes (default: 2 on the CPU, the cores but one on a GPU)",
+    )
     p.add_argument("--limit", type=int_range(1), help="evaluate only this many images, spread evenly")
     p.add_argument("--full-decode", action="store_true", help="no reduced-size JPEG decoding")
     p.add_argument("--json", action="store_true", help="print the full results as JSON")
@@ -126,9 +130,10 @@ def options(args: argparse.Namespace, device: str):
 
 
 def _workers(args: argparse.Namespace) -> int:
-    """--workers, 2 when not given (None: so that eval can tell a given one); predict has none."""
+    """--workers; -1 (from the cores) when not given (None: so that eval can tell a given one);
+    predict has none."""
     workers = getattr(args, "workers", 0)
-    return 2 if workers is None else workers
+    return -1 if workers is None else workers
 
 
 def check_applicable(args: argparse.Namespace, methods: list[str]) -> None:

@@ -29,7 +29,7 @@ from .fashion_mnist import FILES as FMNIST_FILES
 from .fashion_mnist import load_fashion_mnist
 from .folder import ImageFolderDataset, check_not_split_root, scan_image_folder
 from .images import BadImageError, load_image
-from .loaders import EpochOrder, FolderBatches, TensorBatches, spread_indices
+from .loaders import EpochOrder, FolderBatches, TensorBatches, decoding_workers, spread_indices
 from .preprocess import ColourPCA, Preprocess
 from .presets import PRESETS
 from .transforms import (
@@ -242,7 +242,7 @@ def _image_folder(
     tr, va = split_indices(len(samples), d.val_fraction)
     train_samples = [samples[i] for i in tr.tolist()]
     prep, pca = input_preprocess(_sample_folder_pixels(train_samples), d.normalize, d.preprocess, source)
-    workers = d.workers if d.workers >= 0 else min(8, os.cpu_count() or 1)
+    workers = decoding_workers(d.workers, device, cpu_auto=8)  # CPU: decoding overlaps the step
     pin = device.type == "cuda"
     scale = (pixels(d.scale[0], crop), pixels(d.scale[-1], crop))
     centre = CentreCropTransform(pixels(d.eval_scale, crop), crop)

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator
 
 import torch
@@ -100,6 +101,29 @@ class TensorBatches:
         for i in range(0, len(idx), self.order.micro):
             j = idx[i : i + self.order.micro]
             yield self.images[j], self.labels[j]
+
+
+GPU_WORKERS_MAX = 32  # past this, more processes add start-up and memory, not images/s
+
+
+def cores_per_rank() -> int:
+    """The cores this process may use (its affinity mask, which a scheduler such as Slurm sets),
+    shared evenly by the ranks torchrun started on this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def decoding_workers(workers: int, device: torch.device, cpu_auto: int) -> int:
+    """DataLoader processes: ``workers`` >= 0 as given; -1 (auto) from the cores present. On a
+    GPU, every core of this rank's share but one (the one that drives the GPU; decoding is
+    what feeds it), at most ``GPU_WORKERS_MAX``. On the CPU the net itself uses the cores, so
+    ``cpu_auto`` (each caller's measured choice) capped at the share."""
+    if workers >= 0:
+        return workers
+    share = cores_per_rank()
+    if device.type == "cuda":
+        return max(1, min(GPU_WORKERS_MAX, share - 1))
+    return min(cpu_auto, share)
 
 
 class FolderBatches:

@@ -1,7 +1,7 @@
 """Photographs for descriptors: labelled sets on disk, decoded once and rescaled to every scale.
 
 ``labelled_images`` reads a VOC tree (multi-label) or an ImageFolder tree; ``PathImages`` is the
-dataset ``features.describe_paths`` feeds through DataLoader workers (``decoding_workers``).
+dataset ``features.describe_paths`` feeds through DataLoader workers (``loaders.decoding_workers``).
 
 Example:
     >>> from PIL import Image
@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,14 +88,6 @@ class PathImages(torch.utils.data.Dataset):
             log.warning("skipping bad image: %s", e)
             return i, None
         return i, rescale_to_sides(img, self.sides, self.step, self.mode)
-
-
-def decoding_workers(workers: int, device: torch.device) -> int:
-    """``workers`` >= 0 as given; -1 (auto): on a GPU min(8, cores) decoding processes, on the
-    CPU none (the net already uses every core; decoding is a few percent of its time there)."""
-    if workers >= 0:
-        return workers
-    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
 
 
 def first_item(batch: list) -> object:

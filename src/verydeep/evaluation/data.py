@@ -117,8 +117,10 @@ def batches(
     workers: int = 0,
     fast_decode: bool = True,
     exif: bool = True,
+    pin_memory: bool = False,
 ) -> Iterator[tuple[list, torch.Tensor, torch.Tensor, int]]:
-    """Yield ``(per_q, labels, index, bad)``; ``bad`` counts unreadable files skipped."""
+    """Yield ``(per_q, labels, index, bad)``; ``bad`` counts unreadable files skipped.
+    ``pin_memory``: page-locked batches, so the copies to a GPU run asynchronously."""
     if data.images is not None:
         for start in range(0, len(data), max(batch_size, 256)):
             x = data.images[start : start + max(batch_size, 256)]
@@ -127,6 +129,6 @@ def batches(
         return
     ds = ImageFolderDataset(data.samples, MultiScale(q_pixels, fast_decode), exif=exif)
     loader = DataLoader(
-        ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate, persistent_workers=False
+        ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate, pin_memory=pin_memory
     )
     yield from loader

@@ -25,6 +25,7 @@ import torchvision.transforms.v2.functional as TF
 from tqdm import tqdm
 
 from ..config import pixels
+from ..data.loaders import decoding_workers
 from ..data.preprocess import Preprocess
 from ..models.vgg import VGG
 from ..numerics import PRECISIONS, Numerics, resolve
@@ -109,7 +110,7 @@ class EvalOptions:
     calibrate: str | None = None  # int8: a folder of photographs to calibrate on (default: the inputs)
     # the same numbers as NCHW; 1.3-1.5x faster on CPU (oneDNN's blocked layout, vectorised pools)
     channels_last: bool = True
-    workers: int = 2
+    workers: int = -1  # decoding processes; -1: from the cores (data.loaders.decoding_workers)
     fast_decode: bool = True
     exif: bool = True  # turn photographs upright by their EXIF orientation, as training does
     limit: int | None = None  # evaluate this many images, spread evenly (None: all)
@@ -120,7 +121,7 @@ class EvalOptions:
         self.methods = parse_methods(self.methods)
         if self.scales not in (None, "multi", "single"):
             check_scales(self.scales)
-        for name, lo in (("grid", 1), ("batch_size", 1), ("workers", 0)):
+        for name, lo in (("grid", 1), ("batch_size", 1), ("workers", -1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name.replace('_', '-')} must be an integer >= {lo}, got {v!r}")
@@ -241,7 +242,13 @@ def evaluate_net(
     accs = {m: _Accumulator(fns[m], len(data), opts.batch_size, unit, rt.device) for m in needed}
     valid, bad = torch.zeros(len(data), dtype=torch.bool), 0
     it = batches(
-        data, q_pixels, batch_size=16, workers=opts.workers, fast_decode=opts.fast_decode, exif=opts.exif
+        data,
+        q_pixels,
+        batch_size=16,
+        workers=decoding_workers(opts.workers, rt.device, cpu_auto=2),  # CPU: 2 overlap decoding
+        fast_decode=opts.fast_decode,
+        exif=opts.exif,
+        pin_memory=rt.device.type == "cuda",
     )
     with torch.inference_mode(), tqdm(total=len(data), desc=desc, disable=not opts.progress) as bar:
         for per_q, _, index, n_bad in it:

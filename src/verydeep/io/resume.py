@@ -143,7 +143,7 @@ def _load(path: Path) -> dict:
 RESUMABLE_CHANGES = {
     "train": {
         "epochs", "max_steps", "checkpoint_every", "device", "compile", "precision", "eval_test",
-        "resume", "out_dir", "on_nonfinite", "channels_last", "save_init", "save_epochs",
+        "resume", "out_dir", "on_nonfinite", "channels_last", "save_init", "save_epochs", "deterministic",
     },
     "data": {"workers", "on_bad_image", "root"},
     "optim": {"micro_batch"},

@@ -39,7 +39,7 @@ import torch
 from tqdm import tqdm
 
 from .. import distributed as dist
-from ..engine import NonFiniteLossError, StepState
+from ..engine import NonFiniteLossError, StepState, match_layout
 from .checkpoint import Meta, atomic_write, read_model_file, replacing, save_model
 from .resume import CheckpointSet, config_conflicts
 
@@ -238,6 +238,7 @@ class RunDir:
             opt.load_state_dict(tr["optimizer"])
             for g, f in zip(opt.param_groups, fused, strict=False):  # how to step is this run's choice
                 g["fused"] = f
+            match_layout(opt)  # this run's memory format, whatever the saving run's was
         except (RuntimeError, KeyError, ValueError) as e:
             raise ValueError(
                 f"the checkpoint in {self.ckpt} does not fit this model: {str(e)[:200]}"
