@@ -190,7 +190,7 @@ def test_a_skipped_step_is_left_out_of_the_epoch_loss():
     alone = train_one_epoch(net, [good], opt, state=StepState(), **kw)
     state = StepState()
     mixed = train_one_epoch(net, [good, poison], opt, state=state, **kw)
-    assert state.skipped_steps == 1 and state.epoch_sums[2] == 2  # two images trained, not four
+    assert state.skipped_steps == 1 and state.sums.seen == 2  # two images trained, not four
     assert mixed["loss"] == pytest.approx(alone["loss"]) and mixed["top1_err"] == alone["top1_err"]
 
 

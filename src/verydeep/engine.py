@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,8 +36,21 @@ class NonFiniteLossError(RuntimeError):
 
 
 @dataclass
+class EpochSums:
+    """The current epoch so far, saved with every checkpoint, so that a resumed epoch's log row
+    and plateau decision cover the whole epoch."""
+
+    loss: float = 0.0  # loss x images, summed over ranks (rank 0 carries a resumed epoch's part)
+    wrong: float = 0.0  # top-1 errors, summed over ranks
+    seen: float = 0.0  # images, summed over ranks
+    seconds: float = 0.0  # training seconds (rank 0's): the denominator of img/s
+    wall: float = 0.0  # wall seconds of the whole epoch (training, held-out pass, saving)
+    cpu: float = 0.0  # CPU seconds of the same, decoding workers included
+
+
+@dataclass
 class StepState:
-    """Counters that survive an interruption (saved with every checkpoint)."""
+    """Counters that survive an interruption (saved with every checkpoint: ``to_dict``)."""
 
     epoch: int = 0
     step_in_epoch: int = 0  # optimiser steps already taken in ``epoch``
@@ -45,13 +59,14 @@ class StepState:
     bad_images: int = 0  # unreadable training images skipped so far
     best_step: int = -1  # the global step whose weights best.safetensors holds (-1: none yet)
     history: list[dict] = field(default_factory=list)
-    # this epoch so far, summed over ranks: loss x images, top-1 errors, images, and seconds
-    # (rank 0's); a resumed epoch's log row and plateau decision then cover the whole epoch
-    epoch_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
-    # wall and CPU seconds this epoch spent in earlier sessions (training, held-out pass, saving),
-    # so a resumed epoch's log row reports all of it
-    epoch_wall: float = 0.0
-    epoch_cpu: float = 0.0
+    sums: EpochSums = field(default_factory=EpochSums)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StepState:
+        return cls(**{**d, "sums": EpochSums(**d.get("sums", {}))})
 
 
 def topk_errors(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
@@ -67,9 +82,10 @@ class _Meter:
     only at ``sync`` (every few steps), so a GPU is never stalled by a per-step ``.item()``."""
 
     def __init__(self, device: torch.device, state: StepState, main: bool) -> None:
-        restored = state.epoch_sums[:3] if main else [0.0, 0.0, 0.0]  # rank 0 carries the past
+        past = state.sums
+        restored = [past.loss, past.wrong, past.seen] if main else [0.0, 0.0, 0.0]  # rank 0 carries it
         self.sums = torch.tensor(restored, dtype=torch.float64, device=device)
-        self.seconds, self.t0 = state.epoch_sums[3], time.perf_counter()
+        self.seconds, self.t0 = past.seconds, time.perf_counter()
         self.skipped = torch.zeros((), dtype=torch.float64, device=device)
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
 
@@ -108,7 +124,7 @@ class _Meter:
         self.skipped.zero_()
         loss, wrong, seen = sums.tolist()
         seconds = self.seconds + time.perf_counter() - self.t0
-        state.epoch_sums = [loss, wrong, seen, seconds]
+        state.sums = dataclasses.replace(state.sums, loss=loss, wrong=wrong, seen=seen, seconds=seconds)
         n = max(seen, 1)
         return {"loss": loss / n, "top1_err": wrong / n, "img_s": seen / max(seconds, 1e-9)}
 

@@ -33,7 +33,7 @@ from .build import model_and_optimizer, resolved, training_numerics
 from .config import RunConfig
 from .data.build import DataBundle, build_data
 from .data.loaders import FolderBatches
-from .engine import NonFiniteLossError, StepState, evaluate, train_one_epoch
+from .engine import EpochSums, NonFiniteLossError, StepState, evaluate, train_one_epoch
 from .finetune import adopt_source, describe_start, read_source
 from .hardware import cpu_seconds
 from .io.checkpoint import Meta
@@ -120,6 +120,29 @@ def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: Ru
     return result
 
 
+@dataclasses.dataclass(frozen=True)
+class _EpochStart:
+    """Where an epoch (or a resumed epoch's rest) started: its clocks, the time its earlier
+    sessions spent, and the run's counters before it."""
+
+    t0: float
+    c0: float
+    wall0: float
+    cpu0: float
+    bad_images: int
+    skipped_steps: int
+
+    @classmethod
+    def of(cls, state: StepState) -> _EpochStart:
+        s = state.sums
+        return cls(time.perf_counter(), cpu_seconds(), s.wall, s.cpu, state.bad_images, state.skipped_steps)
+
+    def spent(self, state: StepState) -> None:
+        """The epoch's wall and CPU time so far, into ``state`` (saved with it)."""
+        state.sums.wall = self.wall0 + time.perf_counter() - self.t0
+        state.sums.cpu = self.cpu0 + cpu_seconds() - self.c0
+
+
 @dataclasses.dataclass
 class _Loop:
     """What every epoch of a run uses; ``_fit`` builds it once."""
@@ -141,14 +164,8 @@ class _Loop:
     def epoch(self, state: StepState, rebuild: bool = False) -> None:
         """One epoch (its rest, if resumed mid-epoch): steps, held-out pass, checkpoint, log.
         ``rebuild``: no step is left (max_steps reached); only the row is written again."""
-        t0, cfg, data, run = time.perf_counter(), self.cfg, self.data, self.run
-        c0, wall0, cpu0 = cpu_seconds(), state.epoch_wall, state.epoch_cpu  # this epoch's earlier sessions
-
-        def spent(s: StepState) -> None:  # the epoch's time so far, saved with the state
-            s.epoch_wall, s.epoch_cpu = wall0 + time.perf_counter() - t0, cpu0 + cpu_seconds() - c0
-
-        bad_before, bad = state.bad_images, _BadCount(data.train, self.device)  # run so far; this epoch
-        skipped_before = state.skipped_steps
+        cfg, data, run = self.cfg, self.data, self.run
+        start, bad = _EpochStart.of(state), _BadCount(data.train, self.device)  # run so far; this epoch
         data.train.set_epoch(state.epoch, start=state.step_in_epoch * self.accum)
         _set_lr(self.opt, self.sched, state.global_step)
         steps = len(data.train) // self.accum  # whole steps: trailing micro-batches are left out
@@ -161,8 +178,8 @@ class _Loop:
             # not max_steps' last step: _close saves it after the held-out pass, with that
             # pass's time, so that a rebuilt row (above) has the first session's time
             if every and s.global_step % every == 0 and s.step_in_epoch < steps and not _reached(cfg, s):
-                s.bad_images = bad_before + bad.count()  # every rank saves
-                spent(s)
+                s.bad_images = start.bad_images + bad.count()  # every rank saves
+                start.spent(s)
                 run.save(self.model, self.meta, self.opt, self.sched, s)
 
         tr = train_one_epoch(
@@ -183,14 +200,14 @@ class _Loop:
             train_mode=self.train_mode,
         )
         bar.close()
-        _check_progress(state, skipped_before, steps, cfg.train.on_nonfinite)
+        _check_progress(state, start.skipped_steps, steps, cfg.train.on_nonfinite)
         tr["bad_images"] = bad.count()
-        state.bad_images = bad_before + tr["bad_images"]
+        state.bad_images = start.bad_images + tr["bad_images"]
         va = _evaluate(self.model, data.val, data.eval_prepare, self.device, self.numerics)
         _check_scores(va, state)
         self.val_bad = va["bad_images"] if va else 0
         if not rebuild:
-            spent(state)
+            start.spent(state)
         self._close(state, tr, va, whole=state.step_in_epoch >= steps, rebuild=rebuild)
 
     def _close(self, state: StepState, tr: dict, va: dict | None, whole: bool, rebuild: bool) -> None:
@@ -200,8 +217,7 @@ class _Loop:
         if whole:
             improved = self.sched.step(1 - va["top1_err"] if va else -tr["loss"])
             state.history.append(run.epoch_row(state.epoch, tr, va, self.sched.lr, state))
-            state.epoch, state.step_in_epoch, state.epoch_sums = state.epoch + 1, 0, [0.0] * 4
-            state.epoch_wall = state.epoch_cpu = 0.0
+            state.epoch, state.step_in_epoch, state.sums = state.epoch + 1, 0, EpochSums()
             cfg = self.cfg
             last = state.epoch >= cfg.train.epochs or self.sched.stopped or _reached(cfg, state)
             if cfg.train.save_epochs or last:

@@ -206,7 +206,7 @@ class RunDir:
             )
         if best:
             state.best_step = state.global_step
-        tr = {"optimizer": opt.state_dict(), "schedule": sched.state_dict(), "step": vars(state).copy()}
+        tr = {"optimizer": opt.state_dict(), "schedule": sched.state_dict(), "step": state.to_dict()}
         self.checkpoints.write(
             state.global_step, lambda p: save_model(p, model, meta), tr, rng_state(), dist.barrier
         )
@@ -248,7 +248,7 @@ class RunDir:
             set_rng_state(rng)
         else:
             self.log(f"rank {self.rank}: no RNG state saved for it; crops/dropout will differ from before")
-        state = StepState(**tr["step"])
+        state = StepState.from_dict(tr["step"])
         if self.is_main and state.best_step == state.global_step:  # killed between commit and copy?
             self._copy_best(Path(weights))  # idempotent: best is these weights either way
         return state
@@ -257,7 +257,7 @@ class RunDir:
         """One ``log.csv`` row; ``lr`` is the rate after the epoch's schedule step, i.e. the one
         the next epoch trains at (a plateau drop shows on the epoch that triggered it).
         ``seconds`` and ``cpu_s`` are the epoch's wall and CPU time over every session that ran
-        it (``spent.epoch_wall``/``epoch_cpu``); CPU counts the decoding workers too."""
+        it (``spent.sums.wall``/``cpu``); CPU counts the decoding workers too."""
         row = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -267,8 +267,8 @@ class RunDir:
         }
         if va:
             row |= {"val_loss": va["loss"], "val_err": va["top1_err"], "val_top5_err": va["top5_err"]}
-        row["seconds"] = spent.epoch_wall
-        row["cpu_s"] = spent.epoch_cpu
+        row["seconds"] = spent.sums.wall
+        row["cpu_s"] = spent.sums.cpu
         row["bad_images"] = tr.get("bad_images", 0)
         if self.is_main:
             msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
