@@ -27,11 +27,12 @@ from ..distributed import DistEnv
 from .fashion_mnist import CLASSES as FMNIST_CLASSES
 from .fashion_mnist import FILES as FMNIST_FILES
 from .fashion_mnist import load_fashion_mnist
-from .folder import ImageFolderDataset, check_not_split_root, scan_image_folder
+from .folder import ImageFolderDataset
 from .images import BadImageError, load_image
 from .loaders import EpochOrder, FolderBatches, TensorBatches, decoding_workers, spread_indices
 from .preprocess import ColourPCA, Preprocess
 from .presets import PRESETS
+from .sources import resolve_split
 from .transforms import (
     CentreCropTransform,
     RandomResizedCropTransform,
@@ -41,7 +42,7 @@ from .transforms import (
     rescale_smallest,
     scale_crop_flip,
 )
-from .voc import image_level_samples, split_file
+from .voc import split_file
 
 SPLIT_SEED = 1234  # the held-out split never changes with the training seed
 
@@ -210,26 +211,31 @@ def _fashion_mnist(
 
 
 def _scan(cfg: RunConfig) -> tuple[list, list[str], Callable[[], list] | None]:
-    """(training samples, classes, a function giving the test samples or None) of a photo set."""
+    """(training samples, classes, a function giving the test samples or None) of a photo set:
+    a VOC tree's ``data.train_split`` and ``data.test_split``, or an image folder's ``train/``
+    (the root itself when it has none) and ``val/`` or ``test/``."""
     d, root = cfg.data, Path(cfg.data.root)
     if d.dataset == "voc":
-        samples, classes = image_level_samples(root, d.train_split)
-        has_test = split_file(root, d.test_split).is_file()
-        if cfg.train.eval_test and not has_test:  # a typo must not silently drop the test error
-            raise ValueError(
-                f"data.test_split {d.test_split!r}: no {split_file(root, d.test_split)} "
-                "(or set train.eval_test=false)"
-            )
-        return (
-            samples,
-            classes,
-            (lambda: image_level_samples(root, d.test_split, classes)[0]) if has_test else None,
+        train = resolve_split("voc", root, d.train_split)
+        try:
+            test = resolve_split("voc", root, d.test_split)
+        except ValueError:
+            if cfg.train.eval_test:  # a typo must not silently drop the test error
+                raise ValueError(
+                    f"data.test_split {d.test_split!r}: no {split_file(root, d.test_split)} "
+                    "(or set train.eval_test=false)"
+                ) from None
+            test = None
+    else:
+        has = [s for s in ("train", "val", "test") if (root / s).is_dir()]
+        split = "train" if "train" in has else ""
+        train = resolve_split(
+            "imagefolder", root, split, hint=f"put the training classes in {root / 'train'}"
         )
-    if not (root / "train").is_dir():
-        check_not_split_root(root, f"put the training classes in {root / 'train'}")
-    samples, classes = scan_image_folder(root / "train" if (root / "train").is_dir() else root)
-    test_root = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
-    return samples, classes, (lambda: scan_image_folder(test_root, classes)[0]) if test_root else None
+        test_name = next((s for s in ("val", "test") if s in has), None)
+        test = resolve_split("imagefolder", root, test_name) if test_name else None
+    samples, classes = train.samples()
+    return samples, classes, (lambda: test.samples(classes)[0]) if test else None
 
 
 def _image_folder(

@@ -21,10 +21,9 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from .folder import check_not_split_root, scan_image_folder
 from .images import BadImageError, load_image
+from .sources import resolve_split
 from .transforms import rescaled_size
-from .voc_labels import is_voc_root, read_voc_labels
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +31,9 @@ log = logging.getLogger(__name__)
 def labelled_images(
     root: str | Path, split: str = "", classes: list[str] | None = None
 ) -> tuple[list[Path], np.ndarray, list[str]]:
-    """(paths, labels, classes) of a VOC tree's ``split`` (multi-label; required) or an ImageFolder tree.
-
-    For an ImageFolder, ``split`` (if given) is a sub-folder of ``root`` (``train``, ``val``).
-    """
-    root = Path(root)
-    if is_voc_root(root):
-        if not split:  # never a silent default: train features taken for test ones give no error later
-            raise ValueError(f"{root} is a VOC root: name its split (e.g. --split train or --split val)")
-        return read_voc_labels(root, split, classes)
-    if not split:
-        check_not_split_root(root, "name one with --split")
-    samples, classes = scan_image_folder(root / split if split else root, classes)
-    return [p for p, _ in samples], np.array([y for _, y in samples], dtype=np.int64), classes
+    """(paths, labels, classes) of a VOC tree's ``split`` (multi-label; required) or an ImageFolder
+    tree (``split``, if given, a sub-folder): ``sources.resolve_split``'s rules."""
+    return resolve_split("auto", root, split).labelled(classes)
 
 
 def rescale_to_sides(img: Image.Image, sides: list[int], step: int, mode: str) -> list[torch.Tensor]:

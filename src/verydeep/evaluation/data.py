@@ -24,10 +24,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data.fashion_mnist import CLASSES as FASHION_CLASSES
-from ..data.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
-from ..data.folder import ImageFolderDataset, check_not_split_root, scan_image_folder
+from ..data.fashion_mnist import load_fashion_mnist
+from ..data.folder import ImageFolderDataset
 from ..data.loaders import spread_indices
-from ..data.voc import image_level_samples
+from ..data.sources import resolve_split
 from ..data.voc_labels import is_voc_root
 from .core import rescale
 
@@ -76,17 +76,12 @@ def open_data(spec: str, classes: list[str] | None = None, split: str | None = N
     if is_fashion_mnist(spec):
         if split not in (None, "test"):  # only the test split exists here
             raise ValueError(f"Fashion-MNIST is evaluated on its test split; --split {split} does not apply")
-        root = spec.partition(":")[2] or DEFAULT_ROOT
-        images, labels = load_fashion_mnist(root, "test")
-        return EvalData(list(FASHION_CLASSES), images=images, labels=labels, name="fashion-mnist test")
-    if is_voc_root(spec):
-        samples, found = image_level_samples(spec, split or "val", classes or None)
-        return EvalData(found, samples=samples, name=f"{spec} ({split or 'val'})")
-    if not split:
-        check_not_split_root(spec, "name one with --split")
-    root = Path(spec) / split if split else Path(spec)
-    samples, found = scan_image_folder(root, classes=classes or None)
-    return EvalData(found, samples=samples, name=str(root))
+        s = resolve_split("fashion-mnist", spec.partition(":")[2], "test")
+        images, labels = load_fashion_mnist(s.root, s.split)
+        return EvalData(list(FASHION_CLASSES), images=images, labels=labels, name=s.name)
+    s = resolve_split("auto", spec, split or ("val" if is_voc_root(spec) else ""))  # eval's default: val
+    samples, found = s.samples(classes or None)
+    return EvalData(found, samples=samples, name=s.name)
 
 
 class MultiScale:

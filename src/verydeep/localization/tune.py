@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass
 
 from ..data.images import BadImageError, load_image
-from ..data.voc import image_path, load_voc
+from ..data.sources import resolve_split
+from ..data.voc import image_path
 from .merge import MergeConfig
 from .metrics import loc_error
 from .protocol import DenseConfig, Evidence, collect_evidence, merge_evidence
@@ -93,7 +94,7 @@ def tune(
     ``locs`` and ``classifiers`` are test-time ``Net``s (``api.load_locs`` / ``api.load_classifiers``).
     """
     t0 = time.process_time()
-    anns = load_voc(root, split)
+    anns = resolve_split("voc", root, split).annotations()
     all_scales = sorted({q for s in scale_sets for q in s})
     evidence, skipped = {}, []
     for i, ann in enumerate(anns):
