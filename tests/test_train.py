@@ -304,7 +304,7 @@ def test_unknown_schedule_is_refused():
 
 
 def test_save_init_keeps_the_weights_before_the_first_step(fmnist_root, tmp_path):
-    from verydeep import distributed as dist
+    from verydeep import distributed
     from verydeep.build import build_model
 
     c = ["data.subset=200", "optim.batch_size=32", "train.eval_test=false", "train.save_init=true"]
@@ -312,7 +312,7 @@ def test_save_init_keeps_the_weights_before_the_first_step(fmnist_root, tmp_path
     init_file = tmp_path / "checkpoints" / "init.safetensors"
     init, last = load_file(init_file), load_file(tmp_path / "checkpoints" / "last.safetensors")
     assert not torch.equal(init["features.0.weight"], last["features.0.weight"])  # a step was taken
-    dist.seed_everything(0, dist.DistEnv())  # the same seed builds the same net: that is the init
+    distributed.seed_everything(0, distributed.DistEnv())  # the same seed builds the same net: that is the init
     fresh = build_model(cfg(tmp_path, *c), classes=10, channels=1).state_dict()
     assert init.keys() == fresh.keys() and all(torch.equal(init[k], fresh[k]) for k in init)
     before = init_file.read_bytes()

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from . import distributed as dist
+from . import distributed
 from .build import model_and_optimizer, resolved, training_numerics
 from .config import RunConfig
 from .data.build import DataBundle, build_data
@@ -49,31 +49,31 @@ SYNC_STEPS = 20
 
 def fit(cfg: RunConfig, progress: bool = True) -> dict:
     """Train until the schedule stops (or ``train.epochs``); returns the final numbers."""
-    env = dist.DistEnv.from_environ()
-    device = dist.resolve_device(cfg.train.device, env)
+    env = distributed.DistEnv.from_environ()
+    device = distributed.resolve_device(cfg.train.device, env)
     if device.type == "cuda":  # one crop size: each conv's autotuning pays off over every step
         torch.backends.cudnn.benchmark = not cfg.train.deterministic  # (not for dense evaluation)
     was = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for it
         torch.use_deterministic_algorithms(True, warn_only=True)
-    dist.init(env, device)
+    distributed.init(env, device)
     try:
         return _fit(cfg, env, device, progress)
     finally:
-        dist.shutdown()
+        distributed.shutdown()
         torch.use_deterministic_algorithms(was[0], warn_only=was[1])  # the caller's setting back
 
 
-def _fit(cfg: RunConfig, env: dist.DistEnv, device: torch.device, progress: bool) -> dict:
-    dist.seed_everything(cfg.train.seed, env)
+def _fit(cfg: RunConfig, env: distributed.DistEnv, device: torch.device, progress: bool) -> dict:
+    distributed.seed_everything(cfg.train.seed, env)
     run = RunDir(cfg.train.out_dir, env.is_main, progress, env.rank, env.world_size)
     with run.lock():  # a second run on this out_dir is refused for as long as this one lives
         run.check_shared()  # every rank (every node) reads rank 0's checkpoints from out_dir
         return _fit_locked(cfg, env, device, run)
 
 
-def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: RunDir) -> dict:
+def _fit_locked(cfg: RunConfig, env: distributed.DistEnv, device: torch.device, run: RunDir) -> dict:
     source = read_source(cfg)  # the checkpoint it starts from (metadata only), or None
     cfg = adopt_source(cfg, source)  # a copy in the source's shape; contradictions refused
     run.check_reuse(cfg)  # before anything is read or written: refuse to clobber another run
@@ -97,11 +97,12 @@ def _fit_locked(cfg: RunConfig, env: dist.DistEnv, device: torch.device, run: Ru
     run.start(cfg, resumed=state.global_step > 0)
     if cfg.train.save_init and state.global_step == 0:
         run.save_init(model, meta)
-    dist.check_comm(cfg.dist, device)
-    net: nn.Module = dist.data_parallel(model, device, cfg.dist) if env.enabled else model
+    distributed.check_comm(cfg.dist, device)
+    net: nn.Module = distributed.data_parallel(model, device, cfg.dist) if env.enabled else model
     if env.enabled:
         ranks = f"{env.world_size} rank{'s' if env.world_size > 1 else ''}"
-        run.log(f"data parallel: {ranks} ({dist.backend()}), gradients all-reduced as {cfg.dist.grad_comm}")
+        comm = cfg.dist.grad_comm
+        run.log(f"data parallel: {ranks} ({distributed.backend()}), gradients all-reduced as {comm}")
     if cfg.train.compile:
         net = torch.compile(net)
     loop = _Loop(
@@ -277,7 +278,7 @@ def _final_report(
         result["bad_images"]["val"] = val_bad
     if data.test is not None:  # reported once, with the held-out-best weights; never for decisions
         run.load_best(model)
-        dist.broadcast_params(model)
+        distributed.broadcast_params(model)
         result["test"] = _evaluate(model, data.test, data.eval_prepare, device, numerics)  # the CLI prints it
         result["bad_images"]["test"] = result["test"].pop("bad_images")
     if any(result["bad_images"].values()):
@@ -295,7 +296,7 @@ class _BadCount:
 
     def count(self) -> int:
         mine = getattr(self.batches, "bad_images", 0) - self.start
-        return int(dist.sum_across([mine], self.device)[0])
+        return int(distributed.sum_across([mine], self.device)[0])
 
 
 def _evaluate(model: nn.Module, batches, prepare, device: torch.device, numerics: Numerics) -> dict | None:
@@ -306,7 +307,7 @@ def _evaluate(model: nn.Module, batches, prepare, device: torch.device, numerics
     bad = _BadCount(batches, device)
     m = evaluate(model, batches, prepare, device, numerics)
     n = m["images"]
-    loss, e1, e5, n = dist.sum_across([m["loss"] * n, m["top1_err"] * n, m["top5_err"] * n, n], device)
+    loss, e1, e5, n = distributed.sum_across([m["loss"] * n, m["top1_err"] * n, m["top5_err"] * n, n], device)
     return {
         "loss": loss / n,
         "top1_err": e1 / n,

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .. import distributed as dist
+from .. import distributed
 from ..engine import NonFiniteLossError, StepState, match_layout
 from .checkpoint import Meta, atomic_write, read_model_file, replacing, save_model
 from .resume import CheckpointSet, config_conflicts
@@ -158,9 +158,9 @@ class RunDir:
         probe = self.root / f".shared-{token[0]}"
         if self.is_main:
             atomic_write(probe, b"")
-        dist.barrier()
-        blind = int(dist.sum_across([0.0 if probe.exists() else 1.0], self._device())[0])
-        dist.barrier()
+        distributed.barrier()
+        blind = int(distributed.sum_across([0.0 if probe.exists() else 1.0], self._device())[0])
+        distributed.barrier()
         if self.is_main:
             probe.unlink(missing_ok=True)
         if blind:
@@ -208,7 +208,7 @@ class RunDir:
             state.best_step = state.global_step
         tr = {"optimizer": opt.state_dict(), "schedule": sched.state_dict(), "step": state.to_dict()}
         self.checkpoints.write(
-            state.global_step, lambda p: save_model(p, model, meta), tr, rng_state(), dist.barrier
+            state.global_step, lambda p: save_model(p, model, meta), tr, rng_state(), distributed.barrier
         )
         if best and self.is_main:
             self._copy_best(self.ckpt / "last.safetensors")

@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from .. import distributed as dist
+from .. import distributed
 from ..build import model_and_optimizer, training_numerics
 from ..data.build import build_data
 from ..engine import StepState, evaluate, train_one_epoch
@@ -69,8 +69,8 @@ def estimate_study(
 def _estimate_run(spec: StudySpec, run: Run, test: EvalData, steps: int, eval_images: int) -> dict:
     # fresh weights: the nets it would start from are not needed (and may not be trained yet)
     cfg = run_config(spec, dataclasses.replace(run, after="", init_from_a=""))
-    env = dist.DistEnv()
-    device = dist.resolve_device(cfg.train.device, env)
+    env = distributed.DistEnv()
+    device = distributed.resolve_device(cfg.train.device, env)
     cfg = adopt_source(cfg, None)  # fresh weights: the rate a new net trains at
     data, accum = build_data(cfg, env, device)
     numerics = training_numerics(cfg, device)
