@@ -101,7 +101,7 @@ def test_the_library_checks_the_same_bounds(kw):
 
 
 def test_descriptor_scales_are_bounded():
-    with pytest.raises(ValueError, match="4096"):
+    with pytest.raises(ValueError, match=r"descriptor\.scales must be in \(0, 4,096\]"):
         DescriptorConfig(scales=(1e7,), units="pixels")
     with pytest.raises(ValueError, match="--calibrate is for"):
         DescriptorConfig(scales=(256,), calibrate="photos", precision="winograd")

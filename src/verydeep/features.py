@@ -55,7 +55,7 @@ from .models.extractor import LAYERS, FeatureExtractor
 from .models.layers import CONV_STAGE
 from .models.vgg import VGG
 from .numerics import INT8, PRECISIONS, resolve
-from .ranges import MAX_SCALE, MIN_SCALE
+from .ranges import MAX_SCALE, MIN_SCALE, check, spec
 
 log = logging.getLogger(__name__)
 __all__ = [
@@ -72,39 +72,35 @@ __all__ = [
 class DescriptorConfig:
     """How to turn an image into one vector. Defaults: the paper's single-scale FC7 descriptor."""
 
-    scales: tuple[float, ...] = (384.0,)  # Q, smallest image side
-    units: str = "paper"  # paper: pixels at crop 224 (scaled by crop/224) | pixels: as given
-    combine: str = "average"  # over scales: average (VOC in the paper) | stack (Caltech)
+    scales: tuple[float, ...] = spec((384.0,), gt=0, hi=MAX_SCALE)  # Q, smallest image side
+    # paper: pixels at crop 224 (scaled by crop/224) | pixels: as given
+    units: str = spec("paper", choices=("paper", "pixels"))
+    combine: str = spec("average", choices=("average", "stack"))  # over scales: VOC | Caltech
     flip: bool = True  # average in the horizontally flipped image's descriptor
     # fc7 (the paper's penultimate layer, after its ReLU) | fc6 (after its ReLU) | a conv-stage layer
     # by name (pool1..pool5, relu4_3, ...: verydeep info --layers), its map averaged over positions
     # (not in the paper: less tied to the source classes than the FC layers)
     layer: str = "fc7"
     normalise_each_scale: bool = False  # also L2-normalise per scale before combining
-    batch_size: int = 32
-    size_step: int = 1  # round the long side to a multiple of this (1: exact aspect ratio)
+    batch_size: int = spec(32, lo=1, hi=1_000_000)
+    size_step: int = spec(1, lo=1, hi=1024)  # round the long side to a multiple of this (1: exact ratio)
     exif: bool = True  # turn photographs upright by their EXIF orientation
     # dense windows: centre, as evaluation cuts the pixels no window sees (window_trim), or
     # topleft, a plain fully-convolutional pass (docs/TRANSFER.md's numbers were made so)
-    align: str = "centre"
+    align: str = spec("centre", choices=("centre", "topleft"))
     grey: bool = False  # feed grey replicated to RGB (for nets trained on grey images, e.g. Fashion-MNIST)
-    precision: str = "fp32"  # fp32 | bf16 | int8 (CPU) | auto: see evaluation/precision.py (not int8-checked)
+    precision: str = spec("fp32", choices=PRECISIONS)  # numerics.py; int8-checked is refused below
     calibrate: str | None = None  # int8: a folder of photos to calibrate on (default: the inputs)
     extra: dict = field(default_factory=dict, compare=False)  # free-form provenance
 
     def __post_init__(self) -> None:
-        if not self.scales or not all(0 < q <= MAX_SCALE for q in self.scales):
-            raise ValueError(f"descriptor scales must be in (0, {MAX_SCALE}], got {self.scales}")
+        if not self.scales:
+            raise ValueError("descriptor scales: give at least one")
+        check(self, "descriptor")
         if self.units == "paper" and min(self.scales) < MIN_SCALE:  # pixels: checked against the crop
             raise ValueError(
                 f"descriptor scales in paper units must be >= {MIN_SCALE} (the crop), got {self.scales}"
             )
-        checks = {
-            "units": ("paper", "pixels"),
-            "combine": ("average", "stack"),
-            "align": ("topleft", "centre"),
-            "precision": PRECISIONS,
-        }
         if self.precision == "int8-checked":  # it re-checks class decisions; features make none
             raise ValueError("int8-checked re-checks class decisions and features have none: use int8")
         check_calibrate(self.precision, self.calibrate, ("int8",))  # features have no int8-checked
@@ -113,11 +109,6 @@ class DescriptorConfig:
                 "descriptor layer must be fc7, fc6 or a conv-stage layer (pool1..5, relu4_3, ...), "
                 f"got {self.layer!r}"
             )
-        for name, allowed in checks.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"descriptor {name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.batch_size < 1 or self.size_step < 1:
-            raise ValueError("descriptor batch_size and size_step must be >= 1")
 
     def sides(self, crop_size: int) -> list[int]:
         """Smallest image side in pixels for each scale."""

@@ -80,10 +80,15 @@ def _num(x: float | None) -> str:
 
 
 def check(obj: Any, section: str) -> None:
-    """Every field of ``obj`` inside its declared range, or a one-line ValueError naming it."""
+    """Every field of ``obj`` inside its declared range, or a one-line ValueError naming it. A
+    field with numeric bounds holds a number (an integer where it is declared ``int``; None
+    only where None is its default)."""
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        for v in value if isinstance(value, list) else [value]:
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if not _typed(f, v):
+                kind = "an integer" if str(f.type).startswith("int") else "a number"
+                raise ValueError(f"{section}.{f.name} must be {kind} {_words(f)}, got {v!r}")
             if not _ok(f.metadata, v):
                 raise ValueError(f"{section}.{f.name} must be {_words(f)}, got {v!r}")
 
@@ -105,6 +110,16 @@ def _words(f: dataclasses.Field) -> str:
     if d.startswith("matches"):
         return "a string matching " + d.removeprefix("matches ")
     return d if d.startswith("one of") else f"in {d}"
+
+
+def _typed(f: dataclasses.Field, v: Any) -> bool:
+    if not any(f.metadata.get(k) is not None for k in ("lo", "hi", "gt", "lt")):
+        return True
+    if v is None:
+        return f.default is None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return isinstance(v, int) or not str(f.type).startswith("int")
 
 
 def _ok(m: Any, v: Any) -> bool:

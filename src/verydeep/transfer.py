@@ -33,31 +33,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .ranges import check, spec
+
 AP_MODES = ("voc07", "area", "raw")
 
 
 @dataclass(frozen=True)
 class SVMConfig:
-    cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)  # candidates for the SVM penalty C
-    val_fraction: float = 0.25  # held out of the training split to choose C when folds = 0
-    folds: int = 3  # cross-validation folds of the training split that choose C (0: one held-out part)
+    cs: tuple[float, ...] = spec((0.01, 0.1, 1.0, 10.0, 100.0), gt=0)  # candidates for the penalty C
+    val_fraction: float = spec(0.25, gt=0, lt=1)  # held out of the training split to choose C (folds 0)
+    # cross-validation folds of the training split that choose C (0: one held-out part; 1 is refused)
+    folds: int = spec(3, lo=0, hi=20)
     per_class_c: bool = True  # multi-label: a C per class (multi-class data always shares one)
-    loss: str = "squared_hinge"  # LinearSVC loss: squared_hinge (L2-SVM) | hinge (L1-SVM)
-    ap: str = "area"  # voc07 | area | raw (see the module docstring)
-    max_iter: int = 10000
-    seed: int = 0
+    # LinearSVC loss: squared_hinge (L2-SVM) | hinge (L1-SVM)
+    loss: str = spec("squared_hinge", choices=("squared_hinge", "hinge"))
+    ap: str = spec("area", choices=AP_MODES)  # voc07 | area | raw (see the module docstring)
+    max_iter: int = spec(10000, lo=1)
+    seed: int = spec(0, lo=0, hi=2**32 - 1)
 
     def __post_init__(self) -> None:
-        if not self.cs or min(self.cs) <= 0:
-            raise ValueError(f"SVM C candidates must be positive, got {self.cs}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.folds == 1 or not 0 <= self.folds <= 20:
-            raise ValueError(f"folds must be 0 (one held-out part) or in [2, 20], got {self.folds}")
-        if self.ap not in AP_MODES:
-            raise ValueError(f"ap must be one of {AP_MODES}, got {self.ap!r}")
-        if self.loss not in ("squared_hinge", "hinge"):
-            raise ValueError(f"loss must be squared_hinge or hinge, got {self.loss!r}")
+        if not self.cs:
+            raise ValueError("svm.cs: give at least one C candidate")
+        check(self, "svm")
+        if self.folds == 1:
+            raise ValueError("svm.folds must be 0 (one held-out part) or in [2, 20], got 1")
 
 
 # --- metrics ---------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from ..data.loaders import decoding_workers
 from ..data.preprocess import Preprocess
 from ..models.vgg import VGG
 from ..numerics import PRECISIONS, Numerics, resolve
-from ..ranges import DEVICE_PATTERN, MAX_SCALE, MIN_SCALE
+from ..ranges import DEVICE_PATTERN, MAX_SCALE, MIN_SCALE, check, spec
 from .core import Runtime, crop_probs, dense_probs, grid_crops, match_channels, window_trim
 from .data import EvalData, batches
 from .precision import check_calibrate, image_paths, read_images, spread
@@ -99,21 +98,23 @@ class EvalOptions:
 
     methods: list[str] = field(default_factory=lambda: ["dense"])
     scales: str | list[float] | None = "multi"  # paper units; see resolve_scales
-    average: str = "scores"  # dense: average the score map then soft-max (paper) | "softmax"
-    dense_align: str = "centre"  # dense: border pixels no window sees, cut from both sides | "topleft"
+    # dense: average the score map then soft-max (paper) | softmax
+    average: str = spec("scores", choices=("scores", "softmax"))
+    # dense: border pixels no window sees, cut from both sides | topleft
+    dense_align: str = spec("centre", choices=("centre", "topleft"))
     flip: bool = True
-    grid: int = 5
+    grid: int = spec(5, lo=1, hi=32)  # multi-crop: grid x grid crops per scale
     centre_flip: bool = False  # torchvision's baseline uses the crop alone
-    batch_size: int = 64  # crops per forward; dense: as many pixels as this many crops
-    device: str = "cpu"
-    precision: str = "fp32"  # fp32 | bf16 (autocast) | int8 (CPU) | auto: see evaluation/precision.py
+    batch_size: int = spec(64, lo=1, hi=1_000_000)  # crops per forward; dense: as many pixels
+    device: str = spec("cpu", pattern=DEVICE_PATTERN)
+    precision: str = spec("fp32", choices=PRECISIONS)  # numerics.py
     calibrate: str | None = None  # int8: a folder of photographs to calibrate on (default: the inputs)
     # the same numbers as NCHW; 1.3-1.5x faster on CPU (oneDNN's blocked layout, vectorised pools)
     channels_last: bool = True
-    workers: int = -1  # decoding processes; -1: from the cores (data.loaders.decoding_workers)
+    workers: int = spec(-1, lo=-1, hi=256)  # decoding processes; -1: from the cores (decoding_workers)
     fast_decode: bool = True
     exif: bool = True  # turn photographs upright by their EXIF orientation, as training does
-    limit: int | None = None  # evaluate this many images, spread evenly (None: all)
+    limit: int | None = spec(None, lo=1)  # evaluate this many images, spread evenly (None: all)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -121,21 +122,8 @@ class EvalOptions:
         self.methods = parse_methods(self.methods)
         if self.scales not in (None, "multi", "single"):
             check_scales(self.scales)
-        for name, lo in (("grid", 1), ("batch_size", 1), ("workers", -1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"{name.replace('_', '-')} must be an integer >= {lo}, got {v!r}")
-        if self.grid > 32:
-            raise ValueError(f"grid must be at most 32 (32x32 crops per scale), got {self.grid}")
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
-            raise ValueError(f"limit must be a positive number of images, got {self.limit!r}")
-        if self.average not in ("scores", "softmax") or self.dense_align not in ("centre", "topleft"):
-            raise ValueError(f"average {self.average!r} / dense_align {self.dense_align!r} unknown")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check(self, "eval")
         check_calibrate(self.precision, self.calibrate)
-        if not re.fullmatch(DEVICE_PATTERN, str(self.device)):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     def numerics(self) -> Numerics:
         """``precision`` and ``channels_last`` resolved for ``device`` (a one-line ValueError
