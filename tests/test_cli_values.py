@@ -100,6 +100,22 @@ def test_the_library_checks_the_same_bounds(kw):
         EvalOptions(**kw)
 
 
+def test_declared_ranges_check_types_too():
+    from verydeep.transfer import SVMConfig
+
+    with pytest.raises(ValueError, match=r"^eval\.grid must be an integer in \[1, 32\], got 'a'$"):
+        EvalOptions(grid="a")
+    with pytest.raises(ValueError, match=r"^eval\.batch_size must be an integer"):
+        EvalOptions(batch_size=2.5)
+    with pytest.raises(ValueError, match=r"^eval\.limit must be an integer"):
+        EvalOptions(limit=True)
+    assert EvalOptions(limit=None).limit is None and EvalOptions(limit=3).limit == 3
+    with pytest.raises(ValueError, match=r"^svm\.folds must be 0 \(one held-out part\) or in \[2, 20\]"):
+        SVMConfig(folds=1)
+    with pytest.raises(ValueError, match=r"^svm\.cs must be in \(0, inf\), got -1"):
+        SVMConfig(cs=(1.0, -1))
+
+
 def test_descriptor_scales_are_bounded():
     with pytest.raises(ValueError, match=r"descriptor\.scales must be in \(0, 4,096\]"):
         DescriptorConfig(scales=(1e7,), units="pixels")
