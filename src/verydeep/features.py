@@ -48,6 +48,7 @@ from .data.images import BadImageError
 from .data.loaders import decoding_workers
 from .data.photos import PathImages, first_item, labelled_images, rescale_to_sides
 from .data.preprocess import Preprocess
+from .evaluation.buckets import ShapeBuckets
 from .evaluation.core import Runtime, dense_pooled, window_trim
 from .evaluation.precision import check_calibrate, for_precision, image_paths, read_images, spread
 from .io.features import Descriptors
@@ -142,11 +143,10 @@ def _run_buckets(
     model: VGG, prep: Preprocess, items: Iterable, cfg: DescriptorConfig, n_scales: int, rt: Runtime
 ) -> dict[int, list[torch.Tensor]]:
     """Feed (i, per-scale tensors) items through size buckets; returns {i: [descriptor per scale]}."""
-    buckets: dict[tuple, list] = {}
     out: dict[int, list] = {}
 
-    def flush(key: tuple) -> None:
-        idx, xs = zip(*buckets.pop(key), strict=True)
+    def run(key: tuple, items: list) -> None:
+        idx, xs = zip(*items, strict=True)
         # evaluation's dense engine: the pooled map of cfg.layer, averaged with the flipped image's
         d = dense_pooled(
             model, torch.stack(xs), prep, output=cfg.layer, flip=cfg.flip, align=cfg.align, rt=rt
@@ -155,6 +155,7 @@ def _run_buckets(
         for i, row in zip(idx, d, strict=True):
             out.setdefault(i, [None] * n_scales)[key[0]] = row
 
+    buckets = ShapeBuckets(run, limit=cfg.batch_size)
     for i, scaled in items:
         if isinstance(scaled, str):  # on_bad_image="fail": the loader's message, one line
             raise BadImageError(scaled)
@@ -165,12 +166,8 @@ def _run_buckets(
             # sizes then fall into 32-px buckets, so photos of different sizes share a batch
             # and the descriptors are exactly those of the uncut image
             x = window_trim(x, model.crop_size, 32, cfg.align)
-            key = (s, *x.shape[-2:])
-            buckets.setdefault(key, []).append((i, x))
-            if len(buckets[key]) >= cfg.batch_size:
-                flush(key)
-    for key in list(buckets):
-        flush(key)
+            buckets.add((s, *x.shape[-2:]), (i, x))
+    buckets.close()
     return out
 
 

@@ -29,6 +29,7 @@ from ..data.preprocess import Preprocess
 from ..models.vgg import VGG
 from ..numerics import PRECISIONS, Numerics, resolve
 from ..ranges import DEVICE_PATTERN, MAX_SCALE, MIN_SCALE, check, spec
+from .buckets import ShapeBuckets
 from .core import Runtime, crop_probs, dense_probs, grid_crops, match_channels, window_trim
 from .data import EvalData, batches
 from .precision import check_calibrate, image_paths, read_images, spread
@@ -132,34 +133,24 @@ class EvalOptions:
 
 
 class _Accumulator:
-    """Collects inputs per shape, runs ``fn`` on full batches, sums posteriors per image.
+    """Runs ``fn`` on batches of equal-shaped inputs (``ShapeBuckets``; a batch is full at
+    ``limit`` crop-equivalents of ``unit`` pixels each) and sums posteriors per image."""
 
-    A batch is full at ``limit`` crop-equivalents (``unit`` pixels each). Shapes that rarely
-    recur would wait forever, so past ``keep`` x ``limit`` pending crop-equivalents the oldest
-    bucket runs as it is: memory stays bounded, results are unchanged (never padded).
-    """
-
-    def __init__(self, fn: Callable, n: int, limit: float, unit: int, device: torch.device, keep: int = 8):
-        self.fn, self.limit, self.unit, self.device, self.keep = fn, limit, unit, device, keep
+    def __init__(self, fn: Callable, n: int, limit: float, unit: int, device: torch.device, keep: float = 8):
+        self.fn, self.unit, self.device = fn, unit, device
         self.sum: torch.Tensor | None = None
         self.count = torch.zeros(n)
-        self.pending: dict[tuple, list] = {}
-        self.sizes: dict[tuple, float] = {}
-        self.seconds, self.batches = 0.0, 0
+        self.seconds = 0.0
+        self.buckets = ShapeBuckets(self._run, limit, keep)
+
+    @property
+    def batches(self) -> int:
+        return self.buckets.batches
 
     def add(self, x: torch.Tensor, idx: torch.Tensor) -> None:
-        key = tuple(x.shape[1:])
-        self.pending.setdefault(key, []).append((x, idx))
-        self.sizes[key] = self.sizes.get(key, 0.0) + len(x) * key[-1] * key[-2] / self.unit
-        if self.sizes[key] >= self.limit:
-            self.flush(key)
-        while self.pending and sum(self.sizes.values()) > self.keep * self.limit:
-            self.flush(next(iter(self.pending)))
+        self.buckets.add(tuple(x.shape[1:]), (x, idx), weight=len(x) * x.shape[-1] * x.shape[-2] / self.unit)
 
-    def flush(self, key: tuple) -> None:
-        items = self.pending.pop(key)
-        self.sizes.pop(key)
-        self.batches += 1
+    def _run(self, key: tuple, items: list) -> None:
         x, idx = torch.cat([a for a, _ in items]), torch.cat([b for _, b in items])
         t0 = time.perf_counter()
         p = self.fn(x)
@@ -173,8 +164,7 @@ class _Accumulator:
         self.count.index_add_(0, idx, torch.ones(len(idx)))
 
     def result(self) -> torch.Tensor:
-        for key in list(self.pending):
-            self.flush(key)
+        self.buckets.close()
         if self.sum is None:
             raise ValueError("no readable images to evaluate")
         return (self.sum / self.count.clamp_min(1)[:, None].double()).float()
