@@ -152,7 +152,7 @@ def score(x: np.ndarray, model: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return x @ model[0].T + model[1]
 
 
-def evaluate(scores: np.ndarray, labels: np.ndarray, cfg: SVMConfig) -> tuple[float, list[float]]:
+def task_metric(scores: np.ndarray, labels: np.ndarray, cfg: SVMConfig) -> tuple[float, list[float]]:
     """mAP for multi-label labels (N, C), mean class recall for class indices (N,)."""
     if labels.ndim == 2:
         return mean_average_precision(scores, labels, cfg.ap)
@@ -207,7 +207,7 @@ def select_c(
     by_class: dict[float, np.ndarray] = {}
     for c in sorted(cfg.cs):
         runs = [
-            evaluate(score(x[val], fit_ovr(x[fit], targets[fit], c, cfg)), labels[val], cfg)
+            task_metric(score(x[val], fit_ovr(x[fit], targets[fit], c, cfg)), labels[val], cfg)
             for fit, val in splits
         ]
         results[c] = float(np.nanmean([r[0] for r in runs]))
@@ -235,7 +235,7 @@ def train_and_test(
     best, held_out, cv = select_c(x_train, y_train, n_classes, cfg)
     model = fit_ovr(x_train, binary_targets(y_train, n_classes), best, cfg)
     scores = score(x_test, model)
-    value, per_class = evaluate(scores, y_test, cfg)
+    value, per_class = task_metric(scores, y_test, cfg)
     # cv: the training split's cross-validated metric at the chosen C, to choose descriptors by
     out = {"value": value, "per_class": per_class, "C": best, "held_out": held_out, "cv": cv}
     if y_test.ndim == 1:  # multi-class: the argmax over the one-vs-rest scores

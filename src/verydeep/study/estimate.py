@@ -39,7 +39,7 @@ from ..finetune import adopt_source
 from ..io.checkpoint import Meta
 from ..numerics import Numerics
 from .plan import Run, StudySpec, build_plan
-from .runner import evaluate_net, open_test_data, run_config
+from .runner import open_test_data, run_config, score_run
 
 WARM_STEPS = 2  # the first steps pay for oneDNN's set-up and the allocator: not timed
 VAL_BATCHES = 4
@@ -127,9 +127,9 @@ def _held_out_seconds(model: torch.nn.Module, data, device: torch.device, numeri
 def _eval_seconds(run: Run, model: torch.nn.Module, meta: Meta, test: EvalData, n: int) -> float:
     """The study's evaluation of this run over the whole test set, from ``n`` images."""
     n = max(1, min(n, len(test)))
-    evaluate_net(run, model, meta, test.subset(1))  # warm
+    score_run(run, model, meta, test.subset(1))  # warm
     t0 = time.perf_counter()
-    evaluate_net(run, model, meta, test.subset(n))
+    score_run(run, model, meta, test.subset(n))
     return (time.perf_counter() - t0) / n * len(test)
 
 

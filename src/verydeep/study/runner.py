@@ -110,12 +110,12 @@ def evaluate_run(spec: StudySpec, run: Run, data: EvalData) -> None:
     model, meta = load_model(best_checkpoint(spec, run.name))
     print(f"study: evaluating {run.name} on {len(data)} images", file=sys.stderr, flush=True)
     wall0 = time.perf_counter()
-    out = evaluate_net(run, model, meta, data)
+    out = score_run(run, model, meta, data)
     out["wall_s"] = time.perf_counter() - wall0  # the report sums it into the study's cost
     summary.write_eval(summary_dir(spec, run.name), out)
 
 
-def evaluate_net(run: Run, model: VGG, meta: Meta, data: EvalData) -> dict:
+def score_run(run: Run, model: VGG, meta: Meta, data: EvalData) -> dict:
     """Centre crop and dense at the single scale (Table 3), multi-scale dense (Table 4), and for
     the grid's jittered nets the three methods of Table 5: {"single/dense": {errors, probs, ...},
     ..., "labels"}. bf16 where the hardware has it natively, as in training."""
