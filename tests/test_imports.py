@@ -15,10 +15,10 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "verydeep"
 # modules of its own unit without a cycle; the same table is in docs/ARCHITECTURE.md
 LAYERS = [
     ["ranges", "hardware", "allocator"],
-    ["distributed", "models", "numerics"],
+    ["distributed", "meters", "models", "numerics"],
     ["config"],
     ["data"],
-    ["engine", "schedule"],
+    ["engine", "optim", "schedule"],
     ["io"],
     ["finetune", "evaluation"],
     ["build", "features", "transfer", "localization", "backbone"],

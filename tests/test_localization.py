@@ -376,6 +376,121 @@ def test_box_net_rate_drops_at_the_given_fractions_of_the_steps():
     assert hist["lr"] == pytest.approx([cfg.lr_at(s) for s in range(8)])  # what SGD was given
 
 
+@pytest.mark.parametrize("finetune", ["all", "fc"])
+def test_box_training_is_sgd_with_momentum_on_the_box_loss(finetune):
+    """``train_localizer`` (the engine's loop, fused SGD) equals SGD written out by hand on the
+    same crops: momentum, L2 on weights only, the rate of ``lr_at`` each step, the box loss of the
+    labels' boxes, the frozen body left alone. The decay and the rate are large enough that L2 on
+    a bias or a rate not dropped would show."""
+    from verydeep.localization.net import encode_boxes
+
+    cfg = LocTrainConfig(finetune=finetune, steps=4, batch_size=4, lr=0.05, lr_drops=[0.5])
+    cfg.weight_decay, cfg.box_size = 0.1, "log"
+    torch.manual_seed(0)
+    loc = make_loc_net(VGG("A", **TINY, dropout=0.0), "pcr")
+    with torch.no_grad():
+        for p in loc.parameters():
+            if p.ndim == 1:
+                p.normal_(0.0, 0.1)  # non-zero biases: decay on them would move them
+    ref, ds, prep = VGG(**loc.build_kwargs), synthetic_set(), Preprocess.preset("torchvision")
+    ref.load_state_dict(loc.state_dict())
+    hist = train_localizer(loc, ds, prep, cfg)
+    gen, momentum, losses = torch.Generator().manual_seed(cfg.seed), {}, []
+    for step in range(cfg.steps):
+        b = sample_crops(ds, torch.randint(len(ds), (4,), generator=gen), 32, True, "largest", gen)
+        ref.zero_grad()
+        out = ref.classifier(torch.flatten(ref.features(prep(b.images)), 1))
+        loss = box_loss(class_boxes(out, b.labels, "pcr"), encode_boxes(b.targets, "log"), b.valid)
+        loss.backward()
+        losses.append(loss.item())
+        with torch.no_grad():
+            for name, p in ref.named_parameters():
+                if finetune == "fc" and name.startswith("features"):
+                    continue
+                g = p.grad + (cfg.weight_decay * p if p.ndim > 1 else 0.0)
+                momentum[name] = g if step == 0 else cfg.momentum * momentum[name] + g
+                p -= cfg.lr_at(step) * momentum[name]
+    assert hist["loss"] == pytest.approx(losses, rel=1e-5)
+    for (name, a), b in zip(loc.state_dict().items(), ref.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_nan_in_box_training_stops_in_one_line_and_applies_no_update():
+    from verydeep.engine import NonFiniteLossError
+
+    torch.manual_seed(0)
+    loc = make_loc_net(VGG("A", **TINY), "pcr")
+    with torch.no_grad():
+        loc.classifier[3].weight[0, 0] = float("nan")  # FC7: every box output is NaN
+    before = [p.clone() for p in loc.parameters()]
+    steps = []
+    cfg = LocTrainConfig(steps=3, batch_size=4, lr=0.05)
+    with pytest.raises(NonFiniteLossError) as err:
+        train_localizer(
+            loc, synthetic_set(), Preprocess.preset("torchvision"), cfg, lambda i, _: steps.append(i)
+        )
+    assert str(err.value) == "non-finite box loss or gradient at step 0; lower the rate (--lr, now 0.05)"
+    assert steps == []  # stopped at the first step, before any progress
+    for a, b in zip(before, loc.parameters(), strict=True):  # the bad step was skipped
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    assert not loc.training and all(p.requires_grad for p in loc.parameters())  # as after a run
+
+
+def test_localize_train_exits_3_on_a_non_finite_loss_and_writes_nothing(tmp_path, capsys):
+    from voc_tree import make_voc
+
+    from verydeep.cli import main
+
+    voc = make_voc(tmp_path / "voc", {f"{i}": [("red", 0, (20, 20, 200, 150))] for i in range(2)})
+    for i in range(2):
+        Image.fromarray(np.zeros((200, 300, 3), np.uint8)).save(voc / "JPEGImages" / f"{i}.jpg")
+    cls = VGG("A", **{**TINY, "num_classes": 1})
+    with torch.no_grad():  # finite weights whose FC7 overflows to inf: the box loss is NaN
+        cls.classifier[0].bias.fill_(1e30)
+        cls.classifier[0].weight.fill_(1e30)
+        cls.classifier[3].weight.fill_(1e30)
+    save_model(tmp_path / "cls.safetensors", cls, Meta(classes=["red"]))
+    out = tmp_path / "loc.safetensors"
+    args = ["--data", str(voc), "--init", str(tmp_path / "cls.safetensors"), "--out", str(out)]
+    args += ["--steps", "2", "--batch-size", "2", "--scale", "256", "--no-progress"]
+    assert main(["localize", "train", *args]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["verydeep localize train: stopped: non-finite box loss or gradient at step 0; "
+                   "lower the rate (--lr, now 0.001)"]  # fmt: skip
+    assert not out.exists()
+
+
+def test_box_training_runs_in_the_numerics_it_is_given(monkeypatch):
+    """Winograd trains through a copy that shares the net's parameters (the net itself moves, as
+    in fp32), channels_last is undone afterwards, and the forward runs in bf16 when asked."""
+    import verydeep.localization.net as loc_net
+    from verydeep.models.winograd import WinogradConv2d
+    from verydeep.numerics import Numerics
+
+    views = []  # every 3x3 conv of the tiny net through Winograd's torch ops (none qualify by default)
+    swap = loc_net.winograd_convs
+    monkeypatch.setattr(
+        loc_net, "winograd_convs", lambda m, **kw: views.append(swap(m, 1, 1, False, **kw)) or views[-1]
+    )
+    cfg, nets, hist = LocTrainConfig(steps=2, batch_size=4, lr=0.05), {}, {}
+    for mode, channels_last in (("fp32", False), ("winograd", True), ("bf16", False)):
+        torch.manual_seed(0)
+        nets[mode] = make_loc_net(VGG("A", **TINY, dropout=0.0), "pcr")
+        numerics = Numerics(mode, channels_last)
+        prep = Preprocess.preset("torchvision")
+        hist[mode] = train_localizer(nets[mode], synthetic_set(), prep, cfg, numerics=numerics)
+    assert len(views) == 1 and any(isinstance(m, WinogradConv2d) for m in views[0].modules())
+    torch.manual_seed(0)
+    start = make_loc_net(VGG("A", **TINY, dropout=0.0), "pcr").state_dict()
+    wino, fp32 = nets["winograd"].state_dict(), nets["fp32"].state_dict()
+    assert not torch.equal(wino["features.0.weight"], start["features.0.weight"])
+    for k, v in wino.items():
+        torch.testing.assert_close(v, fp32[k], rtol=1e-4, atol=1e-5, msg=k)
+        assert v.is_contiguous()
+    assert hist["bf16"]["loss"][0] != hist["fp32"]["loss"][0]  # rounded to bf16 inside the net
+    assert hist["bf16"]["loss"][0] == pytest.approx(hist["fp32"]["loss"][0], rel=0.05)
+
+
 def test_log_sizes_round_trip_and_decode_like_linear_ones():
     from verydeep.localization.net import decode_boxes, encode_boxes
 

@@ -312,7 +312,8 @@ def test_save_init_keeps_the_weights_before_the_first_step(fmnist_root, tmp_path
     init_file = tmp_path / "checkpoints" / "init.safetensors"
     init, last = load_file(init_file), load_file(tmp_path / "checkpoints" / "last.safetensors")
     assert not torch.equal(init["features.0.weight"], last["features.0.weight"])  # a step was taken
-    distributed.seed_everything(0, distributed.DistEnv())  # the same seed builds the same net: that is the init
+    # the same seed builds the same net: that is the init
+    distributed.seed_everything(0, distributed.DistEnv())
     fresh = build_model(cfg(tmp_path, *c), classes=10, channels=1).state_dict()
     assert init.keys() == fresh.keys() and all(torch.equal(init[k], fresh[k]) for k in init)
     before = init_file.read_bytes()
@@ -391,3 +392,37 @@ def test_save_epochs_false_writes_one_checkpoint_when_training_ends(fmnist_root,
     a, b = (load_file(tmp_path / r / "checkpoints" / "last.safetensors") for r in ("once", "every"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "once" / "checkpoints" / "best.safetensors").is_file()
+
+
+def test_a_criterion_on_structured_targets_trains_as_the_default_loss():
+    """``criterion`` gets the net's outputs and the batch's targets as they were yielded (here a
+    dict holding a list): cross-entropy written as a criterion gives the default's weights and
+    loss bit for bit, and ``errors=None`` counts no top-1 error."""
+    import torch.nn.functional as F
+
+    def run(batch, **kw):
+        torch.manual_seed(0)
+        net = VGG("A", num_classes=3, in_channels=1, width_mult=0.125, fc_width=16, crop_size=32)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, fused=True)
+        m = train_one_epoch(net, [batch, batch], opt, prepare=lambda t: t, device=torch.device("cpu"),
+                            state=StepState(), **kw)  # fmt: skip
+        return net, m
+
+    x, y = torch.randn(4, 1, 32, 32), torch.tensor([0, 1, 2, 0])
+    plain, m = run((x, y))
+    mine, m2 = run((x, {"y": [y]}), criterion=lambda out, t: F.cross_entropy(out, t["y"][0]), errors=None)
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), mine.parameters(), strict=True))
+    assert m2["loss"] == m["loss"] and "top1_err" in m and "top1_err" not in m2
+
+
+def test_targets_of_any_structure_move_to_the_device():
+    from collections import namedtuple
+
+    from verydeep.engine import to_device
+
+    Pair = namedtuple("Pair", "a b")
+    t = torch.zeros(2)
+    moved = to_device({"x": [t, (t, "name")], "p": Pair(t, 3)}, torch.device("meta"))
+    assert moved["x"][0].is_meta and moved["x"][1][0].is_meta and moved["x"][1][1] == "name"
+    assert isinstance(moved["x"][1], tuple) and isinstance(moved["p"], Pair) and moved["p"].a.is_meta
+    assert moved["p"].b == 3

@@ -29,6 +29,7 @@ from .models.init import init_from_net_a, init_weights
 from .models.vgg import VGG
 from .models.winograd import winograd_convs
 from .numerics import Numerics, resolve
+from .optim import param_groups, sgd
 
 
 def resolved(cfg: RunConfig, classes: int, channels: int) -> RunConfig:
@@ -77,24 +78,6 @@ def _fine_tune_from(model: VGG, path: str, names: list[str] | None) -> bool:
     return not missing
 
 
-def param_groups(
-    model: VGG | nn.Module, weight_decay: float, decay_biases: bool, head_lr_mult: float = 1.0
-) -> list[dict]:
-    """L2 on conv/FC weights; biases and BN parameters only if ``decay_biases``. Frozen
-    parameters (``requires_grad`` off) are left out. FC8's groups carry ``lr_mult``: the
-    schedule's rate is multiplied by it (``finetune.head_lr_mult``)."""
-    head = {id(p) for p in model.classifier[6].parameters()} if head_lr_mult != 1.0 else set()
-    groups = {(d, h): [] for d in (True, False) for h in (False, True)}
-    for p in model.parameters():
-        if p.requires_grad:
-            groups[(p.ndim > 1 or decay_biases, id(p) in head)].append(p)
-    return [
-        {"params": ps, "weight_decay": weight_decay if d else 0.0, "lr_mult": head_lr_mult if h else 1.0}
-        for (d, h), ps in groups.items()
-        if ps or not h  # the two body groups always (resumed optimiser states keep their order)
-    ]
-
-
 def training_numerics(cfg: RunConfig, device: torch.device) -> Numerics:
     """``train.precision``, ``train.winograd`` and ``train.channels_last`` resolved for ``device``."""
     t = cfg.train
@@ -114,10 +97,6 @@ def model_and_optimizer(
     if numerics.channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_mode = freeze(model, cfg.finetune.layers, cfg.finetune.bn)  # on the net that trains
-    opt = torch.optim.SGD(
-        param_groups(model, cfg.optim.weight_decay, cfg.optim.decay_biases, cfg.finetune.head_lr_mult),
-        lr=cfg.optim.lr,
-        momentum=cfg.optim.momentum,
-        fused=device.type in ("cpu", "cuda"),  # one kernel per step, and it can skip a bad step on the device
-    )
+    groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.decay_biases, cfg.finetune.head_lr_mult)
+    opt = sgd(groups, cfg.optim.lr, cfg.optim.momentum, device)
     return model, opt, train_mode

@@ -1,9 +1,11 @@
 """One epoch of training and one pass of held-out evaluation. Objects in, numbers out.
 
 The loop owns what the paper specifies about an SGD iteration: a (possibly accumulated) global
-batch, multinomial logistic loss, and nothing else. Augmentation and normalisation arrive as
-``prepare``, a callable on the device batch, so the same loop serves in-memory tensors and
-image files.
+batch, a loss, the step, and nothing else. Augmentation and normalisation arrive as ``prepare``,
+a callable on the device batch, so the same loop serves in-memory tensors and image files; the
+loss arrives as ``criterion`` (multinomial logistic loss by default; the box nets of Appendix A
+pass their Euclidean loss), so classification and box regression train on one loop, with one
+non-finite check, one precision choice and one progress hook.
 
 Example:
     >>> import torch
@@ -18,55 +20,32 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .meters import EpochSums, Errors, Meter, NonFiniteLossError, StepState
 from .numerics import FP32, Numerics
 
+# the loss of a micro-batch: (outputs in fp32, targets) -> a scalar, the mean over the micro-batch
+Criterion = Callable[[torch.Tensor, Any], torch.Tensor]
 
-class NonFiniteLossError(RuntimeError):
-    """The loss or a gradient became NaN/inf."""
-
-
-@dataclass
-class EpochSums:
-    """The current epoch so far, saved with every checkpoint, so that a resumed epoch's log row
-    and plateau decision cover the whole epoch."""
-
-    loss: float = 0.0  # loss x images, summed over ranks (rank 0 carries a resumed epoch's part)
-    wrong: float = 0.0  # top-1 errors, summed over ranks
-    seen: float = 0.0  # images, summed over ranks
-    seconds: float = 0.0  # training seconds (rank 0's): the denominator of img/s
-    wall: float = 0.0  # wall seconds of the whole epoch (training, held-out pass, saving)
-    cpu: float = 0.0  # CPU seconds of the same, decoding workers included
-
-
-@dataclass
-class StepState:
-    """Counters that survive an interruption (saved with every checkpoint: ``to_dict``)."""
-
-    epoch: int = 0
-    step_in_epoch: int = 0  # optimiser steps already taken in ``epoch``
-    global_step: int = 0
-    skipped_steps: int = 0
-    bad_images: int = 0  # unreadable training images skipped so far
-    best_step: int = -1  # the global step whose weights best.safetensors holds (-1: none yet)
-    history: list[dict] = field(default_factory=list)
-    sums: EpochSums = field(default_factory=EpochSums)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> StepState:
-        return cls(**{**d, "sums": EpochSums(**d.get("sums", {}))})
+__all__ = [  # the loop's state and its error are meters.py's, named here too
+    "Criterion",
+    "EpochSums",
+    "NonFiniteLossError",
+    "StepState",
+    "evaluate",
+    "match_layout",
+    "softmax_loss",
+    "to_device",
+    "top1_wrong",
+    "topk_errors",
+    "train_one_epoch",
+]
 
 
 def topk_errors(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
@@ -77,56 +56,31 @@ def topk_errors(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] 
     return [int((~hit[:, : min(k, kmax)].any(1)).sum()) for k in ks]
 
 
-class _Meter:
-    """The epoch's running sums and non-finite flags, kept on the device: the host reads them
-    only at ``sync`` (every few steps), so a GPU is never stalled by a per-step ``.item()``."""
+def softmax_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Multinomial logistic loss, the mean over the micro-batch: the paper's, and the default
+    criterion. A micro-batch whose images were all unreadable gives a zero loss that still reaches
+    every parameter: every rank and the accumulation count stay in step, and DDP's all-reduce is
+    not left waiting."""
+    return F.cross_entropy(logits, labels) if len(labels) else logits.sum() * 0
 
-    def __init__(self, device: torch.device, state: StepState, main: bool) -> None:
-        past = state.sums
-        restored = [past.loss, past.wrong, past.seen] if main else [0.0, 0.0, 0.0]  # rank 0 carries it
-        self.sums = torch.tensor(restored, dtype=torch.float64, device=device)
-        self.seconds, self.t0 = past.seconds, time.perf_counter()
-        self.skipped = torch.zeros((), dtype=torch.float64, device=device)
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Count a micro-batch; one with a non-finite loss (a step that is skipped) counts as
-        nothing, so the epoch's loss stays the mean over the images that trained."""
-        n = len(labels)
-        wrong = (logits.argmax(1) != labels).sum() if n else torch.zeros((), device=labels.device)
-        count = torch.full((), float(n), dtype=torch.float64, device=self.sums.device)  # no host copy
-        row = torch.stack([loss.detach().double() * n, wrong.double(), count])
-        self.sums += torch.where(torch.isfinite(row[0]), row, 0.0)
+def top1_wrong(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The number of samples whose top-scoring class is not the label, on the device."""
+    return (logits.argmax(1) != labels).sum()
 
-    def found_inf(self, model: nn.Module, loss: torch.Tensor, step: int) -> torch.Tensor:
-        """1.0 if this step's loss or any gradient is NaN/inf (agreed over ranks), else 0.0."""
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        norms = torch.stack(torch._foreach_norm(grads)).float().sum() if grads else loss.new_zeros(())
-        bad = (~torch.isfinite(loss.detach().float() + norms)).float().reshape(())
-        if dist.is_available() and dist.is_initialized():  # the loss is per rank: all ranks must agree
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        self.skipped += bad
-        self.first_bad = torch.where((bad > 0) & (self.first_bad < 0), step, self.first_bad)
-        return bad
 
-    def sync(self, state: StepState, on_nonfinite: str) -> dict:
-        """Read the sums (summed over ranks) into ``state``; a non-finite step under ``stop``
-        raises here, before anything is checkpointed (its update was skipped on the device)."""
-        sums, skipped, first_bad = self.sums.clone(), int(self.skipped), int(self.first_bad)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(sums)
-        if skipped and on_nonfinite == "stop":
-            raise NonFiniteLossError(
-                f"non-finite loss or gradient at step {first_bad}; "
-                "lower optim.lr or set train.on_nonfinite=skip"
-            )
-        state.skipped_steps += skipped
-        self.skipped.zero_()
-        loss, wrong, seen = sums.tolist()
-        seconds = self.seconds + time.perf_counter() - self.t0
-        state.sums = dataclasses.replace(state.sums, loss=loss, wrong=wrong, seen=seen, seconds=seconds)
-        n = max(seen, 1)
-        return {"loss": loss / n, "top1_err": wrong / n, "img_s": seen / max(seconds, 1e-9)}
+def to_device(targets: Any, device: torch.device) -> Any:
+    """The tensors of ``targets`` (a tensor, or a tuple, list or dict of them, nested) on ``device``;
+    anything else as it is."""
+    if torch.is_tensor(targets):
+        return targets.to(device, non_blocking=True)
+    if isinstance(targets, dict):
+        return {k: to_device(v, device) for k, v in targets.items()}
+    if isinstance(targets, tuple) and hasattr(targets, "_fields"):  # a namedtuple
+        return type(targets)(*(to_device(v, device) for v in targets))
+    if isinstance(targets, (list, tuple)):
+        return type(targets)(to_device(v, device) for v in targets)
+    return targets
 
 
 def _apply_step(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
@@ -168,34 +122,35 @@ def match_layout(optimizer: torch.optim.Optimizer) -> None:
 def _forward_backward(
     model: nn.Module,
     x: torch.Tensor,
-    labels: torch.Tensor,
+    targets: Any,
     *,
+    criterion: Criterion,
     accum_steps: int,
     all_reduce: bool,
     numerics: Numerics,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One micro-batch: its loss and logits; the loss's gradient / ``accum_steps`` is added to the
-    parameters'. Under DDP the gradients are all-reduced only where ``all_reduce`` (the step's
-    last micro-batch)."""
+    """One micro-batch: its loss and the net's outputs (in fp32, as the criterion saw them); the
+    loss's gradient / ``accum_steps`` is added to the parameters'. Under DDP the gradients are
+    all-reduced only where ``all_reduce`` (the step's last micro-batch)."""
     sync = contextlib.nullcontext() if all_reduce or not hasattr(model, "no_sync") else model.no_sync()
     with sync:
         with numerics.context(x.device):
-            logits = model(x)
-            # a micro-batch whose images were all unreadable still runs (zero gradient): every
-            # rank and the accumulation count stay in step, DDP's all-reduce is not left waiting
-            loss = F.cross_entropy(logits.float(), labels) if len(labels) else logits.float().sum() * 0
+            outputs = model(x).float()  # the loss in fp32 whatever the arithmetic of the net
+            loss = criterion(outputs, targets)
         (loss / accum_steps).backward()
-    return loss, logits
+    return loss, outputs
 
 
 def train_one_epoch(
     model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable[tuple[torch.Tensor, Any]],
     optimizer: torch.optim.Optimizer,
     *,
     prepare: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
     state: StepState,
+    criterion: Criterion = softmax_loss,
+    errors: Errors | None = top1_wrong,
     accum_steps: int = 1,
     numerics: Numerics = FP32,
     on_nonfinite: str = "stop",
@@ -208,7 +163,12 @@ def train_one_epoch(
 ) -> dict:
     """Run the optimiser steps of one epoch (from ``state.step_in_epoch`` on).
 
-    ``batches`` yields micro-batches; every ``accum_steps`` of them make one optimiser step.
+    ``batches`` yields micro-batches (images, targets); every ``accum_steps`` of them make one
+    optimiser step. The targets may be any tensor, tuple, list or dict of tensors: they are moved
+    to ``device`` and given, with the net's fp32 outputs, to ``criterion`` (default: multinomial
+    logistic loss on class labels). ``errors(outputs, targets)`` counts a micro-batch's wrong
+    predictions (default: top-1 on class labels); pass None with a criterion that is not
+    classification's, and the result has no ``top1_err``.
     ``model`` may be wrapped in DistributedDataParallel: gradient all-reduce then happens only
     on the last micro-batch of a step. A step with a NaN/inf loss or gradient is never applied;
     ``on_nonfinite="stop"`` then raises at the next sync. The host reads the running numbers
@@ -220,22 +180,23 @@ def train_one_epoch(
     the whole epoch's mean loss, top-1 error and images/s (over all ranks).
     """
     (train_mode or nn.Module.train)(model)
-    meter, micro, since = _Meter(device, state, main), 0, 0
+    meter, micro, since = Meter(device, state, main, errors), 0, 0
     if max_steps and state.global_step >= max_steps:  # e.g. resumed from the final checkpoint
         batches = []
-    for images, labels in batches:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+    for images, targets in batches:
+        images, targets = images.to(device, non_blocking=True), to_device(targets, device)
         last_micro = (micro + 1) % accum_steps == 0
-        loss, logits = _forward_backward(
+        loss, outputs = _forward_backward(
             model,
             prepare(images),
-            labels,
+            targets,
+            criterion=criterion,
             accum_steps=accum_steps,
             all_reduce=last_micro,
             numerics=numerics,
         )
         micro += 1
-        meter.add(loss, logits.detach(), labels)
+        meter.add(loss, outputs.detach(), targets, len(images))
         if not last_micro:
             continue
         _apply_step(optimizer, meter.found_inf(model, loss, state.global_step))

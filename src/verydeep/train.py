@@ -40,6 +40,7 @@ from .io.checkpoint import Meta
 from .io.run_dir import RunDir
 from .models.vgg import VGG
 from .numerics import Numerics
+from .optim import set_rate
 from .schedule import CosineSchedule, PlateauSchedule, make_schedule
 
 # The host reads the loss sums and non-finite flags every this many steps (a GPU is not stalled
@@ -258,10 +259,9 @@ def _check_scores(va: dict | None, state: StepState) -> None:
 
 
 def _set_lr(opt: torch.optim.Optimizer, sched: PlateauSchedule | CosineSchedule, step: int) -> None:
-    """The plateau schedule changes the rate between epochs, the cosine one every step."""
-    lr = sched.at_step(step)
-    for g in opt.param_groups:
-        g["lr"] = lr * g.get("lr_mult", 1.0)  # FC8's multiplier (finetune.head_lr_mult)
+    """The plateau schedule changes the rate between epochs, the cosine one every step (times
+    each group's multiplier: FC8's finetune.head_lr_mult)."""
+    set_rate(opt, sched.at_step(step))
 
 
 def _reached(cfg: RunConfig, state: StepState) -> bool:

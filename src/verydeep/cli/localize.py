@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 from pathlib import Path
 
 # torch, PIL and tqdm are imported by the commands: building the parser must stay cheap
@@ -199,6 +200,7 @@ def _dense_cfg(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ..engine import NonFiniteLossError
     from ..io.checkpoint import checkpoint_target, save_model
     from ..localization.api import fit_localizer
     from ..localization.net import LocTrainConfig
@@ -216,9 +218,12 @@ def run_train(args: argparse.Namespace) -> int:
         box_size=args.box_size,
         seed=args.seed,
     )
-    net, meta, hist = fit_localizer(
-        args.data, args.init, cfg, _bar(cfg.steps, "localize train", not args.no_progress), args.split
-    )
+    bar = _bar(cfg.steps, "localize train", not args.no_progress)
+    try:
+        net, meta, hist = fit_localizer(args.data, args.init, cfg, bar, args.split)
+    except NonFiniteLossError as e:  # exit 3, as `verydeep train`'s; nothing is written
+        print(f"verydeep localize train: stopped: {e}", file=sys.stderr)
+        return 3
     save_model(args.out, net, meta)
     tail = hist["loss"][-20:]
     print(

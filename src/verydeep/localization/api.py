@@ -23,6 +23,7 @@ from ..evaluation.protocol import load_classifiers as classifier_checkpoints
 from ..evaluation.runner import check_scales
 from ..io.checkpoint import Meta, box_head, check_distinct, load_model
 from ..models.vgg import VGG
+from ..numerics import FP32, Numerics
 from .data import load_scaled
 from .metrics import baseline_guesses, gt_labels, loc_error, mean_training_box
 from .net import LocTrainConfig, make_loc_net, train_localizer
@@ -117,9 +118,15 @@ def check_classes(anns: list, classes: list[str], where: str, locs: list[tuple[N
 
 
 def fit_localizer(
-    root: str, cls_path: str, cfg: LocTrainConfig, progress: Progress = None, split: str = "train"
+    root: str,
+    cls_path: str,
+    cfg: LocTrainConfig,
+    progress: Progress = None,
+    split: str = "train",
+    numerics: Numerics = FP32,
 ) -> tuple[VGG, Meta, dict]:
-    """Initialise a box-regression net from a classifier checkpoint and train it on a split of ``root``."""
+    """Initialise a box-regression net from a classifier checkpoint and train it on a split of
+    ``root`` (in ``numerics``' arithmetic; a NaN/inf loss stops with ``NonFiniteLossError``)."""
     cls, cls_meta = load_net(cls_path)
     if cls.head:
         raise ValueError(f"{cls_path} is a localisation net; pass a classification checkpoint")
@@ -128,7 +135,7 @@ def fit_localizer(
     check_classes(anns, classes, f"{root} ({split})")
     ds = load_scaled(root, anns, pixels(cfg.scale, cls.model.crop_size), classes)
     net = make_loc_net(cls.model, cfg.head, cfg.last_std)
-    hist = train_localizer(net, ds, cls.prep, cfg, progress)
+    hist = train_localizer(net, ds, cls.prep, cfg, progress, numerics)
     meta = Meta(
         preprocess=cls_meta.preprocess,
         classes=classes,

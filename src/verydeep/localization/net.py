@@ -9,6 +9,8 @@ Outputs are (centre x, centre y, width, height) of the box in the input crop, di
 crop size (so the crop is the unit square; values outside [0, 1] mean the object extends past
 the crop). The loss is Euclidean, Caffe's ``EuclideanLoss``: ``sum ||pred - target||^2 / 2N``
 over crops that see an object; with PCR only the ground-truth class's 4 outputs get a loss.
+``train_localizer`` trains on classification's loop, ``engine.train_one_epoch``, with that loss
+as its criterion (``box_criterion``) and classification's SGD (``optim``).
 
 Example:
     >>> import torch
@@ -25,14 +27,18 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from ..data.preprocess import Preprocess
+from ..engine import NonFiniteLossError, StepState, train_one_epoch
 from ..models.vgg import VGG
+from ..models.winograd import winograd_convs
+from ..numerics import FP32, Numerics
+from ..optim import param_groups, set_rate, sgd
 from .data import ScaledSet, sample_crops
 
 HEADS = ("scr", "pcr")
@@ -140,46 +146,106 @@ def trainable_params(net: VGG, finetune: str) -> list[nn.Parameter]:
     return [p for p in net.parameters() if p.requires_grad]
 
 
+def box_criterion(head: str) -> Callable[[torch.Tensor, dict], torch.Tensor]:
+    """The box loss as ``engine.train_one_epoch``'s criterion: net outputs and the targets of
+    ``crop_batches`` (labels, encoded boxes, valid) to ``box_loss`` of the labels' boxes."""
+
+    def loss(out: torch.Tensor, t: dict) -> torch.Tensor:
+        return box_loss(class_boxes(out, t["labels"], head), t["boxes"], t["valid"])
+
+    return loss
+
+
+def crop_batches(
+    ds: ScaledSet, crop: int, cfg: LocTrainConfig, gen: torch.Generator
+) -> Iterator[tuple[torch.Tensor, dict]]:
+    """``cfg.steps`` batches of random crops of ``ds``, drawn from ``gen`` as they are asked for:
+    (uint8 images, {"labels", "boxes" (encoded as the net outputs them), "valid"})."""
+    for _ in range(cfg.steps):
+        idx = torch.randint(len(ds), (cfg.batch_size,), generator=gen)
+        b = sample_crops(ds, idx, crop, cfg.flip, cfg.target, gen)
+        yield b.images, {"labels": b.labels, "boxes": encode_boxes(b.targets, cfg.box_size), "valid": b.valid}
+
+
 def train_localizer(
     net: VGG,
     ds: ScaledSet,
     prep: Preprocess,
     cfg: LocTrainConfig,
     progress: Callable[[int, float], None] | None = None,
+    numerics: Numerics = FP32,
 ) -> dict:
-    """SGD on the box loss with random crops of ``ds``; returns a small history dict."""
+    """SGD on the box loss with random crops of ``ds``, on ``net``'s device, through
+    ``engine.train_one_epoch``: a NaN/inf loss or gradient stops with ``NonFiniteLossError``,
+    its update not applied. ``numerics``: the arithmetic (bf16 autocast, Winograd convolutions,
+    channels_last). ``progress(step, loss)`` after every step. Returns the history: every step's
+    loss and rate, and the CPU seconds. ``net`` is left in eval mode, every layer trainable."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    params = trainable_params(net, cfg.finetune)
-    decay = [p for p in params if p.ndim > 1]
-    rest = [p for p in params if p.ndim <= 1]  # no L2 on biases (Caffe's decay_mult 0)
-    opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-    )
-    net.train()
-    if cfg.finetune == "fc":
-        net.features.eval()
-    losses, rates, t0 = [], [], time.process_time()
-    for step in range(cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr_at(step)
-        rates.append(opt.param_groups[0]["lr"])
-        idx = torch.randint(len(ds), (cfg.batch_size,), generator=gen)
-        b = sample_crops(ds, idx, net.crop_size, cfg.flip, cfg.target, gen)
-        x = prep(b.images)
-        with torch.set_grad_enabled(cfg.finetune == "all"):
-            f = net.features(x)
-        out = net.classifier(torch.flatten(f, 1))
-        loss = box_loss(class_boxes(out, b.labels, cfg.head), encode_boxes(b.targets, cfg.box_size), b.valid)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    device = next(net.parameters()).device
+    trainable_params(net, cfg.finetune)  # with fc the body is frozen, and param_groups leaves it out
+    opt = sgd(param_groups(net, cfg.weight_decay, decay_biases=False), cfg.lr, cfg.momentum, device)
+    hist: dict = {"loss": [], "lr": []}
+    before = [0.0, 0.0]  # the engine's sums (loss x crops, crops) after the previous step
+
+    def set_lr(step: int) -> None:  # the rate of the coming step, recorded as SGD is given it
+        if step < cfg.steps:
+            set_rate(opt, cfg.lr_at(step))
+            hist["lr"].append(opt.param_groups[0]["lr"])
+
+    def on_step(state: StepState, _metrics: dict, _n: int) -> None:  # after every step (sync_every 1)
+        sums = state.sums
+        hist["loss"].append((sums.loss - before[0]) / max(sums.seen - before[1], 1.0))
+        before[:] = sums.loss, sums.seen
         if progress:
-            progress(step, losses[-1])
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(True)
-    return {"loss": losses, "lr": rates, "cpu_s": time.process_time() - t0}
+            progress(state.global_step - 1, hist["loss"][-1])
+
+    set_lr(0)
+    t0 = time.process_time()
+    try:
+        train_one_epoch(
+            _training_view(net, numerics),
+            crop_batches(ds, net.crop_size, cfg, gen),
+            opt,
+            prepare=prep,
+            device=device,
+            state=StepState(),
+            criterion=box_criterion(cfg.head),
+            errors=None,  # a box has no top-1 error
+            numerics=numerics,
+            on_nonfinite="stop",
+            on_step=on_step,
+            set_lr=set_lr,
+            train_mode=_train_mode(cfg.finetune),
+        )
+    except NonFiniteLossError as e:
+        msg = f"non-finite box loss or gradient at step {e.step}; lower the rate (--lr, now {cfg.lr:g})"
+        raise NonFiniteLossError(msg, e.step) from None
+    finally:
+        net.eval()
+        if numerics.channels_last:
+            net.to(memory_format=torch.contiguous_format)
+        for p in net.parameters():
+            p.requires_grad_(True)
+    return {**hist, "cpu_s": time.process_time() - t0}
+
+
+def _train_mode(finetune: str) -> Callable[[nn.Module], None]:
+    """Training mode; with ``finetune="fc"`` the frozen conv body stays as in evaluation."""
+
+    def train_mode(net: nn.Module) -> None:
+        net.train()
+        if finetune == "fc":
+            net.features.eval()
+
+    return train_mode
+
+
+def _training_view(net: VGG, numerics: Numerics) -> nn.Module:
+    """``net`` in ``numerics``' form for training: channels_last in place, and with Winograd a
+    copy whose convolutions share ``net``'s Parameter objects, so that its steps train ``net``."""
+    if numerics.channels_last:
+        net.to(memory_format=torch.channels_last)
+    if not numerics.winograd:
+        return net
+    return winograd_convs(net, memo={id(t): t for t in [*net.parameters(), *net.buffers()]})
