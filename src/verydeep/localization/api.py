@@ -18,7 +18,8 @@ from PIL import Image
 
 from ..config import pixels
 from ..data.images import BadImageError, file_problem, load_image
-from ..data.voc import image_path, load_voc, voc_classes
+from ..data.sources import resolve_split
+from ..data.voc import VocAnnotation, image_path, voc_classes
 from ..evaluation.protocol import load_classifiers as classifier_checkpoints
 from ..evaluation.runner import check_scales
 from ..io.checkpoint import Meta, box_head, check_distinct, load_model
@@ -130,7 +131,7 @@ def fit_localizer(
     cls, cls_meta = load_net(cls_path)
     if cls.head:
         raise ValueError(f"{cls_path} is a localisation net; pass a classification checkpoint")
-    anns = load_voc(root, split)
+    anns = _boxes(root, split)
     classes = cls_meta.classes or voc_classes(anns)
     check_classes(anns, classes, f"{root} ({split})")
     ds = load_scaled(root, anns, pixels(cfg.scale, cls.model.crop_size), classes)
@@ -163,7 +164,7 @@ def evaluate(
     """Every protocol of the report on one split: centre crop, dense + merging, baselines
     (the mean box is that of ``train_split``); ``cls_paths``: the classifiers scoring the boxes."""
     t0 = time.process_time()
-    anns, train = load_voc(root, split), load_voc(root, train_split)
+    anns, train = _boxes(root, split), _boxes(root, train_split)
     locs = load_locs(loc_paths)  # first: a malformed PATH@Q is refused before any file is read
     classifiers, classes = load_classifiers(cls_paths)
     check_classes(anns, classes, f"{root} ({split})", locs)
@@ -220,7 +221,7 @@ def tune_merging(
         check_scales(qs)
     locs = load_locs(loc_paths)  # first: a malformed PATH@Q before any file
     classifiers, classes = load_classifiers(cls_paths)
-    check_classes(load_voc(root, split), classes, f"{root} ({split})", locs)
+    check_classes(_boxes(root, split), classes, f"{root} ({split})", locs)
     return tune(root, split, [n for n, _ in locs], classifiers, classes, scale_sets, flips, progress)
 
 
@@ -235,3 +236,8 @@ def predict(
     classifiers, classes = load_classifiers(cls_paths)
     check_classes([], classes, image, locs)
     return img, localize_image(img, img.size, [n for n, _ in locs], classifiers, cfg), classes
+
+
+def _boxes(root: str | Path, split: str) -> list[VocAnnotation]:
+    """The annotations of a VOC split, through the one data-set resolver (its checks and errors)."""
+    return resolve_split("voc", root, split).annotations()
