@@ -545,7 +545,7 @@ def mini_voc(tmp_path):
 @needs_critters
 def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     from verydeep.cli import main
-    from verydeep.localization.api import evaluate, load_net
+    from verydeep.localization.api import evaluate_boxes, load_net
     from verydeep.localization.protocol import DenseConfig, localize_image
 
     root, loc = str(mini_voc), str(tmp_path / "loc.safetensors")
@@ -575,7 +575,7 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     assert "localize eval" not in err
     assert "dense + merging" in out and "baseline whole/gt_class" in out
     # the whole-image baseline, recomputed by hand: IoU(whole image, best GT box) > 0.5
-    report = evaluate(root, "val", [loc], [cls], DenseConfig(scales=[256, 384]))
+    report = evaluate_boxes(root, "val", [loc], [cls], DenseConfig(scales=[256, 384]))
     hits = 0
     for a in load_voc(root, "val"):
         whole = torch.tensor([[0.0, 0.0, a.width, a.height]])
@@ -600,7 +600,7 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     with Image.open(png) as im:
         assert im.size == size
     assert main(["localize", "train", "--data", root, "--init", loc, "--out", loc]) == 2  # not a classifier
-    # scripts/localization_errors.py judges each guess itself: its top-1 error is evaluate()'s
+    # scripts/localization_errors.py judges each guess itself: its top-1 error is evaluate_boxes()'s
     script = Path(__file__).resolve().parents[1] / "scripts" / "localization_errors.py"
     cmd = [sys.executable, str(script), "--data", root, "--split", "val", *dense]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout

@@ -9,11 +9,11 @@ non-finite check, one precision choice and one progress hook.
 
 Example:
     >>> import torch
-    >>> from verydeep.engine import evaluate
+    >>> from verydeep.engine import validate
     >>> from verydeep.models.vgg import VGG
     >>> net = VGG("A", num_classes=3, width_mult=0.125, fc_width=16, crop_size=32)
     >>> batches = [(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1, 2, 0]))]
-    >>> sorted(evaluate(net, batches, lambda x: x.float(), torch.device("cpu")))
+    >>> sorted(validate(net, batches, lambda x: x.float(), torch.device("cpu")))
     ['images', 'loss', 'top1_err', 'top5_err']
 """
 
@@ -38,13 +38,13 @@ __all__ = [  # the loop's state and its error are meters.py's, named here too
     "EpochSums",
     "NonFiniteLossError",
     "StepState",
-    "evaluate",
     "match_layout",
     "softmax_loss",
     "to_device",
     "top1_wrong",
     "topk_errors",
     "train_one_epoch",
+    "validate",
 ]
 
 
@@ -224,7 +224,7 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def evaluate(
+def validate(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     prepare: Callable[[torch.Tensor], torch.Tensor],

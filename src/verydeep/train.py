@@ -33,7 +33,7 @@ from .build import model_and_optimizer, resolved, training_numerics
 from .config import RunConfig
 from .data.build import DataBundle, build_data
 from .data.loaders import FolderBatches
-from .engine import EpochSums, NonFiniteLossError, StepState, evaluate, train_one_epoch
+from .engine import EpochSums, NonFiniteLossError, StepState, train_one_epoch, validate
 from .finetune import adopt_source, describe_start, read_source
 from .hardware import cpu_seconds
 from .io.checkpoint import Meta
@@ -205,7 +205,7 @@ class _Loop:
         _check_progress(state, start.skipped_steps, steps, cfg.train.on_nonfinite)
         tr["bad_images"] = bad.count()
         state.bad_images = start.bad_images + tr["bad_images"]
-        va = _evaluate(self.model, data.val, data.eval_prepare, self.device, self.numerics)
+        va = _validate(self.model, data.val, data.eval_prepare, self.device, self.numerics)
         _check_scores(va, state)
         self.val_bad = va["bad_images"] if va else 0
         if not rebuild:
@@ -279,7 +279,7 @@ def _final_report(
     if data.test is not None:  # reported once, with the held-out-best weights; never for decisions
         run.load_best(model)
         distributed.broadcast_params(model)
-        result["test"] = _evaluate(model, data.test, data.eval_prepare, device, numerics)  # the CLI prints it
+        result["test"] = _validate(model, data.test, data.eval_prepare, device, numerics)  # the CLI prints it
         result["bad_images"]["test"] = result["test"].pop("bad_images")
     if any(result["bad_images"].values()):
         run.log(f"unreadable images skipped: {result['bad_images']} (see the warnings above)")
@@ -299,13 +299,13 @@ class _BadCount:
         return int(distributed.sum_across([mine], self.device)[0])
 
 
-def _evaluate(model: nn.Module, batches, prepare, device: torch.device, numerics: Numerics) -> dict | None:
+def _validate(model: nn.Module, batches, prepare, device: torch.device, numerics: Numerics) -> dict | None:
     """Held-out numbers and the pass's unreadable images, summed over ranks (each rank
     evaluates its shard)."""
     if batches is None:
         return None
     bad = _BadCount(batches, device)
-    m = evaluate(model, batches, prepare, device, numerics)
+    m = validate(model, batches, prepare, device, numerics)
     n = m["images"]
     loss, e1, e5, n = distributed.sum_across([m["loss"] * n, m["top1_err"] * n, m["top5_err"] * n, n], device)
     return {

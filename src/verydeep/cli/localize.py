@@ -235,12 +235,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from ..io.checkpoint import atomic_write, output_target
-    from ..localization.api import evaluate
+    from ..localization.api import evaluate_boxes
 
     if args.json:
         output_target(args.json)  # before the pass, not after it
     bar = _bar(0, "localize eval", not args.no_progress)
-    r = evaluate(args.data, args.split, args.loc, args.cls, _dense_cfg(args), bar, args.train_split)
+    r = evaluate_boxes(args.data, args.split, args.loc, args.cls, _dense_cfg(args), bar, args.train_split)
     print(f"{r['split']}: {r['images']} images, classes {r['classes']}; localisation error (%)")
     row = lambda label, err, tail="": print(f"  {label:31} {100 * err:5.1f}{tail}")  # noqa: E731
     for path, err in r["centre"].items():

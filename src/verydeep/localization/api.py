@@ -152,7 +152,7 @@ def fit_localizer(
     return net, meta, hist
 
 
-def evaluate(
+def evaluate_boxes(
     root: str,
     split: str,
     loc_paths: list[str],

@@ -33,7 +33,7 @@ import torch
 from .. import distributed
 from ..build import model_and_optimizer, training_numerics
 from ..data.build import build_data
-from ..engine import StepState, evaluate, train_one_epoch
+from ..engine import StepState, train_one_epoch, validate
 from ..evaluation import EvalData
 from ..finetune import adopt_source
 from ..io.checkpoint import Meta
@@ -117,10 +117,10 @@ def _held_out_seconds(model: torch.nn.Module, data, device: torch.device, numeri
     """One pass over the validation split, from its first few batches."""
     if data.val is None or len(data.val) == 0:
         return 0.0
-    evaluate(model, itertools.islice(data.val, 1), data.eval_prepare, device, numerics)  # warm
+    validate(model, itertools.islice(data.val, 1), data.eval_prepare, device, numerics)  # warm
     k = min(VAL_BATCHES, len(data.val))
     t0 = time.perf_counter()
-    evaluate(model, itertools.islice(data.val, k), data.eval_prepare, device, numerics)
+    validate(model, itertools.islice(data.val, k), data.eval_prepare, device, numerics)
     return (time.perf_counter() - t0) / k * len(data.val)
 
 
