@@ -504,7 +504,7 @@ def test_log_sizes_round_trip_and_decode_like_linear_ones():
     log = lin.clone()
     log[2:] = 0.0
     assert torch.allclose(window_boxes(lin, 64, 32), window_boxes(log, 64, 32, "log"))
-    with pytest.raises(ValueError, match="box_size must be linear or log"):
+    with pytest.raises(ValueError, match=r"localize\.box_size must be one of linear \| log"):
         LocTrainConfig(box_size="sqrt")
 
 

@@ -39,6 +39,7 @@ from ..models.vgg import VGG
 from ..models.winograd import winograd_convs
 from ..numerics import FP32, Numerics
 from ..optim import param_groups, set_rate, sgd
+from ..ranges import MAX_SCALE, MIN_SCALE, check, spec
 from .data import ScaledSet, sample_crops
 
 HEADS = ("scr", "pcr")
@@ -48,36 +49,31 @@ MIN_SIZE = 1e-3  # of the crop: the smallest size a log target stands for (log o
 
 @dataclass
 class LocTrainConfig:
-    head: str = "pcr"  # scr (4 outputs) | pcr (4 x classes)
-    finetune: str = "all"  # all layers | fc (FC6-FC8 only, the conv body frozen)
-    scale: int = 384  # training S in paper units (pixels at crop 224); the paper used 256 and 384
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 1e-3  # the paper's; short runs on tiny nets may want more
+    head: str = spec("pcr", choices=HEADS)  # scr (4 outputs) | pcr (4 x classes)
+    finetune: str = spec("all", choices=("all", "fc"))  # all layers | fc (FC6-FC8 only, body frozen)
+    # training S in paper units (pixels at crop 224); the paper used 256 and 384
+    scale: int = spec(384, lo=MIN_SCALE, hi=MAX_SCALE)
+    steps: int = spec(300, lo=1)
+    batch_size: int = spec(32, lo=1, hi=4096)
+    lr: float = spec(1e-3, lo=0, hi=10)  # the paper's; short runs on tiny nets may want more
     # fractions of ``steps`` after which the rate is divided by 10. The appendix gives the box
     # nets only their starting rate; Sect. 3.1 divides the classifier's three times on plateaus,
     # which needs a validation split the box nets do not have. () keeps the rate constant.
     lr_drops: tuple[float, ...] = ()
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    last_std: float = 0.01  # the random last layer: N(0, std^2) weights, zero bias
-    target: str = "largest"  # which object a crop regresses: largest (visible area) | random
+    momentum: float = spec(0.9, lo=0, lt=1)
+    weight_decay: float = spec(5e-4, lo=0, hi=1)
+    last_std: float = spec(0.01, gt=0, hi=10)  # the random last layer: N(0, std^2) weights, zero bias
+    # which object a crop regresses: largest (visible area) | random
+    target: str = spec("largest", choices=("largest", "random"))
     # how the net outputs a box's width and height (both divided by the crop size): linear, the
     # paper's 4-D (centre, width, height) vector; or log (R-CNN's parametrisation, not the
     # paper's), where an error costs the same for a small box as for a large one
-    box_size: str = "linear"
+    box_size: str = spec("linear", choices=BOX_SIZES)
     flip: bool = True
-    seed: int = 0
+    seed: int = spec(0, lo=0, hi=2**32 - 1)
 
     def __post_init__(self) -> None:
-        if self.head not in HEADS:
-            raise ValueError(f"head must be scr or pcr, got {self.head!r}")
-        if self.finetune not in ("all", "fc"):
-            raise ValueError(f"finetune must be all or fc, got {self.finetune!r}")
-        if self.target not in ("largest", "random"):
-            raise ValueError(f"target must be largest or random, got {self.target!r}")
-        if self.box_size not in BOX_SIZES:
-            raise ValueError(f"box_size must be linear or log, got {self.box_size!r}")
+        check(self, "localize")
         self.lr_drops = tuple(float(f) for f in self.lr_drops)
         if any(not 0 < f < 1 for f in self.lr_drops) or list(self.lr_drops) != sorted(set(self.lr_drops)):
             raise ValueError(
