@@ -4,7 +4,7 @@ torch's CPU tensors come from malloc. glibc serves every block over 32 MB with a
 unmaps it on free, so each training step faults in its activations and gradients page by page
 again, the kernel zeroing each page: in `verydeep bench --only training` on a 2-core EPYC a
 quarter of the CPU time was the kernel's, and torchvision's own VGG-16 step ran about 1.25x
-faster once the memory was kept (docs/BENCHMARKS.md). The Winograd path allocates more (its
+faster once the memory was kept (experiments/bench_notes.md). The Winograd path allocates more (its
 transformed tiles) and gains more.
 ``retain_freed_memory()`` turns mmap off for large blocks and raises the trim threshold, so
 freed blocks are reused by the next step; it is what jemalloc or tcmalloc would give, without a

@@ -216,7 +216,7 @@ class TrainConfig:
     # auto: bf16 where native; fp32 is IEEE on GPUs too; tf32 asked for (Ampere+); numerics.py
     precision: str = spec("auto", choices=("auto", "bf16", "tf32", "fp32"))
     # memory format of the training net: auto = channels_last on a GPU and on CPUs with native
-    # bf16, NCHW on AVX2-only CPUs (oneDNN's NHWC backward was 14% slower there; docs/BENCHMARKS.md)
+    # bf16, NCHW on AVX2-only CPUs (oneDNN's NHWC backward was 14% slower there; experiments/bench_notes.md)
     channels_last: str = spec("auto", choices=("auto", "true", "false"))
     # Winograd F(4x4, 3x3) convs (models/winograd.py): auto = on CPUs without native bf16 when
     # training in fp32 (the fp32 step there is at the matmul limit; fewer products are what is left)

@@ -138,7 +138,7 @@ def resolve(
 
 def _winograd_pays(device: torch.device) -> bool:
     """Winograd on a CPU without native bf16: there fp32 training is at the matmul limit, and
-    fewer products are what is left (docs/BENCHMARKS.md); cuDNN picks its own algorithms."""
+    fewer products are what is left (experiments/bench_notes.md); cuDNN picks its own algorithms."""
     return device.type == "cpu" and not hardware.native_bf16(device)
 
 

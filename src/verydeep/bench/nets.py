@@ -97,7 +97,7 @@ def int8_inference(model: VGG, calibration: torch.Tensor) -> Callable[[torch.Ten
 
 class _Nnpack(nn.Module):
     """A 3x3 conv through NNPACK (Winograd F(6x6, 3x3) where it picks it): a candidate the bench
-    measures, not a mode of verydeep (it lost to oneDNN on both CPU classes: BENCHMARKS.md)."""
+    measures, not a mode of verydeep (it lost to oneDNN on both CPU classes: experiments/bench_notes.md)."""
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()

@@ -268,7 +268,7 @@ def _image_folder(
     val_samples = [samples[i] for i in va.tolist()]
     if d.augment == "torchvision":
         train_tf: Callable = RandomResizedCropTransform(crop, d.flip)
-    else:  # tensor path: torchvision.io decoding + torch uint8 resize, 1.17x PIL per core (BENCHMARKS.md)
+    else:  # tensor path: fast JPEG decoding + torch uint8 resize (experiments/bench_notes.md)
         train_tf = TrainTransform(scale, crop, d.flip, tensor_input=True)
     test = batches(test_samples(), centre, False) if cfg.train.eval_test and test_samples else None
     return DataBundle(

@@ -26,7 +26,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 try:  # libjpeg-turbo 3 in a self-contained wheel: faster than torchvision.io's and PIL's builds here
-    # (7-27% and 20-48% on three photo folders; docs/BENCHMARKS.md)
+    # (7-27% and 20-48% on three photo folders; experiments/bench_notes.md)
     import simplejpeg
 except ImportError:  # a platform without its wheel: every JPEG goes through PIL
     simplejpeg = None

@@ -5,13 +5,13 @@ and each conv from conv1_2 on is fused with its ReLU, as are FC6 and FC7; weight
 int8 per output channel, activations uint8 per tensor, with ranges from histograms of
 calibration images (7-bit, ``reduce_range``, so that AVX2's 16-bit pair sums cannot saturate).
 conv1_1 and FC8 stay fp32 (0.6% of VGG-16's operations): on an Imagewoof net, quantising them
-cost the most top-1 agreement with fp32 (docs/BENCHMARKS.md). torch's ``x86`` quantised engine
+cost the most top-1 agreement with fp32 (experiments/bench_notes.md). torch's ``x86`` quantised engine
 runs the result: fbgemm and oneDNN int8 kernels, VNNI or AMX where the CPU has them, AVX2
 otherwise. LRN has no int8 kernel and runs in fp32 between a dequantise and a quantise.
 Inference only: dropout is gone.
 
 Why torch's eager quantisation and not PT2E (torch.export + torchao's x86 inductor quantiser +
-torch.compile): both reached the same speed on VGG-16 (docs/BENCHMARKS.md), but the compiled
+torch.compile): both reached the same speed on VGG-16 (experiments/bench_notes.md), but the compiled
 graph is specialised to input-size ranges and recompiled (about 40 s for VGG-16 on 2 cores) for
 new ones, and dense evaluation meets a new image size with nearly every photograph.
 

@@ -1,6 +1,6 @@
 """Winograd F(4x4, 3x3) convolution: the same 3x3 conv with 4x fewer multiplications.
 
-On CPUs without native bf16 the fp32 training step sits at the matmul limit (docs/BENCHMARKS.md),
+On CPUs without native bf16 the fp32 training step sits at the matmul limit (experiments/bench_notes.md),
 so the only way to a faster step is fewer operations. Lavin & Gray's F(4x4, 3x3) computes each
 4x4 output tile from a 6x6 input tile with 36 products per channel pair instead of 144; what is
 left is one batched matmul over channels per layer, between tile transforms. Two versions of

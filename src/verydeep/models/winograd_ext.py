@@ -1,7 +1,7 @@
 """Winograd F(4x4, 3x3) on the CPU with fused tile transforms (C++, compiled on first use).
 
 ``models/winograd.py`` writes the transforms as torch ops; they then cost more than the channel
-matmul they feed (docs/BENCHMARKS.md). Here the four transforms (input, output and their
+matmul they feed (experiments/bench_notes.md). Here the four transforms (input, output and their
 adjoints) are single passes in ``winograd_kernels.cpp``, compiled once per machine by
 ``torch.utils.cpp_extension`` into ``~/.cache/torch_extensions/verydeep_winograd_<key>`` (about a
 minute, with g++; the key hashes the source, flags and versions, so clones share a build), and
