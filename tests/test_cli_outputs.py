@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from verydeep.cli import main
-from verydeep.io import checkpoint
-from verydeep.io.checkpoint import atomic_write, output_target
+from verydeep.io import files
+from verydeep.io.files import atomic_write, output_target
 
 TINY = [
     "model.arch=A", "model.width_mult=0.125", "model.fc_width=16", "model.crop_size=32",
@@ -124,7 +124,7 @@ def test_a_failed_replace_names_the_users_path_not_the_temporary_file(tmp_path):
     target = tmp_path / "out.onnx"
     target.mkdir()  # appeared after the check: the final rename fails
     (target / "keep").write_text("")
-    with pytest.raises(OSError) as e, checkpoint.replacing(target) as tmp:
+    with pytest.raises(OSError) as e, files.replacing(target) as tmp:
         tmp.write_bytes(b"x")
     assert e.value.filename == str(target) and ".tmp" not in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]  # no temporary file left
@@ -142,7 +142,7 @@ def test_a_full_or_read_only_disk_is_one_line(tmp_path, capsys, monkeypatch, cod
     def full(src, dst):
         raise OSError(code, os.strerror(code), str(dst))
 
-    monkeypatch.setattr(checkpoint.os, "replace", full)
+    monkeypatch.setattr(files.os, "replace", full)
     sets = [*TINY, "data.dataset=imagefolder", f"data.root={root}", f"train.out_dir={run}"]
     assert main(["train", "--no-progress", *[a for s in sets for a in ("--set", s)]]) == 2
     line = last_line(capsys)

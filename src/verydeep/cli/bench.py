@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.isa == "avx2" and not isa_capped():
         _restart_capped()
     if args.save:
-        from ..io.checkpoint import output_target
+        from ..io.files import output_target
 
         output_target(args.save)  # a bad path fails now, not after a quarter of an hour of timing
     if args.checkpoint:  # not after the other parts' timing
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bench import run_bench
     from ..bench.report import format_report
-    from ..io.checkpoint import atomic_write
+    from ..io.files import atomic_write
 
     bar = tqdm(desc="bench", unit="call", leave=False)
 

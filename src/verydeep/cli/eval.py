@@ -157,7 +157,7 @@ def check_applicable(args: argparse.Namespace, methods: list[str]) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate, format_csv, format_table
     from ..evaluation.data import is_fashion_mnist
-    from ..io.checkpoint import atomic_write, output_target
+    from ..io.files import atomic_write, output_target
 
     if args.csv:
         output_target(args.csv)  # a bad output path fails before the pass, not after it

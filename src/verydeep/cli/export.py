@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.checkpoint import output_target
+    from ..io.files import output_target
 
     output_target(args.output)  # before the export, not after it
     if not args.output.endswith(".onnx"):

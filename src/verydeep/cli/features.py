@@ -103,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..distributed import resolve_device
     from ..features import DescriptorConfig, describe_dataset
-    from ..io.checkpoint import load_model, output_target
+    from ..io.checkpoint import load_model
     from ..io.features import check_descriptor_path, save_descriptors
+    from ..io.files import output_target
 
     output_target(args.out)  # a bad output path fails before any image is read
     check_descriptor_path(args.out)

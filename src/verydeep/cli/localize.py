@@ -234,7 +234,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ..io.checkpoint import atomic_write, output_target
+    from ..io.files import atomic_write, output_target
     from ..localization.api import evaluate_boxes
 
     if args.json:
@@ -257,7 +257,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from ..io.checkpoint import atomic_write, output_target
+    from ..io.files import atomic_write, output_target
     from ..localization.api import parse_scales, tune_merging
 
     if args.json:
@@ -281,7 +281,7 @@ def run_tune(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from ..io.checkpoint import atomic_write, output_target
+    from ..io.files import atomic_write, output_target
     from ..localization.api import predict
     from ..localization.draw import draw_guesses
 

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.core import Runtime
     from ..evaluation.predict import predict
     from ..evaluation.protocol import load_classifiers
-    from ..io.checkpoint import output_target
+    from ..io.files import output_target
 
     if args.heatmap:
         output_target(args.heatmap)  # a bad output path fails before any image is read
@@ -88,7 +88,7 @@ def write_heatmap(args: argparse.Namespace, net: tuple, results: list[dict], rt,
     from ..data.images import load_image
     from ..evaluation.predict import heatmap_png, score_map
     from ..evaluation.runner import scales_for
-    from ..io.checkpoint import atomic_write
+    from ..io.files import atomic_write
 
     model, meta = net
     _, q_px = scales_for(meta.train_scale, model.crop_size, args.scales)

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_report(spec, results: dict, report: Path, command: str) -> None:
     """The Markdown report, its JSON twin (numbers, noise, targets) and its figures."""
-    from ..io.checkpoint import atomic_write
+    from ..io.files import atomic_write
     from ..io.plots import plot_study_curves
     from ..io.study_results import read_log
     from ..study.numbers import report_numbers
@@ -110,7 +110,7 @@ def _score_maps(spec, results: dict, path: Path) -> Path | None:
     an earlier figure stays (a fresh clone has summaries, not weights), and only where there is
     none is the next net with weights drawn."""
     from ..evaluation import open_data
-    from ..io.checkpoint import atomic_write
+    from ..io.files import atomic_write
     from ..study.figures import score_maps_png
     from ..study.runner import best_checkpoint
     from ..study.tables import by_validation
@@ -130,7 +130,7 @@ def _score_maps(spec, results: dict, path: Path) -> Path | None:
 
 
 def _estimate(spec, names: list[str] | None) -> int:
-    from ..io.checkpoint import atomic_write
+    from ..io.files import atomic_write
     from ..study.estimate import estimate_study, estimate_table
 
     est = estimate_study(spec, only=names)

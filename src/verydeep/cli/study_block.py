@@ -18,7 +18,7 @@ def report_path(given: str | None, planned: str) -> Path | None:
 
 def write_block(report: Path | None, block: str, title: str, splice: Callable[[str, str], str]) -> None:
     """``block`` spliced into ``report`` (a new report starts with ``title``), or printed."""
-    from ..io.checkpoint import atomic_write
+    from ..io.files import atomic_write
 
     if report is None:
         print(block)

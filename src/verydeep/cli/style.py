@@ -63,7 +63,8 @@ def layers_arg(text: str) -> str | dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.checkpoint import atomic_write, load_model, output_target
+    from ..io.checkpoint import load_model
+    from ..io.files import atomic_write, output_target
     from ..losses import layer_weights
     from ..models.layers import check_layers
     from ..style import StyleConfig, image_png, load_pair, side_by_side, stylise

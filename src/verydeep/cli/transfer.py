@@ -85,8 +85,8 @@ def add_caltech_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..caltech import drop_classes
-    from ..io.checkpoint import atomic_write, output_target
     from ..io.features import load_descriptors
+    from ..io.files import atomic_write, output_target
     from ..transfer_protocol import run_transfer
 
     if args.json:

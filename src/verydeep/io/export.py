@@ -31,7 +31,8 @@ from torch.export import Dim, ExportedProgram
 from ..data.preprocess import Preprocess
 from ..models.dense import to_dense
 from ..models.vgg import VGG
-from .checkpoint import Meta, box_head, load_model, output_target, replacing
+from .checkpoint import Meta, box_head, load_model
+from .files import output_target, replacing
 
 FORMS = ("fc", "dense")
 MAX_SIDE = 8192  # upper bound for the dynamic height/width (torch.export wants a finite range)

@@ -31,7 +31,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 
 
 @dataclass

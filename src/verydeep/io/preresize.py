@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ..data.images import IMAGE_EXTENSIONS, BadImageError, header_orientation, load_image
 from ..data.transforms import rescale_smallest
-from .checkpoint import atomic_write, replacing
+from .files import atomic_write, replacing
 
 RECORD = ".preresize.json"  # a dot file: ``plan`` and the image readers skip it
 

@@ -32,7 +32,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .checkpoint import atomic_write, load_state, replacing, save_state
+from .checkpoint import load_state, save_state
+from .files import atomic_write, replacing
 
 MANIFEST = "last.json"
 FORMAT = 1

@@ -40,7 +40,8 @@ from tqdm import tqdm
 
 from .. import distributed
 from ..engine import NonFiniteLossError, StepState, match_layout
-from .checkpoint import Meta, atomic_write, read_model_file, replacing, save_model
+from .checkpoint import Meta, read_model_file, save_model
+from .files import atomic_write, replacing
 from .resume import CheckpointSet, config_conflicts
 
 

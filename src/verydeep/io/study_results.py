@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 
 RUN_FILES = ("config.json", "log.csv", "result.json", "study.json")
 

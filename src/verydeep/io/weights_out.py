@@ -32,7 +32,8 @@ import torch
 
 from ..data.preprocess import Preprocess
 from ..models.vgg import VGG
-from .checkpoint import atomic_write, load_model, output_target, replacing
+from .checkpoint import load_model
+from .files import atomic_write, output_target, replacing
 from .layout import FC_NAMES, feature_index
 
 FORMATS = {".pth": "torchvision", ".pt": "torchvision", ".h5": "caffe", ".caffemodel": "caffe"}

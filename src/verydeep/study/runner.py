@@ -26,7 +26,8 @@ from pathlib import Path
 from ..config import PLATEAU_KEYS, RunConfig
 from ..evaluation import EvalData, EvalOptions, evaluate_models, open_data
 from ..io import study_results as summary
-from ..io.checkpoint import Meta, atomic_write, load_model
+from ..io.checkpoint import Meta, load_model
+from ..io.files import atomic_write
 from ..models.vgg import VGG
 from ..train import fit
 from .plan import JITTERED, Run, StudySpec, build_plan
