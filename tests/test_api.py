@@ -11,7 +11,7 @@ from torchvision.models import VGG11_Weights
 
 import verydeep
 from verydeep.io.checkpoint import Meta, save_model
-from verydeep.io.convert import convert
+from verydeep.io.weights.convert import convert
 
 
 @pytest.fixture(scope="module")

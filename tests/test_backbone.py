@@ -10,8 +10,8 @@ import torch
 from verydeep.backbone import Backbone, to_net_input
 from verydeep.data.preprocess import Preprocess
 from verydeep.io.checkpoint import Meta, save_model
-from verydeep.io.convert import convert
-from verydeep.io.weights_out import write_weights
+from verydeep.io.weights.convert import convert
+from verydeep.io.weights.weights_out import write_weights
 from verydeep.models.vgg import VGG
 
 LAYERS = ["relu1_2", "relu3_3", "pool5"]

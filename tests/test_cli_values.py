@@ -180,7 +180,7 @@ def test_help_imports_neither_torch_nor_the_heavy_libraries():
 
 def test_torch_free_copies_of_choices_match_the_library():
     from verydeep.cli.export import FORMS as CLI_FORMS
-    from verydeep.io.export import FORMS
+    from verydeep.io.weights.export import FORMS
 
     assert CLI_FORMS == FORMS
 
@@ -438,7 +438,7 @@ def test_a_folder_given_as_a_file_says_so(setup, capsys, tmp_path):
     assert (
         capsys.readouterr().err.strip() == f"verydeep localize: error: {folder}: is a directory, not a file"
     )
-    from verydeep.io.convert import read_classes
+    from verydeep.io.weights.convert import read_classes
 
     with pytest.raises(ValueError, match=f"classes file {folder}: is a directory, not a file"):
         read_classes(folder, 2)

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from verydeep.data.fashion_mnist import read_idx
 from verydeep.io.checkpoint import Meta, read_model_file, save_model
-from verydeep.io.convert import load_weights
 from verydeep.io.resume import CheckpointSet
+from verydeep.io.weights.convert import load_weights
 from verydeep.models.vgg import VGG
 
 TINY = dict(num_classes=3, width_mult=0.125, fc_width=16, crop_size=32)

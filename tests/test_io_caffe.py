@@ -1,5 +1,5 @@
 """Caffe import: an independent encoder (Google's protobuf runtime, message types of BVLC's
-caffe.proto declared here field by field, nothing shared with ``verydeep.io.protowire``) writes
+caffe.proto declared here field by field, nothing shared with ``verydeep.io.weights.protowire``) writes
 .caffemodel files in the current and the legacy layer format; the reader must give back the
 same weights and logits, check deploy prototxts, and reject malformed input with ValueError.
 """
@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from verydeep.cli import main
 from verydeep.data.preprocess import Preprocess
-from verydeep.io.caffe import caffe_weights, parse_net
 from verydeep.io.checkpoint import load_model
-from verydeep.io.convert import convert, load_weights
-from verydeep.io.layout import build_model, state_dict_from_named
-from verydeep.io.prototxt import check_against, parse
+from verydeep.io.weights.caffe import caffe_weights, parse_net
+from verydeep.io.weights.convert import convert, load_weights
+from verydeep.io.weights.layout import build_model, state_dict_from_named
+from verydeep.io.weights.prototxt import check_against, parse
 from verydeep.models.vgg import VGG
 
 F = descriptor_pb2.FieldDescriptorProto

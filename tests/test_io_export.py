@@ -10,7 +10,7 @@ import torch
 
 from verydeep.cli import main
 from verydeep.io.checkpoint import Meta, save_model
-from verydeep.io.export import export_checkpoint, export_program
+from verydeep.io.weights.export import export_checkpoint, export_program
 from verydeep.models.vgg import VGG
 
 ort = pytest.importorskip("onnxruntime")
@@ -126,8 +126,8 @@ def test_a_localisation_net_exports_boxes_and_is_no_classifier(tmp_path, capsys)
 
 def test_check_runs_onnxruntime_on_the_written_file(ckpt, tmp_path, monkeypatch):
     """``--check`` reads the file back with onnxruntime: a file from other weights is caught."""
-    from verydeep.io import export as export_mod
-    from verydeep.io.export import check_onnx
+    from verydeep.io.weights import export as export_mod
+    from verydeep.io.weights.export import check_onnx
 
     path, net, _ = ckpt
     out = tmp_path / "net.onnx"

@@ -20,8 +20,8 @@ keras = pytest.importorskip("keras")
 
 from verydeep.data.preprocess import Preprocess  # noqa: E402
 from verydeep.io.checkpoint import load_model  # noqa: E402
-from verydeep.io.convert import convert, load_weights  # noqa: E402
-from verydeep.io.keras import keras_weights  # noqa: E402
+from verydeep.io.weights.convert import convert, load_weights  # noqa: E402
+from verydeep.io.weights.keras import keras_weights  # noqa: E402
 
 SIZE, CLASSES = 64, 7
 # Keras 3.15 on numpy 2 warns about __array__(copy=...) on every weight access

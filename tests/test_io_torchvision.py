@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from verydeep.cli import main
 from verydeep.data.preprocess import Preprocess
 from verydeep.io.checkpoint import Meta, load_model, save_model
-from verydeep.io.convert import convert, detect_source, load_weights
+from verydeep.io.weights.convert import convert, detect_source, load_weights
 from verydeep.models.vgg import VGG
 
 
@@ -159,7 +159,7 @@ def test_a_refused_pickle_is_one_line_that_never_advises_unsafe_loading(tmp_path
 
 
 def test_class_name_files_must_name_each_class_once_in_utf8(tmp_path):
-    from verydeep.io.convert import read_classes
+    from verydeep.io.weights.convert import read_classes
 
     (tmp_path / "ok.txt").write_text("ant\n\nbee\n")
     assert read_classes(tmp_path / "ok.txt", 2) == ["ant", "bee"]

@@ -19,7 +19,7 @@ from test_io_caffe import _messages
 from verydeep.cli import main
 from verydeep.data.preprocess import Preprocess
 from verydeep.io.checkpoint import Meta, load_model, save_model
-from verydeep.io.weights_out import fold_convention
+from verydeep.io.weights.weights_out import fold_convention
 from verydeep.models.vgg import VGG
 
 # the ImageNet mean pixel (RGB, 0-255), as the torchvision and Caffe presets hold it

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.convert import convert
+    from ..io.weights.convert import convert
 
     meta = convert(
         args.input,

@@ -7,7 +7,7 @@ import argparse
 
 from .values import path_arg
 
-FORMS = ("fc", "dense")  # io.export.FORMS (a test keeps them equal; this module stays torch-free)
+FORMS = ("fc", "dense")  # io.weights.export.FORMS (a test keeps them equal; this module stays torch-free)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,14 +45,14 @@ def run(args: argparse.Namespace) -> int:
 
     output_target(args.output)  # before the export, not after it
     if not args.output.endswith(".onnx"):
-        from ..io.weights_out import write_weights
+        from ..io.weights.weights_out import write_weights
 
         if args.form != "dense" or args.include_preprocess or args.check:
             raise ValueError("--form, --include-preprocess and --check apply to ONNX files only")
         prep = write_weights(args.checkpoint, args.output)
         print(f"{args.output}: input {prep.describe()}")
         return 0
-    from ..io.export import export_checkpoint
+    from ..io.weights.export import export_checkpoint
 
     worst = export_checkpoint(
         args.checkpoint, args.output, args.form, args.include_preprocess, check=args.check

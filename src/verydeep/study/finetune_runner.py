@@ -37,9 +37,9 @@ from ..evaluation import EvalOptions, evaluate_models, open_data
 from ..features import DescriptorConfig, describe_paths
 from ..io import study_results as summary
 from ..io.checkpoint import load_model, read_meta, save_model
-from ..io.convert import convert
 from ..io.files import atomic_write
-from ..io.weights_out import write_weights
+from ..io.weights.convert import convert
+from ..io.weights.weights_out import write_weights
 from ..models.init import init_weights
 from ..train import fit
 from ..transfer import SVMConfig, mean_class_recall, train_and_test

@@ -11,7 +11,7 @@ writes in one call.
 Example:
     >>> import os, tempfile, torch
     >>> from verydeep.data.preprocess import Preprocess
-    >>> from verydeep.io.weights_out import fold_convention
+    >>> from verydeep.io.weights.weights_out import fold_convention
     >>> from verydeep.models.vgg import VGG
     >>> net = VGG("A", 3, width_mult=0.125, fc_width=16, crop_size=32).eval()
     >>> paper = Preprocess((120.0, 110.0, 100.0))
@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.preprocess import Preprocess
-from ..models.vgg import VGG
-from .checkpoint import load_model
-from .files import atomic_write, output_target, replacing
+from ...data.preprocess import Preprocess
+from ...models.vgg import VGG
+from ..checkpoint import load_model
+from ..files import atomic_write, output_target, replacing
 from .layout import FC_NAMES, feature_index
 
 FORMATS = {".pth": "torchvision", ".pt": "torchvision", ".h5": "caffe", ".caffemodel": "caffe"}

@@ -11,7 +11,7 @@ are ordered (H, W, C) where ours are (C, H, W): its columns are permuted, not ju
 Keras' VGG preprocessing (``preprocess_input``) is Caffe's: BGR, 0-255, mean pixel subtracted.
 
 Example:
-    >>> from verydeep.io.keras import caffe_name
+    >>> from verydeep.io.weights.keras import caffe_name
     >>> caffe_name("block3_conv2"), caffe_name("fc1"), caffe_name("predictions")
     ('conv3_2', 'fc6', 'fc8')
 """

@@ -6,7 +6,7 @@ hostile file gives a ``ValueError`` and never a large allocation; packed float a
 returned as zero-copy views of the input.
 
 Example:
-    >>> from verydeep.io.protowire import fields
+    >>> from verydeep.io.weights.protowire import fields
     >>> msg = bytes([0x0A, 0x02, 0x68, 0x69, 0x10, 0x96, 0x01])  # field 1 = "hi", field 2 = 150
     >>> [(f.number, f.value) for f in fields(memoryview(msg))]
     [(1, b'hi'), (2, 150)]

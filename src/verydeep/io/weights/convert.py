@@ -13,7 +13,7 @@ default preset becomes ``paper`` with Caffe's mean pixel in RGB order.
 Example:
     >>> import os, tempfile, torch
     >>> from verydeep.models.vgg import VGG
-    >>> from verydeep.io.convert import convert
+    >>> from verydeep.io.weights.convert import convert
     >>> d = tempfile.mkdtemp()
     >>> net = VGG("A", num_classes=3, width_mult=0.125, fc_width=16, crop_size=32)
     >>> torch.save(net.state_dict(), os.path.join(d, "net.pth"))
@@ -32,12 +32,12 @@ from pathlib import Path
 
 import torch
 
-from ..data.images import file_problem
-from ..data.preprocess import Preprocess
-from ..models.vgg import VGG
+from ...data.images import file_problem
+from ...data.preprocess import Preprocess
+from ...models.vgg import VGG
+from ..checkpoint import Meta, checkpoint_target, load_model, read_header, save_model
+from ..formats import detect_source
 from .caffe import caffe_weights, has_lrn, read_caffemodel
-from .checkpoint import Meta, checkpoint_target, load_model, read_header, save_model
-from .formats import detect_source
 from .layout import build_model, state_dict_from_named
 
 SOURCES = ("caffe", "torchvision", "keras", "safetensors")

@@ -8,7 +8,7 @@ truncated file is an error here, not a silent partial load.
 
 Example:
     >>> from verydeep.models.vgg import VGG
-    >>> from verydeep.io.layout import infer_kwargs
+    >>> from verydeep.io.weights.layout import infer_kwargs
     >>> net = VGG("C", num_classes=4, width_mult=0.25, fc_width=8, crop_size=64)
     >>> kw = infer_kwargs(net.state_dict())
     >>> kw["arch"], kw["num_classes"], kw["width_mult"], kw["crop_size"]
@@ -21,8 +21,8 @@ import math
 
 import torch
 
-from ..models.vgg import CFGS, VGG, conv_names, parse_arch
-from .model_check import expected_shapes
+from ...models.vgg import CFGS, VGG, conv_names, parse_arch
+from ..model_check import expected_shapes
 
 FC_NAMES = ("fc6", "fc7", "fc8")
 

@@ -6,7 +6,7 @@ kernel sizes and the input size with the weights read from the ``.caffemodel``. 
 disagreement is one ``ValueError`` that names the layer.
 
 Example:
-    >>> from verydeep.io.prototxt import parse
+    >>> from verydeep.io.weights.prototxt import parse
     >>> net = parse('name: "VGG" input_dim: 1 layers { name: "fc8" type: INNER_PRODUCT '
     ...             'inner_product_param { num_output: 1000 } }')
     >>> net["layers"][0]["inner_product_param"][0]["num_output"]
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.vgg import final_map_size
+from ...models.vgg import final_map_size
 
 MAX_BYTES = 16 << 20  # deploy files are a few KB; anything this big is not one
 MAX_DEPTH = 32

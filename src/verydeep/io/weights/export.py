@@ -11,7 +11,7 @@ preprocessing, class names and build arguments as JSON (key ``verydeep``); with
 Example:
     >>> import torch
     >>> from verydeep.models.vgg import VGG
-    >>> from verydeep.io.export import export_program
+    >>> from verydeep.io.weights.export import export_program
     >>> net = VGG("A", num_classes=3, width_mult=0.125, fc_width=16, crop_size=32).eval()
     >>> prog = export_program(net, "dense")
     >>> prog.module()(torch.randn(1, 3, 64, 96)).shape
@@ -28,11 +28,11 @@ import torch
 from torch import nn
 from torch.export import Dim, ExportedProgram
 
-from ..data.preprocess import Preprocess
-from ..models.dense import to_dense
-from ..models.vgg import VGG
-from .checkpoint import Meta, box_head, load_model
-from .files import output_target, replacing
+from ...data.preprocess import Preprocess
+from ...models.dense import to_dense
+from ...models.vgg import VGG
+from ..checkpoint import Meta, box_head, load_model
+from ..files import output_target, replacing
 
 FORMS = ("fc", "dense")
 MAX_SIDE = 8192  # upper bound for the dynamic height/width (torch.export wants a finite range)

@@ -9,10 +9,10 @@ in the legacy num/channels/height/width (1-4), and its values in ``data`` (5, pa
 
 Weights keep Caffe's layout: conv kernels are (out, in, kh, kw) exactly like ours, and FC6's
 input is pool5 flattened as (C, H, W), also like ours; only the colour order differs (Caffe nets
-take BGR input), which ``verydeep.io.convert`` handles.
+take BGR input), which ``verydeep.io.weights.convert`` handles.
 
 Example:
-    >>> from verydeep.io.caffe import parse_net
+    >>> from verydeep.io.weights.caffe import parse_net
     >>> blob = bytes([0x2A, 0x08]) + bytes(4) + bytes([0, 0, 0x80, 0x3F])  # data = [0.0, 1.0]
     >>> layer = b"\\x0a\\x03fc8\\x12\\x0cInnerProduct\\x3a" + bytes([len(blob)]) + blob
     >>> net = parse_net(b"\\xa2\\x06" + bytes([len(layer)]) + layer)  # field 100 = layer
