@@ -477,7 +477,7 @@ def test_an_ensemble_of_nets_with_other_classes_says_where_they_differ(setup, ca
 
 def test_an_ensembles_heat_map_says_whose_map_it_is(setup, tmp_path, monkeypatch):
     # the title showed the ensemble's class and probability over the first net's map, unsaid
-    import verydeep.evaluation.predict as vp
+    import verydeep.io.plots as vp
 
     titles = []
     real = vp.heatmap_png

@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,11 +142,3 @@ def side_by_side(*images: torch.Tensor, gap: int = 4) -> torch.Tensor:
         w = max(1, round(x.shape[-1] * h / x.shape[-2]))
         parts += [TF.resize(x, [h, w], antialias=True).clamp(0, 1), torch.ones(1, 3, h, gap)]
     return torch.cat(parts[:-1], dim=-1)
-
-
-def image_png(x: torch.Tensor) -> bytes:
-    """(1, 3, H, W) in [0, 1] -> PNG bytes."""
-    buf = io.BytesIO()
-    arr = x[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
-    Image.fromarray(arr).save(buf, "PNG")
-    return buf.getvalue()

@@ -282,8 +282,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from ..io.files import atomic_write, output_target
+    from ..io.plots import draw_guesses
     from ..localization.api import predict
-    from ..localization.draw import draw_guesses
 
     if args.draw:
         output_target(args.draw)

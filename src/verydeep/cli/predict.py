@@ -86,9 +86,10 @@ def run(args: argparse.Namespace) -> int:
 def write_heatmap(args: argparse.Namespace, net: tuple, results: list[dict], rt, align: str) -> None:
     """The top class's dense score map of each image, at the middle test scale, as one PNG."""
     from ..data.images import load_image
-    from ..evaluation.predict import heatmap_png, score_map
+    from ..evaluation.predict import score_map
     from ..evaluation.runner import scales_for
     from ..io.files import atomic_write
+    from ..io.plots import heatmap_png
 
     model, meta = net
     _, q_px = scales_for(meta.train_scale, model.crop_size, args.scales)

@@ -65,9 +65,10 @@ def layers_arg(text: str) -> str | dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     from ..io.checkpoint import load_model
     from ..io.files import atomic_write, output_target
+    from ..io.plots import image_png
     from ..losses import layer_weights
     from ..models.layers import check_layers
-    from ..style import StyleConfig, image_png, load_pair, side_by_side, stylise
+    from ..style import StyleConfig, load_pair, side_by_side, stylise
 
     output_target(args.out)  # a bad output path costs nothing
     require_png(args.out, "--out")

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -134,42 +133,6 @@ def score_map(
     offset = ((h - seen.shape[-2]) // 2, (w - seen.shape[-1]) // 2)
     with torch.inference_mode():
         return dense_maps(model, seen, meta.prep, flip=True, rt=rt)[0, cls].cpu(), offset
-
-
-def heatmap_png(panels: Sequence[tuple[Image.Image, int, torch.Tensor, str]], crop: int) -> bytes:
-    """PNG: per image, the photo and the photo under its class score map (jet, 50% alpha).
-
-    ``panels``: (original image, test scale Q it was rescaled to, (h, w) map, (top, left) offset
-    of window (0, 0), title), as ``score_map`` gives them. Map cell (i, j) is the window of
-    ``crop`` pixels at (top + 32 i, left + 32 j) of the rescaled image (five 2x2 pools: stride
-    32), drawn as a 32 px square around the window's centre, mapped back onto the photo.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(panels), 2, figsize=(9, 4 * len(panels)), squeeze=False)
-    for (img, q, m, (top, left), title), (a0, a1) in zip(panels, axes, strict=True):
-        f = min(img.size) / q  # photo pixels per rescaled pixel
-        h, w = m.shape
-        y0, x0 = top + crop / 2 - 16, left + crop / 2 - 16
-        extent = (f * x0, f * (x0 + 32 * w), f * (y0 + 32 * h), f * y0)
-        a0.imshow(img)
-        a0.set_title(title, fontsize=9)
-        a1.imshow(img)
-        im = a1.imshow(m.numpy(), cmap="jet", alpha=0.5, extent=extent, interpolation="bilinear")
-        a1.set_xlim(0, img.width)
-        a1.set_ylim(img.height, 0)
-        a1.set_title("class score map (dense, flip-averaged)", fontsize=9)
-        fig.colorbar(im, ax=a1, fraction=0.04, label="score (logit)")
-        for a in (a0, a1):
-            a.axis("off")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _diff(first: list[str], other: list[str], i: int) -> str:

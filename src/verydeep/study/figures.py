@@ -14,9 +14,10 @@ from pathlib import Path
 from ..config import pixels
 from ..data.images import load_image
 from ..data.loaders import spread_indices
-from ..evaluation.predict import class_names, heatmap_png, score_map
+from ..evaluation.predict import class_names, score_map
 from ..evaluation.runner import scales_for
 from ..io.checkpoint import load_model
+from ..io.plots import heatmap_png
 
 
 def pick_images(samples: list, n: int) -> list:
