@@ -35,6 +35,7 @@ from torch import nn
 
 from ..data.preprocess import Preprocess
 from ..engine import NonFiniteLossError, StepState, train_one_epoch
+from ..finetune import freeze
 from ..models.vgg import VGG
 from ..models.winograd import winograd_convs
 from ..numerics import FP32, Numerics
@@ -135,13 +136,6 @@ def box_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> t
     return (diff**2).sum() / (2 * diff.shape[0])
 
 
-def trainable_params(net: VGG, finetune: str) -> list[nn.Parameter]:
-    """FC layers only, or every layer; the rest is frozen (requires_grad False)."""
-    for p in net.features.parameters():
-        p.requires_grad_(finetune == "all")
-    return [p for p in net.parameters() if p.requires_grad]
-
-
 def box_criterion(head: str) -> Callable[[torch.Tensor, dict], torch.Tensor]:
     """The box loss as ``engine.train_one_epoch``'s criterion: net outputs and the targets of
     ``crop_batches`` (labels, encoded boxes, valid) to ``box_loss`` of the labels' boxes."""
@@ -179,7 +173,10 @@ def train_localizer(
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = next(net.parameters()).device
-    trainable_params(net, cfg.finetune)  # with fc the body is frozen, and param_groups leaves it out
+    view = _training_view(net, numerics)
+    # fine-tuning's freeze, on the net that trains: with fc the body's Parameters (shared with
+    # ``net``) stop taking gradients, so param_groups leaves them out, and it runs as in evaluation
+    train_mode = freeze(view, cfg.finetune, bn="train")
     opt = sgd(param_groups(net, cfg.weight_decay, decay_biases=False), cfg.lr, cfg.momentum, device)
     hist: dict = {"loss": [], "lr": []}
     before = [0.0, 0.0]  # the engine's sums (loss x crops, crops) after the previous step
@@ -200,7 +197,7 @@ def train_localizer(
     t0 = time.process_time()
     try:
         train_one_epoch(
-            _training_view(net, numerics),
+            view,
             crop_batches(ds, net.crop_size, cfg, gen),
             opt,
             prepare=prep,
@@ -212,7 +209,7 @@ def train_localizer(
             on_nonfinite="stop",
             on_step=on_step,
             set_lr=set_lr,
-            train_mode=_train_mode(cfg.finetune),
+            train_mode=train_mode,
         )
     except NonFiniteLossError as e:
         msg = f"non-finite box loss or gradient at step {e.step}; lower the rate (--lr, now {cfg.lr:g})"
@@ -224,17 +221,6 @@ def train_localizer(
         for p in net.parameters():
             p.requires_grad_(True)
     return {**hist, "cpu_s": time.process_time() - t0}
-
-
-def _train_mode(finetune: str) -> Callable[[nn.Module], None]:
-    """Training mode; with ``finetune="fc"`` the frozen conv body stays as in evaluation."""
-
-    def train_mode(net: nn.Module) -> None:
-        net.train()
-        if finetune == "fc":
-            net.features.eval()
-
-    return train_mode
 
 
 def _training_view(net: VGG, numerics: Numerics) -> nn.Module:
