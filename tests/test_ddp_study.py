@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from verydeep.cli import main
-from verydeep.study.ddp_study import DdpSpec, launch_command, render_block, splice
+from verydeep.study.ddp_study import BEGIN, END, DdpSpec, launch_command, render_block
+from verydeep.study.plans import splice
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -50,7 +51,7 @@ def test_the_block_gives_each_run_and_each_rows_mean_and_spread():
     assert "| fp32 | 2 | 11.50% | 1.00 points |" in block
     assert "One binomial standard error on 10,000 test images at 11.5%: 0.32 points." in block
     doc = "# Scaling\n\nprose before\n\n" + block + "\n\nprose after\n"
-    again = splice(doc, block.replace("11.00%", "10.00%"))
+    again = splice(doc, block.replace("11.00%", "10.00%"), BEGIN, END)
     assert (
         again.startswith("# Scaling\n\nprose before")
         and again.endswith("prose after\n")

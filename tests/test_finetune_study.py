@@ -18,7 +18,8 @@ from test_finetune import CLASSES, photo_folder
 from verydeep.cli import main
 from verydeep.io.checkpoint import Meta, save_model
 from verydeep.study.finetune_plan import FinetuneSpec, PlannedRun, Row, plan_runs, repeats
-from verydeep.study.finetune_report import BEGIN, END, paired, splice
+from verydeep.study.finetune_report import BEGIN, END, paired
+from verydeep.study.plans import splice
 
 ROWS = """
 [[finetune_study.rows]]
@@ -186,7 +187,7 @@ def test_scratch_takes_the_source_shape(study):
 
 
 def test_splice_appends_a_block_to_a_report_without_one():
-    assert splice("# Title\n", f"{BEGIN}\nx\n{END}") == f"# Title\n\n{BEGIN}\nx\n{END}\n"
+    assert splice("# Title\n", f"{BEGIN}\nx\n{END}", BEGIN, END) == f"# Title\n\n{BEGIN}\nx\n{END}\n"
 
 
 def test_the_committed_plan_parses():

@@ -23,7 +23,8 @@ LAYERS = [
     ["finetune", "evaluation"],
     ["build", "features", "transfer", "localization", "backbone"],
     ["train", "api", "caltech", "losses"],
-    ["study", "bench", "transfer_protocol", "style"],
+    ["transfer_protocol"],
+    ["study", "bench", "style"],
     ["verydeep"],  # the package itself: its public names
     ["cli"],
     ["__main__"],

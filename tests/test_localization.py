@@ -17,6 +17,7 @@ import pytest
 import torch
 import torchvision.ops as tvops
 import torchvision.transforms.v2.functional as TF
+from conftest import MINI_VOC_IDS
 from PIL import Image, ImageDraw
 
 from verydeep.data.preprocess import Preprocess
@@ -527,21 +528,6 @@ def test_loc_error_top_k_and_baselines():
 
 
 # --- end to end on real photographs ------------------------------------------------------
-E2E_IDS = ["kangaroo-00001", "kangaroo-00002", "raccoon-1", "raccoon-150"]  # 2 objects; greyscale
-
-
-@pytest.fixture
-def mini_voc(tmp_path):
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (tmp_path / sub).mkdir(parents=True)
-    for i in E2E_IDS:
-        (tmp_path / "Annotations" / f"{i}.xml").symlink_to(CRITTERS / "Annotations" / f"{i}.xml")
-        (tmp_path / "JPEGImages" / f"{i}.jpg").symlink_to(CRITTERS / "JPEGImages" / f"{i}.jpg")
-    for split in ("train", "val"):
-        (tmp_path / "ImageSets/Main" / f"{split}.txt").write_text("\n".join(E2E_IDS) + "\n")
-    return tmp_path
-
-
 @needs_critters
 def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     from verydeep.cli import main
@@ -580,7 +566,7 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     for a in load_voc(root, "val"):
         whole = torch.tensor([[0.0, 0.0, a.width, a.height]])
         hits += bool(tvops.box_iou(whole, a.boxes()).max() > 0.5)
-    assert report["baselines"]["whole/gt_class"] == pytest.approx(1 - hits / len(E2E_IDS))
+    assert report["baselines"]["whole/gt_class"] == pytest.approx(1 - hits / len(MINI_VOC_IDS))
     assert set(report["centre"]) == {loc} and 0 <= report["dense"]["top1"] <= 1
     # guesses lie inside the photograph; a drawn PNG has the photograph's size
     photo = CRITTERS / "JPEGImages" / "raccoon-150.jpg"
@@ -605,7 +591,7 @@ def test_end_to_end_cli_on_real_photographs(mini_voc, tmp_path, capsys):
     cmd = [sys.executable, str(script), "--data", root, "--split", "val", *dense]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert f"top-1 error {100 * report['dense']['top1']:.1f}%" in out
-    assert sum(int(n) for n in re.findall(r": (\d+), \d+ wrong", out)) == len(E2E_IDS)
+    assert sum(int(n) for n in re.findall(r": (\d+), \d+ wrong", out)) == len(MINI_VOC_IDS)
 
 
 def _tiny_voc(tmp_path, second="bird"):

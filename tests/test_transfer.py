@@ -281,49 +281,31 @@ def test_a_c_per_class_chosen_by_cross_validation_matches_scikit_learn():
     )  # one C for all: lower than one per class here
 
 
-def test_transfer_table_chooses_the_descriptor_by_training_cross_validation(tmp_path):
-    """scripts/transfer_table.py: per net, the mode with the best training-split cv, not the best test."""
-    import os
-    import subprocess
-    import sys
+def test_the_transfer_report_chooses_the_descriptor_by_training_cross_validation():
+    """study/transfer_report.py: per net, the descriptor with the best training-split cv, never
+    the best test value; an older summary's cv is its one C's held-out entry; '-' where unknown."""
+    from verydeep.study.transfer_report import chosen, cv_score, render_block
+    from verydeep.study.transfer_study import TransferSpec
 
-    from verydeep.io.features import save_descriptors
-
-    runs = {"q256": (0.60, 0.70), "q768": (0.74, 0.65), "average512_768": (0.80, 0.60)}  # (test, cv)
-    scales = {"q256": [256], "q768": [768], "average512_768": [512, 768]}  # what the files record
-    for mode, (value, cv) in runs.items():
-        (tmp_path / f"hym-imagewoof-{mode}.json").write_text(
-            json.dumps({"value": value, "std": 0.0, "cv": cv})
-        )
-        info = {"descriptor": {"scales": scales[mode], "combine": "average", "layer": "fc7"}}
-        d = Descriptors(np.zeros((2, 3 * len(scales[mode]))), np.array([0, 1]), ["a", "b"], ["x", "y"], info)
-        save_descriptors(tmp_path / f"hym-imagewoof-{mode}-train.safetensors", d)
-    # a mode whose descriptor file is not there keeps its own name and an unknown length
-    (tmp_path / "hym-imagewoof-q512.json").write_text(json.dumps({"value": 0.5, "std": 0.0, "cv": 0.1}))
-    runs["q512"] = (0.5, 0.1)
-    env = os.environ | {"OUT": str(tmp_path), "MODES": " ".join(runs)}
-    repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "scripts/transfer_table.py"],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "| imagewoof | single scale Q=768 | 3 | 74.0 |" in out
-    assert "| imagewoof | Q={512,768} averaged | 6 | 80.0 |" in out
-    assert "| imagewoof | q512 | - | 50.0 |" in out
-    assert "| imagewoof | 60.0 (q256: single scale Q=256; cv 70.0) | - |" in out
-    missing = str(tmp_path / "no.log")  # a log that is not there: one line, no traceback
-    bad = subprocess.run(
-        [sys.executable, "scripts/transfer_table.py", missing],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
+    spec = TransferSpec(
+        sources=[{"name": "S", "checkpoint": "s", "descriptors": ["a", "b", "c"], "datasets": ["h"]}],
+        descriptors={d: {"scales": [256]} for d in "abc"},
+        datasets=[{"name": "h", "root": "r", "protocols": ["recall"]}],
+        table=["S"],
+        table_descriptor="a",
+        choose_from=["a", "b", "c"],
     )
-    assert bad.returncode == 1 and bad.stderr == f"transfer_table.py: no such log: {missing}\n"
+    results = {  # (test, cv): b has the best cv, c the best test value
+        "S/trained/h-a-recall": {"value": 0.60, "cv": 0.70},
+        "S/trained/h-b-recall": {"value": 0.74, "C": 1.0, "held_out": {"0.1": 0.9, "1.0": 0.75}},
+        "S/trained/h-c-recall": {"value": 0.80, "cv": 0.60},
+        "S/twin/h-a-recall": {"value": 0.5, "C": [1.0, 10.0], "held_out": {"1.0": 0.9}},  # one C per class
+    }
+    assert cv_score(results["S/trained/h-b-recall"]) == 0.75  # the chosen C's entry, not the max
+    assert chosen(spec, results, spec.sources[0], "trained", "h") == "74.0 (b)"
+    assert chosen(spec, results, spec.sources[0], "twin", "h") == "-"
+    block = render_block(spec, results, "cmd")
+    assert "| S | **60.0** / 50.0 |" in block and "| S | 74.0 (b) / - |" in block
 
 
 def _pair_files(tmp_path, **test_changes) -> tuple[str, str]:

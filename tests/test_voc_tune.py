@@ -131,35 +131,36 @@ def test_train_on_voc_image_labels_then_localize_and_tune(tmp_path, capsys):
     assert np.isfinite([row["top2"] for row in r["rows"]]).all()
 
 
-def test_localization_table_chooses_on_held_out_photographs_never_on_val(tmp_path):
-    """scripts/localization_table.py --choose: the lowest train[80%:] error wins (every tie is
-    marked), whatever val says; a tune file without its val file is no candidate."""
-    import json
-    import subprocess
-    import sys
+def test_the_localisation_report_chooses_on_held_out_photographs_never_on_val():
+    """study/loc_report.py: the lowest train[80%:] error wins (every tie is marked), whatever val
+    says; a candidate without its val summary is none."""
+    from verydeep.study.loc_report import render_block
+    from verydeep.study.loc_study import LocSpec
 
-    def run(name, nets):  # net: (held-out top-1, val top-1 or None)
-        out = tmp_path / name
-        out.mkdir()
-        for net, (held, val) in nets.items():
-            (out / f"tune-{net}.json").write_text(json.dumps({"best": {"flags": "", "top1": held}}))
-            if val is not None:
-                (out / f"val-{net}.json").write_text(json.dumps({"dense": {"top1": val}}))
-        return str(out)
+    spec = LocSpec(
+        data="voc",
+        classifiers=[{"name": "c"}],
+        runs=[{"name": "a", "classifier": "c", "nets": ["scr-all", "pcr-fc", "scr-fc"]}],
+        fusions=[{"name": "b", "sets": {"both": ["a/scr-all", "a/pcr-fc"]}}],
+    )
+    base = {
+        "whole/gt_class": 0.6,
+        "whole/classifier_class": 0.7,
+        "mean/gt_class": 0.8,
+        "mean/classifier_class": 0.9,
+    }
 
-    a = run("a", {"scr-all": (0.30, 0.50), "pcr-fc": (0.40, 0.10), "scr-fc": (0.05, None)})
-    b = run("b", {"all4": (0.30, 0.45)})
-    script = Path(__file__).resolve().parents[1] / "scripts" / "localization_table.py"
-    out = subprocess.run(
-        [sys.executable, str(script), "--choose", a, b], capture_output=True, text=True, check=True
-    ).stdout
-    rows = [line for line in out.splitlines() if line.startswith(("| a ", "| b "))]
+    def pair(held, val):
+        tune = {"best": {"flags": "", "top1": held}, "images": 58}
+        return {"tune": tune, "val": {"images": 73, "dense": {"top1": val, "top2": val}, "baselines": base}}
+
+    results = {"a/scr-all": pair(0.30, 0.50), "a/pcr-fc": pair(0.40, 0.10), "b/both": pair(0.30, 0.45)}
+    block = render_block(spec, results, "cmd")
+    rows = [line for line in block.splitlines() if line.startswith(("| a ", "| b "))]
     assert rows == [
         "| a | SCR, all layers **(chosen)** | 30.0 | 50.0 |",
-        "| b | fusion of the four **(chosen)** | 30.0 | 45.0 |",
+        "| b | fusion of a: scr-all + pcr-fc **(chosen)** | 30.0 | 45.0 |",
         "| a | PCR, FC only | 40.0 | 10.0 |",
     ]
-    empty = subprocess.run(
-        [sys.executable, str(script), "--choose", str(tmp_path)], capture_output=True, text=True
-    )
-    assert empty.returncode == 1 and empty.stderr.strip().startswith("--choose: no run folder")
+    assert "among 3 candidates" in block and "| **the choice** | **50.0%** (top-2 50.0%) |" in block
+    assert "| the whole photograph as the box, classifier's class | 70.0% |" in block

@@ -170,26 +170,6 @@ def _predict_parser(s: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=run_predict)
 
 
-def _bar(total: int, desc: str, show: bool):
-    """A progress callback whose bar appears at the first step: an input refused before any work
-    prints its one-line error alone. ``show=False`` (``--no-progress``): a callback that does nothing."""
-    if not show:
-        return lambda _i, _loss: None
-    from tqdm import tqdm
-
-    bars: list = []
-
-    def step(_i: int, loss: float) -> None:
-        if not bars:
-            bars.append(tqdm(total=total or None, desc=desc, leave=False))
-        bar = bars[0]
-        bar.update(1)
-        if loss:
-            bar.set_postfix(loss=f"{loss:.4f}")
-
-    return step
-
-
 def _dense_cfg(args: argparse.Namespace):
     from ..localization.api import dense_scales
     from ..localization.merge import MergeConfig
@@ -202,7 +182,7 @@ def _dense_cfg(args: argparse.Namespace):
 def run_train(args: argparse.Namespace) -> int:
     from ..engine import NonFiniteLossError
     from ..io.checkpoint import checkpoint_target, save_model
-    from ..localization.api import fit_localizer
+    from ..localization.api import fit_localizer, step_bar
     from ..localization.net import LocTrainConfig
 
     checkpoint_target(args.out)  # a bad output path fails before the training, not after it
@@ -218,7 +198,7 @@ def run_train(args: argparse.Namespace) -> int:
         box_size=args.box_size,
         seed=args.seed,
     )
-    bar = _bar(cfg.steps, "localize train", not args.no_progress)
+    bar = step_bar(cfg.steps, "localize train", not args.no_progress)
     try:
         net, meta, hist = fit_localizer(args.data, args.init, cfg, bar, args.split)
     except NonFiniteLossError as e:  # exit 3, as `verydeep train`'s; nothing is written
@@ -235,11 +215,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from ..io.files import atomic_write, output_target
-    from ..localization.api import evaluate_boxes
+    from ..localization.api import evaluate_boxes, step_bar
 
     if args.json:
         output_target(args.json)  # before the pass, not after it
-    bar = _bar(0, "localize eval", not args.no_progress)
+    bar = step_bar(0, "localize eval", not args.no_progress)
     r = evaluate_boxes(args.data, args.split, args.loc, args.cls, _dense_cfg(args), bar, args.train_split)
     print(f"{r['split']}: {r['images']} images, classes {r['classes']}; localisation error (%)")
     row = lambda label, err, tail="": print(f"  {label:31} {100 * err:5.1f}{tail}")  # noqa: E731
@@ -258,16 +238,15 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_tune(args: argparse.Namespace) -> int:
     from ..io.files import atomic_write, output_target
-    from ..localization.api import parse_scales, tune_merging
+    from ..localization.api import parse_scales, step_bar, tune_merging
 
     if args.json:
         output_target(args.json)  # before the pass, not after it
     given = args.scale_sets
     sets = None if given is None else [parse_scales(t) for t in given.split(";") if t.strip()]
     flips = [False, True] if args.flip else [False]
-    r = tune_merging(
-        args.data, args.split, args.loc, args.cls, sets, flips, _bar(0, "localize tune", not args.no_progress)
-    )
+    bar = step_bar(0, "localize tune", not args.no_progress)
+    r = tune_merging(args.data, args.split, args.loc, args.cls, sets, flips, bar)
     print(f"{r['split']}: {r['images']} images, {len(r['rows'])} settings; localisation error (%)")
     for row in r["rows"][: args.show]:
         errs = "  ".join(f"{k} {100 * v:5.1f}" for k, v in row.items() if k != "flags")

@@ -1,4 +1,5 @@
-"""``verydeep study``: train and evaluate the Section 4 grid, then write docs/RESULTS.md."""
+"""``verydeep study``: train and evaluate the Section 4 grid, then write its report; or run a plan
+(``cli/plan_study.py``)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from .values import path_arg
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "study",
-        help="reproduce Section 4 (Tables 3-6), or run a fine-tuning plan (resumable)",
-        description="Train and evaluate a Section 4 grid from a study TOML, then write its report.",
+        help="reproduce Section 4 (Tables 3-6), or run a plan: fine-tuning, data-parallel, transfer, "
+        "localisation (resumable)",
+        description="Train and evaluate a Section 4 grid or run a plan from a TOML, then write its report.",
         epilog="""examples:
   verydeep study --config experiments/imagewoof.toml --estimate        hours, before committing to them
   verydeep study --config experiments/imagewoof.toml --only A-256,B-256
   verydeep study --config experiments/imagewoof.toml --report-only     re-render from the summaries
-  verydeep study --config experiments/finetune.toml                    a fine-tuning plan""",
+  verydeep study --config experiments/finetune.toml                    a fine-tuning plan
+  verydeep study --config experiments/localization.toml --report-only  a plan's tables, from its summaries""",
     )
     p.add_argument("--config", default="experiments/study.toml", help="study TOML")
     p.add_argument("--quick", action="store_true", help="tiny settings from the [quick] section (CI)")
@@ -44,19 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..study.ddp_study import is_ddp_plan
-    from ..study.finetune_plan import is_finetune_plan
     from ..study.plan import StudySpec, build_plan
+    from ..study.plans import plan_kind
     from ..study.runner import run_study
 
-    if is_finetune_plan(args.config):
-        from .finetune_study import run as run_finetune
+    kind = plan_kind(args.config)
+    if kind != "study":
+        from .plan_study import run as run_plan
 
-        return run_finetune(args)
-    if is_ddp_plan(args.config):
-        from .ddp_study import run as run_ddp
-
-        return run_ddp(args)
+        return run_plan(args, kind)
     spec = StudySpec.from_toml(args.config, quick=args.quick)
     if args.out_dir:
         spec.out_dir = args.out_dir

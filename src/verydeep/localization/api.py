@@ -38,6 +38,25 @@ DEFAULT_SCALES = "384"  # the box nets' training S: the paper's single-scale tes
 DEFAULT_SCALE_SETS = [[384], [256, 384]]  # what tune tries unless told
 
 
+def step_bar(total: int, desc: str, show: bool) -> Callable[[int, float], None]:
+    """A progress callback whose bar appears at the first step: an input refused before any work
+    prints its one-line error alone. ``show=False`` (``--no-progress``): a callback that does nothing."""
+    if not show:
+        return lambda _i, _loss: None
+    from tqdm import tqdm
+
+    bars: list = []
+
+    def step(_i: int, loss: float) -> None:
+        if not bars:
+            bars.append(tqdm(total=total or None, desc=desc, leave=False))
+        bars[0].update(1)
+        if loss:
+            bars[0].set_postfix(loss=f"{loss:.4f}")
+
+    return step
+
+
 def parse_scales(text: str) -> list[int]:
     """Comma-separated integer test scales Q in paper units: at least one, each in [224, 4096]."""
     try:

@@ -12,6 +12,8 @@ Example:
     >>> grid = candidates([[384], [256, 384]], flips=[False])
     >>> len(grid), grid[0].flags()
     (24, '--scales 384 --measure iou --threshold 0.3 --average count')
+    >>> dense_config(grid[-1].flags()) == DenseConfig([256, 384], False, merge=grid[-1].merge)
+    True
 """
 
 from __future__ import annotations
@@ -42,6 +44,18 @@ class Candidate:
         text = "" if self.own_scales else f"--scales {','.join(map(str, self.scales))} "
         text += f"--measure {m.measure} --threshold {m.threshold} --average {m.average}"
         return text + (" --flip" if self.flip else "")
+
+
+def dense_config(flags: str, default_scales: list[int] | None = None) -> DenseConfig:
+    """The ``DenseConfig`` a row's ``flags`` stand for (``Candidate.flags`` read back); scales
+    absent from the flags (every net has its own) are ``default_scales`` or 384."""
+    words = flags.split()
+    value = lambda name, default: words[words.index(name) + 1] if name in words else default  # noqa: E731
+    scales = [int(q) for q in value("--scales", ",".join(map(str, default_scales or [384]))).split(",")]
+    merge = MergeConfig(
+        value("--measure", "iou"), float(value("--threshold", 0.5)), value("--average", "count")
+    )
+    return DenseConfig(scales, "--flip" in words, 5, "class", merge)
 
 
 def candidates(scale_sets: list[list[int]], flips: list[bool], own_scales: bool = False) -> list[Candidate]:

@@ -20,11 +20,11 @@ import math
 import statistics
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io import study_results as summary
+from .plans import read_table
 
 BEGIN, END = "<!-- ddp-study results: begin -->", "<!-- ddp-study results: end -->"
 
@@ -53,21 +53,11 @@ class DdpSpec:
                 raise ValueError(f"ddp_study row {r['name']!r}: unknown key(s) {sorted(unknown)}")
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> DdpSpec:
-        with Path(path).open("rb") as fh:
-            d = dict(tomllib.load(fh).get("ddp_study", {}))
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown or "config" not in d:
-            raise ValueError(f"{path}: [ddp_study] needs config; unknown key(s) {sorted(unknown)}")
-        return cls(**d)
+    def from_toml(cls, path: str | Path, quick: bool = False) -> DdpSpec:
+        return cls(**read_table(path, "ddp_study", cls.__dataclass_fields__, quick, needs=("config",)))
 
 
-def is_ddp_plan(path: str | Path) -> bool:
-    p = Path(path)
-    if not p.is_file():
-        return False
-    with p.open("rb") as fh:
-        return "ddp_study" in tomllib.load(fh)
+Spec = DdpSpec  # the name every plan module gives its spec (cli/plan_study.py)
 
 
 def runs(spec: DdpSpec) -> list[tuple[dict, int]]:
@@ -84,8 +74,9 @@ def launch_command(spec: DdpSpec, row: dict, seed: int) -> list[str]:
     return [*launch, *train, *[a for k in keys for a in ("--set", k)]]
 
 
-def run_ddp_study(spec: DdpSpec, report_only: bool = False) -> dict[str, dict]:
-    """Train every run without a summary (unless ``report_only``); {run: result.json and log}."""
+def run_plan(spec: DdpSpec, progress: bool = True, report_only: bool = False) -> dict[str, dict]:
+    """Train every run without a summary (unless ``report_only``); {run: result.json and log}.
+    ``progress`` is unused: each torchrun prints its own log lines."""
     out = {}
     for row, seed in runs(spec):
         name = f"{row['name']}-s{seed}"
@@ -122,10 +113,3 @@ def render_block(spec: DdpSpec, results: dict[str, dict], command: str) -> str:
         lines += ["", f"One binomial standard error on {n:,} test images at {100 * e:.1f}%: "
                   f"{100 * math.sqrt(e * (1 - e) / n):.2f} points."]  # fmt: skip
     return "\n".join([*lines, "", END])
-
-
-def splice(old: str, block: str) -> str:
-    """``old`` with its results block replaced by ``block`` (appended where there is none)."""
-    if BEGIN in old and END in old:
-        return old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
-    return old.rstrip("\n") + "\n\n" + block + "\n"

@@ -27,9 +27,10 @@ Example:
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .plans import items, read_table
 
 STARTS = ("source", "pth", "h5", "caffemodel", "random", "scratch")
 METHODS = ("train", "svm")
@@ -93,18 +94,8 @@ class FinetuneSpec:
     rows: list[Row] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.datasets = [d if isinstance(d, Dataset) else _make(Dataset, d, "dataset") for d in self.datasets]
-        self.rows = [r if isinstance(r, Row) else _make(Row, r, "row") for r in self.rows]
-        for what, items in (("dataset", self.datasets), ("row", self.rows)):
-            names = [i.name for i in items]
-            if (
-                not names
-                or len(set(names)) != len(names)
-                or not all(n.replace("-", "").isalnum() for n in names)
-            ):
-                raise ValueError(
-                    f"finetune_study: {what} names must be distinct words (letters, digits, -): {names}"
-                )
+        self.datasets = items(Dataset, self.datasets, "finetune_study dataset")
+        self.rows = items(Row, self.rows, "finetune_study row")
         names = {r.name for r in self.rows}
         bad = [p for p in self.compare if len(p) != 2 or not set(p) <= names]
         if bad:
@@ -119,35 +110,7 @@ class FinetuneSpec:
     @classmethod
     def from_toml(cls, path: str | Path, quick: bool = False) -> FinetuneSpec:
         """``[finetune_study]`` of a TOML file; ``quick`` lays ``[quick]`` over it (CI)."""
-        with Path(path).open("rb") as fh:
-            d = tomllib.load(fh)
-        spec = dict(d.get("finetune_study", {}))
-        if quick:
-            spec |= d.get("quick", {})
-        unknown = set(spec) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) in [finetune_study]: {', '.join(sorted(unknown))}")
-        if "source" not in spec:
-            raise ValueError(f"{path}: [finetune_study] needs source (the checkpoint to fine-tune)")
-        return cls(**spec)
-
-
-def _make(kind: type, d: dict, what: str) -> object:
-    unknown = set(d) - set(kind.__dataclass_fields__)
-    if unknown or "name" not in d:
-        raise ValueError(
-            f"finetune_study {what} {d.get('name', '?')!r}: needs name; unknown key(s) {sorted(unknown)}"
-        )
-    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
-def is_finetune_plan(path: str | Path) -> bool:
-    """Whether a study TOML is a fine-tuning plan (``[finetune_study]``) rather than a Section 4 grid."""
-    p = Path(path)
-    if not p.is_file():
-        return False
-    with p.open("rb") as fh:
-        return "finetune_study" in tomllib.load(fh)
+        return cls(**read_table(path, "finetune_study", cls.__dataclass_fields__, quick, needs=("source",)))
 
 
 def plan_runs(spec: FinetuneSpec) -> list[PlannedRun]:

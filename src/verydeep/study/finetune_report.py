@@ -21,9 +21,11 @@ import math
 import numpy as np
 
 from .finetune_plan import IMPORTS, FinetuneSpec
+from .finetune_runner import run_finetune_study
 from .report import paired_difference, verdict
 
 BEGIN, END = "<!-- finetune-study results: begin -->", "<!-- finetune-study results: end -->"
+Spec = FinetuneSpec  # the name every plan module gives its spec (cli/plan_study.py)
 START_WORDS = {
     "source": "the source",
     "pth": "source -> .pth -> convert",
@@ -133,8 +135,9 @@ def source_line(spec: FinetuneSpec, results: dict) -> list[str]:
     return [f"Source: {said}.", ""]
 
 
-def render_block(spec: FinetuneSpec, results: dict) -> str:
-    """The Markdown between ``BEGIN`` and ``END`` (inclusive), from the summaries alone."""
+def render_block(spec: FinetuneSpec, results: dict, command: str = "") -> str:
+    """The Markdown between ``BEGIN`` and ``END`` (inclusive), from the summaries alone (the
+    report's prose names the ``command``)."""
     lines = [BEGIN, "", *source_line(spec, results)]
     for d in spec.datasets:
         n = next((r["n"] for k, r in results.items() if k.startswith(f"{d.name}/")), None)
@@ -148,9 +151,7 @@ def render_block(spec: FinetuneSpec, results: dict) -> str:
     return "\n".join([*lines, END])
 
 
-def splice(doc: str, block: str) -> str:
-    """``doc`` with its results block replaced by ``block`` (appended if it has none)."""
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        return head + block + rest.split(END, 1)[1]
-    return doc.rstrip("\n") + "\n\n" + block + "\n"
+def run_plan(spec: FinetuneSpec, progress: bool = True, report_only: bool = False) -> dict:
+    """``run_finetune_study``; empty where no row has a summary yet."""
+    results = run_finetune_study(spec, progress=progress, report_only=report_only)
+    return results if any(k != "starts" for k in results) else {}

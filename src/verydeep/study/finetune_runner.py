@@ -36,14 +36,14 @@ from ..data.build import dataset_kind
 from ..evaluation import EvalOptions, evaluate_models, open_data
 from ..features import DescriptorConfig, describe_paths
 from ..io import study_results as summary
-from ..io.checkpoint import load_model, read_meta, save_model
+from ..io.checkpoint import load_model, read_meta
 from ..io.files import atomic_write
 from ..io.weights.convert import convert
 from ..io.weights.weights_out import write_weights
-from ..models.init import init_weights
 from ..train import fit
 from ..transfer import SVMConfig, mean_class_recall, train_and_test
 from .finetune_plan import IMPORTS, FinetuneSpec, PlannedRun, plan_runs, repeats
+from .plans import untrained_twin
 
 SHAPE = ("arch", "width_mult", "fc_width", "crop_size", "in_channels")
 
@@ -61,12 +61,7 @@ def make_starts(spec: FinetuneSpec) -> dict[str, str]:
     starts = Path(spec.out_dir) / "starts"
     paths = {"source": spec.source}
     if "random" in used:
-        paths["random"] = str(starts / "random.safetensors")
-        if not Path(paths["random"]).is_file():
-            model, meta = load_model(spec.source)
-            torch.manual_seed(0)
-            init_weights(model, "glorot")  # every layer anew; the convention stays the source's
-            save_model(paths["random"], model, meta)
+        paths["random"] = untrained_twin(spec.source, starts / "random.safetensors")
     for fmt in sorted(used & set(IMPORTS)):
         paths[fmt] = str(starts / f"from-{fmt}.safetensors")
         if not Path(paths[fmt]).is_file():
