@@ -296,3 +296,21 @@ def test_the_localisation_plan_reports_what_localize_eval_reports_then_resumes(l
     assert "localization_study:" not in capsys.readouterr().err
     assert (runs / "r" / "scr-all.safetensors").stat().st_mtime_ns == stamp
     assert (tmp_path / "REPORT.md").read_text() == report
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[transfer_study]\nsources = []\ncolour = 1\n", "unknown key(s) in [transfer_study]: colour"),
+        ("[localization_study]\nruns = []\n", "[localization_study] needs data"),
+        ("[ddp_study]\nrows = []\n", "[ddp_study] needs config"),
+        ("[finetune_study]\nsource = \n", "Invalid value"),
+    ],
+)
+def test_a_bad_plan_file_is_refused_in_one_line(text, words, tmp_path, capsys):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(text)
+    assert main(["study", "--config", str(plan), "--out-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.toml"]

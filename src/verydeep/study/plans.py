@@ -44,9 +44,11 @@ def read_table(path: str | Path, kind: str, fields: dict, quick: bool = False, n
     if quick:
         table |= d.get("quick", {})
     unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) in [{kind}]: {', '.join(unknown)}")
     missing = [k for k in needs if k not in table]
-    if unknown or missing:
-        raise ValueError(f"{path}: [{kind}] unknown key(s) {unknown}; needs {list(needs)}, missing {missing}")
+    if missing:
+        raise ValueError(f"{path}: [{kind}] needs {', '.join(missing)}")
     return table
 
 
