@@ -314,3 +314,17 @@ def test_a_bad_plan_file_is_refused_in_one_line(text, words, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert words in err and "\n" not in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.toml"]
+
+
+def test_only_runs_the_named_entries_and_leaves_the_report_to_report_only(transfer_plan, capsys):
+    tmp_path, plan, _ = transfer_plan
+    assert main(["study", "--config", plan, "--only", "elsewhere"]) == 2
+    assert "no such entries in the plan: elsewhere" in capsys.readouterr().err
+    assert main(["study", "--config", plan, "--only", "tiny", "--no-progress"]) == 0
+    assert "write the report with --report-only" in capsys.readouterr().err
+    assert len(list((tmp_path / "results" / "tiny").rglob("*.json"))) == 4
+    assert not (tmp_path / "REPORT.md").exists()  # runs side by side must not race to write it
+    assert main(["study", "--config", plan, "--report-only"]) == 0
+    assert "| tiny | 100.0 / 100.0 |" in (tmp_path / "REPORT.md").read_text()
+    assert main(["study", "--config", "experiments/finetune.toml", "--only", "all"]) == 2
+    assert "--only applies to Section 4 grids" in capsys.readouterr().err

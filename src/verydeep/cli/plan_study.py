@@ -26,14 +26,16 @@ def run(args: argparse.Namespace, kind: str) -> int:
     from ..study.plans import splice
     from .study_block import report_path, write_block
 
-    if args.estimate or args.only is not None:
-        raise ValueError(f"--estimate and --only apply to Section 4 grids, not to a {kind} plan")
+    if args.estimate:
+        raise ValueError(f"--estimate applies to Section 4 grids, not to a {kind} plan")
     mod = _module(kind)
     spec = mod.Spec.from_toml(args.config, quick=args.quick)
     if args.out_dir:
         spec.out_dir = args.out_dir
     if args.results_dir is not None:
         spec.results_dir = args.results_dir
+    if args.only is not None:
+        return _run_only(mod, spec, args, kind)
     report = report_path(args.report, spec.report)
     results = mod.run_plan(spec, progress=not args.no_progress, report_only=args.report_only)
     if not results:
@@ -41,4 +43,24 @@ def run(args: argparse.Namespace, kind: str) -> int:
     command = f"verydeep study --config {args.config}" + (" --quick" if args.quick else "")
     block = mod.render_block(spec, results, command)
     write_block(report, block, spec.title, lambda doc, b: splice(doc, b, mod.BEGIN, mod.END))
+    return 0
+
+
+def _run_only(mod, spec, args: argparse.Namespace, kind: str) -> int:  # mod: a plan module; spec: its Spec
+    """``--only A,B``: those entries of a transfer or localisation plan, no report (runs side by
+    side must not race to write it; ``--report-only`` writes it after)."""
+    import sys
+
+    if not hasattr(mod, "entry_names"):
+        raise ValueError(
+            f"--only applies to Section 4 grids and transfer or localisation plans, not to a {kind} plan"
+        )
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    if not names:  # an empty variable in a script must not mean "the whole plan"
+        raise ValueError("--only: no entry names given (e.g. --only D-256,A-256)")
+    unknown = sorted(set(names) - set(mod.entry_names(spec)))
+    if unknown:
+        raise ValueError(f"--only: no such entries in the plan: {', '.join(unknown)}")
+    mod.run_plan(spec, progress=not args.no_progress, only=names)
+    print(f"study: done {', '.join(names)}; write the report with --report-only", file=sys.stderr)
     return 0

@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--only",
-        help="comma-separated runs to train and evaluate (no report) or to --estimate, e.g. D-jit,E-jit",
+        help="comma-separated entries to make, without the report: a grid's runs (e.g. D-jit,E-jit; also "
+        "for --estimate), a transfer plan's sources, a localisation plan's runs and fusions",
     )
     p.set_defaults(func=run)
 

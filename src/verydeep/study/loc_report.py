@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from .loc_runner import run_plan  # noqa: F401 - cli/plan_study.py calls every plan module's run_plan
+from .loc_runner import entry_names, run_plan  # noqa: F401 - cli/plan_study.py calls them
 from .loc_study import LocSpec
 
 BEGIN, END = "<!-- localization-study results: begin -->", "<!-- localization-study results: end -->"

@@ -113,12 +113,22 @@ def run_defaults(spec: LocSpec, run_name: str, progress: bool) -> None:
                  json.dumps(val, indent=1).encode())  # fmt: skip
 
 
-def run_plan(spec: LocSpec, progress: bool = True, report_only: bool = False) -> dict[str, dict]:
-    """Every candidate without both summaries (unless ``report_only``); {candidate name: {"tune",
-    "val"}} of every candidate with both, and {run/scr-all-defaults: {"val"}}."""
+def entry_names(spec: LocSpec) -> list[str]:
+    """What ``--only`` names: the runs with candidates and the fusions."""
+    return [r.name for r in spec.runs if r.candidates] + [f.name for f in spec.fusions]
+
+
+def run_plan(
+    spec: LocSpec, progress: bool = True, report_only: bool = False, only: list[str] | None = None
+) -> dict[str, dict]:
+    """Every candidate without both summaries (unless ``report_only``; ``only``: of those runs
+    and fusions); {candidate name: {"tune", "val"}} of every candidate with both, and
+    {run/scr-all-defaults: {"val"}}."""
     out: dict[str, dict] = {}
     root = Path(spec.results_dir or spec.out_dir)
     for cand in candidates(spec):
+        if only is not None and cand.folder not in only:
+            continue
         tuned = summary.read_json(root / cand.folder / f"tune-{cand.net}.json")
         val = summary.read_json(root / cand.folder / f"val-{cand.net}.json")
         if (tuned is None or val is None) and not report_only:
@@ -126,6 +136,8 @@ def run_plan(spec: LocSpec, progress: bool = True, report_only: bool = False) ->
         if tuned is not None and val is not None:
             out[cand.name] = {"tune": tuned, "val": val, "candidate": cand}
     for run in (r for r in spec.runs if r.defaults and r.candidates and "scr-all" in r.nets):
+        if only is not None and run.name not in only:
+            continue
         path = root / run.name / "val-scr-all-defaults.json"
         if not path.is_file() and not report_only:
             run_defaults(spec, run.name, progress)

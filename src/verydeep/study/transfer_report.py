@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from .transfer_study import Source, TransferSpec, run_plan  # noqa: F401 - run_plan: cli/plan_study
+from .transfer_study import Source, TransferSpec, entry_names, run_plan  # noqa: F401 - cli/plan_study
 
 BEGIN, END = "<!-- transfer-study results: begin -->", "<!-- transfer-study results: end -->"
 Spec = TransferSpec  # the name every plan module gives its spec (cli/plan_study.py)

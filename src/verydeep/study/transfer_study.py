@@ -198,14 +198,24 @@ def run_cell(spec: TransferSpec, cell: Cell, progress: bool) -> dict:
     return r
 
 
-def run_plan(spec: TransferSpec, progress: bool = True, report_only: bool = False) -> dict[str, dict]:
-    """Every cell without a summary (unless ``report_only``); {cell name: summary} of all found."""
+def entry_names(spec: TransferSpec) -> list[str]:
+    """What ``--only`` names: the sources."""
+    return [s.name for s in spec.sources]
+
+
+def run_plan(
+    spec: TransferSpec, progress: bool = True, report_only: bool = False, only: list[str] | None = None
+) -> dict[str, dict]:
+    """Every cell without a summary (unless ``report_only``; ``only``: of those sources);
+    {cell name: summary} of all found."""
     if spec.threads and not report_only:
         import torch
 
         torch.set_num_threads(spec.threads)
     out = {}
     for cell in cells(spec):
+        if only is not None and cell.source.name not in only:
+            continue
         found = summary.read_json(summary_path(spec, cell))
         if found is None and not report_only:
             found = run_cell(spec, cell, progress)
