@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from voc_tree import make_voc
 
@@ -142,6 +143,7 @@ def test_the_localisation_report_chooses_on_held_out_photographs_never_on_val():
         classifiers=[{"name": "c"}],
         runs=[{"name": "a", "classifier": "c", "nets": ["scr-all", "pcr-fc", "scr-fc"]}],
         fusions=[{"name": "b", "sets": {"both": ["a/scr-all", "a/pcr-fc"]}}],
+        compare=["a"],
     )
     base = {
         "whole/gt_class": 0.6,
@@ -164,3 +166,6 @@ def test_the_localisation_report_chooses_on_held_out_photographs_never_on_val():
     ]
     assert "among 3 candidates" in block and "| **the choice** | **50.0%** (top-2 50.0%) |" in block
     assert "| the whole photograph as the box, classifier's class | 70.0% |" in block
+    assert "| a: its choice, SCR, all layers | 50.0% |" in block  # run a's candidates alone
+    r = scipy.stats.pearsonr([0.30, 0.30, 0.40], [0.50, 0.45, 0.10]).statistic
+    assert f"(Pearson r = {r:.2f})" in block and "the 1 next within 5 photographs" in block

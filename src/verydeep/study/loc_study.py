@@ -55,6 +55,7 @@ class BoxRun:
     boxes_from: str = ""  # another run's box nets, scored here by `score` (not trained again)
     defaults: bool = True  # also report scr-all with the default merging
     candidates: bool = True  # tune and report each net (False: nets for fusions only)
+    label: str = ""  # the report's words for the run (``compare``)
 
     def __post_init__(self) -> None:
         if not self.nets or not set(self.nets) <= set(NETS):
@@ -100,6 +101,7 @@ class LocSpec:
     report: str = ""
     hardware: str = ""
     show: int = 9  # candidates in the report's table
+    compare: list[str] = field(default_factory=list)  # runs whose own choice the report sets beside
 
     def __post_init__(self) -> None:
         self.classifiers = items(Classifier, self.classifiers, "localization_study classifier")
@@ -110,6 +112,10 @@ class LocSpec:
             used = {r.classifier, *r.score}
             if not used <= known or (r.boxes_from and r.boxes_from not in runs):
                 raise ValueError(f"localization_study run {r.name!r}: no such classifier or run in {used}")
+        if not set(self.compare) <= set(runs):
+            raise ValueError(
+                f"localization_study.compare: no such runs {sorted(set(self.compare) - set(runs))}"
+            )
         for f in self.fusions:
             nets = [tuple(n.split("/")) for s in f.sets.values() for n in s]
             bad = [n for n in nets if len(n) != 2 or n[0] not in runs or n[1] not in runs[n[0]].nets]
