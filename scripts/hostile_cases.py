@@ -36,7 +36,7 @@ from hostile_checks import (
     written_through,
 )
 from hostile_inputs import build, mounts
-from hostile_more import backbone, build_more, integrity, multinode
+from hostile_more import backbone, build_more, integrity, multinode, plans
 
 TINY = ["model.arch=A", "model.width_mult=0.125", "model.fc_width=16", "model.crop_size=32"]
 TINY += ["train.device=cpu", "train.precision=fp32", "data.workers=0"]
@@ -307,7 +307,7 @@ def main() -> int:
     ap.add_argument(
         "--only",
         help="run one class (outputs, disks, rundirs, inputs, checkpoints, values, finetune, divergence, "
-        "integrity, backbone, multinode)",
+        "integrity, backbone, plans, multinode)",
     )
     args = ap.parse_args()
     t0, rows = time.time(), []
@@ -317,7 +317,7 @@ def main() -> int:
         every = outputs(p, root) + disks(p, m, root) + rundirs(p, root) + inputs(p, root)
         every += checkpoints(p) + values(p, root) + finetune(p, root) + divergence(p, root)
         q = build_more(root, p)
-        every += integrity(p, q, root, Case) + backbone(p, q, root, Case)
+        every += integrity(p, q, root, Case) + backbone(p, q, root, Case) + plans(p, root, Case)
         if m is None:
             print("disks: skipped (mounting a full and a read-only tmpfs needs root)")
         for case in (c for c in every if args.only in (None, c.cls)):

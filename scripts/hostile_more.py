@@ -116,6 +116,44 @@ def backbone(p: dict, q: dict, root: Path, case: type) -> list:
     ]
 
 
+def plans(p: dict, root: Path, case: type) -> list:
+    """``verydeep study`` on transfer and localisation plans: each refusal comes before any work,
+    in one line, and writes nothing (no run folder, no summary, no report)."""
+    out, data = root / "plan-out", str(p["data"])
+
+    def plan(name: str, text: str) -> str:
+        (root / name).write_text(text)
+        return str(root / name)
+
+    def nothing(_r) -> str | None:
+        return f"{out} was written" if out.exists() else None
+
+    where = f'out_dir = "{out}"\nresults_dir = "{out}/results"\nreport = "{out}/R.md"\n'
+    source = f'{{name = "s", checkpoint = "{root}/absent.safetensors", command = "make-it", '
+    tr = f'[transfer_study]\n{where}sources = [{source}descriptors = ["one"], datasets = ["d"]}}]\n'
+    tr += f'descriptors = {{one = {{scales = [256]}}}}\ndatasets = [{{name = "d", root = "{data}"}}]\n'
+    good = plan("good.toml", tr.replace(f"{root}/absent.safetensors", str(p["ck"])))
+    loc = f'[localization_study]\n{where}data = "{data}"\nruns = [{{name = "r", classifier = "c"}}]\n'
+    cls = f'classifiers = [{{name = "c", source = "{root}/absent.safetensors", command = "make-it"}}]\n'
+    study = ["study", "--no-progress", "--config"]
+    return [
+        case("plans", [*study, plan("unknown.toml", tr + "colour = 1\n")], 2, "colour", nothing),
+        case("plans", [*study, plan("syntax.toml", "[transfer_study\n")], 2, "not valid TOML", nothing),
+        case("plans", [*study, plan("absent.toml", tr)], 2, "make-it", nothing),
+        case("plans", [*study, plan("loc.toml", loc + cls)], 2, "make-it", nothing),
+        case(
+            "plans",
+            [*study, plan("fusion.toml", loc + cls + 'fusions = [{name = "f", sets.x = ["q/scr-all"]}]\n')],
+            2,
+            "q",
+            nothing,
+        ),
+        case("plans", [*study, good, "--only", "t"], 2, "no such entries", nothing),
+        case("plans", [*study, good, "--report", str(p["dir"])], 2, "not a file", nothing),
+        case("plans", [*study, good, "--report-only"], 2, "no finished runs", nothing),
+    ]
+
+
 def _says(text: str):
     def check(r) -> str | None:
         return None if text in r.stdout + r.stderr else f"does not say {text!r}"

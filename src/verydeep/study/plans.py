@@ -30,16 +30,22 @@ def plan_kind(path: str | Path) -> str:
     p = Path(path)
     if not p.is_file():
         return "study"
-    with p.open("rb") as fh:
-        tables = tomllib.load(fh)
-    return next((k for k in KINDS if k in tables), "study")
+    return next((k for k in KINDS if k in load_toml(p)), "study")
+
+
+def load_toml(path: str | Path) -> dict:
+    """A plan file's tables; one line naming the file where it is not TOML."""
+    try:
+        with Path(path).open("rb") as fh:
+            return tomllib.load(fh)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid TOML: {e}") from None
 
 
 def read_table(path: str | Path, kind: str, fields: dict, quick: bool = False, needs: tuple = ()) -> dict:
     """``[kind]`` of a plan TOML (``quick`` lays its ``[quick]`` table over it, for CI); unknown
     keys and missing ``needs`` are refused in one line."""
-    with Path(path).open("rb") as fh:
-        d = tomllib.load(fh)
+    d = load_toml(path)
     table = dict(d.get(kind, {}))
     if quick:
         table |= d.get("quick", {})
