@@ -103,6 +103,7 @@ def test_the_committed_plans_name_every_committed_summary():
         ({"descriptors": ["none"]}, "no such descriptor or dataset ['none']"),
         ({"datasets": ["elsewhere"]}, "no such descriptor or dataset ['elsewhere']"),
         ({"colour": "red"}, "unknown key(s) ['colour']"),
+        ({"layer": "fc9"}, "descriptor layer must be"),
     ],
 )
 def test_a_bad_transfer_source_is_refused_in_one_line(entry, words):

@@ -116,10 +116,16 @@ class TransferSpec:
             unknown += [x for x in s.datasets if x not in sets]
             if unknown:
                 raise ValueError(f"transfer_study source {s.name!r}: no such descriptor or dataset {unknown}")
-        for name in self.descriptors:
-            self.descriptor_config(name, "fc7")  # a bad descriptor fails here, not midway
+        for name in self.descriptors:  # a bad descriptor, layer or C grid fails here, not midway
+            self.descriptor_config(name, "fc7")
+        for s in self.sources:
+            self.descriptor_config(s.descriptors[0], s.layer)
+        SVMConfig(cs=tuple(float(c) for c in self.cs))
         if not set(self.table) <= names:
             raise ValueError(f"transfer_study.table: no such sources {sorted(set(self.table) - names)}")
+        unknown = sorted({self.table_descriptor, *self.choose_from} - set(self.descriptors))
+        if self.table and unknown:
+            raise ValueError(f"transfer_study.table_descriptor / choose_from: no such descriptors {unknown}")
         self.out_dir = str(Path(self.out_dir).expanduser())
 
     @classmethod
