@@ -121,6 +121,9 @@ def test_a_bad_transfer_source_is_refused_in_one_line(entry, words):
         ({"runs": [{"name": "r", "classifier": "nobody"}]}, "no such classifier or run"),
         ({"runs": [{"name": "r", "classifier": "c", "nets": ["scr-half"]}]}, "nets are some of"),
         ({"fusions": [{"name": "f", "sets": {"x": ["q/scr-all"]}}]}, "each set lists run/net entries"),
+        ({"runs": [{"name": "r", "classifier": "c", "box_size": "sqrt"}]}, "box_size must be one of"),
+        ({"runs": [{"name": "r", "classifier": "c", "steps_fc": -1}]}, "localize.steps must be"),
+        ({"scale_sets": ["256", "100"]}, "test scales must be in [224, 4096]"),
     ],
 )
 def test_a_bad_localisation_plan_is_refused_in_one_line(extra, words):

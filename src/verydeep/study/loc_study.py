@@ -27,6 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..localization.api import parse_scales
+from ..localization.net import LocTrainConfig
+from ..localization.protocol import check_scales
 from .plans import items, read_table
 
 NETS = ("scr-all", "pcr-all", "scr-fc", "pcr-fc")  # head-layers: SCR/PCR x all layers/FC only
@@ -60,6 +63,10 @@ class BoxRun:
     def __post_init__(self) -> None:
         if not self.nets or not set(self.nets) <= set(NETS):
             raise ValueError(f"localization_study run {self.name!r}: nets are some of {list(NETS)}")
+        for steps in {self.steps, self.steps_fc or self.steps}:  # the box-net settings' own ranges, now
+            LocTrainConfig(
+                steps=steps, lr=self.lr, lr_drops=self.lr_drops, box_size=self.box_size, seed=self.seed
+            )
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,8 @@ class LocSpec:
                 raise ValueError(
                     f"localization_study fusion {f.name!r}: each set lists run/net entries {bad}"
                 )
+        for scales in self.scale_sets:
+            check_scales(parse_scales(scales))
         self.out_dir = str(Path(self.out_dir).expanduser())
 
     @classmethod
