@@ -288,7 +288,10 @@ def test_the_transfer_report_chooses_the_descriptor_by_training_cross_validation
     from verydeep.study.transfer_study import TransferSpec
 
     spec = TransferSpec(
-        sources=[{"name": "S", "checkpoint": "s", "descriptors": ["a", "b", "c"], "datasets": ["h"]}],
+        sources=[
+            {"name": "S", "checkpoint": "s", "descriptors": ["a", "b", "c"], "datasets": ["h"]},
+            {"name": "P", "checkpoint": "s", "descriptors": ["b"], "datasets": ["h"], "layer": "pool3"},
+        ],
         descriptors={d: {"scales": [256]} for d in "abc"},
         datasets=[{"name": "h", "root": "r", "protocols": ["recall"]}],
         table=["S"],
@@ -300,12 +303,15 @@ def test_the_transfer_report_chooses_the_descriptor_by_training_cross_validation
         "S/trained/h-b-recall": {"value": 0.74, "C": 1.0, "held_out": {"0.1": 0.9, "1.0": 0.75}},
         "S/trained/h-c-recall": {"value": 0.80, "cv": 0.60},
         "S/twin/h-a-recall": {"value": 0.5, "C": [1.0, 10.0], "held_out": {"1.0": 0.9}},  # one C per class
+        "P/trained/h-b-recall": {"value": 0.7},
+        "P/twin/h-b-recall": {"value": 0.6},
     }
     assert cv_score(results["S/trained/h-b-recall"]) == 0.75  # the chosen C's entry, not the max
     assert chosen(spec, results, spec.sources[0], "trained", "h") == "74.0 (b)"
     assert chosen(spec, results, spec.sources[0], "twin", "h") == "-"
     block = render_block(spec, results, "cmd")
     assert "| S | **60.0** / 50.0 |" in block and "| S | 74.0 (b) / - |" in block
+    assert "| source | b |" in block and "| P (h recall) | **70.0** / 60.0 |" in block  # the other sources
 
 
 def _pair_files(tmp_path, **test_changes) -> tuple[str, str]:

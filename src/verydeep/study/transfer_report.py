@@ -50,31 +50,66 @@ def chosen(spec: TransferSpec, results: dict, source: Source, net: str, dataset:
     return f"{100 * runs[best]['value']:.1f} ({spec.choose_from[best]})"
 
 
+def _row(label: str, cells: list[str]) -> str:
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def _head(first: str, heads: list[str]) -> list[str]:
+    return [_row(first, heads), "|" + " --- |" * (len(heads) + 1)]
+
+
+def first_table(spec: TransferSpec, results: dict) -> list[str]:
+    """The ``table`` sources at ``table_descriptor``, trained / twin on every photo set."""
+    lines = _head(
+        spec.table_head,
+        [f"{d.name} {METRIC[d.protocols[0]]}: trained / untrained twin" for d in spec.datasets],
+    )
+    for s in (s for s in spec.sources if s.name in spec.table):
+        keys = [f"{d.name}-{spec.table_descriptor}-{d.protocols[0]}" for d in spec.datasets]
+        cells = [pair(results.get(f"{s.name}/trained/{k}"), results.get(f"{s.name}/twin/{k}")) for k in keys]
+        lines.append(_row(s.label or s.name, cells))
+    return lines
+
+
+def choice_table(spec: TransferSpec, results: dict) -> list[str]:
+    """Per ``table`` source and net, the descriptor of ``choose_from`` its training split chose."""
+    lines = ["", f"The descriptor each net's training split chose by cross-validation among "
+             f"{', '.join(spec.choose_from)}, and its test value:", ""]  # fmt: skip
+    lines += _head(spec.table_head, [f"{d.name}: trained / untrained twin" for d in spec.datasets])
+    for s in (s for s in spec.sources if s.name in spec.table):
+        cells = [f"{chosen(spec, results, s, 'trained', d.name)} / {chosen(spec, results, s, 'twin', d.name)}"
+                 for d in spec.datasets]  # fmt: skip
+        lines.append(_row(s.label or s.name, cells))
+    if any("| - /" in line or "/ - |" in line for line in lines):
+        lines += ["", "-: the summaries lack the training split's cross-validated score (older runs "
+                  "recorded it only where one C serves every class)."]  # fmt: skip
+    return lines
+
+
+def other_table(spec: TransferSpec, results: dict) -> list[str]:
+    """Every source outside ``table`` (other layers, say): trained / twin per descriptor, on its
+    first photo set's first protocol."""
+    others = [s for s in spec.sources if s.name not in spec.table]
+    if not others:
+        return []
+    descs = [d for d in spec.descriptors if any(d in s.descriptors for s in others)]
+    lines = ["", "The other sources, each on its first photo set (trained / untrained twin):", ""]
+    lines += _head("source", descs)
+    sets = {d.name: d for d in spec.datasets}
+    for s in others:
+        d = sets[s.datasets[0]]
+        keys = {x: f"{d.name}-{x}-{d.protocols[0]}" for x in s.descriptors}
+        cells = [pair(results.get(f"{s.name}/trained/{keys[x]}"), results.get(f"{s.name}/twin/{keys[x]}"))
+                 if x in keys else "" for x in descs]  # fmt: skip
+        lines.append(_row(f"{s.label or s.name} ({d.name} {METRIC[d.protocols[0]]})", cells))
+    return lines
+
+
 def render_block(spec: TransferSpec, results: dict, command: str) -> str:
     """The Markdown between ``BEGIN`` and ``END`` (inclusive)."""
-    sources = [s for s in spec.sources if s.name in spec.table]
-    head = [f"{d.name} {METRIC[d.protocols[0]]}: trained / untrained twin" for d in spec.datasets]
-    lines = [BEGIN, "", f"| {spec.table_head} | " + " | ".join(head) + " |", "|" + " --- |" * (len(head) + 1)]
-    for s in sources:
-        cells = []
-        for d in spec.datasets:
-            key = f"{d.name}-{spec.table_descriptor}-{d.protocols[0]}"
-            cells.append(pair(results.get(f"{s.name}/trained/{key}"), results.get(f"{s.name}/twin/{key}")))
-        lines.append(f"| {s.label or s.name} | " + " | ".join(cells) + " |")
-    if spec.choose_from:
-        lines += ["", f"The descriptor each net's training split chose by cross-validation among "
-                  f"{', '.join(spec.choose_from)}, and its test value:", ""]  # fmt: skip
-        head = [f"{d.name}: trained / untrained twin" for d in spec.datasets]
-        lines += [f"| {spec.table_head} | " + " | ".join(head) + " |", "|" + " --- |" * (len(head) + 1)]
-        for s in sources:
-            cells = [
-                f"{chosen(spec, results, s, 'trained', d.name)} / {chosen(spec, results, s, 'twin', d.name)}"
-                for d in spec.datasets
-            ]
-            lines.append(f"| {s.label or s.name} | " + " | ".join(cells) + " |")
-        if any("| - /" in line or "/ - |" in line for line in lines):
-            lines += ["", "-: the summaries lack the training split's cross-validated score (older runs "
-                      "recorded it only where one C serves every class)."]  # fmt: skip
+    lines = [BEGIN, "", *first_table(spec, results)]
+    lines += choice_table(spec, results) if spec.choose_from else []
+    lines += other_table(spec, results)
     where = f"; {spec.hardware}" if spec.hardware else ""
     lines += ["", f"`{command}` ({len(results)} summaries in `{spec.results_dir or spec.out_dir}`{where})."]
     return "\n".join([*lines, "", END])
