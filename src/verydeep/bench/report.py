@@ -71,72 +71,102 @@ def _recheck_line(v: dict, inference: dict) -> str:
 
 
 def _other_lines(r: dict) -> list[str]:
-    lines = []
-    if "comm" in r:
-        c = r["comm"]
+    """The lines of every part beside the model tables, in a fixed order, for the parts that ran."""
+    parts = {
+        "comm": _comm_lines,
+        "lrn": _lrn_lines,
+        "precision": _precision_lines,
+        "eval": _eval_lines,
+        "data": _data_lines,
+        "features": _features_lines,
+    }
+    return [line for key, lines in parts.items() if key in r for line in lines(r)]
+
+
+def _comm_lines(r: dict) -> list[str]:
+    lines: list[str] = []
+    c = r["comm"]
+    lines.append(
+        f"Gradient all-reduce per optimiser step ({c['parameters'] / 1e6:.1f} M parameters, counted):"
+    )
+    for k, v in c["choices"].items():
+        lines.append(f"  {k:30} {v['bytes_per_step'] / 1e6:>10.2f} MB {v['vs_fp32']:>8.3f}x fp32")
+    lines += _predicted_lines(c)
+    return lines
+
+
+def _lrn_lines(r: dict) -> list[str]:
+    lines: list[str] = []
+    t, shape = r["lrn"]["seconds"], "x".join(map(str, r["lrn"]["input"]))
+    lines.append(
+        f"A-LRN's LRN, forward + backward on {shape}: torch {t['torch']:.3f} s, verydeep "
+        f"{t['verydeep']:.3f} s ({r['lrn']['speedup']:.1f}x)"
+    )
+    return lines
+
+
+def _precision_lines(r: dict) -> list[str]:
+    lines: list[str] = []
+    p = r["precision"]
+    lines.append(
+        f"Agreement with fp32, {p['checkpoint']} on {p['images']} photos at {p['test_scale_px']} px:"
+    )
+    for mode, v in p["modes"].items():
+        parts = [
+            f"{m} {100 * a['top1_agreement']:.1f}% (max |dp| {a['max_prob_diff']:.2g})"
+            for m, a in v.items()
+            if m in ("centre", "dense")
+        ]
+        verdict = "" if v["can_be_default"] else "  below 99%: not a default"
+        lines.append(f"  {mode:8} top-1 agreement: {', '.join(parts)}{verdict}")
+        if "rechecked" in v:
+            lines.append(_recheck_line(v, r.get("inference", {})))
+        if v.get("top1_err") and p.get("fp32_top1_err"):
+            e, ref = v["top1_err"], p["fp32_top1_err"]
+            errs = ", ".join(f"{m} {100 * ref[m]:.1f}% -> {100 * e[m]:.1f}%" for m in e)
+            lines.append(f"        top-1 error on these photos, fp32 -> {mode}: {errs}")
+    return lines
+
+
+def _eval_lines(r: dict) -> list[str]:
+    lines: list[str] = []
+    e = r["eval"]
+    s, g = e["seconds_per_image"], e["gmacs_per_image"]
+    lines.append(f"Evaluation per photo ({e['images']} photos, scales {e['scales_px']} px):")
+    for k in s:
+        lines.append(f"  {k:30} {s[k]:>9.2f} s {g[k]:>9.1f} GMACs")
+    for q, b in e.get("by_scale", {}).items():
+        d, c = b["dense_3scale_flip"], b["multicrop_150"]
+        rate = lambda x: x["gmacs_per_image"] / x["seconds_per_image"]  # noqa: E731
         lines.append(
-            f"Gradient all-reduce per optimiser step ({c['parameters'] / 1e6:.1f} M parameters, counted):"
+            f"    Q = {q} px: dense {d['seconds_per_image']:.2f} s ({rate(d):.0f} GMAC/s), 50 crops "
+            f"{c['seconds_per_image']:.2f} s ({rate(c):.0f} GMAC/s): {b['ratio']:.1f}x"
         )
-        for k, v in c["choices"].items():
-            lines.append(f"  {k:30} {v['bytes_per_step'] / 1e6:>10.2f} MB {v['vs_fp32']:>8.3f}x fp32")
-        lines += _predicted_lines(c)
-    if "lrn" in r:
-        t, shape = r["lrn"]["seconds"], "x".join(map(str, r["lrn"]["input"]))
-        lines.append(
-            f"A-LRN's LRN, forward + backward on {shape}: torch {t['torch']:.3f} s, verydeep "
-            f"{t['verydeep']:.3f} s ({r['lrn']['speedup']:.1f}x)"
-        )
-    if "precision" in r:
-        p = r["precision"]
-        lines.append(
-            f"Agreement with fp32, {p['checkpoint']} on {p['images']} photos at {p['test_scale_px']} px:"
-        )
-        for mode, v in p["modes"].items():
-            parts = [
-                f"{m} {100 * a['top1_agreement']:.1f}% (max |dp| {a['max_prob_diff']:.2g})"
-                for m, a in v.items()
-                if m in ("centre", "dense")
-            ]
-            verdict = "" if v["can_be_default"] else "  below 99%: not a default"
-            lines.append(f"  {mode:8} top-1 agreement: {', '.join(parts)}{verdict}")
-            if "rechecked" in v:
-                lines.append(_recheck_line(v, r.get("inference", {})))
-            if v.get("top1_err") and p.get("fp32_top1_err"):
-                e, ref = v["top1_err"], p["fp32_top1_err"]
-                errs = ", ".join(f"{m} {100 * ref[m]:.1f}% -> {100 * e[m]:.1f}%" for m in e)
-                lines.append(f"        top-1 error on these photos, fp32 -> {mode}: {errs}")
-    if "eval" in r:
-        e = r["eval"]
-        s, g = e["seconds_per_image"], e["gmacs_per_image"]
-        lines.append(f"Evaluation per photo ({e['images']} photos, scales {e['scales_px']} px):")
-        for k in s:
-            lines.append(f"  {k:30} {s[k]:>9.2f} s {g[k]:>9.1f} GMACs")
-        for q, b in e.get("by_scale", {}).items():
-            d, c = b["dense_3scale_flip"], b["multicrop_150"]
-            rate = lambda x: x["gmacs_per_image"] / x["seconds_per_image"]  # noqa: E731
-            lines.append(
-                f"    Q = {q} px: dense {d['seconds_per_image']:.2f} s ({rate(d):.0f} GMAC/s), 50 crops "
-                f"{c['seconds_per_image']:.2f} s ({rate(c):.0f} GMAC/s): {b['ratio']:.1f}x"
-            )
-        lines.append(f"  150 crops cost {e['ratio']:.1f}x dense 3-scale+flip ({e['note']})")
-    if "data" in r:
-        d = r["data"]
-        lines.append(
-            f"Data pipeline, {d['images']} JPEGs, S in {d['scale_px']}, crop {d['crop']}, one thread:"
-        )
-        base, paired = d["images_per_cpu_s"]["torchvision"], d.get("speedups", {})
-        for k, v in d["images_per_cpu_s"].items():
-            lines.append(f"  {k:30} {v:>9.1f} images/CPU-s {paired.get(k, v / base):>6.2f}x torchvision")
-        lines.append(f"  fastest decoder here: {d['best_decoder']}")
-    if "features" in r:
-        f = r["features"]
-        mode = f" in {f['precision']}" if "precision" in f else ""
-        lines.append(f"Feature extraction{mode}, {f['images']} photos of mixed sizes ({f['note']}):")
-        for k, v in f["images_per_s"].items():
-            lines.append(f"  {k:30} {v:>9.2f} images/s {f['gmac_per_s'][k]:>8.1f} GMAC/s")
-        lines.append(
-            f"  {f['gmacs_per_image']:.2f} GMACs per photo; window buckets {f['speedup']:.2f}x exact sizes"
-        )
+    lines.append(f"  150 crops cost {e['ratio']:.1f}x dense 3-scale+flip ({e['note']})")
+    return lines
+
+
+def _data_lines(r: dict) -> list[str]:
+    lines: list[str] = []
+    d = r["data"]
+    lines.append(f"Data pipeline, {d['images']} JPEGs, S in {d['scale_px']}, crop {d['crop']}, one thread:")
+    base, paired = d["images_per_cpu_s"]["torchvision"], d.get("speedups", {})
+    for k, v in d["images_per_cpu_s"].items():
+        lines.append(f"  {k:30} {v:>9.1f} images/CPU-s {paired.get(k, v / base):>6.2f}x torchvision")
+    lines.append(f"  fastest decoder here: {d['best_decoder']}")
+    return lines
+
+
+def _features_lines(r: dict) -> list[str]:
+    lines: list[str] = []
+    f = r["features"]
+    mode = f" in {f['precision']}" if "precision" in f else ""
+    lines.append(f"Feature extraction{mode}, {f['images']} photos of mixed sizes ({f['note']}):")
+    for k, v in f["images_per_s"].items():
+        lines.append(f"  {k:30} {v:>9.2f} images/s {f['gmac_per_s'][k]:>8.1f} GMAC/s")
+    lines.append(
+        f"  {f['gmacs_per_image']:.2f} GMACs per photo; window buckets {f['speedup']:.2f}x exact sizes"
+    )
     return lines
 
 

@@ -215,12 +215,17 @@ def train_localizer(
         msg = f"non-finite box loss or gradient at step {e.step}; lower the rate (--lr, now {cfg.lr:g})"
         raise NonFiniteLossError(msg, e.step) from None
     finally:
-        net.eval()
-        if numerics.channels_last:
-            net.to(memory_format=torch.contiguous_format)
-        for p in net.parameters():
-            p.requires_grad_(True)
+        _release(net, numerics)
     return {**hist, "cpu_s": time.process_time() - t0}
+
+
+def _release(net: VGG, numerics: Numerics) -> None:
+    """The net as training found it, whatever stopped it: eval mode, NCHW, every layer trainable."""
+    net.eval()
+    if numerics.channels_last:
+        net.to(memory_format=torch.contiguous_format)
+    for p in net.parameters():
+        p.requires_grad_(True)
 
 
 def _training_view(net: VGG, numerics: Numerics) -> nn.Module:
