@@ -51,16 +51,13 @@ def _run_only(mod, spec, args: argparse.Namespace, kind: str) -> int:  # mod: a 
     side must not race to write it; ``--report-only`` writes it after)."""
     import sys
 
+    from .values import only_names
+
     if not hasattr(mod, "entry_names"):
         raise ValueError(
             f"--only applies to Section 4 grids and transfer or localisation plans, not to a {kind} plan"
         )
-    names = [n.strip() for n in args.only.split(",") if n.strip()]
-    if not names:  # an empty variable in a script must not mean "the whole plan"
-        raise ValueError("--only: no entry names given (e.g. --only D-256,A-256)")
-    unknown = sorted(set(names) - set(mod.entry_names(spec)))
-    if unknown:
-        raise ValueError(f"--only: no such entries in the plan: {', '.join(unknown)}")
+    names = only_names(args.only, mod.entry_names(spec), "entry", "D-256,A-256")
     mod.run_plan(spec, progress=not args.no_progress, only=names)
     print(f"study: done {', '.join(names)}; write the report with --report-only", file=sys.stderr)
     return 0

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .values import path_arg
+from .values import only_names, path_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,12 +62,9 @@ def run(args: argparse.Namespace) -> int:
         spec.out_dir = args.out_dir
     if args.results_dir is not None:
         spec.results_dir = args.results_dir
-    names = None if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
-    if names == []:  # an empty variable in a script must not mean "the whole study" (hours)
-        raise ValueError("--only: no run names given (e.g. --only D-jit,E-jit)")
-    unknown = sorted(set(names or []) - {r.name for r in build_plan(spec)})
-    if unknown:
-        raise ValueError(f"--only: no such runs in the plan: {', '.join(unknown)}")
+    names = None
+    if args.only is not None:
+        names = only_names(args.only, [r.name for r in build_plan(spec)], "run", "D-jit,E-jit")
     if args.estimate:
         return _estimate(spec, names)
     if names:

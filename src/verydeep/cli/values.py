@@ -21,6 +21,19 @@ from collections.abc import Callable
 from ..ranges import DEVICE_PATTERN, MAX_SCALE, MIN_SCALE
 
 
+def only_names(text: str, known: list[str], noun: str, example: str) -> list[str]:
+    """``--only A,B``: the names, each known; none given is refused (an empty variable in a
+    script must not mean "all of it", which can be hours)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--only: no {noun} names given (e.g. --only {example})")
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        plural = "entries" if noun == "entry" else f"{noun}s"
+        raise ValueError(f"--only: no such {plural} in the plan: {', '.join(unknown)}")
+    return names
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the examples' line breaks and appends each flag's default where it says something
     (not for None, False or an empty list, nor where the help already names it)."""

@@ -43,16 +43,13 @@ from ..io.weights.weights_out import write_weights
 from ..train import fit
 from ..transfer import SVMConfig, mean_class_recall, train_and_test
 from .finetune_plan import IMPORTS, FinetuneSpec, PlannedRun, plan_runs, repeats
-from .plans import untrained_twin
+from .plans import existing_source, untrained_twin
 
 SHAPE = ("arch", "width_mult", "fc_width", "crop_size", "in_channels")
 
 
 def check_source(spec: FinetuneSpec) -> None:
-    if not Path(spec.source).is_file():
-        how = f"; make it with: {spec.source_command}" if spec.source_command else ""
-        raise ValueError(f"finetune_study: source {spec.source} not found{how}")
-    read_meta(spec.source)  # a one-line error now for a file that is not a verydeep checkpoint
+    existing_source(spec.source, spec.source_command, "finetune_study source")
 
 
 def make_starts(spec: FinetuneSpec) -> dict[str, str]:

@@ -28,6 +28,7 @@ from ..localization.net import LocTrainConfig
 from ..localization.tune import dense_config
 from ..train import fit
 from .loc_study import Candidate, Classifier, LocSpec, candidates
+from .plans import existing_source
 
 SHAPE = ("arch", "width_mult", "fc_width", "crop_size")
 
@@ -38,10 +39,7 @@ def classifier_overrides(spec: LocSpec, c: Classifier) -> list[str]:
     o = ["data.dataset=voc", f"data.root={spec.data}", f"data.train_split={spec.fit_split}"]
     o += [f"data.test_split={spec.report_split}", *spec.classifier_base]
     if c.source:
-        source = Path(c.source).expanduser()
-        if not source.is_file():
-            how = f"; make it with: {c.command}" if c.command else ""
-            raise ValueError(f"localization_study classifier {c.name}: {source} not found{how}")
+        source = existing_source(c.source, c.command, f"localization_study classifier {c.name}")
         shape = read_meta(source).model
         o += [f"model.{k}={shape[k]}" for k in SHAPE] + [f"train.init_from={source}", "optim.lr=0.001"]
     return [*o, *c.set, f"train.out_dir={Path(spec.out_dir) / 'classifiers' / c.name}"]
@@ -93,12 +91,18 @@ def do_candidate(spec: LocSpec, cand: Candidate, progress: bool) -> tuple[dict, 
         flips, bar = [False, True] if spec.flip else [False], step_bar(0, f"tune {cand.name}", progress)
         tuned = tune_merging(spec.data, spec.choose_split, locs, cls, sets, flips, bar)
         atomic_write(tune_path, json.dumps(tuned, indent=1).encode())
-    cfg = dense_config(tuned["best"]["flags"])
-    print(f"localization_study: {cand.name} on {spec.report_split}", file=sys.stderr, flush=True)
-    bar = step_bar(0, f"{cand.name} on {spec.report_split}", progress)
-    val = evaluate_boxes(spec.data, spec.report_split, locs, cls, cfg, bar, train_split=spec.fit_split)
-    atomic_write(folder / f"val-{cand.net}.json", json.dumps(val, indent=1).encode())
+    val = report(spec, locs, cls, tuned["best"]["flags"], folder / f"val-{cand.net}.json", progress)
     return tuned, val
+
+
+def report(spec: LocSpec, locs: list[str], cls: list[str], flags: str, dest: Path, progress: bool) -> dict:
+    """``localize eval`` on report_split with ``flags`` (a tune row's; "": the defaults), to ``dest``."""
+    what = f"{dest.parent.name}/{dest.stem.removeprefix('val-')} on {spec.report_split}"
+    print(f"localization_study: {what}", file=sys.stderr, flush=True)
+    cfg, bar = dense_config(flags), step_bar(0, what, progress)
+    val = evaluate_boxes(spec.data, spec.report_split, locs, cls, cfg, bar, train_split=spec.fit_split)
+    atomic_write(dest, json.dumps(val, indent=1).encode())
+    return val
 
 
 def run_defaults(spec: LocSpec, run_name: str, progress: bool) -> None:
@@ -106,11 +110,8 @@ def run_defaults(spec: LocSpec, run_name: str, progress: bool) -> None:
     run = spec.run(run_name)
     locs = [box_net(spec, run.name, "scr-all", progress)]
     cls = [classifier(spec, name, progress) for name in run.score or (run.classifier,)]
-    val = evaluate_boxes(
-        spec.data, spec.report_split, locs, cls, dense_config(""), train_split=spec.fit_split
-    )
-    atomic_write(Path(spec.results_dir or spec.out_dir) / run.name / "val-scr-all-defaults.json",
-                 json.dumps(val, indent=1).encode())  # fmt: skip
+    dest = Path(spec.results_dir or spec.out_dir) / run.name / "val-scr-all-defaults.json"
+    report(spec, locs, cls, "", dest, progress)
 
 
 def entry_names(spec: LocSpec) -> list[str]:

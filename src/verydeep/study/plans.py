@@ -85,6 +85,19 @@ def splice(doc: str, block: str, begin: str, end: str) -> str:
     return doc.rstrip("\n") + "\n\n" + block + "\n"
 
 
+def existing_source(path: str | Path, command: str, what: str) -> Path:
+    """A plan's source checkpoint: there, and a verydeep checkpoint; else one line that says how
+    to make it (``command``), before any work."""
+    from ..io.checkpoint import read_meta
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        how = f"; make it with: {command}" if command else ""
+        raise ValueError(f"{what}: {path} not found{how}")
+    read_meta(path)
+    return path
+
+
 def untrained_twin(source: str | Path, dest: str | Path, seed: int = 0) -> str:
     """``source``'s net at a fresh Glorot initialisation (every layer, ``seed``), its input
     convention and classes kept, saved at ``dest`` once; returns ``dest``. The same recipe on

@@ -34,12 +34,12 @@ from tqdm import tqdm
 
 from ..features import DescriptorConfig, describe_dataset
 from ..io import study_results as summary
-from ..io.checkpoint import load_model, read_meta
+from ..io.checkpoint import load_model
 from ..io.features import load_descriptors, save_descriptors
 from ..io.files import atomic_write
 from ..transfer import SVMConfig
 from ..transfer_protocol import run_transfer
-from .plans import items, read_table, untrained_twin
+from .plans import existing_source, items, read_table, untrained_twin
 
 # protocol -> (SVMConfig fields, Caltech split arguments of run_transfer)
 PROTOCOLS = {
@@ -161,11 +161,7 @@ def summary_path(spec: TransferSpec, cell: Cell) -> Path:
 
 def checkpoint(spec: TransferSpec, source: Source, net: str) -> str:
     """The source's checkpoint (``trained``) or its twin's, the twin made once where it is Glorot."""
-    path = Path(source.checkpoint).expanduser()
-    if not path.is_file():
-        how = f"; make it with: {source.command}" if source.command else ""
-        raise ValueError(f"transfer_study source {source.name}: {path} not found{how}")
-    read_meta(path)  # a one-line error now for a file that is not a verydeep checkpoint
+    path = existing_source(source.checkpoint, source.command, f"transfer_study source {source.name}")
     if net == "trained":
         return str(path)
     if source.twin == "glorot":
